@@ -1,0 +1,16 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: {
+    index: 'src/index.ts',
+    'express/index': 'src/express/index.ts',
+    'node/index': 'src/node/index.ts',
+    'client/index': 'src/client/index.ts',
+  },
+  format: ['esm', 'cjs'],
+  dts: false, // declarations come from `tsc --emitDeclarationOnly` (scripts/build-types.mjs)
+  sourcemap: true,
+  clean: true,
+  target: 'node20',
+  external: ['express'],
+});
