@@ -1,0 +1,64 @@
+/**
+ * The Web-standard entry point: `(Request) => Promise<Response>`, for
+ * serverless and edge runtimes (and anything else that speaks Fetch).
+ */
+import { BidiError } from './errors';
+import type { BidiRequest } from './http';
+import type { BidiOptions, BidiServer } from './server';
+import { createBidiServer } from './server';
+
+export type FetchHandler = (request: Request) => Promise<Response>;
+
+/** Reads a Fetch body as text, stopping past `limit` bytes. */
+async function readLimited(request: Request, limit: number): Promise<string> {
+  if (!request.body) return '';
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw new BidiError('BODY_TOO_LARGE', `request body exceeds ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    all.set(c, offset);
+    offset += c.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}
+
+export function fetchRequestToBidi(request: Request): BidiRequest {
+  const url = new URL(request.url);
+  return {
+    method: request.method,
+    path: url.pathname,
+    query: url.searchParams,
+    headers: request.headers,
+    text: (limit) => readLimited(request, limit),
+    signal: request.signal,
+    raw: request,
+  };
+}
+
+/**
+ * Wrap a server (or options to build one) as a Fetch handler. Requests
+ * outside the mount path get a 404 JSON error.
+ */
+export function toFetchHandler(serverOrOptions: BidiServer<any, any> | BidiOptions<any, any>): FetchHandler {
+  const server = 'handle' in serverOrOptions ? (serverOrOptions as BidiServer<any, any>) : createBidiServer(serverOrOptions);
+  return async (request) => {
+    const res = (await server.handle(fetchRequestToBidi(request))) ?? {
+      status: 404,
+      headers: { 'content-type': 'application/json; charset=utf-8' },
+      body: JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such path' } }),
+    };
+    return new Response(res.status === 204 ? null : res.body, { status: res.status, headers: res.headers });
+  };
+}

@@ -1,0 +1,105 @@
+/**
+ * The runtime-neutral request/response pair the core speaks. Adapters build a
+ * BidiRequest from their framework's request and write a BidiResponse back;
+ * `toFetchHandler` does the same for Web-standard runtimes.
+ */
+
+export interface HeaderReader {
+  get(name: string): string | null;
+}
+
+export interface BidiRequest {
+  method: string;
+  /** The URL path, without query string (e.g. `/session/watch`). */
+  path: string;
+  query: URLSearchParams;
+  headers: HeaderReader;
+  /**
+   * The body as text. Implementations stop reading past `limit` bytes and
+   * throw `BidiError('BODY_TOO_LARGE')`.
+   */
+  text(limit: number): Promise<string>;
+  /** Aborts when the client goes away; ends a waiting watch early. */
+  signal?: AbortSignal;
+  /** The framework's own request object, handed to hooks untouched. */
+  raw?: unknown;
+}
+
+export interface BidiResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface CorsOptions {
+  /** Allowed origins: exact strings (`https://app.example.com`), `'*'`, or a predicate. Default: none. */
+  origins?: readonly string[] | '*' | ((origin: string) => boolean);
+  /** Send `Access-Control-Allow-Credentials: true` (cookies). Not allowed with `'*'`. */
+  credentials?: boolean;
+  /** Extra request headers to allow (e.g. `Authorization`). */
+  allowHeaders?: readonly string[];
+  /** Preflight cache, seconds. Default 600. */
+  maxAge?: number;
+}
+
+export const SID_HEADER = 'bidi-sid';
+
+const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' } as const;
+
+export function jsonResponse(status: number, body: string, extra?: Record<string, string>): BidiResponse {
+  return { status, headers: extra ? { ...JSON_HEADERS, ...extra } : { ...JSON_HEADERS }, body };
+}
+
+/** Decides cross-origin access. Closed unless origins are configured. */
+export class CorsPolicy {
+  private readonly allowHeaders: string;
+
+  constructor(private readonly options: CorsOptions = {}) {
+    if (options.origins === '*' && options.credentials) {
+      throw new Error("cors: credentials cannot be combined with origins '*'");
+    }
+    this.allowHeaders = ['content-type', SID_HEADER, ...(options.allowHeaders ?? [])].join(', ');
+  }
+
+  /** `null` for same-origin or non-browser requests; `true`/`false` for cross-origin ones. */
+  check(req: BidiRequest): { crossOrigin: boolean; allowed: boolean; origin: string | null } {
+    const origin = req.headers.get('origin');
+    if (!origin) return { crossOrigin: false, allowed: true, origin };
+    const host = req.headers.get('host');
+    let originHost: string | null = null;
+    try {
+      originHost = new URL(origin).host;
+    } catch {
+      // "null" or garbage: treat as a foreign origin
+    }
+    if (host && originHost === host) return { crossOrigin: false, allowed: true, origin };
+    return { crossOrigin: true, allowed: this.allows(origin), origin };
+  }
+
+  private allows(origin: string): boolean {
+    const { origins } = this.options;
+    if (!origins) return false;
+    if (origins === '*') return true;
+    if (typeof origins === 'function') return origins(origin);
+    return origins.includes(origin);
+  }
+
+  /** Headers for an allowed cross-origin response. */
+  headers(origin: string): Record<string, string> {
+    const h: Record<string, string> = {
+      'access-control-allow-origin': this.options.origins === '*' ? '*' : origin,
+      vary: 'Origin',
+    };
+    if (this.options.credentials) h['access-control-allow-credentials'] = 'true';
+    return h;
+  }
+
+  preflightHeaders(origin: string): Record<string, string> {
+    return {
+      ...this.headers(origin),
+      'access-control-allow-methods': 'GET, POST, DELETE',
+      'access-control-allow-headers': this.allowHeaders,
+      'access-control-max-age': String(this.options.maxAge ?? 600),
+    };
+  }
+}

@@ -1,0 +1,15 @@
+export { BidiError, reject, toBidiError } from './errors';
+export type { BidiErrorCode } from './errors';
+export { DEFAULT_LIMITS } from './limits';
+export type { Limits } from './limits';
+export { SID_HEADER } from './http';
+export type { BidiRequest, BidiResponse, CorsOptions, HeaderReader } from './http';
+export { BidiServer, createBidiServer } from './server';
+export type { BidiOptions, BroadcastResult, ErrorPhase, Hub, MessageInfo, OpenRequest, RequestCheck, SessionView } from './server';
+export { ServerSession } from './session';
+export type { SendOptions, WhenFull } from './session';
+export { toFetchHandler, fetchRequestToBidi } from './fetch';
+export type { FetchHandler } from './fetch';
+export { MemoryStore } from './stores/memory';
+export type { MemoryStoreOptions } from './stores/memory';
+export type * from './store';

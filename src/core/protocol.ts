@@ -1,0 +1,131 @@
+/**
+ * Wire-level parsing and serialisation (docs/PROTOCOL.md). Pure functions:
+ * they validate a whole request before anything is applied, and build
+ * response bodies from stored JSON text without re-serialising messages.
+ */
+import { BidiError } from './errors';
+import type { BidiRequest } from './http';
+import { SID_HEADER } from './http';
+import type { Limits } from './limits';
+import type { StoredMessage } from './store';
+import { SESSION_ID_PATTERN, utf8Length } from './util';
+
+export const PROTOCOL_VERSION = 1;
+
+export function isJsonContentType(value: string | null): boolean {
+  if (!value) return false;
+  const type = value.split(';', 1)[0]!.trim().toLowerCase();
+  return type === 'application/json';
+}
+
+/** Reads and parses a JSON object body, enforcing the body limit and the content type. */
+export async function readJsonObject(req: BidiRequest, limits: Limits): Promise<Record<string, unknown>> {
+  if (!isJsonContentType(req.headers.get('content-type'))) {
+    throw new BidiError('UNSUPPORTED_MEDIA_TYPE', 'request body must be application/json');
+  }
+  const declared = req.headers.get('content-length');
+  if (declared !== null && Number(declared) > limits.maxBodyBytes) {
+    throw new BidiError('BODY_TOO_LARGE', `request body exceeds ${limits.maxBodyBytes} bytes`);
+  }
+  const text = await req.text(limits.maxBodyBytes);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new BidiError('BAD_REQUEST', 'request body is not valid JSON');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new BidiError('BAD_REQUEST', 'request body must be a JSON object');
+  }
+  return body as Record<string, unknown>;
+}
+
+export function readSessionId(req: BidiRequest): string {
+  const sid = req.headers.get(SID_HEADER);
+  if (!sid) throw new BidiError('MISSING_SESSION_ID', `the ${SID_HEADER} header is required`);
+  if (!SESSION_ID_PATTERN.test(sid)) throw new BidiError('MISSING_SESSION_ID', `the ${SID_HEADER} header is malformed`);
+  return sid;
+}
+
+export function isSeq(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+export interface OpenBody {
+  meta: unknown;
+}
+
+export function parseOpen(body: Record<string, unknown>): OpenBody {
+  if (body.v !== PROTOCOL_VERSION) {
+    throw new BidiError('UNSUPPORTED_VERSION', `protocol version ${JSON.stringify(body.v ?? null)} is not supported; this server speaks v${PROTOCOL_VERSION}`);
+  }
+  return { meta: body.meta === undefined ? null : body.meta };
+}
+
+export interface SendBody {
+  msgs: StoredMessage[];
+  ack?: number;
+}
+
+/** Validates a send body whole; returns messages sorted by seq with duplicates removed. */
+export function parseSend(body: Record<string, unknown>, limits: Limits): SendBody {
+  const { msgs: rawMsgs = [], ack } = body;
+  if (ack !== undefined && !isSeq(ack)) throw new BidiError('BAD_REQUEST', '"ack" must be a non-negative integer');
+  if (!Array.isArray(rawMsgs)) throw new BidiError('BAD_REQUEST', '"msgs" must be an array of [seq, data] pairs');
+  if (rawMsgs.length > limits.maxMessagesPerRequest) {
+    throw new BidiError('TOO_MANY_MESSAGES', `at most ${limits.maxMessagesPerRequest} messages per request`);
+  }
+  const bySeq = new Map<number, string>();
+  for (const item of rawMsgs) {
+    if (!Array.isArray(item) || item.length !== 2) throw new BidiError('BAD_REQUEST', 'each message must be a [seq, data] pair');
+    const [seq, data] = item as [unknown, unknown];
+    if (!isSeq(seq) || seq === 0) throw new BidiError('BAD_REQUEST', 'a message seq must be a positive integer');
+    const json = JSON.stringify(data);
+    if (utf8Length(json) > limits.maxMessageBytes) {
+      throw new BidiError('MESSAGE_TOO_LARGE', `message ${seq} exceeds ${limits.maxMessageBytes} bytes`);
+    }
+    if (!bySeq.has(seq)) bySeq.set(seq, json);
+  }
+  const msgs = [...bySeq].map(([seq, json]) => ({ seq, json })).sort((a, b) => a.seq - b.seq);
+  return ack === undefined ? { msgs } : { msgs, ack };
+}
+
+export interface WatchQuery {
+  ack: number;
+  wait: number;
+}
+
+export function parseWatch(query: URLSearchParams, defaultWait: number, maxWait: number): WatchQuery {
+  const ackText = query.get('ack');
+  if (ackText === null) throw new BidiError('BAD_REQUEST', 'query parameter "ack" is required');
+  const ack = parseInteger(ackText, 'ack');
+  const waitText = query.get('wait');
+  const wait = waitText === null ? defaultWait : Math.min(parseInteger(waitText, 'wait'), maxWait);
+  return { ack, wait };
+}
+
+function parseInteger(text: string, name: string): number {
+  if (!/^\d{1,15}$/.test(text)) throw new BidiError('BAD_REQUEST', `query parameter "${name}" must be a non-negative integer`);
+  return Number(text);
+}
+
+/** `[[seq,json],...]` from stored text, no re-serialisation. */
+export function messagesJson(msgs: readonly StoredMessage[]): string {
+  let out = '[';
+  for (let i = 0; i < msgs.length; i++) {
+    const m = msgs[i]!;
+    out += (i === 0 ? '[' : ',[') + m.seq + ',' + m.json + ']';
+  }
+  return out + ']';
+}
+
+export function watchBody(
+  msgs: readonly StoredMessage[],
+  clientAck: number,
+  extra: { close?: { seq: number; reason: string }; superseded?: boolean },
+): string {
+  let out = '{"msgs":' + messagesJson(msgs) + ',"ack":' + clientAck;
+  if (extra.close) out += ',"close":' + JSON.stringify(extra.close);
+  if (extra.superseded) out += ',"superseded":true';
+  return out + '}';
+}

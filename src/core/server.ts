@@ -1,0 +1,631 @@
+/**
+ * The protocol engine. It owns no session state: every decision is made by
+ * one atomic store operation, so any number of BidiServer objects (in one
+ * process or many) can serve the same sessions.
+ */
+import { BidiError, toBidiError } from './errors';
+import type { BidiRequest, BidiResponse, CorsOptions, HeaderReader } from './http';
+import { CorsPolicy, jsonResponse } from './http';
+import type { Limits } from './limits';
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimits } from './limits';
+import { PROTOCOL_VERSION, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
+import type { SendOptions, SessionBackend, WhenFull } from './session';
+import { PendingSessionBackend, ServerSession } from './session';
+import type { AppendResult, ReadResult, Store, StoreEvent, StoredMessage } from './store';
+import { MemoryStore } from './stores/memory';
+import { newSessionId, newToken, utf8Length } from './util';
+
+export interface OpenRequest {
+  headers: HeaderReader;
+  query: URLSearchParams;
+  /** The `meta` the client passed to `open()` (JSON, or null). */
+  meta: unknown;
+  /** The framework's request object (Express `req`, Koa `ctx`, a Fetch `Request`). */
+  raw?: unknown;
+}
+
+export interface RequestCheck {
+  headers: HeaderReader;
+  query: URLSearchParams;
+  sessionId: string;
+  raw?: unknown;
+}
+
+export interface MessageInfo {
+  /** The client's seq for this message: stable across a redelivery, so handlers can be idempotent. */
+  seq: number;
+}
+
+export type ErrorPhase = 'open' | 'message' | 'close' | 'request' | 'sweep' | 'state';
+
+export interface BidiOptions<User = unknown, State extends object = Record<string, unknown>> {
+  /** Where session state lives. Default: a new `MemoryStore` (one process only). */
+  store?: Store;
+  /** Mount path. Default `/session`. */
+  path?: string;
+  /** Runs once per session before it exists. Throw `reject(status, reason)` to refuse; set `session.user` / `session.state`. */
+  onOpen?(session: ServerSession<User, State>, request: OpenRequest): void | Promise<void>;
+  /** Each client message, in order, once (see README "Guarantees" for the crash window). Never concurrent per session. */
+  onMessage?(session: ServerSession<User, State>, data: unknown, info: MessageInfo): void | Promise<void>;
+  /** Exactly once per session: reason is the app's close reason, `'client'` or `'expired'`. */
+  onClose?(session: ServerSession<User, State>, reason: string): void | Promise<void>;
+  /** Optional per-request check after open (auth is otherwise done once, in onOpen). Throw a BidiError (e.g. `UNAUTHORIZED`) to refuse. */
+  authorize?(check: RequestCheck): void | Promise<void>;
+  /** Errors thrown by hooks or the store. Default: `console.error` without session ids. */
+  onError?(error: unknown, context: { phase: ErrorPhase; seq?: number }): void;
+  limits?: Partial<Limits>;
+  /** Default watch wait, ms. Default 25 000. */
+  wait?: number;
+  /** Longest watch wait a client may ask for, ms. Default and cap 55 000. */
+  maxWait?: number;
+  /** A session with no request for this long expires, ms. Default 120 000. */
+  idleTimeout?: number;
+  /** Cross-origin access. Closed by default. */
+  cors?: CorsOptions;
+  /** What server `send()` does when a session's unacked window is full. Default `'reject'`. */
+  whenFull?: WhenFull;
+  /** Longest `send()` waits with `whenFull: 'wait'`, ms. Default 30 000. */
+  sendTimeout?: number;
+  /** Delivery lease, ms: how long a crashed instance can hold up a session. Renewed while a handler runs. Default 5 000. */
+  leaseMs?: number;
+  /** How often this instance tries to sweep expired sessions, ms; 0 turns the timer off (call `sweep()` yourself). Default 5 000. */
+  sweepInterval?: number;
+}
+
+export interface BroadcastResult {
+  /** Sessions that got the message. */
+  sent: number;
+  /** Sessions that did not, with why. */
+  failed: Array<{ sid: string; code: 'UNKNOWN_SESSION' | 'SESSION_CLOSED' | 'SEND_WINDOW_FULL' }>;
+}
+
+export interface SessionView<User = unknown, State = unknown> {
+  status: 'open' | 'closing' | 'closed';
+  user: User;
+  state: State;
+}
+
+/** Push and manage sessions from anywhere: timers, queue consumers, other sessions' handlers. */
+export interface Hub<User = unknown, State = unknown> {
+  send(sid: string, data: unknown, options?: SendOptions): Promise<number>;
+  broadcast(sids: readonly string[], data: unknown): Promise<BroadcastResult>;
+  /** Send to every member of a group. */
+  publish(group: string, data: unknown): Promise<BroadcastResult>;
+  close(sid: string, reason?: string): Promise<void>;
+  join(sid: string, group: string): Promise<boolean>;
+  leave(sid: string, group: string): Promise<void>;
+  members(group: string): Promise<string[]>;
+  /** A read-only view of sessions (null where unknown). */
+  inspect(sids: readonly string[]): Promise<Array<SessionView<User, State> | null>>;
+}
+
+const CLOSE_REASON_MAX = 256;
+
+export class BidiServer<User = unknown, State extends object = Record<string, unknown>> {
+  readonly store: Store;
+  readonly path: string;
+  readonly limits: Limits;
+  readonly hub: Hub<User, State>;
+  private readonly options: BidiOptions<User, State>;
+  private readonly cors: CorsPolicy;
+  private readonly wait: number;
+  private readonly maxWait: number;
+  private readonly idleTimeout: number;
+  private readonly leaseMs: number;
+  private readonly sendTimeout: number;
+  private readonly backend: SessionBackend;
+  private sweepTimer?: ReturnType<typeof setInterval>;
+  private readonly sweepToken = newToken();
+
+  constructor(options: BidiOptions<User, State> = {}) {
+    this.options = options;
+    this.store = options.store ?? new MemoryStore();
+    this.path = normalizePath(options.path ?? '/session');
+    this.limits = resolveLimits(options.limits);
+    this.maxWait = positive('maxWait', options.maxWait ?? MAX_WAIT_CAP_MS, MAX_WAIT_CAP_MS);
+    this.wait = positive('wait', options.wait ?? Math.min(DEFAULT_WAIT_MS, this.maxWait), this.maxWait);
+    this.idleTimeout = positive('idleTimeout', options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS);
+    if (this.idleTimeout <= this.maxWait) {
+      throw new BidiError('INVALID_OPTIONS', `idleTimeout (${this.idleTimeout}) must exceed maxWait (${this.maxWait}), or waiting clients would expire`);
+    }
+    this.leaseMs = positive('leaseMs', options.leaseMs ?? 5_000);
+    this.sendTimeout = positive('sendTimeout', options.sendTimeout ?? 30_000);
+    this.cors = new CorsPolicy(options.cors);
+    this.backend = {
+      send: (sid, json, opts) => this.sendJson(sid, json, opts),
+      close: (sid, reason) => this.closeSession(sid, reason),
+      join: (sid, group) => this.store.join(sid, group),
+      leave: (sid, group) => this.store.leave(sid, group),
+      serialize: serialize,
+    };
+    this.hub = this.makeHub();
+    const interval = options.sweepInterval ?? 5_000;
+    if (interval > 0) {
+      this.sweepTimer = setInterval(() => void this.sweep().catch((err) => this.report(err, { phase: 'sweep' })), interval);
+      (this.sweepTimer as { unref?: () => void }).unref?.();
+    }
+  }
+
+  /**
+   * Serve one request. Resolves `null` when the path is not under this
+   * server's mount path (adapters then pass the request on).
+   */
+  handle = async (req: BidiRequest): Promise<BidiResponse | null> => {
+    const route = this.route(req.path);
+    if (route === null) return null;
+    const cors = this.cors.check(req);
+    const corsHeaders = cors.crossOrigin && cors.allowed ? this.cors.headers(cors.origin!) : undefined;
+    try {
+      if (cors.crossOrigin && !cors.allowed) throw new BidiError('CORS_FORBIDDEN', 'cross-origin requests from this origin are not allowed');
+      if (req.method === 'OPTIONS' && route !== 'unknown') {
+        return { status: 204, headers: cors.crossOrigin ? this.cors.preflightHeaders(cors.origin!) : { allow: allowed(route) }, body: '' };
+      }
+      const res = await this.dispatch(route, req);
+      if (corsHeaders) Object.assign(res.headers, corsHeaders);
+      return res;
+    } catch (err) {
+      return this.errorResponse(err, corsHeaders);
+    }
+  };
+
+  /**
+   * Expire idle sessions and finish closes interrupted by a crash. Safe to
+   * call from any instance or a scheduled function: a store-wide lease makes
+   * concurrent sweeps skip. Resolves with the number of sessions closed.
+   */
+  async sweep(): Promise<number> {
+    let total = 0;
+    for (let round = 0; round < 100; round++) {
+      const result = await this.store.sweep({ lease: { token: this.sweepToken, ms: this.leaseMs }, limit: 100 });
+      if (result.status === 'busy' || result.closing.length === 0) break;
+      await Promise.all(
+        result.closing.map((s) =>
+          this.runClose(s.sid, this.sweepToken, s.reason, s.userJson, s.stateJson),
+        ),
+      );
+      total += result.closing.length;
+      if (result.closing.length < 100) break;
+    }
+    return total;
+  }
+
+  /** Stop this object's timers. Does not close sessions (they live in the store). */
+  async dispose(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+
+  // --- routing ---------------------------------------------------------------
+
+  private route(path: string): 'root' | 'send' | 'watch' | 'unknown' | null {
+    if (path === this.path || path === this.path + '/') return 'root';
+    if (!path.startsWith(this.path + '/')) return null;
+    const rest = path.slice(this.path.length + 1);
+    if (rest === 'send') return 'send';
+    if (rest === 'watch') return 'watch';
+    return 'unknown';
+  }
+
+  private async dispatch(route: 'root' | 'send' | 'watch' | 'unknown', req: BidiRequest): Promise<BidiResponse> {
+    const m = req.method;
+    switch (route) {
+      case 'root':
+        if (m === 'POST') return this.open(req);
+        if (m === 'DELETE') return this.clientClose(req);
+        break;
+      case 'send':
+        if (m === 'POST') return this.receive(req);
+        break;
+      case 'watch':
+        if (m === 'GET') return this.watch(req);
+        break;
+      case 'unknown':
+        throw new BidiError('NOT_FOUND', `no such path: ${req.path}`);
+    }
+    throw new BidiError('METHOD_NOT_ALLOWED', `${m} is not allowed here; use ${allowed(route)}`);
+  }
+
+  // --- open --------------------------------------------------------------------
+
+  private async open(req: BidiRequest): Promise<BidiResponse> {
+    const { meta } = parseOpen(await readJsonObject(req, this.limits));
+    const sid = newSessionId();
+    const pending = new PendingSessionBackend(serialize);
+    const session = new ServerSession<User, State>(sid, undefined as User, {} as State, pending);
+    if (this.options.onOpen) {
+      try {
+        await this.options.onOpen(session, { headers: req.headers, query: req.query, meta, raw: req.raw });
+      } catch (err) {
+        if (!(err instanceof BidiError)) this.report(err, { phase: 'open' });
+        throw err;
+      }
+    }
+    const userJson = serialize(session.user ?? null);
+    const stateJson = serialize(session.state ?? {});
+    if (utf8Length(userJson) + utf8Length(stateJson) > this.limits.maxSessionDataBytes) {
+      throw new BidiError('INTERNAL', 'session user and state exceed limits.maxSessionDataBytes');
+    }
+    const created = await this.store.create({
+      sid,
+      userJson,
+      stateJson,
+      initial: pending.queued,
+      idleMs: this.idleTimeout,
+      maxSessions: this.limits.maxSessions,
+    });
+    if (created.status === 'too-many-sessions') {
+      throw new BidiError('TOO_MANY_SESSIONS', 'the server holds its maximum number of sessions; retry later', { retryAfter: 5 });
+    }
+    if (created.status === 'exists') throw new BidiError('INTERNAL', 'session id collision');
+    for (const group of pending.groups) await this.store.join(sid, group);
+    const body = JSON.stringify({
+      sid,
+      v: PROTOCOL_VERSION,
+      wait: this.wait,
+      limits: {
+        maxBodyBytes: this.limits.maxBodyBytes,
+        maxMessageBytes: this.limits.maxMessageBytes,
+        maxMessagesPerRequest: this.limits.maxMessagesPerRequest,
+        inboundWindow: this.limits.inboundWindow,
+        inboundBufferBytes: this.limits.inboundBufferBytes,
+        maxWait: this.maxWait,
+        idleTimeout: this.idleTimeout,
+      },
+    });
+    return jsonResponse(201, body);
+  }
+
+  // --- client → server -------------------------------------------------------------
+
+  private async receive(req: BidiRequest): Promise<BidiResponse> {
+    const sid = readSessionId(req);
+    await this.authorize(req, sid);
+    const { msgs, ack } = parseSend(await readJsonObject(req, this.limits), this.limits);
+    const token = newToken();
+    const result = await this.store.receive(sid, {
+      msgs,
+      ack,
+      window: this.limits.inboundWindow,
+      bufferBytes: this.limits.inboundBufferBytes,
+      lease: { token, ms: this.leaseMs },
+      maxDeliver: this.limits.maxMessagesPerRequest,
+    });
+    switch (result.status) {
+      case 'unknown':
+        throw unknownSession();
+      case 'closed':
+        throw new BidiError('SESSION_CLOSED', 'the session is closed');
+      case 'invalid-ack':
+        throw new BidiError('INVALID_ACK', `ack ${ack} is above the last server seq ${result.lastSeq}`);
+      case 'out-of-window':
+        throw new BidiError('SEQ_OUT_OF_WINDOW', `messages must stay within ${this.limits.inboundWindow} seqs and ${this.limits.inboundBufferBytes} buffered bytes of ack ${result.clientAck}`, { retryAfter: 1 });
+    }
+    let clientAck = result.clientAck;
+    if (result.deliver.length > 0) {
+      clientAck = await this.deliver(sid, token, result.deliver, result.userJson, result.stateJson);
+    }
+    return jsonResponse(200, '{"ack":' + clientAck + '}');
+  }
+
+  /**
+   * Runs the handler over a deliverable run while holding the session's
+   * lease, recording each delivery (and the state it left) before the next.
+   * Returns the client ack reached.
+   */
+  private async deliver(sid: string, token: string, first: StoredMessage[], userJson: string, stateJson: string): Promise<number> {
+    const session = new ServerSession<User, State>(sid, JSON.parse(userJson), JSON.parse(stateJson), this.backend);
+    let savedState = stateJson;
+    let lost = false;
+    const heartbeat = setInterval(() => {
+      this.store.renewLease(sid, token, this.leaseMs).then(
+        (ok) => (lost ||= !ok),
+        (err) => this.report(err, { phase: 'message' }),
+      );
+    }, Math.max(50, Math.floor(this.leaseMs / 3)));
+    let clientAck = first[0]!.seq - 1;
+    try {
+      let batch = first;
+      while (batch.length > 0 && !lost) {
+        let next: StoredMessage[] = [];
+        for (let i = 0; i < batch.length; i++) {
+          const msg = batch[i]!;
+          try {
+            await this.options.onMessage?.(session, JSON.parse(msg.json), { seq: msg.seq });
+          } catch (err) {
+            // A throwing handler still consumes its message: redelivering it would loop forever.
+            this.report(err, { phase: 'message', seq: msg.seq });
+          }
+          const newState = this.stateToSave(session, savedState);
+          const last = i === batch.length - 1;
+          const r = await this.store.commit(sid, {
+            token,
+            seq: msg.seq,
+            stateJson: newState,
+            leaseMs: this.leaseMs,
+            next: last,
+            maxDeliver: this.limits.maxMessagesPerRequest,
+          });
+          if (r.status === 'lost') return clientAck;
+          if (newState !== undefined) savedState = newState;
+          clientAck = r.clientAck;
+          if (r.status === 'closing') {
+            clearInterval(heartbeat);
+            await this.runClose(sid, token, r.reason, r.userJson, r.stateJson, session);
+            return clientAck;
+          }
+          if (last) next = r.deliver;
+        }
+        batch = next;
+      }
+      return clientAck;
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  private stateToSave(session: ServerSession<User, State>, saved: string): string | undefined {
+    let json: string;
+    try {
+      json = serialize(session.state ?? {});
+    } catch (err) {
+      this.report(err, { phase: 'state' });
+      return undefined;
+    }
+    if (json === saved) return undefined;
+    if (utf8Length(json) > this.limits.maxSessionDataBytes) {
+      this.report(new BidiError('INTERNAL', 'session.state exceeds limits.maxSessionDataBytes; not saved'), { phase: 'state' });
+      return undefined;
+    }
+    return json;
+  }
+
+  // --- server → client -----------------------------------------------------------------
+
+  private async watch(req: BidiRequest): Promise<BidiResponse> {
+    const sid = readSessionId(req);
+    await this.authorize(req, sid);
+    const { ack, wait } = parseWatch(req.query, this.wait, this.maxWait);
+    const token = newToken();
+    const deadline = Date.now() + wait;
+
+    // Subscribe before the first read so no wake-up can fall between them.
+    let news = 0;
+    let superseded = false;
+    let wake: (() => void) | undefined;
+    const unsubscribe = this.store.subscribe(sid, (event: StoreEvent) => {
+      if (event.type === 'watch') {
+        if (event.token === token) return;
+        superseded = true;
+      }
+      news++;
+      wake?.();
+    });
+    try {
+      const readInput = { ack, watchToken: token, claim: true, maxMessages: this.limits.maxMessagesPerResponse };
+      let seen = news;
+      let r = await this.store.read(sid, readInput);
+      readInput.claim = false;
+      while (r.status === 'ok' && r.msgs.length === 0 && !r.close && !r.superseded && !superseded && !req.signal?.aborted) {
+        const left = deadline - Date.now();
+        if (left <= 0) break;
+        if (news === seen) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            const timer = setTimeout(resolve, left);
+            const onAbort = () => resolve();
+            req.signal?.addEventListener('abort', onAbort, { once: true });
+            wake = () => {
+              clearTimeout(timer);
+              req.signal?.removeEventListener('abort', onAbort);
+              resolve();
+            };
+          });
+          wake = undefined;
+        }
+        if (superseded) break;
+        seen = news;
+        r = await this.store.read(sid, readInput);
+      }
+      return this.watchResponse(r, ack, superseded);
+    } finally {
+      unsubscribe();
+    }
+  }
+
+  private watchResponse(r: ReadResult, ack: number, superseded: boolean): BidiResponse {
+    if (r.status === 'unknown') throw unknownSession();
+    if (r.status === 'invalid-ack') throw new BidiError('INVALID_ACK', `ack ${ack} is above the last server seq ${r.lastSeq}`);
+    if (superseded || r.superseded) return jsonResponse(200, watchBody([], r.clientAck, { superseded: true }));
+    return jsonResponse(200, watchBody(r.msgs, r.clientAck, { close: r.close }));
+  }
+
+  private async sendJson(sid: string, json: string, options?: SendOptions): Promise<number> {
+    if (utf8Length(json) > this.limits.maxMessageBytes) {
+      throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
+    }
+    const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
+    const deadline = Date.now() + this.sendTimeout;
+    for (;;) {
+      // Subscribe first so an ack between a 'full' answer and the wait still wakes us.
+      let acked = false;
+      let wake: (() => void) | undefined;
+      const unsubscribe =
+        whenFull === 'wait'
+          ? this.store.subscribe(sid, (e) => {
+              if (e.type === 'ack' || e.type === 'close') {
+                acked = true;
+                wake?.();
+              }
+            })
+          : undefined;
+      try {
+        const r = await this.store.append(sid, [json], this.limits);
+        if (r.status !== 'full' || whenFull === 'reject') return appendSeq(r);
+        const left = deadline - Date.now();
+        if (left <= 0) throw new BidiError('SEND_TIMEOUT', `the client did not make room within ${this.sendTimeout} ms`);
+        if (!acked) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, left);
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+        }
+      } finally {
+        unsubscribe?.();
+      }
+    }
+  }
+
+  // --- close ---------------------------------------------------------------------
+
+  private async clientClose(req: BidiRequest): Promise<BidiResponse> {
+    const sid = readSessionId(req);
+    await this.authorize(req, sid);
+    await this.closeSession(sid, 'client', true);
+    return jsonResponse(200, '{"closed":true}');
+  }
+
+  /** Move to closing; if this call gets the lease, run onClose now, else the lease holder or a sweep will. */
+  private async closeSession(sid: string, reason: string, fromClient = false): Promise<void> {
+    const token = newToken();
+    const r = await this.store.close(sid, { reason: reason.slice(0, CLOSE_REASON_MAX), lease: { token, ms: this.leaseMs } });
+    if (r.status === 'unknown') {
+      if (fromClient) throw unknownSession();
+      throw new BidiError('UNKNOWN_SESSION', 'no such session');
+    }
+    if (r.leased) await this.runClose(sid, token, r.reason, r.userJson, r.stateJson);
+  }
+
+  private async runClose(
+    sid: string,
+    token: string,
+    reason: string,
+    userJson: string,
+    stateJson: string,
+    session?: ServerSession<User, State>,
+  ): Promise<void> {
+    const s = session ?? new ServerSession<User, State>(sid, JSON.parse(userJson), JSON.parse(stateJson), this.backend);
+    try {
+      await this.options.onClose?.(s, reason);
+    } catch (err) {
+      this.report(err, { phase: 'close' });
+    }
+    await this.store.finishClose(sid, token);
+  }
+
+  // --- hub -------------------------------------------------------------------------
+
+  private makeHub(): Hub<User, State> {
+    const toResult = (sids: readonly string[], results: AppendResult[]): BroadcastResult => {
+      const out: BroadcastResult = { sent: 0, failed: [] };
+      results.forEach((r, i) => {
+        if (r.status === 'ok') out.sent++;
+        else out.failed.push({ sid: sids[i]!, code: r.status === 'unknown' ? 'UNKNOWN_SESSION' : r.status === 'closed' ? 'SESSION_CLOSED' : 'SEND_WINDOW_FULL' });
+      });
+      return out;
+    };
+    const broadcast = async (sids: readonly string[], data: unknown): Promise<BroadcastResult> => {
+      const json = serialize(data);
+      if (utf8Length(json) > this.limits.maxMessageBytes) {
+        throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
+      }
+      if (sids.length === 0) return { sent: 0, failed: [] };
+      return toResult(sids, await this.store.appendMany([...sids], json, this.limits));
+    };
+    return {
+      send: (sid, data, options) => this.sendJson(sid, serialize(data), options),
+      broadcast,
+      publish: async (group, data) => broadcast(await this.store.members(group), data),
+      close: (sid, reason = 'server') => this.closeSession(sid, reason),
+      join: (sid, group) => this.store.join(sid, group),
+      leave: (sid, group) => this.store.leave(sid, group),
+      members: (group) => this.store.members(group),
+      inspect: async (sids) =>
+        (await this.store.inspect([...sids])).map((info) =>
+          info ? { status: info.status, user: JSON.parse(info.userJson), state: JSON.parse(info.stateJson) } : null,
+        ),
+    };
+  }
+
+  // --- helpers -------------------------------------------------------------------------
+
+  private async authorize(req: BidiRequest, sessionId: string): Promise<void> {
+    if (!this.options.authorize) return;
+    try {
+      await this.options.authorize({ headers: req.headers, query: req.query, sessionId, raw: req.raw });
+    } catch (err) {
+      if (err instanceof BidiError) throw err;
+      this.report(err, { phase: 'request' });
+      throw new BidiError('FORBIDDEN', 'request refused');
+    }
+  }
+
+  private errorResponse(err: unknown, extraHeaders?: Record<string, string>): BidiResponse {
+    const e = toBidiError(err);
+    if (e.status >= 500) this.report(err, { phase: 'request' });
+    const headers: Record<string, string> = { ...extraHeaders };
+    if (e.retryAfter !== undefined) headers['retry-after'] = String(e.retryAfter);
+    const status = e.status >= 500 ? 500 : e.status;
+    const message = e.status >= 500 && e.code !== 'INTERNAL' ? 'internal error' : e.message;
+    return jsonResponse(status, JSON.stringify({ error: { code: status === 500 ? 'INTERNAL' : e.code, message } }), headers);
+  }
+
+  private report(error: unknown, context: { phase: ErrorPhase; seq?: number }): void {
+    if (this.options.onError) {
+      try {
+        this.options.onError(error, context);
+      } catch {
+        // an error reporter that throws must not take a request down
+      }
+      return;
+    }
+    console.error(`[bidiweb] ${context.phase} error:`, error);
+  }
+}
+
+export function createBidiServer<User = unknown, State extends object = Record<string, unknown>>(
+  options: BidiOptions<User, State> = {},
+): BidiServer<User, State> {
+  return new BidiServer(options);
+}
+
+function appendSeq(r: AppendResult): number {
+  switch (r.status) {
+    case 'ok':
+      return r.lastSeq;
+    case 'unknown':
+      throw new BidiError('UNKNOWN_SESSION', 'no such session');
+    case 'closed':
+      throw new BidiError('SESSION_CLOSED', 'the session is closed');
+    case 'full':
+      throw new BidiError('SEND_WINDOW_FULL', 'the session has too many unacked messages; the client is not keeping up');
+  }
+}
+
+function unknownSession(): BidiError {
+  return new BidiError('UNKNOWN_SESSION', 'unknown session: it never existed, expired, or the store lost it');
+}
+
+function serialize(data: unknown): string {
+  const json = JSON.stringify(data);
+  if (json === undefined) throw new TypeError('bidiweb: a message must be JSON-serialisable');
+  return json;
+}
+
+function normalizePath(path: string): string {
+  if (!path.startsWith('/')) throw new BidiError('INVALID_OPTIONS', `path must start with "/", got ${JSON.stringify(path)}`);
+  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+}
+
+function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!Number.isSafeInteger(value) || value < 0 || value > max) {
+    throw new BidiError('INVALID_OPTIONS', `${name} must be an integer between 0 and ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function allowed(route: string): string {
+  return route === 'root' ? 'POST, DELETE' : route === 'send' ? 'POST' : route === 'watch' ? 'GET' : '';
+}

@@ -1,0 +1,200 @@
+/**
+ * The store contract: every piece of session state lives behind these
+ * operations, and each operation is atomic on its own (one Lua script in
+ * Redis, one synchronous step in memory). Core never reads, modifies and
+ * writes across two calls, and keeps no state of its own that another
+ * instance would need. See docs/STORE.md for the rules each one follows.
+ *
+ * Message payloads travel as JSON strings: core serialises once, stores never
+ * parse them.
+ */
+
+/** A message as stored: its sequence number and its JSON text. */
+export interface StoredMessage {
+  seq: number;
+  json: string;
+}
+
+/** A lease request: who asks (an unguessable token) and for how long. */
+export interface LeaseRequest {
+  token: string;
+  ms: number;
+}
+
+export interface CreateInput {
+  sid: string;
+  userJson: string;
+  stateJson: string;
+  /** Server messages queued during `onOpen`; they get seqs 1..n. */
+  initial: string[];
+  idleMs: number;
+  maxSessions: number;
+}
+
+export type CreateResult = { status: 'ok' } | { status: 'too-many-sessions' } | { status: 'exists' };
+
+export interface ReceiveInput {
+  /** Client messages, validated, sorted by seq, unique. */
+  msgs: StoredMessage[];
+  /** The client's ack of the server stream, if it sent one. */
+  ack?: number;
+  /** A seq above `clientAck + window` rejects the request. */
+  window: number;
+  /** Bytes that may wait behind a gap. */
+  bufferBytes: number;
+  /** Taken only if a run is deliverable and nobody holds it. */
+  lease: LeaseRequest;
+  /** Most messages handed out for delivery at once. */
+  maxDeliver: number;
+}
+
+export type ReceiveResult =
+  | { status: 'unknown' }
+  | { status: 'closed' }
+  | { status: 'invalid-ack'; lastSeq: number }
+  | { status: 'out-of-window'; clientAck: number }
+  | {
+      status: 'ok';
+      clientAck: number;
+      /** Non-empty: the caller now holds the delivery lease and must deliver these, in order. */
+      deliver: StoredMessage[];
+      userJson: string;
+      stateJson: string;
+    };
+
+export interface CommitInput {
+  token: string;
+  /** The seq whose handler just returned. */
+  seq: number;
+  /** New session state, when the handler changed it. */
+  stateJson?: string;
+  leaseMs: number;
+  /** True when the caller has no more messages in hand: hand out the next run, or release the lease. */
+  next: boolean;
+  maxDeliver: number;
+}
+
+export type CommitResult =
+  /** The lease is gone (expired and taken, or the session vanished): stop delivering. */
+  | { status: 'lost' }
+  /** Session is closing: the caller keeps the lease and must run onClose, then finishClose. */
+  | { status: 'closing'; clientAck: number; reason: string; userJson: string; stateJson: string }
+  /** `deliver` non-empty: keep going, lease extended. Empty with `next`: lease released. */
+  | { status: 'ok'; clientAck: number; deliver: StoredMessage[] };
+
+export interface AppendLimits {
+  maxUnackedMessages: number;
+  maxUnackedBytes: number;
+}
+
+export type AppendResult =
+  | { status: 'ok'; firstSeq: number; lastSeq: number }
+  | { status: 'unknown' }
+  | { status: 'closed' }
+  | { status: 'full' };
+
+export interface ReadInput {
+  /** Trim everything up to and including this seq. */
+  ack: number;
+  watchToken: string;
+  /** Make this watch the session's current one (superseding any other). */
+  claim: boolean;
+  maxMessages: number;
+}
+
+export type ReadResult =
+  | { status: 'unknown' }
+  | { status: 'invalid-ack'; lastSeq: number }
+  | {
+      status: 'ok';
+      msgs: StoredMessage[];
+      clientAck: number;
+      /** A newer watch took over. */
+      superseded: boolean;
+      /** Present once the session is closing or closed. */
+      close?: { seq: number; reason: string };
+    };
+
+export interface CloseInput {
+  reason: string;
+  /** Try to take the delivery lease to run onClose. */
+  lease?: LeaseRequest;
+}
+
+export type CloseResult =
+  | { status: 'unknown' }
+  | {
+      status: 'ok';
+      /** This call moved the session from open to closing. */
+      transitioned: boolean;
+      /** The caller holds the lease and must run onClose (reason below), then finishClose. */
+      leased: boolean;
+      reason: string;
+      userJson: string;
+      stateJson: string;
+    };
+
+export interface SweepInput {
+  /** Store-wide sweep lease: only one instance sweeps at a time. */
+  lease: LeaseRequest;
+  /** Most sessions returned for closing in one call. */
+  limit: number;
+}
+
+export interface SweptSession {
+  sid: string;
+  reason: string;
+  userJson: string;
+  stateJson: string;
+}
+
+export type SweepResult =
+  | { status: 'busy' }
+  /** The caller holds each returned session's lease (token = the sweep lease token) and must run onClose then finishClose. */
+  | { status: 'ok'; closing: SweptSession[] };
+
+export interface SessionInfo {
+  status: 'open' | 'closing' | 'closed';
+  userJson: string;
+  stateJson: string;
+  clientAck: number;
+  lastSeq: number;
+}
+
+/** What woke a watch. `watch` carries the claiming watch's token so it can ignore its own claim. */
+export type StoreEvent = { type: 'message' } | { type: 'close' } | { type: 'ack' } | { type: 'watch'; token: string };
+
+export type Unsubscribe = () => void;
+
+export interface Store {
+  /** Create an open session with its user, state and initial server messages. */
+  create(input: CreateInput): Promise<CreateResult>;
+  /** Client messages in: validate, trim by ack, dedupe, buffer, and hand out the deliverable run under the lease. */
+  receive(sid: string, input: ReceiveInput): Promise<ReceiveResult>;
+  /** Record that `seq` was delivered (and the state it left); hand out more or release the lease. */
+  commit(sid: string, input: CommitInput): Promise<CommitResult>;
+  /** Extend a held delivery lease while a handler runs long. */
+  renewLease(sid: string, token: string, ms: number): Promise<boolean>;
+  /** Server messages out: assign the next seqs atomically, within the unacked bounds; wakes watches. */
+  append(sid: string, msgs: string[], limits: AppendLimits): Promise<AppendResult>;
+  /** One message to many sessions in one round trip (pipelined where the store is remote). */
+  appendMany(sids: string[], msg: string, limits: AppendLimits): Promise<AppendResult[]>;
+  /** Watch step: trim by ack, return what follows; `claim` supersedes older watches. */
+  read(sid: string, input: ReadInput): Promise<ReadResult>;
+  /** Move an open session to closing (appending the close marker) and maybe take the lease for onClose. */
+  close(sid: string, input: CloseInput): Promise<CloseResult>;
+  /** onClose has run: the session is closed; release the lease, leave groups, keep a tombstone. */
+  finishClose(sid: string, token: string): Promise<void>;
+  /** Expire idle sessions and pick up closes whose onClose never finished. */
+  sweep(input: SweepInput): Promise<SweepResult>;
+  /** Listen for news about one session. Listeners must be cheap: they only wake a watch. */
+  subscribe(sid: string, listener: (event: StoreEvent) => void): Unsubscribe;
+  /** Read-only look at sessions (missing ones are null). */
+  inspect(sids: string[]): Promise<Array<SessionInfo | null>>;
+  /** Group membership, for fan-out to rooms. Closed sessions leave their groups. */
+  join(sid: string, group: string): Promise<boolean>;
+  leave(sid: string, group: string): Promise<void>;
+  members(group: string): Promise<string[]>;
+  /** Release connections and timers. */
+  dispose?(): Promise<void>;
+}

@@ -1,0 +1,377 @@
+import type {
+  AppendLimits,
+  AppendResult,
+  CloseInput,
+  CloseResult,
+  CommitInput,
+  CommitResult,
+  CreateInput,
+  CreateResult,
+  ReadInput,
+  ReadResult,
+  ReceiveInput,
+  ReceiveResult,
+  SessionInfo,
+  Store,
+  StoreEvent,
+  StoredMessage,
+  SweepInput,
+  SweepResult,
+  SweptSession,
+  Unsubscribe,
+} from '../store';
+import { utf8Length } from '../util';
+
+export interface MemoryStoreOptions {
+  /** Clock, for tests. Default `Date.now`. */
+  now?: () => number;
+  /** How long a closed session's tombstone answers "closed" rather than "unknown". Default: the session's idle timeout. */
+  tombstoneMs?: number;
+}
+
+type Status = 'open' | 'closing' | 'closed';
+
+interface SessionRecord {
+  status: Status;
+  userJson: string;
+  stateJson: string;
+  idleMs: number;
+  lastSeen: number;
+  /** Client → server: highest seq delivered, and what waits behind it. */
+  clientAck: number;
+  inbound: Map<number, string>;
+  inboundBytes: number;
+  /** Server → client: last assigned seq, unacked log (ascending), its bytes. */
+  lastSeq: number;
+  log: StoredMessage[];
+  logBytes: number;
+  leaseToken: string | null;
+  leaseUntil: number;
+  watcher: string | null;
+  closeSeq: number;
+  closeReason: string;
+  closedAt: number;
+  groups: Set<string>;
+}
+
+/**
+ * The embedded default store: one process, no persistence. Every operation
+ * runs synchronously inside one call, which is what makes it atomic. A
+ * restart loses every session; clients then see `SESSION_LOST`.
+ */
+export class MemoryStore implements Store {
+  private readonly sessions = new Map<string, SessionRecord>();
+  private readonly groups = new Map<string, Set<string>>();
+  private readonly listeners = new Map<string, Set<(event: StoreEvent) => void>>();
+  private readonly now: () => number;
+  private readonly tombstoneMs?: number;
+  private openCount = 0;
+  private sweepToken: string | null = null;
+  private sweepUntil = 0;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.tombstoneMs = options.tombstoneMs;
+  }
+
+  async create(input: CreateInput): Promise<CreateResult> {
+    if (this.sessions.has(input.sid)) return { status: 'exists' };
+    if (this.openCount >= input.maxSessions) return { status: 'too-many-sessions' };
+    const record: SessionRecord = {
+      status: 'open',
+      userJson: input.userJson,
+      stateJson: input.stateJson,
+      idleMs: input.idleMs,
+      lastSeen: this.now(),
+      clientAck: 0,
+      inbound: new Map(),
+      inboundBytes: 0,
+      lastSeq: 0,
+      log: [],
+      logBytes: 0,
+      leaseToken: null,
+      leaseUntil: 0,
+      watcher: null,
+      closeSeq: 0,
+      closeReason: '',
+      closedAt: 0,
+      groups: new Set(),
+    };
+    for (const json of input.initial) this.push(record, json);
+    this.sessions.set(input.sid, record);
+    this.openCount++;
+    return { status: 'ok' };
+  }
+
+  async receive(sid: string, input: ReceiveInput): Promise<ReceiveResult> {
+    const r = this.live(sid);
+    if (!r) return { status: 'unknown' };
+    if (r.status !== 'open') return { status: 'closed' };
+    if (input.ack !== undefined && input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
+
+    // Validate the whole request before changing anything.
+    const fresh = input.msgs.filter((m) => m.seq > r.clientAck && !r.inbound.has(m.seq));
+    let added = 0;
+    for (const m of fresh) {
+      if (m.seq > r.clientAck + input.window) return { status: 'out-of-window', clientAck: r.clientAck };
+      added += utf8Length(m.json);
+    }
+    if (added > 0 && r.inboundBytes + added > input.bufferBytes && !this.fillsGap(r, fresh)) {
+      return { status: 'out-of-window', clientAck: r.clientAck };
+    }
+
+    r.lastSeen = this.now();
+    if (input.ack !== undefined) this.trim(sid, r, input.ack);
+    for (const m of fresh) r.inbound.set(m.seq, m.json);
+    r.inboundBytes += added;
+
+    let deliver: StoredMessage[] = [];
+    if (r.inbound.has(r.clientAck + 1) && !this.leaseHeld(r)) {
+      deliver = this.run(r, r.clientAck, input.maxDeliver);
+      r.leaseToken = input.lease.token;
+      r.leaseUntil = this.now() + input.lease.ms;
+    }
+    return { status: 'ok', clientAck: r.clientAck, deliver, userJson: r.userJson, stateJson: r.stateJson };
+  }
+
+  async commit(sid: string, input: CommitInput): Promise<CommitResult> {
+    const r = this.sessions.get(sid);
+    if (!r || r.leaseToken !== input.token || r.status === 'closed') return { status: 'lost' };
+    if (input.seq === r.clientAck + 1) {
+      const json = r.inbound.get(input.seq);
+      if (json !== undefined) {
+        r.inboundBytes -= utf8Length(json);
+        r.inbound.delete(input.seq);
+      }
+      r.clientAck = input.seq;
+    }
+    if (input.stateJson !== undefined) r.stateJson = input.stateJson;
+    r.lastSeen = this.now();
+    r.leaseUntil = this.now() + input.leaseMs;
+    if (r.status === 'closing') {
+      return { status: 'closing', clientAck: r.clientAck, reason: r.closeReason, userJson: r.userJson, stateJson: r.stateJson };
+    }
+    if (!input.next) return { status: 'ok', clientAck: r.clientAck, deliver: [] };
+    const deliver = this.run(r, r.clientAck, input.maxDeliver);
+    if (deliver.length === 0) r.leaseToken = null;
+    return { status: 'ok', clientAck: r.clientAck, deliver };
+  }
+
+  async renewLease(sid: string, token: string, ms: number): Promise<boolean> {
+    const r = this.sessions.get(sid);
+    if (!r || r.leaseToken !== token) return false;
+    r.leaseUntil = this.now() + ms;
+    return true;
+  }
+
+  async append(sid: string, msgs: string[], limits: AppendLimits): Promise<AppendResult> {
+    return this.appendOne(sid, msgs, limits);
+  }
+
+  async appendMany(sids: string[], msg: string, limits: AppendLimits): Promise<AppendResult[]> {
+    return sids.map((sid) => this.appendOne(sid, [msg], limits));
+  }
+
+  async read(sid: string, input: ReadInput): Promise<ReadResult> {
+    const r = this.live(sid);
+    if (!r) return { status: 'unknown' };
+    if (input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
+    r.lastSeen = this.now();
+    this.trim(sid, r, input.ack);
+    if (input.claim) {
+      r.watcher = input.watchToken;
+      this.emit(sid, { type: 'watch', token: input.watchToken });
+    }
+    const superseded = r.watcher !== input.watchToken;
+    const msgs = superseded ? [] : r.log.slice(0, input.maxMessages);
+    const result: ReadResult = { status: 'ok', msgs, clientAck: r.clientAck, superseded };
+    if (r.status !== 'open') result.close = { seq: r.closeSeq, reason: r.closeReason };
+    return result;
+  }
+
+  async close(sid: string, input: CloseInput): Promise<CloseResult> {
+    const r = this.live(sid);
+    if (!r) return { status: 'unknown' };
+    let transitioned = false;
+    if (r.status === 'open') {
+      transitioned = true;
+      this.beginClose(sid, r, input.reason);
+    }
+    let leased = false;
+    if (r.status === 'closing' && input.lease && !this.leaseHeld(r)) {
+      r.leaseToken = input.lease.token;
+      r.leaseUntil = this.now() + input.lease.ms;
+      leased = true;
+    }
+    return { status: 'ok', transitioned, leased, reason: r.closeReason, userJson: r.userJson, stateJson: r.stateJson };
+  }
+
+  async finishClose(sid: string, token: string): Promise<void> {
+    const r = this.sessions.get(sid);
+    if (!r || r.leaseToken !== token || r.status !== 'closing') return;
+    r.status = 'closed';
+    r.leaseToken = null;
+    r.closedAt = this.now();
+    r.inbound.clear();
+    r.inboundBytes = 0;
+    for (const group of r.groups) this.groups.get(group)?.delete(sid);
+    r.groups.clear();
+    this.openCount--;
+  }
+
+  async sweep(input: SweepInput): Promise<SweepResult> {
+    const now = this.now();
+    if (this.sweepToken !== null && this.sweepToken !== input.lease.token && this.sweepUntil > now) return { status: 'busy' };
+    this.sweepToken = input.lease.token;
+    this.sweepUntil = now + input.lease.ms;
+    const closing: SweptSession[] = [];
+    for (const [sid, r] of this.sessions) {
+      if (r.status === 'closed') {
+        if (now - r.closedAt > (this.tombstoneMs ?? r.idleMs)) this.sessions.delete(sid);
+        continue;
+      }
+      if (closing.length >= input.limit) continue;
+      if (r.status === 'open' && now - r.lastSeen > r.idleMs) this.beginClose(sid, r, 'expired');
+      if (r.status === 'closing' && !this.leaseHeld(r)) {
+        r.leaseToken = input.lease.token;
+        r.leaseUntil = now + input.lease.ms;
+        closing.push({ sid, reason: r.closeReason, userJson: r.userJson, stateJson: r.stateJson });
+      }
+    }
+    return { status: 'ok', closing };
+  }
+
+  subscribe(sid: string, listener: (event: StoreEvent) => void): Unsubscribe {
+    let set = this.listeners.get(sid);
+    if (!set) this.listeners.set(sid, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set!.delete(listener);
+      if (set!.size === 0 && this.listeners.get(sid) === set) this.listeners.delete(sid);
+    };
+  }
+
+  async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {
+    return sids.map((sid) => {
+      const r = this.live(sid);
+      if (!r) return null;
+      return { status: r.status, userJson: r.userJson, stateJson: r.stateJson, clientAck: r.clientAck, lastSeq: r.lastSeq };
+    });
+  }
+
+  async join(sid: string, group: string): Promise<boolean> {
+    const r = this.live(sid);
+    if (!r || r.status !== 'open') return false;
+    r.groups.add(group);
+    let members = this.groups.get(group);
+    if (!members) this.groups.set(group, (members = new Set()));
+    members.add(sid);
+    return true;
+  }
+
+  async leave(sid: string, group: string): Promise<void> {
+    this.sessions.get(sid)?.groups.delete(group);
+    const members = this.groups.get(group);
+    if (!members) return;
+    members.delete(sid);
+    if (members.size === 0) this.groups.delete(group);
+  }
+
+  async members(group: string): Promise<string[]> {
+    return [...(this.groups.get(group) ?? [])];
+  }
+
+  async dispose(): Promise<void> {
+    this.listeners.clear();
+  }
+
+  /** Number of sessions held (open, closing and tombstones); for tests and metrics. */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  // --- internals -----------------------------------------------------------
+
+  /** A record, unless it is a tombstone past its retention. */
+  private live(sid: string): SessionRecord | undefined {
+    const r = this.sessions.get(sid);
+    if (r && r.status === 'closed' && this.now() - r.closedAt > (this.tombstoneMs ?? r.idleMs)) {
+      this.sessions.delete(sid);
+      return undefined;
+    }
+    return r;
+  }
+
+  private leaseHeld(r: SessionRecord): boolean {
+    return r.leaseToken !== null && r.leaseUntil > this.now();
+  }
+
+  /** The contiguous buffered run after `from`. */
+  private run(r: SessionRecord, from: number, max: number): StoredMessage[] {
+    const out: StoredMessage[] = [];
+    for (let seq = from + 1; out.length < max; seq++) {
+      const json = r.inbound.get(seq);
+      if (json === undefined) break;
+      out.push({ seq, json });
+    }
+    return out;
+  }
+
+  /** True when the request's messages start the next deliverable run (never refuse what unblocks the buffer). */
+  private fillsGap(r: SessionRecord, fresh: StoredMessage[]): boolean {
+    return fresh.length > 0 && fresh[0]!.seq === r.clientAck + 1 && fresh.every((m, i) => m.seq === fresh[0]!.seq + i);
+  }
+
+  private push(r: SessionRecord, json: string): number {
+    r.lastSeq++;
+    r.log.push({ seq: r.lastSeq, json });
+    r.logBytes += utf8Length(json);
+    return r.lastSeq;
+  }
+
+  private appendOne(sid: string, msgs: string[], limits: AppendLimits): AppendResult {
+    const r = this.live(sid);
+    if (!r) return { status: 'unknown' };
+    if (r.status !== 'open') return { status: 'closed' };
+    let bytes = 0;
+    for (const json of msgs) bytes += utf8Length(json);
+    if (r.log.length + msgs.length > limits.maxUnackedMessages || r.logBytes + bytes > limits.maxUnackedBytes) {
+      return { status: 'full' };
+    }
+    const firstSeq = r.lastSeq + 1;
+    for (const json of msgs) this.push(r, json);
+    this.emit(sid, { type: 'message' });
+    return { status: 'ok', firstSeq, lastSeq: r.lastSeq };
+  }
+
+  private trim(sid: string, r: SessionRecord, ack: number): void {
+    let n = 0;
+    while (n < r.log.length && r.log[n]!.seq <= ack) {
+      r.logBytes -= utf8Length(r.log[n]!.json);
+      n++;
+    }
+    if (n > 0) {
+      r.log.splice(0, n);
+      this.emit(sid, { type: 'ack' });
+    }
+  }
+
+  private beginClose(sid: string, r: SessionRecord, reason: string): void {
+    r.status = 'closing';
+    r.closeReason = reason;
+    r.closeSeq = r.lastSeq + 1;
+    // Messages waiting behind a gap will never be delivered now.
+    r.inbound.clear();
+    r.inboundBytes = 0;
+    this.emit(sid, { type: 'close' });
+  }
+
+  private emit(sid: string, event: StoreEvent): void {
+    const set = this.listeners.get(sid);
+    if (!set || set.size === 0) return;
+    // Listeners run after the operation returns, as they would with a remote store.
+    queueMicrotask(() => {
+      for (const listener of [...set]) listener(event);
+    });
+  }
+}

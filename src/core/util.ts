@@ -1,0 +1,62 @@
+/** Small runtime-neutral helpers (no Node imports: core runs on edge runtimes too). */
+
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+function randomBase64url(bytes: number): string {
+  const buf = new Uint8Array(bytes);
+  globalThis.crypto.getRandomValues(buf);
+  let out = '';
+  let acc = 0;
+  let bits = 0;
+  for (const byte of buf) {
+    acc = (acc << 8) | byte;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += BASE64URL[(acc >> bits) & 63];
+    }
+    acc &= (1 << bits) - 1;
+  }
+  if (bits > 0) out += BASE64URL[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+/** Session ids: 128 bits from the platform CSPRNG, 22 base64url characters. */
+export function newSessionId(): string {
+  return randomBase64url(16);
+}
+
+export const SESSION_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
+
+/** Lease and watch tokens: unguessable, but never leave the server. */
+export function newToken(): string {
+  return randomBase64url(12);
+}
+
+/** UTF-8 byte length without allocating. */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,2 @@
+export { createNodeHandler, toBidiRequest, writeBidiResponse } from './bridge';
+export type { NodeHandler } from './bridge';
