@@ -1,0 +1,25 @@
+// After `npm run build`: every subpath loads from dist in both module systems.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const checks = {
+  bidiweb: ['createBidiServer', 'MemoryStore', 'BidiError', 'toFetchHandler', 'reject'],
+  'bidiweb/express': ['bidiWeb'],
+  'bidiweb/node': ['createNodeHandler'],
+  'bidiweb/client': ['open'],
+};
+let failed = 0;
+for (const [spec, names] of Object.entries(checks)) {
+  const esm = await import(spec);
+  const cjs = require(spec);
+  for (const name of names) {
+    for (const [kind, mod] of [['esm', esm], ['cjs', cjs]]) {
+      if (mod[name] === undefined) {
+        console.error(`${spec} (${kind}) does not export ${name}`);
+        failed++;
+      }
+    }
+  }
+}
+if (failed) process.exit(1);
+console.log('exports load in ESM and CJS');
