@@ -409,17 +409,9 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         const left = deadline - Date.now();
         if (left <= 0) break;
         if (news === seen) {
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-            const timer = setTimeout(resolve, left);
-            const onAbort = () => resolve();
-            req.signal?.addEventListener('abort', onAbort, { once: true });
-            wake = () => {
-              clearTimeout(timer);
-              req.signal?.removeEventListener('abort', onAbort);
-              resolve();
-            };
-          });
+          const waiter = wakeable(left, req.signal);
+          wake = waiter.wake;
+          await waiter.done;
           wake = undefined;
         }
         if (superseded) break;
@@ -464,13 +456,9 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         const left = deadline - Date.now();
         if (left <= 0) throw new BidiError('SEND_TIMEOUT', `the client did not make room within ${this.sendTimeout} ms`);
         if (!acked) {
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, left);
-            wake = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
+          const waiter = wakeable(left);
+          wake = waiter.wake;
+          await waiter.done;
         }
       } finally {
         unsubscribe?.();
@@ -602,6 +590,22 @@ function appendSeq(r: AppendResult): number {
     case 'full':
       throw new BidiError('SEND_WINDOW_FULL', 'the session has too many unacked messages; the client is not keeping up');
   }
+}
+
+/** A wait that ends at `ms`, on abort, or when `wake()` is called, leaving no timer or listener behind. */
+function wakeable(ms: number, signal?: AbortSignal): { done: Promise<void>; wake: () => void } {
+  let wake!: () => void;
+  const done = new Promise<void>((resolve) => {
+    const timer = setTimeout(finish, ms);
+    signal?.addEventListener('abort', finish, { once: true });
+    function finish() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', finish);
+      resolve();
+    }
+    wake = finish;
+  });
+  return { done, wake };
 }
 
 function unknownSession(): BidiError {
