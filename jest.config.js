@@ -4,7 +4,9 @@ module.exports = {
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: {
+    '^.+\\.lua$': '<rootDir>/test/helpers/lua-transform.js',
     '^.+\\.ts$': ['ts-jest', { tsconfig: { module: 'commonjs', moduleResolution: 'node', target: 'ES2022', esModuleInterop: true, isolatedModules: true, types: ['node', 'jest'] }, diagnostics: false }],
   },
+  moduleFileExtensions: ['ts', 'js', 'json', 'lua'],
   testTimeout: 30000,
 };

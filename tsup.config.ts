@@ -6,12 +6,14 @@ export default defineConfig({
     'express/index': 'src/express/index.ts',
     'node/index': 'src/node/index.ts',
     'client/index': 'src/client/index.ts',
+    'redis/index': 'src/redis/index.ts',
   },
   format: ['esm', 'cjs'],
   dts: false, // declarations come from `tsc --emitDeclarationOnly` (scripts/build-types.mjs)
   sourcemap: true,
   clean: true,
   target: 'node20',
-  external: ['express'],
+  external: ['express', 'ioredis'],
+  loader: { '.lua': 'text' },
   splitting: true,
 });
