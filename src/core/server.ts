@@ -620,7 +620,8 @@ function serialize(data: unknown): string {
 
 function normalizePath(path: string): string {
   if (!path.startsWith('/')) throw new BidiError('INVALID_OPTIONS', `path must start with "/", got ${JSON.stringify(path)}`);
-  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+  // '/' becomes '': mounted under a framework prefix, the server owns everything below it.
+  return path.replace(/\/+$/, '');
 }
 
 function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {

@@ -1,0 +1,307 @@
+/**
+ * Smoke test of the chat sample (samples/chat/server.ts): the real Express
+ * app on a free port, sessions opened over real HTTP.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import vm from 'node:vm';
+import { open } from '../../src/client';
+import type { BidiClientSession, CloseEvent, FetchLike } from '../../src/client';
+import { MemoryStore } from '../../src/core/stores/memory';
+import { createChatApp } from '../../samples/chat/server';
+import type { ChatApp } from '../../samples/chat/server';
+
+let chat: ChatApp;
+let server: Server;
+let base: string;
+const logged: string[] = [];
+
+beforeAll(async () => {
+  chat = createChatApp({ sweepInterval: 0, log: (line) => logged.push(line) });
+  server = await new Promise<Server>((resolve) => {
+    const s = chat.app.listen(0, () => resolve(s));
+  });
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await chat.middleware.server.dispose();
+});
+
+/** A bare-protocol session (docs/PROTOCOL.md), independent of src/client. */
+class RawSession {
+  private seq = 0;
+  private ack = 0;
+  readonly received: any[] = [];
+  close?: { seq: number; reason: string };
+
+  private constructor(private readonly sid: string) {}
+
+  static async open(meta: unknown): Promise<RawSession> {
+    const res = await fetch(`${base}/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ v: 1, meta }),
+    });
+    const body = await res.json();
+    if (res.status !== 201) throw Object.assign(new Error(body.error?.message), { status: res.status, body });
+    return new RawSession(body.sid);
+  }
+
+  async send(data: unknown): Promise<number> {
+    const seq = ++this.seq;
+    const res = await fetch(`${base}/session/send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'bidi-sid': this.sid },
+      body: JSON.stringify({ msgs: [[seq, data]], ack: this.ack }),
+    });
+    expect(res.status).toBe(200);
+    const { ack } = await res.json();
+    expect(ack).toBe(seq);
+    return ack;
+  }
+
+  /** Watch until `until` holds for the received messages (or the close marker arrives). */
+  async receiveUntil(until: (msgs: any[]) => boolean, timeoutMs = 5000): Promise<any[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (!until(this.received) && !this.close) {
+      if (Date.now() > deadline) throw new Error(`timed out; got ${JSON.stringify(this.received)}`);
+      const res = await fetch(`${base}/session/watch?ack=${this.ack}&wait=1000`, { headers: { 'bidi-sid': this.sid } });
+      expect(res.status).toBe(200);
+      const body = await res.json();
+      for (const [seq, data] of body.msgs) {
+        expect(seq).toBe(this.ack + 1);
+        this.ack = seq;
+        this.received.push(data);
+      }
+      if (body.close) this.close = body.close;
+    }
+    return this.received;
+  }
+
+  async closeSession(): Promise<void> {
+    const res = await fetch(`${base}/session`, { method: 'DELETE', headers: { 'bidi-sid': this.sid } });
+    expect(res.status).toBe(200);
+  }
+
+  get sessionId(): string {
+    return this.sid;
+  }
+}
+
+const ofType = (type: string) => (msgs: any[]) => msgs.filter((m) => m.type === type);
+const lastPresence = (msgs: any[]) => ofType('presence')(msgs).at(-1)?.nicks;
+
+describe('chat sample, bare protocol', () => {
+  test('join, presence, say, leave', async () => {
+    const ann = await RawSession.open({ nick: 'ann', room: 'raw-room' });
+    await ann.send({ type: 'hello' });
+    await ann.receiveUntil((m) => lastPresence(m)?.includes('ann'));
+    expect(ann.received[0]).toMatchObject({ type: 'joined', nick: 'ann' });
+
+    const bob = await RawSession.open({ nick: 'bob', room: 'raw-room' });
+    await bob.send({ type: 'hello' });
+    await ann.receiveUntil((m) => lastPresence(m)?.length === 2);
+    expect(lastPresence(ann.received)).toEqual(['ann', 'bob']);
+    await bob.receiveUntil((m) => lastPresence(m)?.length === 2);
+
+    await ann.send({ type: 'say', text: '  one  ' });
+    await ann.send({ type: 'say', text: 'two' });
+    await bob.receiveUntil((m) => ofType('said')(m).length === 2);
+    const said = ofType('said')(bob.received);
+    expect(said.map((m) => [m.from, m.text])).toEqual([
+      ['ann', 'one'],
+      ['ann', 'two'],
+    ]);
+    expect(typeof said[0].at).toBe('number');
+    expect(said[0].id).not.toBe(said[1].id);
+
+    // Nothing a peer receives mentions a session id.
+    const everything = JSON.stringify([ann.received, bob.received]);
+    expect(everything).not.toContain(ann.sessionId);
+    expect(everything).not.toContain(bob.sessionId);
+
+    await bob.closeSession();
+    await ann.receiveUntil((m) => ofType('left')(m).length === 1 && lastPresence(m)?.length === 1);
+    expect(ofType('left')(ann.received)).toEqual([expect.objectContaining({ type: 'left', nick: 'bob' })]);
+    expect(lastPresence(ann.received)).toEqual(['ann']);
+    await ann.closeSession();
+  });
+
+  test('bad messages get an error back, nothing is published', async () => {
+    const cy = await RawSession.open({ nick: 'cy', room: 'raw-bad' });
+    await cy.send({ type: 'say', text: 'x'.repeat(2001) });
+    await cy.send({ type: 'shout', text: 'hi' });
+    await cy.send({ type: 'say', text: 42 });
+    await cy.receiveUntil((m) => ofType('error')(m).length === 3);
+    expect(ofType('said')(cy.received)).toEqual([]);
+    // The first message announced the session even though it was refused.
+    expect(cy.received[0]).toMatchObject({ type: 'joined', nick: 'cy' });
+    await cy.closeSession();
+  });
+
+  test.each([
+    ['missing meta', undefined],
+    ['empty nick', { nick: '  ', room: 'lobby' }],
+    ['long nick', { nick: 'n'.repeat(33), room: 'lobby' }],
+    ['nick with a newline', { nick: 'a\nb', room: 'lobby' }],
+    ['non-string nick', { nick: 7, room: 'lobby' }],
+    ['upper-case room', { nick: 'ann', room: 'Lobby' }],
+    ['long room', { nick: 'ann', room: 'r'.repeat(33) }],
+    ['empty room', { nick: 'ann', room: '' }],
+  ])('open is refused with 400: %s', async (_name, meta) => {
+    const res = await fetch(`${base}/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ v: 1, meta }),
+    });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error.code).toBe('REJECTED');
+  });
+});
+
+/** A real client session that records what it receives. */
+function join(nick: string, room: string, fetchImpl?: FetchLike) {
+  const s: BidiClientSession<any, unknown> = open(`${base}/session`, {
+    meta: { nick, room },
+    retry: { initialDelayMs: 20, maxDelayMs: 200 },
+    fetch: fetchImpl,
+  });
+  const received: any[] = [];
+  const closed: CloseEvent[] = [];
+  s.on('message', (m) => received.push(m));
+  s.on('close', (e) => closed.push(e));
+  const opened = new Promise<void>((resolve, rejectOpen) => {
+    s.once('open', () => resolve());
+    s.once('close', (e) => rejectOpen(Object.assign(new Error(e.reason), e)));
+  });
+  opened.catch(() => {});
+  return { s, received, closed, opened };
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('chat sample, real client (src/client)', () => {
+  test('two sessions in "lobby": one says, the other receives in order', async () => {
+    const ann = join('ann', 'lobby');
+    await ann.opened;
+    await ann.s.send({ type: 'hello' });
+    const bob = join('bob', 'lobby');
+    await bob.opened;
+    await bob.s.send({ type: 'hello' });
+    await waitFor('ann to see bob', () => lastPresence(ann.received)?.length === 2);
+    expect(lastPresence(ann.received)).toEqual(['ann', 'bob']);
+    expect(ofType('joined')(ann.received).map((m) => m.nick)).toEqual(['ann', 'bob']);
+
+    const lines = ['hi bob', 'how are you?', 'third', 'fourth', 'fifth'];
+    // Fired together: the client pipelines them, the server delivers in send() order.
+    await Promise.all(lines.map((text) => ann.s.send({ type: 'say', text })));
+    await waitFor('bob to get every line', () => ofType('said')(bob.received).length === lines.length);
+    const said = ofType('said')(bob.received);
+    expect(said.map((m) => m.text)).toEqual(lines);
+    expect(said.every((m) => m.from === 'ann')).toBe(true);
+    expect(new Set(said.map((m) => m.id)).size).toBe(lines.length);
+    // The sender sees its own lines too, in the same order.
+    expect(ofType('said')(ann.received).map((m) => m.text)).toEqual(lines);
+    // Bob joined after ann: he sees his own arrival, then the chat.
+    expect(bob.received[0]).toMatchObject({ type: 'joined', nick: 'bob' });
+
+    await bob.s.close();
+    expect(bob.closed).toEqual([expect.objectContaining({ code: 'CLIENT' })]);
+    await waitFor('ann to see bob leave', () => ofType('left')(ann.received).length === 1);
+    expect(ofType('left')(ann.received)[0]).toMatchObject({ nick: 'bob' });
+    await waitFor('presence without bob', () => lastPresence(ann.received)?.length === 1);
+    expect(JSON.stringify(ann.received)).not.toContain(bob.s.id!);
+
+    await ann.s.close();
+    expect(ann.s.state).toBe('closed');
+  });
+
+  test('a bad nick is rejected with 400', async () => {
+    const bad = join('', 'lobby');
+    await expect(bad.opened).rejects.toMatchObject({ code: 'REJECTED', status: 400, errorCode: 'REJECTED' });
+    expect(bad.s.state).toBe('closed');
+    const bad2 = join('x'.repeat(33), 'lobby');
+    await expect(bad2.opened).rejects.toMatchObject({ code: 'REJECTED', status: 400 });
+  });
+});
+
+describe('chat sample, two instances sharing one store', () => {
+  // Two independent apps (as two processes would have), one store, and every
+  // request of every session sent round-robin to either: the chat keeps no
+  // state outside the store.
+  test('a room spans instances', async () => {
+    const store = new MemoryStore();
+    const instances = [createChatApp({ store, sweepInterval: 0 }), createChatApp({ store, sweepInterval: 0 })];
+    const servers = await Promise.all(
+      instances.map((c) => new Promise<Server>((resolve) => {
+        const s = c.app.listen(0, () => resolve(s));
+      })),
+    );
+    const bases = servers.map((s) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`);
+    let turn = 0;
+    const roundRobin: FetchLike = (url, init) => fetch(url.replace(base, bases[turn++ % bases.length]!), init);
+    try {
+      const ann = join('ann', 'spread', roundRobin);
+      const bob = join('bob', 'spread', roundRobin);
+      await Promise.all([ann.opened, bob.opened]);
+      await Promise.all([ann.s.send({ type: 'hello' }), bob.s.send({ type: 'hello' })]);
+      await waitFor('both in presence', () => lastPresence(ann.received)?.length === 2 && lastPresence(bob.received)?.length === 2);
+      const lines = Array.from({ length: 20 }, (_, i) => `line ${i}`);
+      await Promise.all(lines.map((text) => ann.s.send({ type: 'say', text })));
+      await waitFor('bob to get every line', () => ofType('said')(bob.received).length === lines.length);
+      expect(ofType('said')(bob.received).map((m) => m.text)).toEqual(lines);
+      await bob.s.close();
+      await waitFor('ann to see bob leave', () => ofType('left')(ann.received).length === 1);
+      await ann.s.close();
+    } finally {
+      for (const s of servers) {
+        s.closeAllConnections();
+        await new Promise<void>((resolve) => s.close(() => resolve()));
+      }
+      for (const c of instances) await c.middleware.server.dispose();
+    }
+  });
+});
+
+describe('chat sample, static files', () => {
+  test('GET / serves the page', async () => {
+    const res = await fetch(`${base}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    const html = await res.text();
+    expect(html).toContain('<script src="bidiweb.js">');
+    expect(html).toContain('<script src="app.js">');
+  });
+
+  test('GET /bidiweb.js serves the client as a browser global', async () => {
+    const res = await fetch(`${base}/bidiweb.js`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/javascript/);
+    const code = await res.text();
+    const sandbox: Record<string, any> = {};
+    vm.runInNewContext(code, sandbox);
+    expect(typeof sandbox.bidiweb.open).toBe('function');
+  });
+
+  test('GET /app.js and /style.css', async () => {
+    const js = await fetch(`${base}/app.js`);
+    expect(js.status).toBe(200);
+    expect(js.headers.get('content-type')).toMatch(/javascript/);
+    const css = await fetch(`${base}/style.css`);
+    expect(css.status).toBe(200);
+    expect(css.headers.get('content-type')).toMatch(/^text\/css/);
+  });
+});
+
+test('no errors were logged', () => {
+  expect(logged).toEqual([]);
+});
