@@ -392,7 +392,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     let news = 0;
     let superseded = false;
     let wake: (() => void) | undefined;
-    const unsubscribe = this.store.subscribe(sid, (event: StoreEvent) => {
+    const unsubscribe = await this.store.subscribe(sid, (event: StoreEvent) => {
       if (event.type === 'watch') {
         if (event.token === token) return;
         superseded = true;
@@ -443,7 +443,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       let wake: (() => void) | undefined;
       const unsubscribe =
         whenFull === 'wait'
-          ? this.store.subscribe(sid, (e) => {
+          ? await this.store.subscribe(sid, (e) => {
               if (e.type === 'ack' || e.type === 'close') {
                 acked = true;
                 wake?.();

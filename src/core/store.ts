@@ -187,8 +187,12 @@ export interface Store {
   finishClose(sid: string, token: string): Promise<void>;
   /** Expire idle sessions and pick up closes whose onClose never finished. */
   sweep(input: SweepInput): Promise<SweepResult>;
-  /** Listen for news about one session. Listeners must be cheap: they only wake a watch. */
-  subscribe(sid: string, listener: (event: StoreEvent) => void): Unsubscribe;
+  /**
+   * Listen for news about one session. Resolves once the subscription is
+   * active: an event from any operation that completes after that reaches
+   * the listener. Listeners must be cheap: they only wake a waiter.
+   */
+  subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe>;
   /** Read-only look at sessions (missing ones are null). */
   inspect(sids: string[]): Promise<Array<SessionInfo | null>>;
   /** Group membership, for fan-out to rooms. Closed sessions leave their groups. */

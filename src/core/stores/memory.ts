@@ -214,7 +214,7 @@ export class MemoryStore implements Store {
     r.closedAt = this.now();
     r.inbound.clear();
     r.inboundBytes = 0;
-    for (const group of r.groups) this.groups.get(group)?.delete(sid);
+    for (const group of r.groups) this.removeMember(group, sid);
     r.groups.clear();
     this.openCount--;
   }
@@ -241,7 +241,7 @@ export class MemoryStore implements Store {
     return { status: 'ok', closing };
   }
 
-  subscribe(sid: string, listener: (event: StoreEvent) => void): Unsubscribe {
+  async subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe> {
     let set = this.listeners.get(sid);
     if (!set) this.listeners.set(sid, (set = new Set()));
     set.add(listener);
@@ -271,10 +271,7 @@ export class MemoryStore implements Store {
 
   async leave(sid: string, group: string): Promise<void> {
     this.sessions.get(sid)?.groups.delete(group);
-    const members = this.groups.get(group);
-    if (!members) return;
-    members.delete(sid);
-    if (members.size === 0) this.groups.delete(group);
+    this.removeMember(group, sid);
   }
 
   async members(group: string): Promise<string[]> {
@@ -302,6 +299,13 @@ export class MemoryStore implements Store {
     return r;
   }
 
+  private removeMember(group: string, sid: string): void {
+    const members = this.groups.get(group);
+    if (!members) return;
+    members.delete(sid);
+    if (members.size === 0) this.groups.delete(group);
+  }
+
   private leaseHeld(r: SessionRecord): boolean {
     return r.leaseToken !== null && r.leaseUntil > this.now();
   }
@@ -317,9 +321,17 @@ export class MemoryStore implements Store {
     return out;
   }
 
-  /** True when the request's messages start the next deliverable run (never refuse what unblocks the buffer). */
+  /**
+   * True when, with this request's messages, everything new joins the run
+   * that starts at clientAck + 1: such a request unblocks the buffer and is
+   * never refused for buffer bytes (or a full buffer could wedge a session).
+   */
   private fillsGap(r: SessionRecord, fresh: StoredMessage[]): boolean {
-    return fresh.length > 0 && fresh[0]!.seq === r.clientAck + 1 && fresh.every((m, i) => m.seq === fresh[0]!.seq + i);
+    if (fresh.length === 0 || fresh[0]!.seq !== r.clientAck + 1) return false;
+    const incoming = new Set(fresh.map((m) => m.seq));
+    let end = r.clientAck;
+    while (r.inbound.has(end + 1) || incoming.has(end + 1)) end++;
+    return fresh[fresh.length - 1]!.seq <= end;
   }
 
   private push(r: SessionRecord, json: string): number {

@@ -1,0 +1,1324 @@
+/**
+ * The store contract suite. Every `Store` implementation runs this exact
+ * suite (see docs/STORE.md, "Writing a store"):
+ *
+ *   describeStoreContract('RedisStore', { make: () => new RedisStore(...), cleanup: (s) => s.dispose() });
+ *
+ * Rules the suite follows so that it runs against any store, local or remote:
+ *
+ * - Time is real: idle, lease and tombstone durations are tens of ms and the
+ *   tests sleep past them. The injected `now` is `Date.now`; a remote store
+ *   ignores it and uses its own clock.
+ * - Session ids are fresh random 22-character ids and group names are unique,
+ *   so a store shared across tests (or with other suites) never collides.
+ * - Tests that count sessions store-wide (`maxSessions`) or sweep get a store
+ *   of their own from `factory.make`, which must therefore return a store over
+ *   a fresh key space on every call (e.g. a unique key prefix).
+ */
+import fc from 'fast-check';
+import type {
+  AppendLimits,
+  CreateInput,
+  ReadInput,
+  ReceiveInput,
+  Store,
+  StoreEvent,
+  StoredMessage,
+} from '../../src/core/store';
+import { newSessionId, newToken } from '../../src/core/util';
+
+export interface StoreFactory<S extends Store = Store> {
+  /** A new store over a fresh key space. `now` is the clock a store may use (Date.now here); remote stores ignore it. */
+  make(opts: { now: () => number }): Promise<S> | S;
+  /** Release the store (connections, timers, its keys). Default: `store.dispose?.()`. */
+  cleanup?(store: S): Promise<void>;
+}
+
+/** Long enough never to expire during a test. */
+const LONG = 60_000;
+/** Short durations for expiry tests, and a sleep safely past them. */
+const SHORT = 50;
+const PAST_SHORT = 90;
+
+const ROOMY: AppendLimits = { maxUnackedMessages: 10_000, maxUnackedBytes: 1 << 24 };
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Client message `seq` with a recognisable payload. */
+function m(seq: number): StoredMessage {
+  return { seq, json: JSON.stringify(`m${seq}`) };
+}
+function ms(...seqs: number[]): StoredMessage[] {
+  return seqs.map(m);
+}
+/** A message of exactly `bytes` bytes of JSON (bytes >= 2). */
+function sized(seq: number, bytes: number): StoredMessage {
+  return { seq, json: JSON.stringify('x'.repeat(bytes - 2)) };
+}
+const seqsOf = (list: StoredMessage[]) => list.map((x) => x.seq);
+
+function uniqueGroup(): string {
+  return `group-${newToken()}`;
+}
+
+/** Polls until `check` holds (for events from remote stores), failing after `timeoutMs`. */
+async function eventually(check: () => boolean, timeoutMs = 1_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await sleep(2);
+  }
+}
+
+export function describeStoreContract<S extends Store>(name: string, factory: StoreFactory<S>): void {
+  describe(`Store contract: ${name}`, () => {
+    let store: S;
+    const made: S[] = [];
+
+    async function fresh(): Promise<S> {
+      const s = await factory.make({ now: () => Date.now() });
+      made.push(s);
+      return s;
+    }
+
+    beforeAll(async () => {
+      store = await fresh();
+    });
+
+    afterAll(async () => {
+      for (const s of made) {
+        if (factory.cleanup) await factory.cleanup(s);
+        else await s.dispose?.();
+      }
+    });
+
+    // --- helpers over the store under test ----------------------------------------
+
+    async function open(over: Partial<CreateInput> = {}, on: Store = store): Promise<string> {
+      const sid = over.sid ?? newSessionId();
+      const r = await on.create({
+        sid,
+        userJson: '{"name":"ada"}',
+        stateJson: '{"n":0}',
+        initial: [],
+        idleMs: LONG,
+        maxSessions: 1_000_000_000,
+        ...over,
+      });
+      expect(r).toEqual({ status: 'ok' });
+      return sid;
+    }
+
+    function receive(sid: string, over: Partial<ReceiveInput> = {}, on: Store = store) {
+      return on.receive(sid, {
+        msgs: [],
+        window: 1_000,
+        bufferBytes: 1 << 20,
+        lease: { token: newToken(), ms: LONG },
+        maxDeliver: 1_000,
+        ...over,
+      });
+    }
+
+    function read(sid: string, over: Partial<ReadInput> = {}, on: Store = store) {
+      return on.read(sid, { ack: 0, watchToken: newToken(), claim: true, maxMessages: 1_000, ...over });
+    }
+
+    function commit(sid: string, token: string, seq: number, over: Partial<Parameters<Store['commit']>[1]> = {}) {
+      return store.commit(sid, { token, seq, leaseMs: LONG, next: true, maxDeliver: 1_000, ...over });
+    }
+
+    /** Delivers a whole run the way core does: commit each seq, taking more with next=true. Returns the seqs delivered. */
+    async function drain(sid: string, token: string, first: StoredMessage[]): Promise<number[]> {
+      const out: number[] = [];
+      let batch = first;
+      while (batch.length > 0) {
+        let next: StoredMessage[] = [];
+        for (let i = 0; i < batch.length; i++) {
+          out.push(batch[i]!.seq);
+          const last = i === batch.length - 1;
+          const c = await commit(sid, token, batch[i]!.seq, { next: last });
+          if (c.status !== 'ok') throw new Error(`commit: ${c.status}`);
+          if (last) next = c.deliver;
+        }
+        batch = next;
+      }
+      return out;
+    }
+
+    async function info(sid: string, on: Store = store) {
+      return (await on.inspect([sid]))[0];
+    }
+
+    /** Closes and finishes the close, leaving a tombstone. */
+    async function closeFully(sid: string, reason = 'server'): Promise<void> {
+      const token = newToken();
+      const c = await store.close(sid, { reason, lease: { token, ms: LONG } });
+      expect(c).toMatchObject({ status: 'ok', leased: true });
+      await store.finishClose(sid, token);
+    }
+
+    /**
+     * Subscribes and collects events. Awaits what subscribe returns, so the suite
+     * also fits a store whose subscription becomes active asynchronously (see
+     * docs/STORE.md, "subscribe").
+     */
+    async function listen(sid: string, on: Store = store) {
+      const events: StoreEvent[] = [];
+      const unsubscribe = await on.subscribe(sid, (e) => events.push(e));
+      return { events, unsubscribe };
+    }
+
+    // --- create --------------------------------------------------------------------
+
+    describe('create', () => {
+      it('creates an open session with its user, state and initial messages as seqs 1..n', async () => {
+        const sid = await open({ userJson: '{"u":1}', stateJson: '{"s":2}', initial: ['"a"', '{"b":1}'] });
+        expect(await info(sid)).toEqual({ status: 'open', userJson: '{"u":1}', stateJson: '{"s":2}', clientAck: 0, lastSeq: 2 });
+        const r = await read(sid);
+        expect(r).toMatchObject({ status: 'ok', clientAck: 0, superseded: false });
+        if (r.status !== 'ok') throw new Error();
+        expect(r.msgs).toEqual([
+          { seq: 1, json: '"a"' },
+          { seq: 2, json: '{"b":1}' },
+        ]);
+        expect(r.close).toBeUndefined();
+      });
+
+      it('answers exists for a sid already in use and leaves that session alone', async () => {
+        const sid = await open({ userJson: '"first"' });
+        expect(await store.create({ sid, userJson: '"second"', stateJson: '{}', initial: ['"x"'], idleMs: LONG, maxSessions: 1e9 })).toEqual({
+          status: 'exists',
+        });
+        expect(await info(sid)).toMatchObject({ userJson: '"first"', lastSeq: 0 });
+      });
+
+      it('answers exists for the sid of a closed session (tombstone)', async () => {
+        const sid = await open();
+        await closeFully(sid);
+        expect((await store.create({ sid, userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 1e9 })).status).toBe('exists');
+      });
+
+      it('refuses beyond maxSessions, counting sessions that are not closed (open and closing), not tombstones', async () => {
+        const s = await fresh();
+        const a = await open({ maxSessions: 2 }, s);
+        const b = await open({ maxSessions: 2 }, s);
+        const refused = newSessionId();
+        expect(await s.create({ sid: refused, userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 2 })).toEqual({
+          status: 'too-many-sessions',
+        });
+        expect(await info(refused, s)).toBeNull();
+        // A larger limit admits more: the limit is per call, the count is store-wide.
+        const c = await open({ maxSessions: 3 }, s);
+
+        // Closing sessions still count: onClose has not run yet.
+        const token = newToken();
+        await s.close(a, { reason: 'bye', lease: { token, ms: LONG } });
+        expect((await s.create({ sid: newSessionId(), userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 3 })).status).toBe(
+          'too-many-sessions',
+        );
+        // Closed ones (tombstones) do not.
+        await s.finishClose(a, token);
+        await open({ maxSessions: 3 }, s);
+        expect((await s.create({ sid: newSessionId(), userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 3 })).status).toBe(
+          'too-many-sessions',
+        );
+        expect((await s.inspect([b, c])).map((x) => x?.status)).toEqual(['open', 'open']);
+      });
+    });
+
+    // --- receive -------------------------------------------------------------------
+
+    describe('receive', () => {
+      it('answers unknown for a sid that never existed', async () => {
+        expect(await receive(newSessionId(), { msgs: ms(1) })).toEqual({ status: 'unknown' });
+      });
+
+      it('answers closed for a closing session and for a closed one', async () => {
+        const sid = await open();
+        const token = newToken();
+        await store.close(sid, { reason: 'x', lease: { token, ms: LONG } });
+        expect(await receive(sid, { msgs: ms(1) })).toEqual({ status: 'closed' });
+        await store.finishClose(sid, token);
+        expect(await receive(sid, { msgs: ms(1) })).toEqual({ status: 'closed' });
+      });
+
+      it('delivers the contiguous run under the lease, with user and state', async () => {
+        const sid = await open({ userJson: '{"u":7}', stateJson: '{"k":1}' });
+        const r = await receive(sid, { msgs: ms(1, 2, 3) });
+        expect(r).toEqual({ status: 'ok', clientAck: 0, deliver: ms(1, 2, 3), userJson: '{"u":7}', stateJson: '{"k":1}' });
+      });
+
+      it('hands out at most maxDeliver messages; commit with next=true hands out the rest', async () => {
+        const sid = await open();
+        const token = newToken();
+        const r = await receive(sid, { msgs: ms(1, 2, 3, 4, 5), maxDeliver: 2, lease: { token, ms: LONG } });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1, 2]);
+        await commit(sid, token, 1, { next: false, maxDeliver: 2 });
+        const c = await commit(sid, token, 2, { next: true, maxDeliver: 2 });
+        expect(c).toEqual({ status: 'ok', clientAck: 2, deliver: ms(3, 4) });
+      });
+
+      it('rejects an ack above the last server seq, changing nothing', async () => {
+        const sid = await open({ initial: ['1', '2'] });
+        expect(await receive(sid, { msgs: ms(1), ack: 3 })).toEqual({ status: 'invalid-ack', lastSeq: 2 });
+        // Nothing was buffered, nothing trimmed.
+        const again = await receive(sid, { msgs: [] });
+        expect(again).toMatchObject({ status: 'ok', clientAck: 0, deliver: [] });
+        const r = await read(sid);
+        expect(r.status === 'ok' && seqsOf(r.msgs)).toEqual([1, 2]);
+      });
+
+      it('rejects a seq above clientAck + window, changing nothing (no buffering, no trimming)', async () => {
+        const sid = await open({ initial: ['1', '2'] });
+        expect(await receive(sid, { msgs: ms(2, 3, 9), window: 8, ack: 2 })).toEqual({ status: 'out-of-window', clientAck: 0 });
+        // seq 8 = clientAck + window is still inside.
+        const okay = await receive(sid, { msgs: ms(8), window: 8 });
+        expect(okay).toMatchObject({ status: 'ok', clientAck: 0, deliver: [] });
+        // 2 and 3 were not buffered: 1 alone is deliverable.
+        const r = await receive(sid, { msgs: ms(1), window: 8 });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1]);
+        // The ack of the rejected request did not trim.
+        const w = await read(sid);
+        expect(w.status === 'ok' && seqsOf(w.msgs)).toEqual([1, 2]);
+      });
+
+      it('measures the window from the current clientAck', async () => {
+        const sid = await open();
+        const token = newToken();
+        const r = await receive(sid, { msgs: ms(1, 2), window: 2, lease: { token, ms: LONG } });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1, 2]);
+        await commit(sid, token, 1, { next: false });
+        await commit(sid, token, 2, { next: true });
+        expect((await receive(sid, { msgs: ms(4), window: 2 })).status).toBe('ok');
+        expect((await receive(sid, { msgs: ms(5), window: 2 })).status).toBe('out-of-window');
+      });
+
+      it('rejects messages that would exceed bufferBytes behind a gap, changing nothing', async () => {
+        const sid = await open({ initial: ['1'] });
+        // 10-byte messages, 30 bytes of buffer.
+        expect((await receive(sid, { msgs: [sized(2, 10), sized(3, 10)], bufferBytes: 30 })).status).toBe('ok');
+        expect(await receive(sid, { msgs: [sized(4, 10), sized(5, 10)], bufferBytes: 30, ack: 1 })).toEqual({
+          status: 'out-of-window',
+          clientAck: 0,
+        });
+        // Neither 4 nor 5 was buffered, and the ack did not trim.
+        const w = await read(sid);
+        expect(w.status === 'ok' && seqsOf(w.msgs)).toEqual([1]);
+        expect((await receive(sid, { msgs: [sized(4, 10)], bufferBytes: 30 })).status).toBe('ok');
+        const r = await receive(sid, { msgs: [sized(1, 10)], bufferBytes: 30 });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1, 2, 3, 4]);
+      });
+
+      it('never refuses the message that unblocks a full buffer', async () => {
+        const sid = await open();
+        expect((await receive(sid, { msgs: [sized(2, 10), sized(3, 10)], bufferBytes: 20 })).status).toBe('ok');
+        const r = await receive(sid, { msgs: [sized(1, 10)], bufferBytes: 20 });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1, 2, 3]);
+      });
+
+      it('does not count duplicates of buffered messages against bufferBytes', async () => {
+        const sid = await open();
+        expect((await receive(sid, { msgs: [sized(2, 10), sized(3, 10)], bufferBytes: 20 })).status).toBe('ok');
+        expect(await receive(sid, { msgs: [sized(2, 10), sized(3, 10)], bufferBytes: 20 })).toMatchObject({ status: 'ok', deliver: [] });
+      });
+
+      it('accepts a request that fills the gap even when its other messages join the run past already buffered ones', async () => {
+        // The client's sender batches whatever is `pending`: after a lost POST of
+        // [1,2] and a 429 for [11,12] while [3..10] sat buffered, it sends
+        // [1,2,11,12] (later [1..12]). Every message of that request joins the
+        // contiguous run 1..12, nothing would wait behind a gap, yet it is refused
+        // because the request's *fresh* messages are not contiguous among
+        // themselves. The client retries the same batch forever: a livelock.
+        const sid = await open();
+        const tenBytes = (seq: number) => sized(seq, 10);
+        const buffered = [3, 4, 5, 6, 7, 8, 9, 10].map(tenBytes);
+        expect((await receive(sid, { msgs: buffered, bufferBytes: 80 })).status).toBe('ok');
+        const r = await receive(sid, { msgs: [1, 2, 11, 12].map(tenBytes), bufferBytes: 80 });
+        expect(r.status).toBe('ok');
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+      });
+
+      it('buffers messages behind a gap and delivers the run once the gap fills', async () => {
+        const sid = await open();
+        expect(await receive(sid, { msgs: ms(3, 5) })).toMatchObject({ status: 'ok', clientAck: 0, deliver: [] });
+        expect(await receive(sid, { msgs: ms(2) })).toMatchObject({ status: 'ok', clientAck: 0, deliver: [] });
+        const r = await receive(sid, { msgs: ms(1) });
+        expect(r).toMatchObject({ status: 'ok', clientAck: 0, deliver: ms(1, 2, 3) });
+      });
+
+      it('ignores already delivered seqs', async () => {
+        const sid = await open();
+        const token = newToken();
+        const r = await receive(sid, { msgs: ms(1, 2), lease: { token, ms: LONG } });
+        if (r.status !== 'ok') throw new Error();
+        await drain(sid, token, r.deliver);
+        const again = await receive(sid, { msgs: [{ seq: 1, json: '"changed"' }, { seq: 2, json: '"changed"' }, m(3)] });
+        expect(again).toMatchObject({ status: 'ok', clientAck: 2, deliver: ms(3) });
+      });
+
+      it('keeps the first copy of an already buffered seq', async () => {
+        const sid = await open();
+        await receive(sid, { msgs: ms(2) });
+        await receive(sid, { msgs: [{ seq: 2, json: '"second copy"' }] });
+        const r = await receive(sid, { msgs: ms(1) });
+        expect(r).toMatchObject({ status: 'ok', deliver: ms(1, 2) });
+      });
+
+      it('trims the server log by ack', async () => {
+        const sid = await open({ initial: ['1', '2', '3'] });
+        expect(await receive(sid, { ack: 2 })).toMatchObject({ status: 'ok' });
+        const r = await read(sid);
+        expect(r.status === 'ok' && seqsOf(r.msgs)).toEqual([3]);
+        // An older ack is harmless.
+        await receive(sid, { ack: 1 });
+        const r2 = await read(sid);
+        expect(r2.status === 'ok' && seqsOf(r2.msgs)).toEqual([3]);
+      });
+
+      it('gives a deliverable run to one caller only: concurrent receives of the same message', async () => {
+        const sid = await open();
+        const results = await Promise.all([1, 2, 3, 4].map(() => receive(sid, { msgs: ms(1, 2) })));
+        const runs = results.map((r) => (r.status === 'ok' ? seqsOf(r.deliver) : null));
+        expect(runs.filter((x) => x !== null && x.length > 0)).toEqual([[1, 2]]);
+        expect(runs.filter((x) => x !== null && x.length === 0)).toHaveLength(3);
+      });
+
+      it('gives a deliverable run to one caller only: concurrent receives of different messages', async () => {
+        const sid = await open();
+        const results = await Promise.all([receive(sid, { msgs: ms(1) }), receive(sid, { msgs: ms(2) }), receive(sid, { msgs: ms(1, 3) })]);
+        const nonEmpty = results.filter((r) => r.status === 'ok' && r.deliver.length > 0);
+        expect(nonEmpty).toHaveLength(1);
+      });
+
+      it('while the lease is held, another receive buffers and gets deliver=[]; the holder gets it on commit', async () => {
+        const sid = await open();
+        const holder = newToken();
+        const r = await receive(sid, { msgs: ms(1), lease: { token: holder, ms: LONG } });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1]);
+        expect(await receive(sid, { msgs: ms(2) })).toMatchObject({ status: 'ok', clientAck: 0, deliver: [] });
+        // A receive with nothing new but a deliverable run buffered does not take it either.
+        expect(await receive(sid, {})).toMatchObject({ status: 'ok', deliver: [] });
+        expect(await commit(sid, holder, 1)).toEqual({ status: 'ok', clientAck: 1, deliver: ms(2) });
+      });
+
+      it('after the lease expires, a receive takes over and gets the run again (the redelivery case)', async () => {
+        const sid = await open();
+        const crashed = newToken();
+        const r = await receive(sid, { msgs: ms(1, 2), lease: { token: crashed, ms: SHORT } });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1, 2]);
+        expect(await receive(sid, {})).toMatchObject({ deliver: [] });
+        await sleep(PAST_SHORT);
+        const next = newToken();
+        const r2 = await receive(sid, { lease: { token: next, ms: LONG } });
+        expect(r2).toMatchObject({ status: 'ok', clientAck: 0, deliver: ms(1, 2) });
+        // The old holder has lost the lease.
+        expect(await commit(sid, crashed, 1)).toEqual({ status: 'lost' });
+        expect(await commit(sid, next, 1, { next: false })).toMatchObject({ status: 'ok', clientAck: 1 });
+      });
+
+      it('takes no lease when nothing is deliverable', async () => {
+        const sid = await open();
+        const t = newToken();
+        expect(await receive(sid, { msgs: ms(2), lease: { token: t, ms: LONG } })).toMatchObject({ deliver: [] });
+        expect(await store.renewLease(sid, t, LONG)).toBe(false);
+        // ...so the next receive that fills the gap gets the run.
+        const r = await receive(sid, { msgs: ms(1) });
+        expect(r.status === 'ok' && seqsOf(r.deliver)).toEqual([1, 2]);
+      });
+    });
+
+    // --- commit --------------------------------------------------------------------
+
+    describe('commit', () => {
+      it('advances clientAck one seq at a time and saves the state', async () => {
+        const sid = await open({ stateJson: '{"n":0}' });
+        const token = newToken();
+        await receive(sid, { msgs: ms(1, 2), lease: { token, ms: LONG } });
+        expect(await commit(sid, token, 1, { next: false, stateJson: '{"n":1}' })).toEqual({ status: 'ok', clientAck: 1, deliver: [] });
+        expect(await info(sid)).toMatchObject({ clientAck: 1, stateJson: '{"n":1}' });
+        // Without stateJson the state stays.
+        await commit(sid, token, 2, { next: false });
+        expect(await info(sid)).toMatchObject({ clientAck: 2, stateJson: '{"n":1}' });
+      });
+
+      it('never moves clientAck back or past a gap (a repeated or out-of-order commit changes no ack)', async () => {
+        const sid = await open();
+        const token = newToken();
+        await receive(sid, { msgs: ms(1, 2, 3), lease: { token, ms: LONG } });
+        await commit(sid, token, 1, { next: false });
+        expect(await commit(sid, token, 1, { next: false })).toMatchObject({ status: 'ok', clientAck: 1 });
+        expect(await commit(sid, token, 3, { next: false })).toMatchObject({ status: 'ok', clientAck: 1 });
+        expect(await commit(sid, token, 2, { next: false })).toMatchObject({ status: 'ok', clientAck: 2 });
+      });
+
+      it('the state saved by commit is what the next delivery sees', async () => {
+        const sid = await open({ stateJson: '{"n":0}' });
+        const t1 = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token: t1, ms: LONG } });
+        expect(await commit(sid, t1, 1, { stateJson: '{"n":1}' })).toEqual({ status: 'ok', clientAck: 1, deliver: [] });
+        const r = await receive(sid, { msgs: ms(2) });
+        expect(r).toMatchObject({ status: 'ok', deliver: ms(2), stateJson: '{"n":1}' });
+      });
+
+      it('with next=false keeps the lease (even with nothing more to deliver)', async () => {
+        const sid = await open();
+        const token = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token, ms: LONG } });
+        await commit(sid, token, 1, { next: false });
+        expect(await receive(sid, { msgs: ms(2) })).toMatchObject({ deliver: [] });
+        expect(await store.renewLease(sid, token, LONG)).toBe(true);
+      });
+
+      it('with next=true and nothing buffered releases the lease', async () => {
+        const sid = await open();
+        const token = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token, ms: LONG } });
+        expect(await commit(sid, token, 1)).toEqual({ status: 'ok', clientAck: 1, deliver: [] });
+        expect(await store.renewLease(sid, token, LONG)).toBe(false);
+        const r = await receive(sid, { msgs: ms(2) });
+        expect(r).toMatchObject({ status: 'ok', clientAck: 1, deliver: ms(2) });
+      });
+
+      it('with next=true stops at a gap and releases the lease', async () => {
+        const sid = await open();
+        const token = newToken();
+        await receive(sid, { msgs: ms(1, 3), lease: { token, ms: LONG } });
+        expect(await commit(sid, token, 1)).toEqual({ status: 'ok', clientAck: 1, deliver: [] });
+        const r = await receive(sid, { msgs: ms(2) });
+        expect(r).toMatchObject({ deliver: ms(2, 3) });
+      });
+
+      it('a receive racing the final commit is never stranded: either the commit hands the message out or the receive gets it', async () => {
+        for (let round = 0; round < 40; round++) {
+          const sid = await open();
+          const holder = newToken();
+          await receive(sid, { msgs: ms(1), lease: { token: holder, ms: LONG } });
+          const racer = newToken();
+          const doCommit = () => commit(sid, holder, 1, { next: true });
+          const doReceive = () => receive(sid, { msgs: ms(2), lease: { token: racer, ms: LONG } });
+          const [c, r] = round % 2 === 0 ? await Promise.all([doCommit(), doReceive()]) : (await Promise.all([doReceive(), doCommit()])).reverse();
+          if (c.status !== 'ok' || r.status !== 'ok') throw new Error('unexpected status');
+          const handedOut = [...c.deliver, ...(r as { deliver: StoredMessage[] }).deliver].map((x) => x.seq);
+          expect(handedOut).toEqual([2]);
+        }
+      });
+
+      it('answers lost for a wrong token, an unknown session, and changes nothing', async () => {
+        const sid = await open({ stateJson: '{"n":0}' });
+        const token = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token, ms: LONG } });
+        expect(await commit(sid, newToken(), 1, { stateJson: '{"n":9}' })).toEqual({ status: 'lost' });
+        expect(await info(sid)).toMatchObject({ clientAck: 0, stateJson: '{"n":0}' });
+        expect(await commit(newSessionId(), token, 1)).toEqual({ status: 'lost' });
+        expect(await commit(sid, token, 1)).toMatchObject({ status: 'ok', clientAck: 1 });
+      });
+
+      it('answers lost when the lease expired and another caller took it', async () => {
+        const sid = await open();
+        const old = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token: old, ms: SHORT } });
+        await sleep(PAST_SHORT);
+        const r = await receive(sid, {});
+        expect(r).toMatchObject({ deliver: ms(1) });
+        expect(await commit(sid, old, 1, { stateJson: '{"stale":true}' })).toEqual({ status: 'lost' });
+        expect(await info(sid)).toMatchObject({ clientAck: 0, stateJson: '{"n":0}' });
+      });
+
+      it('answers closing once the session started closing; the holder keeps the lease to run onClose', async () => {
+        const sid = await open({ userJson: '{"u":1}', stateJson: '{"n":0}' });
+        const holder = newToken();
+        await receive(sid, { msgs: ms(1, 2), lease: { token: holder, ms: LONG } });
+        const closer = newToken();
+        const c = await store.close(sid, { reason: 'kicked', lease: { token: closer, ms: LONG } });
+        expect(c).toMatchObject({ status: 'ok', transitioned: true, leased: false, reason: 'kicked' });
+        const r = await commit(sid, holder, 1, { stateJson: '{"n":1}', next: false });
+        expect(r).toEqual({ status: 'closing', clientAck: 1, reason: 'kicked', userJson: '{"u":1}', stateJson: '{"n":1}' });
+        // The closer's token cannot finish; the holder's can.
+        await store.finishClose(sid, closer);
+        expect((await info(sid))?.status).toBe('closing');
+        expect(await store.renewLease(sid, holder, LONG)).toBe(true);
+        await store.finishClose(sid, holder);
+        expect((await info(sid))?.status).toBe('closed');
+        expect(await commit(sid, holder, 2)).toEqual({ status: 'lost' });
+      });
+    });
+
+    // --- renewLease ----------------------------------------------------------------
+
+    describe('renewLease', () => {
+      it('extends a held lease so nobody takes it over', async () => {
+        const sid = await open();
+        const token = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token, ms: SHORT } });
+        expect(await store.renewLease(sid, token, 400)).toBe(true);
+        await sleep(PAST_SHORT);
+        expect(await receive(sid, {})).toMatchObject({ deliver: [] });
+        expect(await commit(sid, token, 1)).toMatchObject({ status: 'ok', clientAck: 1 });
+      });
+
+      it('answers false for a wrong token, an unknown session, and a lease taken over', async () => {
+        const sid = await open();
+        const token = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token, ms: SHORT } });
+        expect(await store.renewLease(sid, newToken(), LONG)).toBe(false);
+        expect(await store.renewLease(newSessionId(), token, LONG)).toBe(false);
+        await sleep(PAST_SHORT);
+        await receive(sid, {});
+        expect(await store.renewLease(sid, token, LONG)).toBe(false);
+      });
+    });
+
+    // --- append / appendMany ---------------------------------------------------------
+
+    describe('append', () => {
+      it('assigns contiguous seqs after the initial messages', async () => {
+        const sid = await open({ initial: ['0'] });
+        expect(await store.append(sid, ['1', '2'], ROOMY)).toEqual({ status: 'ok', firstSeq: 2, lastSeq: 3 });
+        expect(await store.append(sid, ['3'], ROOMY)).toEqual({ status: 'ok', firstSeq: 4, lastSeq: 4 });
+        const r = await read(sid);
+        expect(r.status === 'ok' && r.msgs).toEqual([
+          { seq: 1, json: '0' },
+          { seq: 2, json: '1' },
+          { seq: 3, json: '2' },
+          { seq: 4, json: '3' },
+        ]);
+        expect(await info(sid)).toMatchObject({ lastSeq: 4 });
+      });
+
+      it('is atomic under concurrency: 200 concurrent appends get seqs 1..200, no gaps, no repeats', async () => {
+        const sid = await open();
+        const results = await Promise.all(Array.from({ length: 200 }, (_, i) => store.append(sid, [String(i)], ROOMY)));
+        const seqs = results.map((r) => {
+          if (r.status !== 'ok') throw new Error(r.status);
+          expect(r.firstSeq).toBe(r.lastSeq);
+          return r.firstSeq;
+        });
+        expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+        // And each seq holds the message that was given it.
+        const r = await read(sid);
+        if (r.status !== 'ok') throw new Error();
+        const bySeq = new Map(r.msgs.map((x) => [x.seq, x.json]));
+        results.forEach((res, i) => expect(bySeq.get((res as { firstSeq: number }).firstSeq)).toBe(String(i)));
+      });
+
+      it('keeps multi-message appends contiguous under concurrency', async () => {
+        const sid = await open();
+        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => store.append(sid, [`${i}.0`, `${i}.1`, `${i}.2`], ROOMY)));
+        const ranges = results.map((r) => (r.status === 'ok' ? [r.firstSeq, r.lastSeq] : [0, 0])).sort((a, b) => a[0]! - b[0]!);
+        ranges.forEach(([first, last], i) => expect([first, last]).toEqual([i * 3 + 1, i * 3 + 3]));
+      });
+
+      it('answers full by unacked count, atomically for the whole batch, and has room again after an ack', async () => {
+        const sid = await open({ initial: ['1'] });
+        const limits = { maxUnackedMessages: 3, maxUnackedBytes: 1 << 20 };
+        expect(await store.append(sid, ['2', '3', '4'], limits)).toEqual({ status: 'full' });
+        expect(await info(sid)).toMatchObject({ lastSeq: 1 });
+        expect(await store.append(sid, ['2', '3'], limits)).toMatchObject({ status: 'ok', lastSeq: 3 });
+        expect(await store.append(sid, ['4'], limits)).toEqual({ status: 'full' });
+        await read(sid, { ack: 1 });
+        expect(await store.append(sid, ['4'], limits)).toEqual({ status: 'ok', firstSeq: 4, lastSeq: 4 });
+      });
+
+      it('answers full by unacked bytes', async () => {
+        const sid = await open();
+        const limits = { maxUnackedMessages: 100, maxUnackedBytes: 25 };
+        const ten = JSON.stringify('x'.repeat(8));
+        expect(await store.append(sid, [ten, ten], limits)).toMatchObject({ status: 'ok', lastSeq: 2 });
+        expect(await store.append(sid, [ten], limits)).toEqual({ status: 'full' });
+        expect(await store.append(sid, ['"abc"'], limits)).toMatchObject({ status: 'ok', lastSeq: 3 });
+        await receive(sid, { ack: 2 });
+        expect(await store.append(sid, [ten], limits)).toMatchObject({ status: 'ok', lastSeq: 4 });
+      });
+
+      it('counts bytes as UTF-8', async () => {
+        const sid = await open();
+        // "é" is 2 bytes, "€" 3, "😀" 4: 2 + 2 + 3 + 4 = 11 bytes of JSON.
+        const json = JSON.stringify('é€😀');
+        expect(await store.append(sid, [json], { maxUnackedMessages: 10, maxUnackedBytes: 10 })).toEqual({ status: 'full' });
+        expect(await store.append(sid, [json], { maxUnackedMessages: 10, maxUnackedBytes: 11 })).toMatchObject({ status: 'ok' });
+      });
+
+      it('answers unknown and closed (also while closing)', async () => {
+        expect(await store.append(newSessionId(), ['1'], ROOMY)).toEqual({ status: 'unknown' });
+        const sid = await open();
+        const token = newToken();
+        await store.close(sid, { reason: 'r', lease: { token, ms: LONG } });
+        expect(await store.append(sid, ['1'], ROOMY)).toEqual({ status: 'closed' });
+        await store.finishClose(sid, token);
+        expect(await store.append(sid, ['1'], ROOMY)).toEqual({ status: 'closed' });
+      });
+    });
+
+    describe('appendMany', () => {
+      it('appends one message to each session and answers per session, in order', async () => {
+        const a = await open({ initial: ['1'] });
+        const b = await open();
+        const closed = await open();
+        await closeFully(closed);
+        const full = await open({ initial: ['1', '2'] });
+        const unknown = newSessionId();
+        const limits = { maxUnackedMessages: 2, maxUnackedBytes: 1 << 20 };
+        const results = await store.appendMany([a, unknown, b, closed, full], '"hi"', limits);
+        expect(results).toEqual([
+          { status: 'ok', firstSeq: 2, lastSeq: 2 },
+          { status: 'unknown' },
+          { status: 'ok', firstSeq: 1, lastSeq: 1 },
+          { status: 'closed' },
+          { status: 'full' },
+        ]);
+        const r = await read(b);
+        expect(r.status === 'ok' && r.msgs).toEqual([{ seq: 1, json: '"hi"' }]);
+        expect(await info(full)).toMatchObject({ lastSeq: 2 });
+      });
+
+      it('answers an empty list for no sessions', async () => {
+        expect(await store.appendMany([], '1', ROOMY)).toEqual([]);
+      });
+    });
+
+    // --- read ------------------------------------------------------------------------
+
+    describe('read', () => {
+      it('answers unknown for a sid that never existed', async () => {
+        expect(await read(newSessionId())).toEqual({ status: 'unknown' });
+      });
+
+      it('trims by ack and returns what follows, with the client ack', async () => {
+        const sid = await open({ initial: ['1', '2', '3'] });
+        const token = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token, ms: LONG } });
+        await commit(sid, token, 1);
+        expect(await read(sid, { ack: 2 })).toEqual({ status: 'ok', msgs: [{ seq: 3, json: '3' }], clientAck: 1, superseded: false });
+        // Trimmed for good: a lower ack does not bring them back.
+        const r = await read(sid, { ack: 0 });
+        expect(r.status === 'ok' && seqsOf(r.msgs)).toEqual([3]);
+        expect(await read(sid, { ack: 3 })).toMatchObject({ status: 'ok', msgs: [] });
+      });
+
+      it('caps the messages returned at maxMessages, oldest first', async () => {
+        const sid = await open({ initial: ['1', '2', '3', '4', '5'] });
+        const r = await read(sid, { maxMessages: 2 });
+        expect(r.status === 'ok' && seqsOf(r.msgs)).toEqual([1, 2]);
+        const r2 = await read(sid, { ack: 2, maxMessages: 2 });
+        expect(r2.status === 'ok' && seqsOf(r2.msgs)).toEqual([3, 4]);
+      });
+
+      it('rejects an ack above the last seq, trimming nothing', async () => {
+        const sid = await open({ initial: ['1', '2'] });
+        expect(await read(sid, { ack: 3 })).toEqual({ status: 'invalid-ack', lastSeq: 2 });
+        const r = await read(sid);
+        expect(r.status === 'ok' && seqsOf(r.msgs)).toEqual([1, 2]);
+      });
+
+      it('a newer claim supersedes an older watch', async () => {
+        const sid = await open({ initial: ['1'] });
+        const older = newToken();
+        const newer = newToken();
+        expect(await read(sid, { watchToken: older, claim: true })).toMatchObject({ superseded: false, msgs: [{ seq: 1 }] });
+        expect(await read(sid, { watchToken: older, claim: false })).toMatchObject({ superseded: false, msgs: [{ seq: 1 }] });
+        expect(await read(sid, { watchToken: newer, claim: true })).toMatchObject({ superseded: false, msgs: [{ seq: 1 }] });
+        expect(await read(sid, { watchToken: older, claim: false })).toEqual({ status: 'ok', msgs: [], clientAck: 0, superseded: true });
+        expect(await read(sid, { watchToken: newer, claim: false })).toMatchObject({ superseded: false, msgs: [{ seq: 1 }] });
+      });
+
+      it('a superseded watch still trims by its ack (acks are cumulative)', async () => {
+        const sid = await open({ initial: ['1', '2'] });
+        const older = newToken();
+        await read(sid, { watchToken: older });
+        await read(sid, { watchToken: newToken() });
+        expect(await read(sid, { watchToken: older, claim: false, ack: 1 })).toMatchObject({ superseded: true });
+        const r = await read(sid);
+        expect(r.status === 'ok' && seqsOf(r.msgs)).toEqual([2]);
+      });
+
+      it('after close returns the messages sent before it and the close marker at lastSeq + 1', async () => {
+        const sid = await open({ initial: ['1'] });
+        await store.append(sid, ['2'], ROOMY);
+        await store.close(sid, { reason: 'bye now' });
+        const r = await read(sid);
+        expect(r).toEqual({
+          status: 'ok',
+          msgs: [
+            { seq: 1, json: '1' },
+            { seq: 2, json: '2' },
+          ],
+          clientAck: 0,
+          superseded: false,
+          close: { seq: 3, reason: 'bye now' },
+        });
+        // The marker stays as the log is acked.
+        expect(await read(sid, { ack: 2 })).toMatchObject({ msgs: [], close: { seq: 3, reason: 'bye now' } });
+      });
+
+      it('reports the close marker for a session closed with nothing sent at seq 1', async () => {
+        const sid = await open();
+        await store.close(sid, { reason: 'client' });
+        expect(await read(sid)).toMatchObject({ status: 'ok', msgs: [], close: { seq: 1, reason: 'client' } });
+      });
+    });
+
+    // --- close / finishClose -------------------------------------------------------------
+
+    describe('close', () => {
+      it('answers unknown for a sid that never existed', async () => {
+        expect(await store.close(newSessionId(), { reason: 'x', lease: { token: newToken(), ms: LONG } })).toEqual({ status: 'unknown' });
+      });
+
+      it('transitions once, takes the free lease, keeps the first reason', async () => {
+        const sid = await open({ userJson: '{"u":1}', stateJson: '{"s":1}' });
+        const t1 = newToken();
+        expect(await store.close(sid, { reason: 'first', lease: { token: t1, ms: LONG } })).toEqual({
+          status: 'ok',
+          transitioned: true,
+          leased: true,
+          reason: 'first',
+          userJson: '{"u":1}',
+          stateJson: '{"s":1}',
+        });
+        expect((await info(sid))?.status).toBe('closing');
+        // A second close: no transition, the lease is held, the reason stays.
+        expect(await store.close(sid, { reason: 'second', lease: { token: newToken(), ms: LONG } })).toMatchObject({
+          status: 'ok',
+          transitioned: false,
+          leased: false,
+          reason: 'first',
+        });
+        await store.finishClose(sid, t1);
+        // After finishClose: still ok (idempotent for the client), nothing to do.
+        expect(await store.close(sid, { reason: 'third', lease: { token: newToken(), ms: LONG } })).toMatchObject({
+          status: 'ok',
+          transitioned: false,
+          leased: false,
+          reason: 'first',
+        });
+      });
+
+      it('without a lease request transitions but leases nothing', async () => {
+        const sid = await open();
+        expect(await store.close(sid, { reason: 'r' })).toMatchObject({ status: 'ok', transitioned: true, leased: false });
+        // Someone else can take the lease to run onClose.
+        expect(await store.close(sid, { reason: 'r2', lease: { token: newToken(), ms: LONG } })).toMatchObject({
+          transitioned: false,
+          leased: true,
+          reason: 'r',
+        });
+      });
+
+      it('does not take a lease held by a delivery; the holder learns of it at commit', async () => {
+        const sid = await open();
+        const holder = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token: holder, ms: LONG } });
+        expect(await store.close(sid, { reason: 'k', lease: { token: newToken(), ms: LONG } })).toMatchObject({
+          transitioned: true,
+          leased: false,
+        });
+        expect(await commit(sid, holder, 1)).toMatchObject({ status: 'closing', clientAck: 1, reason: 'k' });
+      });
+
+      it('takes over the lease of a closer whose lease expired (onClose crashed)', async () => {
+        const sid = await open();
+        const crashed = newToken();
+        expect(await store.close(sid, { reason: 'r', lease: { token: crashed, ms: SHORT } })).toMatchObject({ leased: true });
+        await sleep(PAST_SHORT);
+        const next = newToken();
+        expect(await store.close(sid, { reason: 'other', lease: { token: next, ms: LONG } })).toMatchObject({
+          transitioned: false,
+          leased: true,
+          reason: 'r',
+        });
+        await store.finishClose(sid, crashed);
+        expect((await info(sid))?.status).toBe('closing');
+        await store.finishClose(sid, next);
+        expect((await info(sid))?.status).toBe('closed');
+      });
+
+      it('discards client messages buffered behind a gap', async () => {
+        const sid = await open();
+        await receive(sid, { msgs: ms(2, 3) });
+        await store.close(sid, { reason: 'r' });
+        expect(await info(sid)).toMatchObject({ status: 'closing', clientAck: 0 });
+      });
+
+      it('concurrent closes: exactly one transitions and exactly one gets the lease', async () => {
+        const sid = await open();
+        const results = await Promise.all(
+          ['a', 'b', 'c', 'd'].map((reason) => store.close(sid, { reason, lease: { token: newToken(), ms: LONG } })),
+        );
+        const oks = results.map((r) => (r.status === 'ok' ? r : null));
+        expect(oks.filter((r) => r?.transitioned)).toHaveLength(1);
+        expect(oks.filter((r) => r?.leased)).toHaveLength(1);
+        const reason = oks.find((r) => r?.transitioned)!.reason;
+        expect(oks.every((r) => r?.reason === reason)).toBe(true);
+      });
+    });
+
+    describe('finishClose', () => {
+      it('does nothing with a wrong token or on an open session', async () => {
+        const sid = await open();
+        await store.finishClose(sid, newToken());
+        expect((await info(sid))?.status).toBe('open');
+        const token = newToken();
+        await store.close(sid, { reason: 'r', lease: { token, ms: LONG } });
+        await store.finishClose(sid, newToken());
+        expect((await info(sid))?.status).toBe('closing');
+        await store.finishClose(newSessionId(), token); // unknown: no error
+      });
+
+      it('closes the session; the tombstone answers closed and keeps the close marker until it expires, then unknown', async () => {
+        const idleMs = 120;
+        const sid = await open({ idleMs, initial: ['1'] });
+        const token = newToken();
+        await store.close(sid, { reason: 'done', lease: { token, ms: LONG } });
+        await store.finishClose(sid, token);
+        expect(await info(sid)).toMatchObject({ status: 'closed', lastSeq: 1 });
+        expect(await receive(sid, { msgs: ms(1) })).toEqual({ status: 'closed' });
+        expect(await store.append(sid, ['2'], ROOMY)).toEqual({ status: 'closed' });
+        expect(await store.join(sid, uniqueGroup())).toBe(false);
+        expect(await store.renewLease(sid, token, LONG)).toBe(false);
+        expect(await read(sid)).toMatchObject({ status: 'ok', msgs: [{ seq: 1, json: '1' }], close: { seq: 2, reason: 'done' } });
+        // Tombstones are kept for the session's idle timeout.
+        await sleep(idleMs + 60);
+        expect(await read(sid)).toEqual({ status: 'unknown' });
+        expect(await receive(sid, { msgs: ms(1) })).toEqual({ status: 'unknown' });
+        expect(await store.close(sid, { reason: 'x' })).toEqual({ status: 'unknown' });
+        expect(await store.inspect([sid])).toEqual([null]);
+      });
+
+      it('removes the session from its groups', async () => {
+        const g1 = uniqueGroup();
+        const g2 = uniqueGroup();
+        const sid = await open();
+        const other = await open();
+        expect(await store.join(sid, g1)).toBe(true);
+        expect(await store.join(sid, g2)).toBe(true);
+        expect(await store.join(other, g1)).toBe(true);
+        const token = newToken();
+        await store.close(sid, { reason: 'r', lease: { token, ms: LONG } });
+        // Still a member while closing (onClose may publish to its rooms).
+        expect(await store.members(g1)).toEqual(expect.arrayContaining([sid, other]));
+        await store.finishClose(sid, token);
+        expect(await store.members(g1)).toEqual([other]);
+        expect(await store.members(g2)).toEqual([]);
+      });
+    });
+
+    // --- sweep ---------------------------------------------------------------------------
+
+    describe('sweep', () => {
+      it('closes idle sessions as expired and returns each leased to the sweeper, once', async () => {
+        const s = await fresh();
+        const idle = await open({ idleMs: SHORT, userJson: '{"u":1}', stateJson: '{"s":1}' }, s);
+        const active = await open({ idleMs: 400 }, s);
+        const events = await listen(idle, s);
+        await sleep(PAST_SHORT);
+        const token = newToken();
+        const r = await s.sweep({ lease: { token, ms: LONG }, limit: 100 });
+        expect(r).toEqual({ status: 'ok', closing: [{ sid: idle, reason: 'expired', userJson: '{"u":1}', stateJson: '{"s":1}' }] });
+        expect((await info(idle, s))?.status).toBe('closing');
+        expect((await info(active, s))?.status).toBe('open');
+        await eventually(() => events.events.some((e) => e.type === 'close'));
+        events.unsubscribe();
+        // Its lease is the sweeper's: a repeat sweep does not return it again, close cannot lease it.
+        expect(await s.sweep({ lease: { token, ms: LONG }, limit: 100 })).toEqual({ status: 'ok', closing: [] });
+        expect(await s.close(idle, { reason: 'x', lease: { token: newToken(), ms: LONG } })).toMatchObject({ leased: false, reason: 'expired' });
+        expect(await read(idle, {}, s)).toMatchObject({ close: { seq: 1, reason: 'expired' } });
+        await s.finishClose(idle, token);
+        expect((await info(idle, s))?.status).toBe('closed');
+      });
+
+      it('a request keeps a session alive', async () => {
+        const s = await fresh();
+        const sid = await open({ idleMs: 150 }, s);
+        await sleep(90);
+        await read(sid, {}, s);
+        await sleep(90);
+        expect(await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 })).toEqual({ status: 'ok', closing: [] });
+      });
+
+      it('lets one sweeper at a time run: a racing sweeper with another token gets busy or nothing', async () => {
+        const s = await fresh();
+        const sids = [await open({ idleMs: SHORT }, s), await open({ idleMs: SHORT }, s), await open({ idleMs: SHORT }, s)];
+        await sleep(PAST_SHORT);
+        const [a, b] = await Promise.all([
+          s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 }),
+          s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 }),
+        ]);
+        const returned = [a, b].flatMap((r) => (r.status === 'ok' ? r.closing.map((c) => c.sid) : []));
+        expect(returned.sort()).toEqual([...sids].sort());
+        expect([a, b].some((r) => r.status === 'busy' || r.closing.length === 0)).toBe(true);
+        // While the sweep lease is held, other sweepers are busy.
+        expect(await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 })).toEqual({ status: 'busy' });
+      });
+
+      it('after the sweep lease expires another sweeper runs and picks up closes left unfinished', async () => {
+        const s = await fresh();
+        const sid = await open({ idleMs: SHORT }, s);
+        await sleep(PAST_SHORT);
+        const crashed = newToken();
+        const r = await s.sweep({ lease: { token: crashed, ms: SHORT }, limit: 100 });
+        expect(r.status === 'ok' && r.closing.map((c) => c.sid)).toEqual([sid]);
+        expect(await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 })).toEqual({ status: 'busy' });
+        await sleep(PAST_SHORT);
+        const next = newToken();
+        const r2 = await s.sweep({ lease: { token: next, ms: LONG }, limit: 100 });
+        expect(r2).toEqual({ status: 'ok', closing: [expect.objectContaining({ sid, reason: 'expired' })] });
+        await s.finishClose(sid, crashed);
+        expect((await info(sid, s))?.status).toBe('closing');
+        await s.finishClose(sid, next);
+        expect((await info(sid, s))?.status).toBe('closed');
+      });
+
+      it('picks up sessions stuck in closing: never leased, or whose closer lease expired', async () => {
+        const s = await fresh();
+        const unleased = await open({}, s);
+        await s.close(unleased, { reason: 'no lease' });
+        const crashed = await open({}, s);
+        expect(await s.close(crashed, { reason: 'crashed', lease: { token: newToken(), ms: SHORT } })).toMatchObject({ leased: true });
+        const held = await open({}, s);
+        const heldToken = newToken();
+        await s.close(held, { reason: 'held', lease: { token: heldToken, ms: LONG } });
+        await sleep(PAST_SHORT);
+        const token = newToken();
+        const r = await s.sweep({ lease: { token, ms: LONG }, limit: 100 });
+        if (r.status !== 'ok') throw new Error('busy');
+        expect(r.closing.map((c) => [c.sid, c.reason]).sort()).toEqual(
+          [
+            [unleased, 'no lease'],
+            [crashed, 'crashed'],
+          ].sort(),
+        );
+        await s.finishClose(unleased, token);
+        await s.finishClose(crashed, token);
+        await s.finishClose(held, heldToken);
+        expect((await s.inspect([unleased, crashed, held])).map((x) => x?.status)).toEqual(['closed', 'closed', 'closed']);
+      });
+
+      it('closes an idle session whose delivery lease is held without leasing it; the holder gets closing at commit', async () => {
+        const s = await fresh();
+        const sid = await open({ idleMs: SHORT }, s);
+        const holder = newToken();
+        await receive(sid, { msgs: ms(1), lease: { token: holder, ms: LONG } }, s);
+        await sleep(PAST_SHORT);
+        expect(await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 })).toEqual({ status: 'ok', closing: [] });
+        expect((await info(sid, s))?.status).toBe('closing');
+        expect(await s.commit(sid, { token: holder, seq: 1, leaseMs: LONG, next: true, maxDeliver: 10 })).toMatchObject({
+          status: 'closing',
+          reason: 'expired',
+          clientAck: 1,
+        });
+      });
+
+      it('returns at most limit sessions per call; the next call returns the rest', async () => {
+        const s = await fresh();
+        const sids = [];
+        for (let i = 0; i < 5; i++) sids.push(await open({ idleMs: SHORT }, s));
+        await sleep(PAST_SHORT);
+        const token = newToken();
+        const r1 = await s.sweep({ lease: { token, ms: LONG }, limit: 2 });
+        const r2 = await s.sweep({ lease: { token, ms: LONG }, limit: 2 });
+        const r3 = await s.sweep({ lease: { token, ms: LONG }, limit: 2 });
+        const r4 = await s.sweep({ lease: { token, ms: LONG }, limit: 2 });
+        const counts = [r1, r2, r3, r4].map((r) => (r.status === 'ok' ? r.closing.length : -1));
+        expect(counts).toEqual([2, 2, 1, 0]);
+        const all = [r1, r2, r3].flatMap((r) => (r.status === 'ok' ? r.closing.map((c) => c.sid) : []));
+        expect(all.sort()).toEqual([...sids].sort());
+      });
+
+      it('ignores closed sessions', async () => {
+        const s = await fresh();
+        const sid = await open({ idleMs: SHORT }, s);
+        const token = newToken();
+        await s.close(sid, { reason: 'r', lease: { token, ms: LONG } });
+        await s.finishClose(sid, token);
+        await sleep(PAST_SHORT);
+        expect(await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 })).toEqual({ status: 'ok', closing: [] });
+      });
+    });
+
+    // --- subscribe ------------------------------------------------------------------------
+
+    describe('subscribe', () => {
+      it('emits message on append, asynchronously and after the change is visible', async () => {
+        const sid = await open();
+        const seen: number[] = [];
+        const events: StoreEvent[] = [];
+        const unsubscribe = await store.subscribe(sid, (e) => {
+          events.push(e);
+          if (e.type === 'message') void store.inspect([sid]).then(([i]) => seen.push(i!.lastSeq));
+        });
+        const p = store.append(sid, ['1'], ROOMY);
+        expect(events).toEqual([]); // never synchronously, inside the call
+        await p;
+        await eventually(() => seen.length > 0);
+        expect(events).toEqual([{ type: 'message' }]);
+        expect(seen[0]).toBeGreaterThanOrEqual(1);
+        unsubscribe();
+      });
+
+      it('emits message on appendMany, per session', async () => {
+        const a = await open();
+        const b = await open();
+        const la = await listen(a);
+        const lb = await listen(b);
+        await store.appendMany([a, b], '1', ROOMY);
+        await eventually(() => la.events.length > 0 && lb.events.length > 0);
+        expect(la.events).toEqual([{ type: 'message' }]);
+        expect(lb.events).toEqual([{ type: 'message' }]);
+        la.unsubscribe();
+        lb.unsubscribe();
+      });
+
+      it('emits close on close, once', async () => {
+        const sid = await open();
+        const l = await listen(sid);
+        await store.close(sid, { reason: 'r' });
+        await store.close(sid, { reason: 'again' });
+        await eventually(() => l.events.length > 0);
+        await sleep(30);
+        expect(l.events).toEqual([{ type: 'close' }]);
+        l.unsubscribe();
+      });
+
+      it('emits watch with the token on a claim, nothing for a read without claim', async () => {
+        const sid = await open();
+        const l = await listen(sid);
+        const w = newToken();
+        await read(sid, { watchToken: w, claim: true });
+        await eventually(() => l.events.length > 0);
+        await read(sid, { watchToken: w, claim: false });
+        await sleep(30);
+        expect(l.events).toEqual([{ type: 'watch', token: w }]);
+        l.unsubscribe();
+      });
+
+      it('emits ack when a read or a receive trimmed messages, and not when nothing was trimmed', async () => {
+        const sid = await open({ initial: ['1', '2'] });
+        const w = newToken();
+        await read(sid, { watchToken: w });
+        const l = await listen(sid);
+        await read(sid, { watchToken: w, claim: false, ack: 0 });
+        await receive(sid, { ack: 0 });
+        await sleep(30);
+        expect(l.events).toEqual([]);
+        await read(sid, { watchToken: w, claim: false, ack: 1 });
+        await eventually(() => l.events.length === 1);
+        expect(l.events).toEqual([{ type: 'ack' }]);
+        await receive(sid, { ack: 1 });
+        await sleep(30);
+        expect(l.events).toHaveLength(1);
+        await receive(sid, { ack: 2 });
+        await eventually(() => l.events.length === 2);
+        expect(l.events).toEqual([{ type: 'ack' }, { type: 'ack' }]);
+        l.unsubscribe();
+      });
+
+      it('delivers only the subscribed session events', async () => {
+        const a = await open();
+        const b = await open();
+        const l = await listen(a);
+        await store.append(b, ['1'], ROOMY);
+        await store.close(b, { reason: 'r' });
+        await sleep(30);
+        expect(l.events).toEqual([]);
+        l.unsubscribe();
+      });
+
+      it('stops after unsubscribe, and other listeners of the session keep theirs', async () => {
+        const sid = await open();
+        const first = await listen(sid);
+        const second = await listen(sid);
+        first.unsubscribe();
+        await store.append(sid, ['1'], ROOMY);
+        await eventually(() => second.events.length > 0);
+        await sleep(20);
+        expect(first.events).toEqual([]);
+        second.unsubscribe();
+        await store.append(sid, ['2'], ROOMY);
+        await sleep(30);
+        expect(second.events).toEqual([{ type: 'message' }]);
+        first.unsubscribe(); // twice: harmless
+      });
+    });
+
+    // --- inspect --------------------------------------------------------------------------
+
+    describe('inspect', () => {
+      it('answers each sid in order, null for unknown ones', async () => {
+        const a = await open({ userJson: '"a"', stateJson: '{"a":1}', initial: ['1'] });
+        const b = await open({ userJson: '"b"' });
+        const t = newToken();
+        await receive(b, { msgs: ms(1), lease: { token: t, ms: LONG } });
+        await commit(b, t, 1);
+        await store.close(b, { reason: 'r' });
+        const unknown = newSessionId();
+        expect(await store.inspect([a, unknown, b])).toEqual([
+          { status: 'open', userJson: '"a"', stateJson: '{"a":1}', clientAck: 0, lastSeq: 1 },
+          null,
+          { status: 'closing', userJson: '"b"', stateJson: '{"n":0}', clientAck: 1, lastSeq: 0 },
+        ]);
+        expect(await store.inspect([])).toEqual([]);
+      });
+
+      it('changes nothing (it does not count as activity)', async () => {
+        const s = await fresh();
+        const sid = await open({ idleMs: SHORT }, s);
+        await sleep(30);
+        await s.inspect([sid]);
+        await sleep(40);
+        const r = await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 10 });
+        expect(r.status === 'ok' && r.closing.map((c) => c.sid)).toEqual([sid]);
+      });
+    });
+
+    // --- groups ---------------------------------------------------------------------------
+
+    describe('join / leave / members', () => {
+      it('joins, lists and leaves; joining twice lists once', async () => {
+        const g = uniqueGroup();
+        const a = await open();
+        const b = await open();
+        expect(await store.members(g)).toEqual([]);
+        expect(await store.join(a, g)).toBe(true);
+        expect(await store.join(a, g)).toBe(true);
+        expect(await store.join(b, g)).toBe(true);
+        expect((await store.members(g)).sort()).toEqual([a, b].sort());
+        await store.leave(a, g);
+        expect(await store.members(g)).toEqual([b]);
+        await store.leave(a, g); // not a member: no-op
+        await store.leave(newSessionId(), g);
+        await store.leave(b, g);
+        expect(await store.members(g)).toEqual([]);
+      });
+
+      it('keeps groups apart', async () => {
+        const g1 = uniqueGroup();
+        const g2 = uniqueGroup();
+        const a = await open();
+        await store.join(a, g1);
+        expect(await store.members(g2)).toEqual([]);
+        await store.leave(a, g2);
+        expect(await store.members(g1)).toEqual([a]);
+      });
+
+      it('refuses unknown, closing and closed sessions', async () => {
+        const g = uniqueGroup();
+        expect(await store.join(newSessionId(), g)).toBe(false);
+        const sid = await open();
+        const token = newToken();
+        await store.close(sid, { reason: 'r', lease: { token, ms: LONG } });
+        expect(await store.join(sid, g)).toBe(false);
+        await store.finishClose(sid, token);
+        expect(await store.join(sid, g)).toBe(false);
+        expect(await store.members(g)).toEqual([]);
+      });
+    });
+
+    // --- properties -----------------------------------------------------------------------
+
+    describe('properties', () => {
+      it('client → server: duplicated, reordered batches in flight at once on several instances deliver 1..N once, in order, stranding nothing', async () => {
+        await fc.assert(
+          fc.asyncProperty(
+            fc.integer({ min: 1, max: 24 }).chain((n) =>
+              fc.record({
+                n: fc.constant(n),
+                // Each batch is one POST: a random subset of 1..n, duplicates and any order allowed.
+                batches: fc.array(
+                  fc.record({
+                    seqs: fc.array(fc.integer({ min: 1, max: n }), { maxLength: 8 }),
+                    // Macrotask turns before the request reaches its instance.
+                    delay: fc.integer({ min: 0, max: 6 }),
+                  }),
+                  { maxLength: 16 },
+                ),
+                maxDeliver: fc.integer({ min: 1, max: 5 }),
+                // Macrotask turns each handler takes, cycled through.
+                handlerPauses: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 8 }),
+              }),
+            ),
+            async ({ n, batches, maxDeliver, handlerPauses }) => {
+              const sid = await open();
+              const delivered: StoredMessage[] = [];
+              const turns = async (k: number) => {
+                for (let i = 0; i < k; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+              };
+              let pauseIndex = 0;
+
+              /** One POST as any instance serves it: receive, then deliver and commit under the lease. */
+              const request = async (seqs: number[], delay: number) => {
+                await turns(delay);
+                const unique = [...new Set(seqs)].sort((a, b) => a - b);
+                const token = newToken();
+                const r = await receive(sid, { msgs: ms(...unique), window: n, maxDeliver, lease: { token, ms: LONG } });
+                if (r.status !== 'ok') throw new Error(`receive: ${r.status}`);
+                let batch = r.deliver;
+                while (batch.length > 0) {
+                  let next: StoredMessage[] = [];
+                  for (let i = 0; i < batch.length; i++) {
+                    await turns(handlerPauses[pauseIndex++ % handlerPauses.length]!);
+                    delivered.push(batch[i]!);
+                    const last = i === batch.length - 1;
+                    const c = await store.commit(sid, { token, seq: batch[i]!.seq, leaseMs: LONG, next: last, maxDeliver });
+                    if (c.status !== 'ok') throw new Error(`commit: ${c.status}`);
+                    if (last) next = c.deliver;
+                  }
+                  batch = next;
+                }
+              };
+
+              // Every POST in flight at once; each lands on its own (simulated) instance.
+              await Promise.all(batches.map((b) => request(b.seqs, b.delay)));
+
+              // Once every request has returned, nothing deliverable is stranded in the buffer:
+              // the delivered prefix is the longest contiguous prefix of everything sent.
+              const sent = new Set(batches.flatMap((b) => b.seqs));
+              let prefix = 0;
+              while (sent.has(prefix + 1)) prefix++;
+              expect(seqsOf(delivered)).toEqual(Array.from({ length: prefix }, (_, i) => i + 1));
+
+              // The client resends everything still unacked.
+              await request(Array.from({ length: n }, (_, i) => i + 1), 0);
+
+              expect(delivered).toEqual(ms(...Array.from({ length: n }, (_, i) => i + 1)));
+              expect(await info(sid)).toMatchObject({ clientAck: n });
+            },
+          ),
+          { numRuns: 100 },
+        );
+      });
+
+      it('server → client: concurrent senders and acking watches see 1..N in order, each once', async () => {
+        await fc.assert(
+          fc.asyncProperty(
+            fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 1, maxLength: 12 }),
+            fc.integer({ min: 1, max: 4 }),
+            async (sizes, maxMessages) => {
+              const sid = await open();
+              const total = sizes.reduce((a, b) => a + b, 0);
+              const got: number[] = [];
+              let ack = 0;
+              const watcher = newToken();
+              const sending = Promise.all(sizes.map((k, i) => store.append(sid, Array.from({ length: k }, (_, j) => `"${i}.${j}"`), ROOMY)));
+              while (ack < total) {
+                const r = await read(sid, { ack, watchToken: watcher, claim: ack === 0, maxMessages });
+                if (r.status !== 'ok') throw new Error(r.status);
+                for (const msg of r.msgs) {
+                  if (msg.seq === ack + 1) {
+                    got.push(msg.seq);
+                    ack = msg.seq;
+                  }
+                }
+                if (r.msgs.length === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+              }
+              await sending;
+              expect(got).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+              expect(await read(sid, { ack, watchToken: watcher, claim: false })).toMatchObject({ msgs: [] });
+            },
+          ),
+          { numRuns: 40 },
+        );
+      });
+    });
+  });
+}
