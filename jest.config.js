@@ -5,7 +5,7 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   transform: {
     '^.+\\.lua$': '<rootDir>/test/helpers/lua-transform.js',
-    '^.+\\.ts$': ['ts-jest', { tsconfig: { module: 'commonjs', moduleResolution: 'node', target: 'ES2022', esModuleInterop: true, isolatedModules: true, types: ['node', 'jest'] }, diagnostics: false }],
+    '^.+\\.ts$': ['ts-jest', { tsconfig: { module: 'commonjs', moduleResolution: 'node', target: 'ES2022', esModuleInterop: true, isolatedModules: true, experimentalDecorators: true, emitDecoratorMetadata: true, types: ['node', 'jest'] }, diagnostics: false }],
   },
   moduleFileExtensions: ['ts', 'js', 'json', 'lua'],
   testTimeout: 30000,

@@ -4,6 +4,8 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     'express/index': 'src/express/index.ts',
+    'koa/index': 'src/koa/index.ts',
+    'nest/index': 'src/nest/index.ts',
     'node/index': 'src/node/index.ts',
     'client/index': 'src/client/index.ts',
     'redis/index': 'src/redis/index.ts',
@@ -13,7 +15,7 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
-  external: ['express', 'ioredis'],
+  external: ['express', 'ioredis', 'koa', /^@nestjs\//, 'reflect-metadata', 'rxjs'],
   loader: { '.lua': 'text' },
   splitting: true,
 });
