@@ -1,0 +1,84 @@
+--[[
+  receive: client messages in. Validates the whole request first (nothing
+  changes on a refusal), then trims the server log by the client's ack,
+  buffers the new messages and, if the next seq is here and nobody holds the
+  delivery lease, hands out the contiguous run under a new lease.
+
+  KEYS[1] s    session record (HASH)
+  KEYS[2] in   inbound buffer (HASH seq -> json)
+  KEYS[3] out  server log (LIST)
+
+  ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH, else PUBLISH)
+  ARGV[3] ack of the server stream ('' when the client sent none)
+  ARGV[4] window: a fresh seq above clientAck + window refuses the request
+  ARGV[5] bufferBytes: most bytes that may wait behind a gap
+  ARGV[6] lease token   ARGV[7] lease ms   ARGV[8] maxDeliver
+  ARGV[9..] seq, json, seq, json, ... (sorted by seq, unique)
+
+  Returns
+    {'unknown'} | {'closed'}
+    {'invalid-ack', lastSeq}
+    {'out-of-window', clientAck}
+    {'ok', clientAck, userJson, stateJson, seq, json, seq, json, ...}
+      pairs present: the caller now holds the lease and must deliver them in order
+  Events: 'a' when the ack trimmed something.
+]]
+local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
+local channel, sharded = ARGV[1], ARGV[2]
+local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'user', 'state', 'ttl')
+if not f[1] then return {'unknown'} end
+if f[1] ~= 'open' then return {'closed'} end
+local cack, last, ibytes = num(f[2]), num(f[3]), num(f[4])
+local ack = tonumber(ARGV[3])
+if ack and ack > last then return {'invalid-ack', last} end
+
+-- Validate before changing anything.
+local window, bufferBytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local fresh = {}
+local freshBySeq = {}
+local added = 0
+for i = 9, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > cack and not freshBySeq[seq] and redis.call('HEXISTS', inKey, seq) == 0 then
+    if seq > cack + window then return {'out-of-window', cack} end
+    local json = ARGV[i + 1]
+    freshBySeq[seq] = json
+    fresh[#fresh + 1] = seq
+    fresh[#fresh + 1] = json
+    added = added + #json
+  end
+end
+if added > 0 and ibytes + added > bufferBytes then
+  -- Over the byte budget, a request is still accepted when it fills the gap:
+  -- its first fresh seq is clientAck + 1 and every fresh message joins the
+  -- run that starts there (inbound plus fresh). It leaves nothing behind a
+  -- gap, and refusing it could wedge the session for good.
+  local fills = fresh[1] == cack + 1
+  if fills then
+    local lastFresh = fresh[#fresh - 1]
+    local seq = cack + 1
+    while seq <= lastFresh and (freshBySeq[seq] or redis.call('HEXISTS', inKey, seq) == 1) do
+      seq = seq + 1
+    end
+    fills = seq > lastFresh
+  end
+  if not fills then return {'out-of-window', cack} end
+end
+
+local now = nowMs()
+redis.call('HSET', s, 'seen', now)
+if ack then trimLog(s, outKey, last, ack, channel, sharded) end
+if #fresh > 0 then
+  redis.call('HSET', inKey, unpack(fresh))
+  redis.call('HINCRBY', s, 'ibytes', added)
+end
+
+local result = {'ok', cack, f[7], f[8]}
+local leaseMs = 0
+if not leaseHeld(f[5], f[6], now) and (freshBySeq[cack + 1] or redis.call('HEXISTS', inKey, cack + 1) == 1) then
+  takeRun(inKey, cack, tonumber(ARGV[8]), result)
+  leaseMs = tonumber(ARGV[7])
+  redis.call('HSET', s, 'lease', ARGV[6], 'leaseUntil', now + leaseMs)
+end
+touch({s, inKey, outKey}, f[9], leaseMs)
+return result

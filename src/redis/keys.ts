@@ -1,0 +1,90 @@
+/**
+ * The one key builder of the Redis store. Every key and channel name is made
+ * here, nowhere else.
+ *
+ * Layout (prefix `bidi:` by default):
+ *
+ *   bidi:{<sid>}:s          HASH   the session record (fields in commands/includes/session.lua)
+ *   bidi:{<sid>}:in         HASH   client messages waiting behind a gap: seq -> json
+ *   bidi:{<sid>}:out        LIST   unacked server messages, oldest first
+ *   bidi:{<sid>}:ev         channel (PUBLISH / SPUBLISH) for wake-ups
+ *   bidi:{sessions}         ZSET   sid -> when to look at it again (expiry sweep, maxSessions)
+ *   bidi:{sessions}:sweep   STRING the store-wide sweep lease
+ *   bidi:group:{<group>}    SET    the sids in a group
+ *
+ * The `{...}` hash tags put every key of one session (and its channel) in one
+ * Redis Cluster slot, so one Lua script can touch them all; the two
+ * store-wide keys share the tag `{sessions}` so the sweep script can use both.
+ */
+
+export interface SessionKeys {
+  /** The session record (HASH). */
+  s: string;
+  /** Client messages buffered behind a gap (HASH seq -> json). */
+  in: string;
+  /** Unacked server messages (LIST). */
+  out: string;
+  /** Pub/sub channel for this session's events. */
+  channel: string;
+}
+
+export class RedisKeys {
+  /** ZSET of open and closing sessions, scored by when the sweep should look at them again. */
+  readonly sessions: string;
+  /** The store-wide sweep lease. */
+  readonly sweep: string;
+
+  constructor(readonly prefix: string) {
+    if (/[{}]/.test(prefix)) {
+      throw new TypeError(`bidiweb/redis: prefix must not contain "{" or "}" (they would break the Cluster hash tags), got ${JSON.stringify(prefix)}`);
+    }
+    this.sessions = `${prefix}{sessions}`;
+    this.sweep = `${prefix}{sessions}:sweep`;
+  }
+
+  session(sid: string): SessionKeys {
+    const unit = `${this.prefix}{${sid}}`;
+    return { s: `${unit}:s`, in: `${unit}:in`, out: `${unit}:out`, channel: `${unit}:ev` };
+  }
+
+  /** The session hash alone (for commands that need nothing else). */
+  record(sid: string): string {
+    return `${this.prefix}{${sid}}:s`;
+  }
+
+  group(group: string): string {
+    return `${this.prefix}group:{${group}}`;
+  }
+
+  /** The field of the session hash that records membership of `group`. */
+  static groupField(group: string): string {
+    return `g:${group}`;
+  }
+}
+
+// --- Cluster slots (to group pipelines by node) -------------------------------------
+
+const CRC16_TABLE = (() => {
+  const table = new Uint16Array(256);
+  for (let i = 0; i < 256; i++) {
+    let crc = i << 8;
+    for (let j = 0; j < 8; j++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    table[i] = crc;
+  }
+  return table;
+})();
+
+/** The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384. */
+const utf8 = new TextEncoder();
+
+export function keySlot(key: string): number {
+  let bytes = utf8.encode(key);
+  const open = bytes.indexOf(0x7b); // {
+  if (open !== -1) {
+    const close = bytes.indexOf(0x7d, open + 1); // }
+    if (close > open + 1) bytes = bytes.subarray(open + 1, close);
+  }
+  let crc = 0;
+  for (const byte of bytes) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ byte) & 0xff]!;
+  return crc & 0x3fff;
+}

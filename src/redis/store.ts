@@ -1,0 +1,624 @@
+/**
+ * RedisStore: the store contract (src/core/store.ts) over Redis, for any
+ * number of instances or serverless functions. Each contract operation is one
+ * Lua script on the session's own Cluster slot (see ./commands); this file
+ * only builds keys and arguments, decodes the flat replies, and keeps the
+ * wake-up subscriptions. It holds no session state: any instance can serve
+ * any request.
+ */
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
+import type {
+  AppendLimits,
+  AppendResult,
+  CloseInput,
+  CloseResult,
+  CommitInput,
+  CommitResult,
+  CreateInput,
+  CreateResult,
+  ReadInput,
+  ReadResult,
+  ReceiveInput,
+  ReceiveResult,
+  SessionInfo,
+  Store,
+  StoreEvent,
+  StoredMessage,
+  SweepInput,
+  SweepResult,
+  SweptSession,
+  Unsubscribe,
+} from '../core/store';
+import { keySlot, RedisKeys } from './keys';
+import type { ScriptedRedis, ScriptName } from './scripts';
+import { defineScripts } from './scripts';
+
+export interface RedisStoreOptions {
+  /**
+   * The ioredis connection for commands: a `Redis` or a `Cluster`. The store
+   * defines its scripts on it (commands named `bidi*`) and never closes it:
+   * it is yours.
+   */
+  redis: Redis | Cluster;
+  /**
+   * A connection for pub/sub only (a connection that subscribes cannot run
+   * other commands). Default: `redis.duplicate()` — on a Cluster, with
+   * `shardedSubscribers: true` — made on the first `subscribe()` and closed
+   * by `dispose()`. One you pass in is never closed by the store. On a
+   * Cluster, a subscriber with `shardedSubscribers` gets sharded pub/sub
+   * (SPUBLISH/SSUBSCRIBE: the message stays on the session's shard); any
+   * other subscriber gets classic PUBLISH/SUBSCRIBE, which Redis Cluster
+   * broadcasts to every node.
+   */
+  subscriber?: Redis | Cluster;
+  /** Prepended to every key and channel. Default `'bidi:'`. Must not contain `{` or `}`. */
+  prefix?: string;
+  /** How long a closed session answers "closed" rather than "unknown", ms. Default: the session's idle timeout. */
+  tombstoneMs?: number;
+  /**
+   * Last resort for sessions no sweep ever ends (no instance running, no
+   * scheduled `sweep()`): every key of a session expires this long after its
+   * last activity, without running `onClose`. It must stay far above the idle
+   * timeout, since only a sweep may end an idle session. Default:
+   * `max(10 × idleTimeout, 1 hour)`.
+   */
+  safetyTtlMs?: number | ((idleMs: number) => number);
+}
+
+type Reply = Array<string | number>;
+type Arg = string | number;
+type ScriptedPipeline = ChainableCommander & Record<ScriptName, (...args: Arg[]) => ScriptedPipeline>;
+type Listener = (event: StoreEvent) => void;
+
+interface BatchItem {
+  /** A key of the command, to find its Cluster node. */
+  key: string;
+  add(pipeline: ScriptedPipeline): void;
+}
+
+/** Sweep rounds per call at most: each round re-scores the candidates that were not due yet. */
+const SWEEP_ROUNDS = 10;
+/** Longest subscribe() waits for Redis to confirm the subscription. */
+const SUBSCRIBE_TIMEOUT_MS = 2_000;
+
+export class RedisStore implements Store {
+  private readonly redis: ScriptedRedis;
+  private readonly keys: RedisKeys;
+  private readonly cluster: boolean;
+  /** '1': scripts SPUBLISH and the subscriber SSUBSCRIBEs; '0': classic pub/sub. */
+  private readonly sharded: '0' | '1';
+  private readonly tombstoneMs?: number;
+  private readonly safetyTtl: (idleMs: number) => number;
+  private readonly subs: Subscriptions;
+
+  constructor(options: RedisStoreOptions) {
+    if (!options || !options.redis) throw new TypeError('bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
+    this.redis = defineScripts(options.redis);
+    this.keys = new RedisKeys(options.prefix ?? 'bidi:');
+    this.cluster = isCluster(options.redis);
+    this.tombstoneMs = options.tombstoneMs;
+    const safety = options.safetyTtlMs;
+    this.safetyTtl = typeof safety === 'function' ? safety : typeof safety === 'number' ? () => safety : defaultSafetyTtl;
+    const given = options.subscriber;
+    if (given && given === options.redis) {
+      throw new TypeError('bidiweb/redis: `subscriber` must be a connection of its own (a subscribed connection cannot run other commands)');
+    }
+    // Sharded pub/sub needs a Cluster subscriber with `shardedSubscribers` (ioredis >= 5.9); anything else gets classic pub/sub.
+    const sharded = this.cluster && (given ? isCluster(given) && given.options.shardedSubscribers === true : supportsShardedSubscribers(options.redis));
+    this.sharded = sharded ? '1' : '0';
+    this.subs = new Subscriptions(sharded, given, () =>
+      isCluster(options.redis) ? options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {}) : options.redis.duplicate(),
+    );
+  }
+
+  async create(input: CreateInput): Promise<CreateResult> {
+    const k = this.keys.session(input.sid);
+    const admitted = (await this.redis.bidiAdmit(this.keys.sessions, input.sid, input.maxSessions, input.idleMs)) as number;
+    if (admitted === 0) {
+      return (await this.redis.exists(k.s)) ? { status: 'exists' } : { status: 'too-many-sessions' };
+    }
+    const tomb = this.tombstoneMs ?? input.idleMs;
+    const ttl = Math.max(this.safetyTtl(input.idleMs), input.idleMs + 1);
+    const r = (await this.redis.bidiCreate(k.s, k.out, input.userJson, input.stateJson, input.idleMs, tomb, ttl, ...input.initial)) as Reply;
+    if (r[0] === 'exists') {
+      // A tombstone's sid: take back the index entry admit just made for it.
+      if (admitted === 2) await this.redis.zrem(this.keys.sessions, input.sid);
+      return { status: 'exists' };
+    }
+    return { status: 'ok' };
+  }
+
+  async receive(sid: string, input: ReceiveInput): Promise<ReceiveResult> {
+    const k = this.keys.session(sid);
+    const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.ack ?? '', input.window, input.bufferBytes];
+    args.push(input.lease.token, input.lease.ms, input.maxDeliver);
+    for (const m of input.msgs) args.push(m.seq, m.json);
+    const r = (await this.redis.bidiReceive(...args)) as Reply;
+    switch (r[0]) {
+      case 'unknown':
+      case 'closed':
+        return { status: r[0] };
+      case 'invalid-ack':
+        return { status: 'invalid-ack', lastSeq: Number(r[1]) };
+      case 'out-of-window':
+        return { status: 'out-of-window', clientAck: Number(r[1]) };
+      default:
+        return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 4), userJson: String(r[2]), stateJson: String(r[3]) };
+    }
+  }
+
+  async commit(sid: string, input: CommitInput): Promise<CommitResult> {
+    const k = this.keys.session(sid);
+    const hasState = input.stateJson !== undefined;
+    const r = (await this.redis.bidiCommit(
+      k.s,
+      k.in,
+      k.out,
+      input.token,
+      input.seq,
+      hasState ? '1' : '0',
+      hasState ? input.stateJson! : '',
+      input.leaseMs,
+      input.next ? '1' : '0',
+      input.maxDeliver,
+    )) as Reply;
+    switch (r[0]) {
+      case 'lost':
+        return { status: 'lost' };
+      case 'closing':
+        return { status: 'closing', clientAck: Number(r[1]), reason: String(r[2]), userJson: String(r[3]), stateJson: String(r[4]) };
+      default:
+        return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 2) };
+    }
+  }
+
+  async renewLease(sid: string, token: string, ms: number): Promise<boolean> {
+    return (await this.redis.bidiRenew(this.keys.record(sid), token, ms)) === 1;
+  }
+
+  async append(sid: string, msgs: string[], limits: AppendLimits): Promise<AppendResult> {
+    const k = this.keys.session(sid);
+    const r = (await this.redis.bidiAppend(k.s, k.out, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, ...msgs)) as Reply;
+    return appendResult(r);
+  }
+
+  /** One pipeline (one round trip; on a Cluster, one per node, in parallel) for any number of sessions. */
+  async appendMany(sids: string[], msg: string, limits: AppendLimits): Promise<AppendResult[]> {
+    if (sids.length === 0) return [];
+    const keys = sids.map((sid) => this.keys.session(sid));
+    const replies = await this.batch(
+      keys.map((k) => ({
+        key: k.s,
+        add: (p) => p.bidiAppend(k.s, k.out, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, msg),
+      })),
+    );
+    return replies.map((r) => appendResult(r as Reply));
+  }
+
+  async read(sid: string, input: ReadInput): Promise<ReadResult> {
+    const k = this.keys.session(sid);
+    const r = (await this.redis.bidiRead(
+      k.s,
+      k.in,
+      k.out,
+      k.channel,
+      this.sharded,
+      input.ack,
+      input.watchToken,
+      input.claim ? '1' : '0',
+      input.maxMessages,
+    )) as Reply;
+    if (r[0] === 'unknown') return { status: 'unknown' };
+    if (r[0] === 'invalid-ack') return { status: 'invalid-ack', lastSeq: Number(r[1]) };
+    const first = Number(r[5]);
+    const msgs: StoredMessage[] = [];
+    for (let i = 6; i < r.length; i++) msgs.push({ seq: first + i - 6, json: String(r[i]) });
+    const result: ReadResult = { status: 'ok', msgs, clientAck: Number(r[1]), superseded: r[2] === 1 };
+    if (Number(r[3]) > 0) result.close = { seq: Number(r[3]), reason: String(r[4]) };
+    return result;
+  }
+
+  async close(sid: string, input: CloseInput): Promise<CloseResult> {
+    const k = this.keys.session(sid);
+    const r = (await this.redis.bidiClose(k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0)) as Reply;
+    if (r[0] === 'unknown') return { status: 'unknown' };
+    const transitioned = r[1] === 1;
+    const leased = r[2] === 1;
+    const checkAt = Number(r[6]);
+    // Tell the sweep when to look again: at once if nobody holds the lease, else when it runs out
+    // (the holder may die before finishClose). XX: never re-enter a session the index dropped.
+    if (checkAt > 0 && (transitioned || leased)) await this.redis.zadd(this.keys.sessions, 'XX', checkAt, sid);
+    return { status: 'ok', transitioned, leased, reason: String(r[3]), userJson: String(r[4]), stateJson: String(r[5]) };
+  }
+
+  async finishClose(sid: string, token: string): Promise<void> {
+    const k = this.keys.session(sid);
+    const r = (await this.redis.bidiFinishClose(k.s, k.in, k.out, token)) as Reply;
+    if (r[0] !== 'ok') return;
+    const items: BatchItem[] = [{ key: this.keys.sessions, add: (p) => p.zrem(this.keys.sessions, sid) }];
+    for (const group of r.slice(1)) {
+      const g = this.keys.group(String(group));
+      items.push({ key: g, add: (p) => p.srem(g, sid) });
+    }
+    await this.batch(items);
+  }
+
+  async sweep(input: SweepInput): Promise<SweepResult> {
+    const closing: SweptSession[] = [];
+    for (let round = 0; round < SWEEP_ROUNDS; round++) {
+      const want = input.limit - closing.length;
+      if (round > 0 && want <= 0) break;
+      const r = (await this.redis.bidiSweep(this.keys.sessions, this.keys.sweep, input.lease.token, input.lease.ms, want)) as Reply;
+      if (r[0] === 'busy') return round === 0 ? { status: 'busy' } : { status: 'ok', closing };
+      const sids = r.slice(1).map(String);
+      if (sids.length === 0) break;
+      const checks = await this.batch(
+        sids.map((sid) => {
+          const k = this.keys.session(sid);
+          return { key: k.s, add: (p) => p.bidiExpireCheck(k.s, k.in, k.out, k.channel, this.sharded, input.lease.token, input.lease.ms) };
+        }),
+      );
+      // Re-score each candidate: drop the dead, push back the ones not due yet.
+      const index = this.redis.pipeline() as ScriptedPipeline;
+      checks.forEach((c, i) => {
+        const reply = c as Reply;
+        const sid = sids[i]!;
+        switch (reply[0]) {
+          case 'gone':
+          case 'closed':
+            index.zrem(this.keys.sessions, sid);
+            break;
+          case 'wait':
+            index.zadd(this.keys.sessions, 'XX', Number(reply[1]), sid);
+            break;
+          case 'closing':
+            closing.push({ sid, reason: String(reply[1]), userJson: String(reply[2]), stateJson: String(reply[3]) });
+            index.zadd(this.keys.sessions, 'XX', Number(reply[4]), sid);
+            break;
+        }
+      });
+      await execPipeline(index);
+      if (sids.length < want) break;
+    }
+    return { status: 'ok', closing };
+  }
+
+  /** Resolves once Redis confirmed the (S)SUBSCRIBE, or at once when this store already listens to the session. */
+  subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe> {
+    return this.subs.add(this.keys.session(sid).channel, listener);
+  }
+
+  async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {
+    const replies = await this.batch(
+      sids.map((sid) => {
+        const s = this.keys.record(sid);
+        return { key: s, add: (p) => p.hmget(s, 'status', 'user', 'state', 'cack', 'last') };
+      }),
+    );
+    return replies.map((reply) => {
+      const [status, user, state, cack, last] = reply as Array<string | null>;
+      if (!status) return null;
+      return { status: status as SessionInfo['status'], userJson: user ?? 'null', stateJson: state ?? '{}', clientAck: Number(cack ?? 0), lastSeq: Number(last ?? 0) };
+    });
+  }
+
+  /**
+   * The group set first, then the session's own record of it (a script that
+   * refuses a session that is not open); a refusal takes the set entry back
+   * unless the session was already a member. This order leaves no entry
+   * behind when the session finishes closing at the same moment.
+   */
+  async join(sid: string, group: string): Promise<boolean> {
+    const g = this.keys.group(group);
+    const s = this.keys.record(sid);
+    let joined: number;
+    if (this.cluster) {
+      await this.redis.sadd(g, sid);
+      joined = (await this.redis.bidiJoin(s, group)) as number;
+    } else {
+      const p = this.redis.pipeline() as ScriptedPipeline;
+      p.sadd(g, sid);
+      p.bidiJoin(s, group);
+      joined = (await execPipeline(p))[1] as number;
+    }
+    if (joined === 0) await this.redis.srem(g, sid);
+    return joined === 1;
+  }
+
+  async leave(sid: string, group: string): Promise<void> {
+    const g = this.keys.group(group);
+    const s = this.keys.record(sid);
+    await this.batch([
+      { key: s, add: (p) => p.hdel(s, RedisKeys.groupField(group)) },
+      { key: g, add: (p) => p.srem(g, sid) },
+    ]);
+  }
+
+  async members(group: string): Promise<string[]> {
+    return this.redis.smembers(this.keys.group(group));
+  }
+
+  /** Drops every listener and closes the subscriber connection if the store made it. The command connection is yours to close. */
+  async dispose(): Promise<void> {
+    await this.subs.close();
+  }
+
+  // --- internals -------------------------------------------------------------------
+
+  /**
+   * Runs commands as pipelines: one on a standalone Redis; on a Cluster one
+   * per node (ioredis refuses a pipeline that spans nodes), all in parallel.
+   * Replies come back in the order of `items`.
+   */
+  private async batch(items: BatchItem[]): Promise<unknown[]> {
+    if (items.length === 0) return [];
+    const groups = new Map<string, number[]>();
+    items.forEach((item, i) => {
+      const node = this.cluster ? this.nodeOf(item.key) : '';
+      let list = groups.get(node);
+      if (!list) groups.set(node, (list = []));
+      list.push(i);
+    });
+    const replies: unknown[] = new Array(items.length);
+    await Promise.all(
+      [...groups.values()].map(async (indexes) => {
+        const p = this.redis.pipeline() as ScriptedPipeline;
+        for (const i of indexes) items[i]!.add(p);
+        const out = await execPipeline(p);
+        indexes.forEach((i, j) => (replies[i] = out[j]));
+      }),
+    );
+    return replies;
+  }
+
+  private nodeOf(key: string): string {
+    const slot = keySlot(key);
+    return (this.redis as Cluster).slots[slot]?.[0] ?? `slot:${slot}`;
+  }
+}
+
+/** Far above the idle timeout: a sweep, not the TTL, is what ends idle sessions. */
+function defaultSafetyTtl(idleMs: number): number {
+  return Math.max(idleMs * 10, 3_600_000);
+}
+
+/** ioredis >= 5.9 routes SSUBSCRIBE to the shard that owns the channel (one subscriber per master); older versions cannot. */
+function supportsShardedSubscribers(cluster: Redis | Cluster): boolean {
+  return typeof (cluster as unknown as { createShardedSubscriberGroup?: unknown }).createShardedSubscriberGroup === 'function';
+}
+
+function isCluster(redis: Redis | Cluster): redis is Cluster {
+  return (redis as Cluster).isCluster === true;
+}
+
+/** Runs a pipeline; the first command error rejects. */
+async function execPipeline(p: ChainableCommander): Promise<unknown[]> {
+  const results = (await p.exec()) ?? [];
+  return results.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
+}
+
+/** seq, json pairs from index `from` of a reply. */
+function pairs(r: Reply, from: number): StoredMessage[] {
+  const out: StoredMessage[] = [];
+  for (let i = from; i + 1 < r.length; i += 2) out.push({ seq: Number(r[i]), json: String(r[i + 1]) });
+  return out;
+}
+
+function appendResult(r: Reply): AppendResult {
+  switch (r[0]) {
+    case 'ok':
+      return { status: 'ok', firstSeq: Number(r[1]), lastSeq: Number(r[2]) };
+    case 'unknown':
+    case 'closed':
+    case 'full':
+      return { status: r[0] };
+    default:
+      throw new Error(`bidiweb/redis: unexpected append reply ${JSON.stringify(r)}`);
+  }
+}
+
+function decodeEvent(payload: string): StoreEvent | null {
+  switch (payload) {
+    case 'm':
+      return { type: 'message' };
+    case 'c':
+      return { type: 'close' };
+    case 'a':
+      return { type: 'ack' };
+    default:
+      return payload.startsWith('w:') ? { type: 'watch', token: payload.slice(2) } : null;
+  }
+}
+
+// --- subscriptions ---------------------------------------------------------------------
+
+interface ChannelState {
+  listeners: Set<Listener>;
+  /** Redis has confirmed our subscription to the channel (and we have not since left it). */
+  active: boolean;
+  /** A (S)SUBSCRIBE or (S)UNSUBSCRIBE for the channel is in flight. */
+  busy: boolean;
+  /** Operations waiting for the subscription to take effect. */
+  waiters: Array<() => void>;
+  retry?: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * One pub/sub connection per store, shared by every listener: a channel is
+ * subscribed when its first listener arrives and left when its last one
+ * goes (one command in flight per channel at a time, so a listener added
+ * while an unsubscribe is in flight re-subscribes once it completes).
+ *
+ * `add` resolves once the subscription is in effect (Redis answered the
+ * SUBSCRIBE, or it already was): an operation started after that observes
+ * the store after the subscription, so no wake-up can fall between the two
+ * (core subscribes, then reads).
+ */
+class Subscriptions {
+  private readonly channels = new Map<string, ChannelState>();
+  private conn?: Redis | Cluster;
+  private readonly owned: boolean;
+  private wasReady = false;
+  private closed = false;
+
+  constructor(
+    private readonly sharded: boolean,
+    given: Redis | Cluster | undefined,
+    private readonly make: () => Redis | Cluster,
+  ) {
+    this.conn = given;
+    this.owned = !given;
+    if (given) {
+      this.wasReady = given.status === 'ready';
+      this.attach(given);
+    }
+  }
+
+  async add(channel: string, listener: Listener): Promise<Unsubscribe> {
+    if (this.closed) return () => {};
+    let ch = this.channels.get(channel);
+    if (!ch) this.channels.set(channel, (ch = { listeners: new Set(), active: false, busy: false, waiters: [] }));
+    // A listener is a registration: the same function added twice needs two unsubscribes.
+    const entry: Listener = (event) => listener(event);
+    ch.listeners.add(entry);
+    let done = false;
+    const unsubscribe = () => {
+      if (done) return;
+      done = true;
+      const current = this.channels.get(channel);
+      if (!current || !current.listeners.delete(entry)) return;
+      this.sync(channel);
+    };
+    this.sync(channel);
+    if (!ch.active || ch.busy) await this.whenActive(ch);
+    return unsubscribe;
+  }
+
+  /**
+   * Waits until the channel's subscription is in effect. Never longer than
+   * SUBSCRIBE_TIMEOUT_MS: when the subscriber cannot reach Redis, a watch
+   * still works, it just waits out its time instead of waking early (the
+   * subscription keeps being retried).
+   */
+  private whenActive(ch: ChannelState): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, SUBSCRIBE_TIMEOUT_MS);
+      (timer as { unref?: () => void }).unref?.();
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      ch.waiters.push(done);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const conn = this.conn;
+    const mine = [...this.channels.entries()].filter(([, ch]) => ch.active).map(([name]) => name);
+    for (const ch of this.channels.values()) {
+      if (ch.retry) clearTimeout(ch.retry);
+      ch.listeners.clear();
+      settle(ch);
+    }
+    this.channels.clear();
+    if (!conn) return;
+    conn.removeListener('message', this.onMessage);
+    conn.removeListener('smessage', this.onMessage);
+    conn.removeListener('ready', this.onReady);
+    if (this.owned) {
+      const ended = conn.status === 'end' ? Promise.resolve() : new Promise<void>((resolve) => conn.once('end', () => resolve()));
+      await conn.quit().catch(() => conn.disconnect());
+      await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 1_000).unref?.())]);
+    } else if (mine.length > 0) {
+      // A connection lent to us: leave our channels, keep the rest.
+      await (this.sharded ? Promise.all(mine.map((c) => conn.sunsubscribe(c))) : conn.unsubscribe(...mine)).catch(() => {});
+    }
+  }
+
+  private connection(): Redis | Cluster {
+    if (!this.conn) {
+      this.conn = this.make();
+      // Connection errors surface as failed subscribes (retried); ioredis reconnects by itself.
+      this.conn.on('error', () => {});
+      this.attach(this.conn);
+    }
+    return this.conn;
+  }
+
+  private attach(conn: Redis | Cluster): void {
+    conn.on(this.sharded ? 'smessage' : 'message', this.onMessage);
+    conn.on('ready', this.onReady);
+  }
+
+  private readonly onMessage = (channel: string, payload: string): void => {
+    const ch = this.channels.get(channel);
+    if (!ch || ch.listeners.size === 0) return;
+    const event = decodeEvent(String(payload));
+    if (event) deliver(ch, event);
+  };
+
+  /** After a reconnect, wake everyone: events published while the connection was down are lost, so watches read again. */
+  private readonly onReady = (): void => {
+    if (this.wasReady) for (const ch of this.channels.values()) deliver(ch, { type: 'message' });
+    this.wasReady = true;
+  };
+
+  private sync(channel: string): void {
+    const ch = this.channels.get(channel);
+    if (!ch || ch.busy || this.closed) return;
+    const want = ch.listeners.size > 0;
+    if (want === ch.active) {
+      if (!want) this.channels.delete(channel);
+      settle(ch);
+      return;
+    }
+    ch.busy = true;
+    const conn = this.connection();
+    const op: Promise<unknown> = want
+      ? this.sharded
+        ? conn.ssubscribe(channel)
+        : conn.subscribe(channel)
+      : this.sharded
+        ? conn.sunsubscribe(channel)
+        : conn.unsubscribe(channel);
+    op.then(
+      () => {
+        ch.busy = false;
+        ch.active = want;
+        this.sync(channel);
+      },
+      () => {
+        ch.busy = false;
+        // Do not hold operations back while Redis is unreachable; try again shortly.
+        settle(ch);
+        if (!this.closed && !ch.retry) {
+          ch.retry = setTimeout(() => {
+            ch.retry = undefined;
+            this.sync(channel);
+          }, 250);
+          (ch.retry as { unref?: () => void }).unref?.();
+        }
+      },
+    );
+  }
+}
+
+function settle(ch: ChannelState): void {
+  const waiters = ch.waiters.splice(0);
+  for (const resolve of waiters) resolve();
+}
+
+function deliver(ch: ChannelState, event: StoreEvent): void {
+  for (const listener of [...ch.listeners]) {
+    try {
+      listener(event);
+    } catch {
+      // a listener only wakes a watch; one that throws must not stop the others
+    }
+  }
+}

@@ -1,0 +1,396 @@
+/**
+ * What only the Redis store does: key layout and TTLs, script registration,
+ * one subscriber connection per store, round trips per operation, memory per
+ * session, Redis restarts with and without persistence, connection ownership.
+ * The shared contract lives in test/stores/contract.ts (run by
+ * redis-store.test.ts and redis-cluster.test.ts).
+ */
+import Redis from 'ioredis';
+import type { Socket } from 'node:net';
+import type { StoreEvent } from '../../src/core/store';
+import { newSessionId, newToken } from '../../src/core/util';
+import { RedisKeys, RedisStore } from '../../src/redis';
+import { keySlot } from '../../src/redis/keys';
+import { SCRIPTS } from '../../src/redis/scripts';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+
+jest.setTimeout(30_000);
+
+const ROOMY = { maxUnackedMessages: 10_000, maxUnackedBytes: 1 << 24 };
+const LONG = 60_000;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+let server: RedisProcess;
+const connections: Redis[] = [];
+const stores: RedisStore[] = [];
+
+function connect(): Redis {
+  const c = new Redis(server.port, '127.0.0.1');
+  connections.push(c);
+  return c;
+}
+
+function makeStore(over: Partial<ConstructorParameters<typeof RedisStore>[0]> = {}): { store: RedisStore; redis: Redis; prefix: string } {
+  const redis = (over.redis as Redis | undefined) ?? connect();
+  const prefix = over.prefix ?? `u${newToken()}:`;
+  const store = new RedisStore({ ...over, redis, prefix });
+  stores.push(store);
+  return { store, redis, prefix };
+}
+
+async function open(store: RedisStore, over: Partial<Parameters<RedisStore['create']>[0]> = {}): Promise<string> {
+  const sid = newSessionId();
+  const r = await store.create({ sid, userJson: '{"name":"ada"}', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 1e9, ...over });
+  expect(r).toEqual({ status: 'ok' });
+  return sid;
+}
+
+/** Counts writes on the connection's socket: each is one round trip's worth of commands (a pipeline is one write). */
+function countWrites(redis: Redis): { readonly writes: number; stop(): void } {
+  const stream = (redis as unknown as { stream: Socket }).stream;
+  const original = stream.write;
+  let writes = 0;
+  stream.write = function (this: Socket, ...args: unknown[]) {
+    writes++;
+    return (original as (...a: unknown[]) => boolean).apply(this, args);
+  } as typeof stream.write;
+  return {
+    get writes() {
+      return writes;
+    },
+    stop: () => void (stream.write = original),
+  };
+}
+
+async function commandStats(redis: Redis): Promise<Record<string, number>> {
+  const info = await redis.info('commandstats');
+  const out: Record<string, number> = {};
+  for (const m of info.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
+async function scriptCalls(redis: Redis, since: Record<string, number>): Promise<number> {
+  const now = await commandStats(redis);
+  return (now.evalsha ?? 0) + (now.eval ?? 0) - (since.evalsha ?? 0) - (since.eval ?? 0);
+}
+
+beforeAll(async () => {
+  server = await startRedis();
+});
+
+afterAll(async () => {
+  for (const s of stores) await s.dispose();
+  await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
+  await server?.stop();
+});
+
+describe('key layout', () => {
+  it('keeps every key and the channel of a session under its {sid} hash tag, in one slot', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sid = await open(store, { initial: ['"hello"'] });
+    await store.receive(sid, { msgs: [{ seq: 2, json: '"behind a gap"' }], window: 10, bufferBytes: 1000, lease: { token: newToken(), ms: LONG }, maxDeliver: 10 });
+    await store.join(sid, 'room');
+    const keys = (await redis.keys(`${prefix}*`)).sort();
+    expect(keys).toEqual(
+      [`${prefix}{${sid}}:s`, `${prefix}{${sid}}:in`, `${prefix}{${sid}}:out`, `${prefix}{sessions}`, `${prefix}group:{room}`].sort(),
+    );
+    const k = new RedisKeys(prefix).session(sid);
+    const slots = new Set([k.s, k.in, k.out, k.channel].map(keySlot));
+    expect(slots.size).toBe(1);
+    expect(keySlot(`${prefix}{sessions}`)).toBe(keySlot(`${prefix}{sessions}:sweep`));
+    // The session record: one hash, group membership as a field.
+    expect(await redis.type(k.s)).toBe('hash');
+    expect(await redis.hget(k.s, 'g:room')).toBe('');
+    expect(await redis.type(k.in)).toBe('hash');
+    expect(await redis.type(k.out)).toBe('list');
+  });
+
+  it('computes Redis Cluster slots as Redis does (CRC16 of the hash tag)', () => {
+    // Reference values from CLUSTER KEYSLOT.
+    expect(keySlot('foo')).toBe(12182);
+    expect(keySlot('{user1000}.following')).toBe(keySlot('user1000'));
+    expect(keySlot('{}x')).toBe(keySlot('{}x')); // empty tag: the whole key
+    expect(keySlot('123456789')).toBe(0x31c3 & 16383);
+  });
+
+  it('refuses a prefix with braces (they would break the hash tags)', () => {
+    expect(() => new RedisStore({ redis: connect(), prefix: 'a{b}:' })).toThrow(/prefix/);
+  });
+
+  it('an idle session is one key: the empty inbound buffer and log take no space', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sid = await open(store);
+    expect((await redis.keys(`${prefix}{${sid}}*`)).length).toBe(1);
+  });
+});
+
+describe('TTLs', () => {
+  it('gives every session key the safety TTL from the last activity, far above the idle timeout', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store, { idleMs: 120_000, initial: ['1'] });
+    const k = new RedisKeys((store as unknown as { keys: RedisKeys }).keys.prefix).session(sid);
+    await store.receive(sid, { msgs: [{ seq: 3, json: '3' }], window: 10, bufferBytes: 1000, lease: { token: newToken(), ms: 5_000 }, maxDeliver: 10 });
+    for (const key of [k.s, k.in, k.out]) {
+      const ttl = await redis.pttl(key);
+      expect(ttl).toBeGreaterThan(3_600_000 - 5_000); // default max(10 × idle, 1 h) = 1 h
+      expect(ttl).toBeLessThanOrEqual(3_600_000);
+    }
+  });
+
+  it('gives keys created by append (the log) the record’s TTL', async () => {
+    const { store, redis } = makeStore({ safetyTtlMs: 500_000 });
+    const sid = await open(store);
+    await store.append(sid, ['1'], ROOMY);
+    const keys = (store as unknown as { keys: RedisKeys }).keys.session(sid);
+    const [s, out] = [await redis.pttl(keys.s), await redis.pttl(keys.out)];
+    expect(out).toBeGreaterThan(0);
+    expect(Math.abs(s - out)).toBeLessThan(1_000);
+  });
+
+  it('expires a tombstone after tombstoneMs', async () => {
+    const { store, redis } = makeStore({ tombstoneMs: 1_000 });
+    const sid = await open(store, { initial: ['1'] });
+    const token = newToken();
+    await store.close(sid, { reason: 'r', lease: { token, ms: LONG } });
+    await store.finishClose(sid, token);
+    const keys = (store as unknown as { keys: RedisKeys }).keys.session(sid);
+    for (const key of [keys.s, keys.out]) {
+      const ttl = await redis.pttl(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(1_000);
+    }
+    expect(await redis.exists(keys.in)).toBe(0);
+  });
+
+  it('drops the index entry of a session whose keys expired unswept, freeing its maxSessions slot', async () => {
+    const { store, redis, prefix } = makeStore({ safetyTtlMs: () => 60 });
+    await open(store, { idleMs: 20, maxSessions: 1 });
+    await sleep(120); // keys gone by TTL, no sweep ran
+    expect(await redis.zcard(`${prefix}{sessions}`)).toBe(1);
+    expect((await store.create({ sid: newSessionId(), userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 1 })).status).toBe(
+      'too-many-sessions',
+    );
+    expect(await store.sweep({ lease: { token: newToken(), ms: 1_000 }, limit: 10 })).toEqual({ status: 'ok', closing: [] });
+    expect(await redis.zcard(`${prefix}{sessions}`)).toBe(0);
+    await open(store, { maxSessions: 1 });
+  });
+});
+
+describe('scripts', () => {
+  it('defines one command per script on the connection, and loads each script once', async () => {
+    const { store, redis } = makeStore();
+    for (const name of Object.keys(SCRIPTS)) expect(typeof (redis as unknown as Record<string, unknown>)[name]).toBe('function');
+    for (const [name, def] of Object.entries(SCRIPTS)) {
+      expect(name).toMatch(/^bidi[A-Z]/);
+      expect(def.lua).toMatch(/KEYS\[1\]/);
+    }
+    const sid = await open(store);
+    const before = await commandStats(redis);
+    for (let i = 0; i < 5; i++) await store.append(sid, ['1'], ROOMY);
+    const after = await commandStats(redis);
+    // The first call on a connection may be an EVAL; afterwards EVALSHA only.
+    expect((after.evalsha ?? 0) - (before.evalsha ?? 0)).toBeGreaterThanOrEqual(4);
+    expect((after.eval ?? 0) - (before.eval ?? 0)).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('round trips', () => {
+  it('receive, commit, append, read and renewLease are one script call and one round trip each', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store, { initial: ['1'] });
+    await store.append(sid, ['warm-up'], ROOMY); // scripts loaded on this connection
+    await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 });
+    const token = newToken();
+    const ops: Array<[string, () => Promise<unknown>]> = [
+      ['receive', () => store.receive(sid, { msgs: [{ seq: 1, json: '"a"' }], ack: 1, window: 10, bufferBytes: 1000, lease: { token, ms: LONG }, maxDeliver: 10 })],
+      ['renewLease', () => store.renewLease(sid, token, LONG)],
+      ['commit', () => store.commit(sid, { token, seq: 1, leaseMs: LONG, next: true, maxDeliver: 10, stateJson: '{"n":1}' })],
+      ['append', () => store.append(sid, ['"b"'], ROOMY)],
+      ['read', () => store.read(sid, { ack: 2, watchToken: 'w', claim: false, maxMessages: 10 })],
+    ];
+    for (const [name, op] of ops) {
+      const stats = await commandStats(redis);
+      const counter = countWrites(redis);
+      await op();
+      counter.stop();
+      expect([name, counter.writes]).toEqual([name, 1]);
+      expect([name, await scriptCalls(redis, stats)]).toEqual([name, 1]);
+    }
+  });
+
+  it('appendMany is one pipeline: one round trip for 200 sessions', async () => {
+    const { store, redis } = makeStore();
+    const sids = await Promise.all(Array.from({ length: 200 }, () => open(store)));
+    await store.append(sids[0]!, ['warm-up'], ROOMY);
+    const stats = await commandStats(redis);
+    const counter = countWrites(redis);
+    const results = await store.appendMany(sids, '"to all"', ROOMY);
+    counter.stop();
+    expect(counter.writes).toBe(1);
+    expect(await scriptCalls(redis, stats)).toBe(200);
+    expect(results.filter((r) => r.status === 'ok')).toHaveLength(200);
+  });
+});
+
+describe('subscriptions', () => {
+  async function clients(redis: Redis): Promise<number> {
+    return String(await redis.client('LIST')).trim().split('\n').length;
+  }
+
+  it('shares one subscriber connection among all listeners, made on the first subscribe', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sids = await Promise.all(Array.from({ length: 30 }, () => open(store)));
+    const before = await clients(redis);
+    const events: StoreEvent[] = [];
+    const unsubs = await Promise.all(sids.flatMap((sid) => [store.subscribe(sid, (e) => events.push(e)), store.subscribe(sid, () => {})]));
+    expect((await clients(redis)) - before).toBe(1);
+    expect((await redis.pubsub('CHANNELS', `${prefix}*`)).length).toBe(30);
+    await store.appendMany(sids, '1', ROOMY);
+    for (let i = 0; i < 100 && events.length < 30; i++) await sleep(5);
+    expect(events).toHaveLength(30);
+    // Ref-counted: the channel stays until its last listener leaves.
+    unsubs.forEach((u, i) => i % 2 === 0 && u());
+    await sleep(30);
+    expect((await redis.pubsub('CHANNELS', `${prefix}*`)).length).toBe(30);
+    unsubs.forEach((u) => u());
+    for (let i = 0; i < 100 && (await redis.pubsub('CHANNELS', `${prefix}*`)).length > 0; i++) await sleep(5);
+    expect(await redis.pubsub('CHANNELS', `${prefix}*`)).toEqual([]);
+  });
+
+  it('re-subscribes a listener added while the last one’s UNSUBSCRIBE is in flight', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store);
+    for (let round = 0; round < 20; round++) {
+      const first = await store.subscribe(sid, () => {});
+      first(); // UNSUBSCRIBE goes out...
+      const events: StoreEvent[] = [];
+      const second = await store.subscribe(sid, (e) => events.push(e)); // ...and this must wait for it, then SUBSCRIBE again
+      await store.append(sid, [String(round)], ROOMY);
+      for (let i = 0; i < 100 && events.length === 0; i++) await sleep(2);
+      expect(events).toEqual([{ type: 'message' }]);
+      second();
+    }
+    const channel = new RedisKeys((store as unknown as { keys: RedisKeys }).keys.prefix).session(sid).channel;
+    for (let i = 0; i < 100 && Number((await redis.pubsub('NUMSUB', channel))[1]) > 0; i++) await sleep(5);
+    expect(await redis.pubsub('NUMSUB', channel)).toEqual([channel, 0]);
+  });
+
+  it('wakes every listener after the subscriber reconnects (events in the gap are lost)', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store);
+    const events: StoreEvent[] = [];
+    const unsubscribe = await store.subscribe(sid, (e) => events.push(e));
+    await redis.client('KILL', 'TYPE', 'pubsub');
+    for (let i = 0; i < 200 && events.length === 0; i++) await sleep(10);
+    expect(events[0]).toEqual({ type: 'message' });
+    // And the subscription is back.
+    events.length = 0;
+    await sleep(50);
+    await store.close(sid, { reason: 'r' });
+    for (let i = 0; i < 200 && events.length === 0; i++) await sleep(10);
+    expect(events).toEqual([{ type: 'close' }]);
+    unsubscribe();
+  });
+});
+
+describe('connections', () => {
+  it('dispose closes the subscriber it made, never the connections it was given', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store);
+    await store.subscribe(sid, () => {});
+    const made = (store as unknown as { subs: { conn: Redis } }).subs.conn;
+    expect(made).not.toBe(redis);
+    await store.dispose();
+    expect(made.status).toBe('end');
+    expect(redis.status).toBe('ready');
+
+    const lent = connect();
+    const other = makeStore({ subscriber: lent });
+    const sid2 = await open(other.store);
+    const events: StoreEvent[] = [];
+    await other.store.subscribe(sid2, (e) => events.push(e));
+    await other.store.append(sid2, ['1'], ROOMY);
+    for (let i = 0; i < 100 && events.length === 0; i++) await sleep(5);
+    expect(events).toEqual([{ type: 'message' }]);
+    await other.store.dispose();
+    expect(lent.status).toBe('ready');
+    expect(other.redis.status).toBe('ready');
+  });
+});
+
+describe('memory', () => {
+  it('stays small: an idle session under 600 bytes, a queued message under 100 bytes plus its JSON', async () => {
+    const { store, redis } = makeStore();
+    const used = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))![1]);
+    const n = 2_000;
+    const sids: string[] = [];
+    const before = await used();
+    for (let i = 0; i < n; i += 500) {
+      const batch = await Promise.all(Array.from({ length: 500 }, () => open(store, { idleMs: 120_000 })));
+      sids.push(...batch);
+    }
+    const perSession = ((await used()) - before) / n;
+    const json = JSON.stringify({ text: 'hello, world', from: 'ada' }); // 36 bytes
+    await store.appendMany(sids, json, ROOMY); // the first message creates each log
+    const beforeMsgs = await used();
+    for (let k = 0; k < 10; k++) await store.appendMany(sids, json, ROOMY);
+    const perMessage = ((await used()) - beforeMsgs) / (n * 10);
+    if (process.env.BIDIWEB_PRINT_MEMORY) {
+      console.log(`idle session: ${perSession.toFixed(0)} B (MEMORY USAGE of the record: ${await redis.memory('USAGE', new RedisKeys((store as unknown as { keys: RedisKeys }).keys.prefix).record(sids[0]!), 'SAMPLES', '0')} B); queued ${json.length}-byte message: ${perMessage.toFixed(1)} B`);
+    }
+    expect(perSession).toBeLessThan(600);
+    expect(perMessage).toBeLessThan(100 + json.length);
+  });
+});
+
+describe('Redis restarts', () => {
+  it('without persistence, every session is lost: operations answer unknown (clients see SESSION_LOST)', async () => {
+    const volatile = await startRedis();
+    const redis = new Redis(volatile.port, '127.0.0.1', { maxRetriesPerRequest: 50, retryStrategy: () => 50 });
+    const store = new RedisStore({ redis });
+    try {
+      const sid = newSessionId();
+      await store.create({ sid, userJson: 'null', stateJson: '{}', initial: ['1'], idleMs: LONG, maxSessions: 10 });
+      await volatile.restart();
+      expect(await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 })).toEqual({ status: 'unknown' });
+      expect(await store.append(sid, ['2'], ROOMY)).toEqual({ status: 'unknown' });
+      // The scripts are reloaded by themselves (NOSCRIPT -> EVAL) and new sessions work.
+      await store.create({ sid: newSessionId(), userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 10 });
+    } finally {
+      await store.dispose();
+      redis.disconnect();
+      await volatile.stop();
+    }
+  });
+
+  it('with appendonly, sessions, logs, leases and subscriptions survive a restart, and a crash (SIGKILL)', async () => {
+    const durable = await startRedis({ appendonly: true });
+    const redis = new Redis(durable.port, '127.0.0.1', { maxRetriesPerRequest: 50, retryStrategy: () => 50 });
+    const store = new RedisStore({ redis });
+    try {
+      const sid = newSessionId();
+      await store.create({ sid, userJson: '"ada"', stateJson: '{"n":1}', initial: ['1'], idleMs: LONG, maxSessions: 10 });
+      await store.append(sid, ['2'], ROOMY);
+      const events: StoreEvent[] = [];
+      await store.subscribe(sid, (e) => events.push(e));
+      await durable.restart();
+      expect(await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 })).toMatchObject({
+        status: 'ok',
+        msgs: [
+          { seq: 1, json: '1' },
+          { seq: 2, json: '2' },
+        ],
+      });
+      await durable.kill();
+      await durable.restart();
+      expect(await store.append(sid, ['3'], ROOMY)).toEqual({ status: 'ok', firstSeq: 3, lastSeq: 3 });
+      for (let i = 0; i < 200 && !events.some((e) => e.type === 'message'); i++) await sleep(10);
+      expect(events.some((e) => e.type === 'message')).toBe(true);
+      expect((await store.inspect([sid]))[0]).toEqual({ status: 'open', userJson: '"ada"', stateJson: '{"n":1}', clientAck: 0, lastSeq: 3 });
+    } finally {
+      await store.dispose();
+      redis.disconnect();
+      await durable.stop();
+    }
+  });
+});
