@@ -1,0 +1,113 @@
+/**
+ * Retry helpers: exponential backoff with full jitter, `Retry-After` parsing,
+ * and a set of timers that can all be cancelled at once (so that a closed
+ * session leaves no timer behind).
+ */
+
+/** Longest `Retry-After` the client honours (a larger value is clamped). */
+export const MAX_RETRY_AFTER_MS = 5 * 60_000;
+
+/**
+ * Exponential backoff with full jitter: the n-th consecutive delay is uniform
+ * in `[0, min(maxDelayMs, initialDelayMs * 2^(n-1))]`. A server's
+ * `Retry-After` is a lower bound.
+ */
+export class Backoff {
+  /** Consecutive failures since the last `reset()`. */
+  attempt = 0;
+
+  constructor(
+    private readonly initialDelayMs: number,
+    private readonly maxDelayMs: number,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** Counts one more failure and returns how long to wait before the next try. */
+  next(retryAfterMs?: number): number {
+    this.attempt++;
+    const bound = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** Math.min(this.attempt - 1, 40));
+    const jittered = Math.floor(this.random() * bound);
+    if (retryAfterMs === undefined) return jittered;
+    return Math.max(Math.min(retryAfterMs, MAX_RETRY_AFTER_MS), jittered);
+  }
+
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+/**
+ * Parses a `Retry-After` header value: delay-seconds or an HTTP date.
+ * Returns milliseconds, or `undefined` when absent or unparseable.
+ */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (value == null) return undefined;
+  const text = value.trim();
+  if (text === '') return undefined;
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  const date = Date.parse(text);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, date - now);
+}
+
+type Handle = ReturnType<typeof setTimeout>;
+
+/** A set of timers that `clear()` cancels all at once. */
+export class TimerSet {
+  private readonly entries = new Map<Handle, (() => void) | undefined>();
+
+  /**
+   * Runs `fn` after `ms`. Returns a function that cancels it (without calling
+   * `onCancel`). `clear()` cancels it and calls `onCancel`.
+   */
+  after(ms: number, fn: () => void, onCancel?: () => void): () => void {
+    const handle = setTimeout(() => {
+      this.entries.delete(handle);
+      fn();
+    }, Math.max(0, ms));
+    this.entries.set(handle, onCancel);
+    return () => {
+      if (this.entries.delete(handle)) clearTimeout(handle);
+    };
+  }
+
+  /** Resolves `true` after `ms`, or `false` as soon as `signal` aborts or `clear()` runs. */
+  sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      if (signal?.aborted) {
+        resolve(false);
+        return;
+      }
+      const onAbort = (): void => {
+        cancel();
+        resolve(false);
+      };
+      const cancel = this.after(
+        ms,
+        () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(true);
+        },
+        () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(false);
+        },
+      );
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Cancels every pending timer. */
+  clear(): void {
+    const entries = [...this.entries];
+    this.entries.clear();
+    for (const [handle, onCancel] of entries) {
+      clearTimeout(handle);
+      onCancel?.();
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}

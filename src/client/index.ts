@@ -1,0 +1,35 @@
+/**
+ * bidiweb client: an ordered, exactly-once, bidirectional message session
+ * over short plain-HTTP requests. Zero dependencies; browsers and Node >= 20
+ * (global `fetch`, `AbortController`, `setTimeout`).
+ *
+ * ```ts
+ * import { open } from 'bidiweb/client';
+ * const s = open('https://example.com/session', { meta: { room: 'lobby' } });
+ * s.on('message', (data) => console.log(data));
+ * await s.send({ text: 'hi' });
+ * ```
+ *
+ * Wire protocol: docs/PROTOCOL.md.
+ *
+ * @packageDocumentation
+ */
+export { open, BidiClientSession } from './session';
+export { BidiClientError, type BidiErrorCode } from './errors';
+export type {
+  ClientEvents,
+  ClientOptions,
+  CloseCode,
+  CloseEvent,
+  FetchInitLike,
+  FetchLike,
+  FetchResponseLike,
+  HeadersOption,
+  MessageInfo,
+  Operation,
+  RetryInfo,
+  RetryOptions,
+  ServerLimits,
+  SessionState,
+} from './types';
+export type { Listener } from './emitter';

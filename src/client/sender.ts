@@ -1,0 +1,376 @@
+/**
+ * The outbound half of a session: the client → server message queue.
+ *
+ * Every `send()` gets the next sequence number at call time and stays in the
+ * queue until an ack covers it. The sender POSTs the unacked messages in
+ * batches (at most `maxMessagesPerRequest` messages and `maxBodyBytes` bytes
+ * each, never a seq above `ack + inboundWindow`), with up to `maxInflight`
+ * POSTs at once. A message is in one of three states:
+ *
+ * - `pending`: to be POSTed (new, or its last POST failed);
+ * - `inflight`: in a POST that has not answered yet;
+ * - `waiting`: its POST answered 200 but the ack did not cover it: the server
+ *   buffered it behind a gap or another request is delivering it. It goes
+ *   back to `pending` after the resend interval (which doubles per resend).
+ *
+ * Acks (from send and watch responses) only grow; they resolve the covered
+ * messages' promises in seq order and drop them from the queue.
+ */
+import { Backoff, TimerSet } from './backoff';
+import { AbortedError, BidiClientError } from './errors';
+import { classify, type Transport } from './transport';
+import type { CloseEvent, Operation, ServerLimits } from './types';
+
+/** What the sender needs from its session. */
+export interface SenderHost {
+  readonly transport: Transport;
+  readonly timers: TimerSet;
+  /** The session's ack of the server → client stream (sent along as `ack`). */
+  serverAck(): number;
+  /** A transient error; a new backoff of `delayMs` starts when `attempt` is given. */
+  retry(op: Operation, error: BidiClientError, attempt?: number, delayMs?: number): void;
+  retryDone(op: Operation): void;
+  /** The session must end. */
+  fail(event: CloseEvent): void;
+  /** The server answered 410 SESSION_CLOSED to a send. */
+  gone(status: number, errorCode: string | undefined, message: string): void;
+}
+
+export interface SenderOptions {
+  maxInflight: number;
+  resendAfterMs: number;
+  maxResendDelayMs: number;
+  requestTimeoutMs: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+}
+
+type MessageState = 'pending' | 'inflight' | 'waiting';
+
+interface Outgoing {
+  seq: number;
+  /** The message's JSON text. */
+  json: string;
+  /** UTF-8 length of `json`. */
+  bytes: number;
+  state: MessageState;
+  /** When a `waiting` message goes back to `pending` (ms since epoch). */
+  resendAt: number;
+  /** How many times it was answered 200 without being acked. */
+  resends: number;
+  resolve: () => void;
+  reject: (err: BidiClientError) => void;
+}
+
+const noop = (): void => {};
+
+function digits(n: number): number {
+  return String(n).length;
+}
+
+export class Sender {
+  /** Highest contiguous client seq the server delivered (the client → server ack). */
+  ack = 0;
+  /** Sum of `bytes` of all unacked messages. */
+  bufferedAmount = 0;
+
+  private readonly queue: Outgoing[] = []; // unacked, ascending seq
+  private nextSeq = 1;
+  private limits?: ServerLimits;
+  private sid = '';
+  private inflight = 0;
+  private ctl = new AbortController();
+  private halted = false;
+  private pumpScheduled = false;
+  private inBackoff = false;
+  private readonly backoff: Backoff;
+  private cancelResendTimer?: () => void;
+  private resendTimerAt = Infinity;
+  /** Lowered when the server answers 413 to a batch of several messages. */
+  private perRequestCap = Infinity;
+  private drainWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly host: SenderHost,
+    private readonly opts: SenderOptions,
+  ) {
+    this.backoff = new Backoff(opts.initialDelayMs, opts.maxDelayMs);
+  }
+
+  /** Number of unacked messages. */
+  get size(): number {
+    return this.queue.length;
+  }
+
+  /** Highest seq assigned so far. */
+  get lastSeq(): number {
+    return this.nextSeq - 1;
+  }
+
+  /**
+   * Queues a message and returns a promise that resolves when it is acked.
+   * The promise is marked handled, so an ignored rejection is not reported
+   * as unhandled; awaiting it still throws.
+   */
+  enqueue(json: string, bytes: number): Promise<void> {
+    const seq = this.nextSeq++;
+    let resolve!: () => void;
+    let reject!: (err: BidiClientError) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(noop);
+    this.queue.push({ seq, json, bytes, state: 'pending', resendAt: 0, resends: 0, resolve, reject });
+    this.bufferedAmount += bytes;
+    this.schedulePump();
+    return promise;
+  }
+
+  /** Starts POSTing (messages queued before open go out now). */
+  start(sid: string, limits: ServerLimits): void {
+    this.sid = sid;
+    this.limits = limits;
+    this.schedulePump();
+  }
+
+  /** Records a client → server ack from any response. */
+  onAck(value: unknown): void {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value)) return;
+    // An ack above what was ever sent is a server bug; never resolve messages that do not exist.
+    const ack = Math.min(value, this.lastSeq);
+    if (ack <= this.ack) return;
+    this.ack = ack;
+    let k = 0;
+    while (k < this.queue.length && this.queue[k].seq <= ack) k++;
+    const done = this.queue.splice(0, k);
+    for (const m of done) {
+      this.bufferedAmount -= m.bytes;
+      m.resolve();
+    }
+    if (this.queue.length === 0) {
+      this.bufferedAmount = 0;
+      this.notifyDrained();
+    }
+    this.schedulePump();
+  }
+
+  /** Resolves when every queued message is acked (or the sender stopped). */
+  drained(): Promise<void> {
+    if (this.queue.length === 0 || this.halted) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** Stops POSTing (in-flight POSTs are cancelled); the queue is kept. */
+  halt(): void {
+    if (this.halted) return;
+    this.halted = true;
+    this.ctl.abort();
+    this.cancelResendTimer?.();
+    this.cancelResendTimer = undefined;
+    if (this.inBackoff) {
+      this.inBackoff = false;
+      this.host.retryDone('send');
+    }
+    this.notifyDrained();
+  }
+
+  /** Rejects every queued message with `err` and empties the queue. */
+  rejectAll(err: BidiClientError): void {
+    const all = this.queue.splice(0, this.queue.length);
+    this.bufferedAmount = 0;
+    for (const m of all) m.reject(err);
+  }
+
+  private notifyDrained(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || this.halted) return;
+    this.pumpScheduled = true;
+    // Deferred so that messages sent in the same tick share a POST.
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.halted || this.inBackoff || !this.limits) return;
+    while (this.inflight < this.opts.maxInflight) {
+      const serverAck = this.host.serverAck();
+      const batch = this.takeBatch(serverAck);
+      if (batch.length === 0) return;
+      void this.post(batch, serverAck);
+    }
+  }
+
+  /** Takes the next batch of `pending` messages within the window and the request limits. */
+  private takeBatch(serverAck: number): Outgoing[] {
+    const limits = this.limits!;
+    const maxCount = Math.max(1, Math.min(limits.maxMessagesPerRequest, this.perRequestCap));
+    const windowEnd = this.ack + limits.inboundWindow;
+    // The server buffers at most inboundBufferBytes behind a gap. Count every message sent
+    // and not acked as buffered (conservative); a batch that starts with the next
+    // deliverable message (ack + 1) is always accepted.
+    let budget = Infinity;
+    if (limits.inboundBufferBytes !== undefined) {
+      budget = limits.inboundBufferBytes;
+      for (const m of this.queue) {
+        if (m.seq > windowEnd) break;
+        if (m.state !== 'pending') budget -= m.bytes;
+      }
+    }
+    const batch: Outgoing[] = [];
+    // Body: {"msgs":[ ... ],"ack":N} — 18 bytes plus the digits of N.
+    let size = 18 + digits(serverAck);
+    for (const m of this.queue) {
+      if (m.seq > windowEnd) break;
+      if (m.state !== 'pending') continue;
+      const itemSize = 3 + digits(m.seq) + m.bytes + (batch.length ? 1 : 0);
+      const fillsGap = batch.length === 0 && m.seq === this.ack + 1;
+      if (m.bytes > budget && !fillsGap) break;
+      // A single message always goes out, even if too large: the server's 413 then ends the session.
+      if (batch.length && (batch.length >= maxCount || size + itemSize > limits.maxBodyBytes)) break;
+      m.state = 'inflight';
+      batch.push(m);
+      size += itemSize;
+      budget -= m.bytes;
+      if (batch.length >= maxCount) break;
+    }
+    return batch;
+  }
+
+  private async post(batch: Outgoing[], serverAck: number): Promise<void> {
+    this.inflight++;
+    const body = `{"msgs":[${batch.map((m) => `[${m.seq},${m.json}]`).join(',')}],"ack":${serverAck}}`;
+    const signal = this.ctl.signal;
+    let outcome: ReturnType<typeof classify>;
+    try {
+      const reply = await this.host.transport.request({
+        method: 'POST',
+        path: '/send',
+        body,
+        sid: this.sid,
+        timeoutMs: this.opts.requestTimeoutMs,
+        signal,
+      });
+      outcome = classify(reply, 'send');
+    } catch (err) {
+      if (err instanceof AbortedError || signal.aborted) return;
+      outcome = { kind: 'retry', error: err as BidiClientError };
+    } finally {
+      this.inflight--;
+    }
+    if (this.halted) return;
+
+    switch (outcome.kind) {
+      case 'ok': {
+        this.backoff.reset();
+        this.onAck(outcome.body.ack);
+        const now = Date.now();
+        for (const m of batch) {
+          if (m.seq <= this.ack || m.state !== 'inflight') continue;
+          m.state = 'waiting';
+          m.resendAt = now + Math.min(this.opts.resendAfterMs * 2 ** Math.min(m.resends, 30), this.opts.maxResendDelayMs);
+          m.resends++;
+        }
+        this.scheduleResendTimer();
+        break;
+      }
+      case 'retry':
+        this.requeue(batch);
+        this.enterBackoff(outcome.error, outcome.retryAfterMs);
+        break;
+      case 'fatal': {
+        const { status, errorCode, message } = outcome;
+        if (status === 404 && errorCode === 'UNKNOWN_SESSION') {
+          this.host.fail(sessionLost(status, errorCode));
+        } else if (status === 410) {
+          this.requeue(batch);
+          this.host.gone(status, errorCode, message);
+        } else if (
+          status === 413 &&
+          (errorCode === 'BODY_TOO_LARGE' || errorCode === 'TOO_MANY_MESSAGES') &&
+          batch.length > 1
+        ) {
+          // Our idea of the limits is off: retry with smaller batches.
+          this.perRequestCap = Math.max(1, Math.floor(batch.length / 2));
+          this.requeue(batch);
+        } else {
+          this.host.fail(protocolError('send', status, errorCode, message));
+        }
+        break;
+      }
+    }
+    this.schedulePump();
+  }
+
+  private requeue(batch: Outgoing[]): void {
+    for (const m of batch) if (m.seq > this.ack && m.state === 'inflight') m.state = 'pending';
+  }
+
+  private enterBackoff(error: BidiClientError, retryAfterMs?: number): void {
+    if (this.inBackoff) {
+      // Another POST already started a backoff (e.g. several failed at once).
+      this.host.retry('send', error);
+      return;
+    }
+    this.inBackoff = true;
+    const delay = this.backoff.next(retryAfterMs);
+    this.host.retry('send', error, this.backoff.attempt, delay);
+    this.host.timers.after(delay, () => {
+      if (!this.inBackoff) return;
+      this.inBackoff = false;
+      this.host.retryDone('send');
+      this.schedulePump();
+    });
+  }
+
+  /** Keeps one timer, at the earliest `resendAt` of the `waiting` messages. */
+  private scheduleResendTimer(): void {
+    let earliest = Infinity;
+    for (const m of this.queue) if (m.state === 'waiting' && m.resendAt < earliest) earliest = m.resendAt;
+    if (earliest === Infinity) {
+      this.cancelResendTimer?.();
+      this.cancelResendTimer = undefined;
+      this.resendTimerAt = Infinity;
+      return;
+    }
+    if (this.cancelResendTimer && this.resendTimerAt <= earliest) return;
+    this.cancelResendTimer?.();
+    this.resendTimerAt = earliest;
+    this.cancelResendTimer = this.host.timers.after(earliest - Date.now(), () => {
+      this.cancelResendTimer = undefined;
+      this.resendTimerAt = Infinity;
+      if (this.halted) return;
+      const now = Date.now();
+      for (const m of this.queue) if (m.state === 'waiting' && m.resendAt <= now) m.state = 'pending';
+      this.scheduleResendTimer();
+      this.schedulePump();
+    });
+  }
+}
+
+/** The close event for a 404 UNKNOWN_SESSION. */
+export function sessionLost(status: number, errorCode?: string): CloseEvent {
+  return {
+    code: 'SESSION_LOST',
+    reason: 'the server no longer knows this session (expired or lost by the store)',
+    status,
+    ...(errorCode !== undefined ? { errorCode } : {}),
+  };
+}
+
+/** The close event for a non-retryable 4xx. */
+export function protocolError(op: Operation, status: number, errorCode: string | undefined, message: string): CloseEvent {
+  return {
+    code: 'PROTOCOL_ERROR',
+    reason: `${op} failed with HTTP ${status}${errorCode ? ` ${errorCode}` : ''}: ${message}`,
+    status,
+    ...(errorCode !== undefined ? { errorCode } : {}),
+  };
+}

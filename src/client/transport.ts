@@ -1,0 +1,226 @@
+/**
+ * HTTP plumbing: URLs, headers, timeouts, cancellation, and the
+ * classification of responses into success / retry / fatal.
+ */
+import { parseRetryAfter } from './backoff';
+import { AbortedError, BidiClientError, describe } from './errors';
+import type { FetchLike, HeadersOption, Operation } from './types';
+
+/** The request header that carries the session id. */
+export const SID_HEADER = 'Bidi-Sid';
+
+/** A response, body already read and parsed. */
+export interface Reply {
+  status: number;
+  /** The parsed JSON body, or `undefined` if the body was empty or not JSON. */
+  body: unknown;
+  /** From `Retry-After`, if present. */
+  retryAfterMs?: number;
+}
+
+/** What to do with a reply. */
+export type Outcome =
+  | { kind: 'ok'; body: Record<string, unknown> }
+  | { kind: 'retry'; error: BidiClientError; retryAfterMs?: number }
+  | { kind: 'fatal'; status: number; errorCode?: string; message: string };
+
+export interface RequestSpec {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** Path below the base URL: `''`, `'/send'` or `'/watch'`. */
+  path: '' | '/send' | '/watch';
+  query?: Record<string, number>;
+  /** JSON text. */
+  body?: string;
+  sid?: string;
+  timeoutMs: number;
+  /** Aborting it cancels the request: `request()` then throws {@link AbortedError}. */
+  signal: AbortSignal;
+}
+
+/** Byte length of the UTF-8 encoding of `s`. */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+/** Splits a base URL into its path part (no trailing slash, no fragment) and its query (no `?`). */
+export function splitBaseUrl(url: string): { path: string; query: string } {
+  let rest = url;
+  const hash = rest.indexOf('#');
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf('?');
+  const path = (q >= 0 ? rest.slice(0, q) : rest).replace(/\/+$/, '');
+  const query = q >= 0 ? rest.slice(q + 1) : '';
+  return { path, query };
+}
+
+/** Rejects with {@link AbortedError} as soon as `signal` aborts, whatever `p` does. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new AbortedError());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new AbortedError());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+export class Transport {
+  private readonly base: { path: string; query: string };
+  private readonly fetchImpl: FetchLike;
+
+  constructor(
+    baseUrl: string,
+    private readonly headers: HeadersOption | undefined,
+    fetchImpl: FetchLike | undefined,
+  ) {
+    this.base = splitBaseUrl(baseUrl);
+    const impl = fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
+    if (typeof impl !== 'function') {
+      throw new TypeError('bidiweb: no fetch implementation (pass options.fetch)');
+    }
+    // Call through a closure: browsers' fetch must not be called as a method of another object.
+    this.fetchImpl = (url, init) => impl(url, init);
+  }
+
+  url(path: RequestSpec['path'], query?: Record<string, number>): string {
+    const parts: string[] = [];
+    if (this.base.query) parts.push(this.base.query);
+    if (query) for (const [k, v] of Object.entries(query)) parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+    return this.base.path + path + (parts.length ? `?${parts.join('&')}` : '');
+  }
+
+  /**
+   * Performs one request. Resolves with the reply for every HTTP status.
+   * Throws {@link AbortedError} if `spec.signal` aborted, and a transient
+   * {@link BidiClientError} (`NETWORK_ERROR`, `TIMEOUT`, `HEADERS_ERROR`) otherwise.
+   */
+  async request(spec: RequestSpec): Promise<Reply> {
+    const { signal } = spec;
+    if (signal.aborted) throw new AbortedError();
+    const ctl = new AbortController();
+    const onAbort = (): void => ctl.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ctl.abort();
+    }, Math.max(0, spec.timeoutMs));
+    const what = `${spec.method} ${spec.path || '/'}`;
+    try {
+      let headers: Record<string, string>;
+      try {
+        headers = await abortable(this.resolveHeaders(spec), ctl.signal);
+      } catch (err) {
+        if (err instanceof AbortedError) throw err;
+        throw new BidiClientError('HEADERS_ERROR', `the headers option threw: ${describe(err)}`, { cause: err });
+      }
+      const init = { method: spec.method, headers, signal: ctl.signal, cache: 'no-store' as const };
+      const res = await abortable(
+        this.fetchImpl(this.url(spec.path, spec.query), spec.body === undefined ? init : { ...init, body: spec.body }),
+        ctl.signal,
+      );
+      const text = await abortable(res.text(), ctl.signal);
+      let body: unknown;
+      if (text !== '') {
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+      }
+      const reply: Reply = { status: res.status, body };
+      const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
+      if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
+      return reply;
+    } catch (err) {
+      if (signal.aborted) throw new AbortedError();
+      if (err instanceof BidiClientError) throw err;
+      if (timedOut) throw new BidiClientError('TIMEOUT', `${what} timed out after ${spec.timeoutMs} ms`);
+      throw new BidiClientError('NETWORK_ERROR', `${what} failed: ${describe(err)}`, { cause: err });
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async resolveHeaders(spec: RequestSpec): Promise<Record<string, string>> {
+    const out: Record<string, string> = { Accept: 'application/json' };
+    const extra = typeof this.headers === 'function' ? await this.headers() : this.headers;
+    if (extra) {
+      for (const [k, v] of Object.entries(extra)) {
+        const lower = k.toLowerCase();
+        if (v === undefined || lower === 'content-type' || lower === SID_HEADER.toLowerCase()) continue;
+        out[k] = String(v);
+      }
+    }
+    if (spec.body !== undefined) out['Content-Type'] = 'application/json';
+    if (spec.sid !== undefined) out[SID_HEADER] = spec.sid;
+    return out;
+  }
+}
+
+function errorFields(body: unknown): { code?: string; message?: string } {
+  if (!body || typeof body !== 'object') return {};
+  const error = (body as { error?: unknown }).error;
+  if (!error || typeof error !== 'object') return {};
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  return {
+    ...(typeof code === 'string' ? { code } : {}),
+    ...(typeof message === 'string' ? { message } : {}),
+  };
+}
+
+/** True for statuses that are retried with backoff: 408, 429 and 5xx. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+/**
+ * Sorts a reply into success (2xx with a JSON object body), retry (408, 429,
+ * 5xx, other non-4xx statuses, or a 2xx whose body is not a JSON object), or
+ * fatal (any other 4xx).
+ */
+export function classify(reply: Reply, op: Operation): Outcome {
+  const { status, body } = reply;
+  if (status >= 200 && status < 300) {
+    if (body && typeof body === 'object' && !Array.isArray(body)) return { kind: 'ok', body: body as Record<string, unknown> };
+    return {
+      kind: 'retry',
+      error: new BidiClientError('BAD_RESPONSE', `${op}: HTTP ${status} without a JSON object body`, { status }),
+    };
+  }
+  const { code, message } = errorFields(body);
+  const text = `${op}: HTTP ${status}${code ? ` ${code}` : ''}${message ? `: ${message}` : ''}`;
+  if (status >= 400 && status < 500 && !isRetryableStatus(status)) {
+    return {
+      kind: 'fatal',
+      status,
+      ...(code !== undefined ? { errorCode: code } : {}),
+      message: message ?? `HTTP ${status}`,
+    };
+  }
+  const outcome: Outcome = {
+    kind: 'retry',
+    error: new BidiClientError('HTTP_ERROR', text, { status, ...(code !== undefined ? { errorCode: code } : {}) }),
+  };
+  if (reply.retryAfterMs !== undefined && (status === 429 || status === 503)) outcome.retryAfterMs = reply.retryAfterMs;
+  return outcome;
+}
