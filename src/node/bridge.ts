@@ -17,17 +17,22 @@ class NodeHeaders implements HeaderReader {
   }
 }
 
-/** A body some framework middleware already parsed (e.g. `express.json()`), if any. */
-function preParsedBody(req: IncomingMessage): string | undefined {
-  const body = (req as IncomingMessage & { body?: unknown }).body;
-  if (body === undefined || (!req.readableEnded && !req.complete)) return undefined;
+/**
+ * A body some framework middleware already parsed, if any: `parsed` when the
+ * adapter passes one (Koa's `ctx.request.body`), else `req.body` (e.g.
+ * `express.json()`). Only used when the stream was consumed.
+ */
+function preParsedBody(req: IncomingMessage, parsed?: unknown): string | undefined {
+  const body = parsed !== undefined ? parsed : (req as IncomingMessage & { body?: unknown }).body;
+  // Only a stream someone already read to the end: `complete` alone can be true for unread data.
+  if (body === undefined || !req.readableEnded) return undefined;
   if (typeof body === 'string') return body;
   if (body instanceof Uint8Array) return Buffer.from(body).toString('utf8');
   return JSON.stringify(body);
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  const parsed = preParsedBody(req);
+function readBody(req: IncomingMessage, limit: number, parsedBody?: unknown): Promise<string> {
+  const parsed = preParsedBody(req, parsedBody);
   if (parsed !== undefined) {
     if (Buffer.byteLength(parsed) > limit) return Promise.reject(new BidiError('BODY_TOO_LARGE', `request body exceeds ${limit} bytes`));
     return Promise.resolve(parsed);
@@ -68,7 +73,12 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-export function toBidiRequest(req: IncomingMessage, res: ServerResponse, raw: unknown = req): BidiRequest {
+/**
+ * `parsedBody`: what a body-parsing middleware of the framework left behind
+ * (a string, bytes or parsed JSON), for frameworks that keep it elsewhere
+ * than `req.body`. Ignored unless that middleware consumed the stream.
+ */
+export function toBidiRequest(req: IncomingMessage, res: ServerResponse, raw: unknown = req, parsedBody?: unknown): BidiRequest {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const controller = new AbortController();
@@ -80,7 +90,7 @@ export function toBidiRequest(req: IncomingMessage, res: ServerResponse, raw: un
     path: q === -1 ? url : url.slice(0, q),
     query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)),
     headers: new NodeHeaders(req.headers),
-    text: (limit) => readBody(req, limit),
+    text: (limit) => readBody(req, limit, parsedBody),
     signal: controller.signal,
     raw,
   };
@@ -98,12 +108,12 @@ export function writeBidiResponse(res: ServerResponse, response: BidiResponse): 
   res.end(response.body);
 }
 
-export type NodeHandler = (req: IncomingMessage, res: ServerResponse, raw?: unknown) => Promise<boolean>;
+export type NodeHandler = (req: IncomingMessage, res: ServerResponse, raw?: unknown, parsedBody?: unknown) => Promise<boolean>;
 
 /** Serve a Node request; resolves `false` when the path is not the server's (the caller passes it on). */
 export function createNodeHandler(server: BidiServer<any, any>): NodeHandler {
-  return async (req, res, raw) => {
-    const response = await server.handle(toBidiRequest(req, res, raw));
+  return async (req, res, raw, parsedBody) => {
+    const response = await server.handle(toBidiRequest(req, res, raw, parsedBody));
     if (!response) return false;
     writeBidiResponse(res, response);
     return true;

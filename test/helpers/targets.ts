@@ -1,18 +1,25 @@
 /**
  * Ways to serve the same core, so one protocol suite runs against each:
- * the Express adapter, the Fetch handler behind a tiny Node server, and the
- * statelessness check (a freshly constructed server object per request,
- * sharing only the store).
+ * the Express and Koa adapters, the NestJS module (decorated handlers that
+ * forward to the options' hooks), the Fetch handler behind a tiny Node
+ * server, and the statelessness check (a freshly constructed server object
+ * per request, sharing only the store).
  */
+import { Injectable } from '@nestjs/common';
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
 import express from 'express';
+import Koa from 'koa';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import type { BidiOptions, Hub, Store } from '../../src/core';
 import { BidiServer, MemoryStore, toFetchHandler } from '../../src/core';
 import { bidiWeb } from '../../src/express';
+import { bidiWeb as bidiWebKoa } from '../../src/koa';
+import { BIDIWEB_SERVER, BidiWebModule, OnClose, OnMessage, OnOpen } from '../../src/nest';
 
-export type TargetKind = 'express' | 'fetch' | 'stateless';
+export type TargetKind = 'express' | 'koa' | 'nest' | 'fetch' | 'stateless';
 
 export interface Target {
   kind: TargetKind;
@@ -27,7 +34,7 @@ export interface Target {
   close(): Promise<void>;
 }
 
-export const TARGET_KINDS: TargetKind[] = ['express', 'fetch', 'stateless'];
+export const TARGET_KINDS: TargetKind[] = ['express', 'koa', 'nest', 'fetch', 'stateless'];
 
 function listen(server: http.Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
@@ -56,12 +63,23 @@ export async function startTarget(kind: TargetKind, options: BidiOptions<any, an
   const opts: BidiOptions<any, any> = { sweepInterval: 0, ...options, store };
   const servers: BidiServer<any, any>[] = [];
   let server: http.Server;
+  let nest: INestApplication | undefined;
   if (kind === 'express') {
     const mw = bidiWeb(opts);
     servers.push(mw.server);
     const app = express();
     app.use(mw);
     server = http.createServer(app);
+  } else if (kind === 'koa') {
+    const mw = bidiWebKoa(opts);
+    servers.push(mw.server);
+    const app = new Koa();
+    app.use(mw);
+    server = http.createServer(app.callback());
+  } else if (kind === 'nest') {
+    nest = await startNest(opts);
+    servers.push(nest.get(BIDIWEB_SERVER));
+    server = nest.getHttpServer();
   } else if (kind === 'fetch') {
     const core = new BidiServer(opts);
     servers.push(core);
@@ -74,7 +92,7 @@ export async function startTarget(kind: TargetKind, options: BidiOptions<any, an
   }
   const other = new BidiServer({ ...opts, sweepInterval: 0 });
   servers.push(other);
-  const port = await listen(server);
+  const port = nest ? await nest.listen(0, '127.0.0.1').then(() => (server.address() as AddressInfo).port) : await listen(server);
   return {
     kind,
     http: server,
@@ -84,8 +102,37 @@ export async function startTarget(kind: TargetKind, options: BidiOptions<any, an
     sweep: () => new BidiServer({ ...opts, sweepInterval: 0 }).sweep(),
     close: async () => {
       server.closeAllConnections?.();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (nest) await nest.close();
+      else await new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of servers) await s.dispose();
     },
   };
+}
+
+/**
+ * The options' hooks, served through BidiWebModule: a provider whose
+ * decorated methods forward to them, so the same suite runs through Nest's
+ * discovery and mounting.
+ */
+async function startNest(options: BidiOptions<any, any>): Promise<INestApplication> {
+  const { onOpen, onMessage, onClose, ...moduleOptions } = options;
+  @Injectable()
+  class ForwardingHandlers {
+    @OnOpen()
+    open(...args: Parameters<NonNullable<BidiOptions['onOpen']>>) {
+      return onOpen?.(...args);
+    }
+    @OnMessage()
+    message(...args: Parameters<NonNullable<BidiOptions['onMessage']>>) {
+      return onMessage?.(...args);
+    }
+    @OnClose()
+    close(...args: Parameters<NonNullable<BidiOptions['onClose']>>) {
+      return onClose?.(...args);
+    }
+  }
+  const module = { module: class ProtocolTestModule {}, imports: [BidiWebModule.forRoot(moduleOptions)], providers: [ForwardingHandlers] };
+  const app = await NestFactory.create(module, { logger: false, abortOnError: false });
+  await app.init();
+  return app;
 }

@@ -1,0 +1,563 @@
+/**
+ * What is specific to the NestJS module: forRoot / forRootAsync, handler
+ * discovery and routing, bootstrap errors, the push service, the tokens,
+ * where the routes are mounted, and unsupported platforms. (The protocol
+ * itself runs through Nest in test/protocol, target 'nest'.)
+ */
+import { All, Controller, Get, Injectable, Module, Post, Scope } from '@nestjs/common';
+import type { DynamicModule, INestApplication, INestApplicationContext, Type } from '@nestjs/common';
+import { HttpAdapterHost, NestFactory } from '@nestjs/core';
+import { ExpressAdapter } from '@nestjs/platform-express';
+import type { AddressInfo } from 'node:net';
+import { ReplaySubject } from 'rxjs';
+import {
+  BIDIWEB_OPTIONS,
+  BIDIWEB_SERVER,
+  BIDIWEB_STORE,
+  BidiServer,
+  BidiWebModule,
+  BidiWebService,
+  MemoryStore,
+  OnClose,
+  OnMessage,
+  OnOpen,
+  reject,
+  UnhandledMessageError,
+} from '../../src/nest';
+import type { BidiWebModuleOptions, BidiWebOptionsFactory, MessageInfo, OpenRequest, ServerSession, Store } from '../../src/nest';
+import { BidiWebHttpMount } from '../../src/nest/mount';
+import { Wire } from '../helpers/wire';
+
+const quiet: BidiWebModuleOptions = { sweepInterval: 0, onError: () => {} };
+
+interface Booted {
+  app: INestApplication;
+  origin: string;
+  wire: Wire;
+}
+
+const apps: INestApplicationContext[] = [];
+afterEach(async () => {
+  for (const app of apps.splice(0)) {
+    (app as INestApplication).getHttpServer?.()?.closeAllConnections?.();
+    await app.close();
+  }
+});
+
+function moduleOf(imports: Array<DynamicModule | Type>, providers: any[] = [], controllers: Type[] = []): DynamicModule {
+  @Module({})
+  class TestAppModule {}
+  return { module: TestAppModule, imports, providers, controllers };
+}
+
+async function boot(module: DynamicModule, adapter?: ExpressAdapter, path = '/session'): Promise<Booted> {
+  const app = adapter
+    ? await NestFactory.create(module, adapter, { logger: false, abortOnError: false })
+    : await NestFactory.create(module, { logger: false, abortOnError: false });
+  apps.push(app);
+  await app.listen(0, '127.0.0.1');
+  const origin = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
+  return { app, origin, wire: new Wire(origin + path) };
+}
+
+/** Bootstrap that is expected to fail: the error, with the app closed. */
+async function bootError(module: DynamicModule, adapter?: ExpressAdapter): Promise<Error> {
+  const app = adapter
+    ? await NestFactory.create(module, adapter, { logger: false, abortOnError: false })
+    : await NestFactory.create(module, { logger: false, abortOnError: false });
+  apps.push(app);
+  return app.init().then(
+    () => {
+      throw new Error('bootstrap succeeded');
+    },
+    (err: Error) => err,
+  );
+}
+
+/** Records every hook call with its arguments. */
+@Injectable()
+class RecordingHandlers {
+  readonly calls: Array<[string, ...unknown[]]> = [];
+
+  @OnOpen()
+  open(session: ServerSession, request: OpenRequest) {
+    const meta = request.meta as { nick?: string } | null;
+    if (meta?.nick === 'mallory') throw reject(403, 'not you');
+    session.user = { nick: meta?.nick };
+    this.calls.push(['open', request.meta, request.headers.get('x-test')]);
+  }
+
+  @OnMessage()
+  async message(session: ServerSession, data: unknown, info: MessageInfo) {
+    this.calls.push(['message', data, info.seq]);
+    await session.send({ echo: data, user: session.user });
+  }
+
+  @OnClose()
+  close(_session: ServerSession, reason: string) {
+    this.calls.push(['close', reason]);
+  }
+}
+
+describe('BidiWebModule.forRoot', () => {
+  it('mounts the routes and wires decorated provider methods with the core signatures', async () => {
+    const { app, wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [RecordingHandlers]));
+    const handlers = app.get(RecordingHandlers);
+    const open = await wire.open({ v: 1, meta: { nick: 'ann' } }, { 'x-test': 'yes' });
+    expect(open.status).toBe(201);
+    const sid = open.body.sid;
+    expect((await wire.send(sid, [[1, 'hi'], [2, { n: 2 }]])).body).toEqual({ ack: 2 });
+    expect((await wire.collect(sid, 2)).msgs).toEqual([
+      [1, { echo: 'hi', user: { nick: 'ann' } }],
+      [2, { echo: { n: 2 }, user: { nick: 'ann' } }],
+    ]);
+    await wire.close(sid);
+    expect(handlers.calls).toEqual([
+      ['open', { nick: 'ann' }, 'yes'],
+      ['message', 'hi', 1],
+      ['message', { n: 2 }, 2],
+      ['close', 'client'],
+    ]);
+  });
+
+  it('lets @OnOpen reject a session', async () => {
+    const { wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [RecordingHandlers]));
+    const r = await wire.open({ v: 1, meta: { nick: 'mallory' } });
+    expect([r.status, r.body]).toEqual([403, { error: { code: 'REJECTED', message: 'not you' } }]);
+  });
+
+  it('discovers handlers on a controller, next to its ordinary routes', async () => {
+    const seen: unknown[] = [];
+    @Controller('api')
+    class LiveController {
+      @Get('ping')
+      ping() {
+        return { pong: true };
+      }
+      @OnMessage()
+      onMessage(_session: ServerSession, data: unknown) {
+        seen.push(data);
+      }
+    }
+    const { origin, wire } = await boot(moduleOf([BidiWebModule.forRoot({ ...quiet, path: '/live' })], [], [LiveController]));
+    expect(await (await fetch(`${origin}/api/ping`)).json()).toEqual({ pong: true });
+    const sid = await new Wire(`${origin}/live`).openSid();
+    expect((await new Wire(`${origin}/live`).send(sid, [[1, 'via controller']])).body).toEqual({ ack: 1 });
+    expect(seen).toEqual(['via controller']);
+    expect((await wire.open()).status).toBe(404); // /session is not ours here: Nest's own 404
+  });
+
+  it('rejects the hooks as options: they come from decorators', async () => {
+    const options = { ...quiet, onMessage: () => {} } as BidiWebModuleOptions;
+    await expect(NestFactory.create(moduleOf([BidiWebModule.forRoot(options)]), { logger: false, abortOnError: false })).rejects.toThrow(
+      /take no onMessage: decorate a provider method with @OnMessage\(\)/,
+    );
+  });
+
+  it('is global: BidiWebService injects in a module that does not import it', async () => {
+    @Injectable()
+    class Pusher {
+      constructor(readonly bidi: BidiWebService) {}
+    }
+    @Module({ providers: [Pusher], exports: [Pusher] })
+    class FeatureModule {}
+    const { app } = await boot(moduleOf([BidiWebModule.forRoot(quiet), FeatureModule]));
+    expect(app.get(Pusher).bidi).toBe(app.get(BidiWebService));
+  });
+});
+
+describe('BidiWebModule.forRootAsync', () => {
+  const CONFIG = Symbol('CONFIG');
+  const store = new MemoryStore();
+  @Module({ providers: [{ provide: CONFIG, useValue: { path: '/from-config', store } }], exports: [CONFIG] })
+  class ConfigModule {}
+
+  it('takes useFactory + inject (+ imports)', async () => {
+    const { app, origin } = await boot(
+      moduleOf([
+        BidiWebModule.forRootAsync({
+          imports: [ConfigModule],
+          inject: [CONFIG],
+          useFactory: async (config: { path: string; store: Store }) => ({ ...quiet, path: config.path, store: config.store }),
+        }),
+      ]),
+    );
+    expect(app.get(BIDIWEB_STORE)).toBe(store);
+    expect(app.get(BIDIWEB_OPTIONS)).toMatchObject({ path: '/from-config' });
+    expect((await new Wire(`${origin}/from-config`).open()).status).toBe(201);
+  });
+
+  it('takes useClass', async () => {
+    @Injectable()
+    class BidiConfig implements BidiWebOptionsFactory {
+      createBidiWebOptions(): BidiWebModuleOptions {
+        return { ...quiet, path: '/by-class', wait: 1234 };
+      }
+    }
+    const { origin } = await boot(moduleOf([BidiWebModule.forRootAsync({ useClass: BidiConfig })]));
+    const r = await new Wire(`${origin}/by-class`).open();
+    expect([r.status, r.body.wait]).toEqual([201, 1234]);
+  });
+
+  it('takes useExisting (a factory exported by an imported module)', async () => {
+    @Injectable()
+    class SharedConfig implements BidiWebOptionsFactory {
+      createBidiWebOptions(): BidiWebModuleOptions {
+        return { ...quiet, path: '/existing' };
+      }
+    }
+    @Module({ providers: [SharedConfig], exports: [SharedConfig] })
+    class SharedModule {}
+    const { origin } = await boot(moduleOf([BidiWebModule.forRootAsync({ imports: [SharedModule], useExisting: SharedConfig })]));
+    expect((await new Wire(`${origin}/existing`).open()).status).toBe(201);
+  });
+
+  it('needs one of useFactory, useClass, useExisting', () => {
+    expect(() => BidiWebModule.forRootAsync({})).toThrow(/needs useFactory, useClass or useExisting/);
+  });
+});
+
+describe('tokens and BidiWebService', () => {
+  it('injects the store, the core server and the options by token; builds a MemoryStore by default and disposes it', async () => {
+    const { app, wire } = await boot(moduleOf([BidiWebModule.forRoot({ ...quiet, path: '/session' })]));
+    const store = app.get<Store>(BIDIWEB_STORE);
+    expect(store).toBeInstanceOf(MemoryStore);
+    const server = app.get<BidiServer>(BIDIWEB_SERVER);
+    expect(server).toBeInstanceOf(BidiServer);
+    expect(server.store).toBe(store);
+    expect(app.get(BIDIWEB_OPTIONS)).toMatchObject({ path: '/session' });
+    await wire.openSid();
+    expect((store as MemoryStore).size).toBe(1);
+    const dispose = jest.spyOn(store as MemoryStore, 'dispose');
+    app.getHttpServer().closeAllConnections();
+    await app.close();
+    apps.splice(apps.indexOf(app), 1);
+    expect(dispose).toHaveBeenCalledTimes(1);
+  });
+
+  it('leaves a store it was given open at shutdown', async () => {
+    const store = new MemoryStore();
+    const dispose = jest.spyOn(store, 'dispose');
+    const { app } = await boot(moduleOf([BidiWebModule.forRoot({ ...quiet, store })]));
+    expect(app.get(BIDIWEB_STORE)).toBe(store);
+    app.getHttpServer().closeAllConnections();
+    await app.close();
+    apps.splice(apps.indexOf(app), 1);
+    expect(dispose).not.toHaveBeenCalled();
+  });
+
+  it('pushes from anywhere: send, broadcast, publish, close reach the client in order', async () => {
+    @Injectable()
+    class Rooms {
+      @OnOpen()
+      async open(session: ServerSession) {
+        await session.join('room:a');
+      }
+    }
+    const { app, wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [Rooms]));
+    const bidi = app.get(BidiWebService);
+    const [a, b] = [await wire.openSid(), await wire.openSid()];
+    expect(await bidi.send(a, 'one')).toBe(1);
+    expect(await bidi.broadcast([a, b], 'two')).toEqual({ sent: 2, failed: [] });
+    expect((await bidi.publish('room:a', 'three')).sent).toBe(2);
+    expect(await bidi.hub.members('room:a')).toHaveLength(2);
+    await bidi.close(a, 'bye');
+    expect(await wire.collect(a, 3)).toEqual({
+      msgs: [
+        [1, 'one'],
+        [2, 'two'],
+        [3, 'three'],
+      ],
+      close: { seq: 4, reason: 'bye' },
+    });
+    expect((await wire.collect(b, 2)).msgs).toEqual([
+      [1, 'two'],
+      [2, 'three'],
+    ]);
+  });
+
+  it('works in a standalone application context (a worker): nothing mounted, the service pushes through the store', async () => {
+    const store = new MemoryStore();
+    const web = await boot(moduleOf([BidiWebModule.forRoot({ ...quiet, store })]));
+    const sid = await web.wire.openSid();
+    const worker = await NestFactory.createApplicationContext(moduleOf([BidiWebModule.forRoot({ ...quiet, store })]), { logger: false, abortOnError: false });
+    apps.push(worker);
+    await worker.get(BidiWebService).send(sid, 'from the worker');
+    expect((await web.wire.collect(sid, 1)).msgs).toEqual([[1, 'from the worker']]);
+  });
+});
+
+describe('@OnMessage filters', () => {
+  it('routes by field equality: the most specific filter wins, the catch-all comes last', async () => {
+    const got: Array<[string, unknown, number]> = [];
+    @Injectable()
+    class Chat {
+      @OnMessage({ type: 'say' })
+      say(_s: ServerSession, data: unknown, info: MessageInfo) {
+        got.push(['say', data, info.seq]);
+      }
+      @OnMessage({ type: 'say', room: 'ops' })
+      sayOps(_s: ServerSession, data: unknown) {
+        got.push(['sayOps', data, 0]);
+      }
+      @OnMessage({ type: 'ping' })
+      @OnMessage({ type: 'pong' })
+      pingPong(_s: ServerSession, data: unknown) {
+        got.push(['pingPong', data, 0]);
+      }
+    }
+    @Injectable()
+    class Fallback {
+      @OnMessage()
+      other(_s: ServerSession, data: unknown) {
+        got.push(['other', data, 0]);
+      }
+    }
+    const { wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [Fallback, Chat]));
+    const sid = await wire.openSid();
+    const msgs: unknown[] = [
+      { type: 'say', text: 'hi' },
+      { type: 'say', room: 'ops', text: 'deploy' },
+      { type: 'say', room: 'dev' },
+      { type: 'ping' },
+      { type: 'pong' },
+      { type: 'shout' },
+      'a string',
+      ['type', 'say'],
+      null,
+    ];
+    await wire.send(sid, msgs.map((m, i) => [i + 1, m] as [number, unknown]));
+    expect(got.map(([name]) => name)).toEqual(['say', 'sayOps', 'say', 'pingPong', 'pingPong', 'other', 'other', 'other', 'other']);
+    expect(got[0]).toEqual(['say', { type: 'say', text: 'hi' }, 1]);
+  });
+
+  it('reports a message no filter matches to onError as UnhandledMessageError and consumes it', async () => {
+    const errors: Array<[unknown, unknown]> = [];
+    const seen: unknown[] = [];
+    @Injectable()
+    class OnlySay {
+      @OnMessage({ type: 'say' })
+      say(_s: ServerSession, data: unknown) {
+        seen.push(data);
+      }
+    }
+    const { wire } = await boot(moduleOf([BidiWebModule.forRoot({ ...quiet, onError: (e, ctx) => void errors.push([e, ctx]) })], [OnlySay]));
+    const sid = await wire.openSid();
+    expect((await wire.send(sid, [[1, { type: 'shout' }], [2, { type: 'say' }]])).body).toEqual({ ack: 2 });
+    expect(seen).toEqual([{ type: 'say' }]);
+    expect(errors).toEqual([[expect.any(UnhandledMessageError), { phase: 'message', seq: 1 }]]);
+    expect((errors[0]![0] as UnhandledMessageError).seq).toBe(1);
+  });
+
+  it('refuses filters that are not objects of primitives', () => {
+    expect(() => OnMessage({ type: { nested: true } } as never)).toThrow(/must be a string, a finite number, a boolean or null/);
+    expect(() => OnMessage(['say'] as never)).toThrow(/must be an object/);
+  });
+});
+
+describe('bootstrap errors', () => {
+  it.each([
+    [
+      'two @OnOpen',
+      () => {
+        class A {
+          @OnOpen() a() {}
+        }
+        class B {
+          @OnOpen() b() {}
+        }
+        return [A, B];
+      },
+      /only one @OnOpen handler is allowed; found A\.a and B\.b/,
+    ],
+    [
+      'two @OnClose',
+      () => {
+        class A {
+          @OnClose() a() {}
+          @OnClose() b() {}
+        }
+        return [A];
+      },
+      /only one @OnClose handler is allowed; found A\.a and A\.b/,
+    ],
+    [
+      'two @OnMessage with the same filter',
+      () => {
+        class A {
+          @OnMessage({ type: 'say' }) a() {}
+        }
+        class B {
+          @OnMessage({ type: 'say' }) b() {}
+        }
+        return [A, B];
+      },
+      /two @OnMessage handlers with the filter \{"type":"say"\}: A\.a and B\.b/,
+    ],
+    [
+      'two catch-all @OnMessage',
+      () => {
+        class A {
+          @OnMessage() a() {}
+          @OnMessage() b() {}
+        }
+        return [A];
+      },
+      /two @OnMessage handlers with the filter \(none: every message\)/,
+    ],
+    [
+      'overlapping @OnMessage filters neither of which refines the other',
+      () => {
+        class A {
+          @OnMessage({ type: 'say' }) a() {}
+          @OnMessage({ room: 'ops' }) b() {}
+        }
+        return [A];
+      },
+      /can both match one message, e\.g\. \{"type":"say","room":"ops"\}/,
+    ],
+  ])('%s', async (_name, make, message) => {
+    const providers = (make as () => Type[])().map((cls) => (Injectable()(cls), cls));
+    const err = await bootError(moduleOf([BidiWebModule.forRoot(quiet)], providers));
+    expect(err.message).toMatch(message as RegExp);
+  });
+
+  it('counts a provider registered under two tokens (useExisting alias, same instance) once', async () => {
+    @Injectable()
+    class Handlers {
+      @OnOpen() open() {}
+    }
+    const { wire } = await boot(
+      moduleOf(
+        [BidiWebModule.forRoot(quiet)],
+        [Handlers, { provide: 'ALIAS', useExisting: Handlers }, { provide: 'SAME', useFactory: (h: Handlers) => h, inject: [Handlers] }],
+      ),
+    );
+    expect((await wire.open()).status).toBe(201);
+  });
+
+  it('refuses handlers on a request-scoped provider', async () => {
+    @Injectable({ scope: Scope.REQUEST })
+    class PerRequest {
+      @OnMessage() m() {}
+    }
+    const err = await bootError(moduleOf([BidiWebModule.forRoot(quiet)], [PerRequest]));
+    expect(err.message).toMatch(/PerRequest has bidiweb handlers but is request-scoped .* put them on a singleton/);
+  });
+
+  it('refuses handlers on a provider that depends on a request-scoped one', async () => {
+    @Injectable({ scope: Scope.REQUEST })
+    class RequestContext {}
+    @Injectable()
+    class Handlers {
+      constructor(readonly ctx: RequestContext) {}
+      @OnOpen() open() {}
+    }
+    const err = await bootError(moduleOf([BidiWebModule.forRoot(quiet)], [RequestContext, Handlers]));
+    expect(err.message).toMatch(/Handlers has bidiweb handlers but is request-scoped \(or depends on a request-scoped provider\)/);
+  });
+
+  it('refuses handlers on a transient provider', async () => {
+    @Injectable({ scope: Scope.TRANSIENT })
+    class Fresh {
+      @OnClose() c() {}
+    }
+    const err = await bootError(moduleOf([BidiWebModule.forRoot(quiet)], [Fresh]));
+    expect(err.message).toMatch(/Fresh has bidiweb handlers but is transient/);
+  });
+
+  it('ignores request-scoped providers without handlers', async () => {
+    @Injectable({ scope: Scope.REQUEST })
+    class PerRequest {
+      hello() {}
+    }
+    const { wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [PerRequest]));
+    expect((await wire.open()).status).toBe(201);
+  });
+});
+
+describe('mounting on the Express platform', () => {
+  it('comes before Nest body parsing, middleware and routes (even a catch-all), and leaves other paths to Nest', async () => {
+    const seen: unknown[] = [];
+    @Controller()
+    class Greedy {
+      @Post('session')
+      shadow() {
+        return 'shadowed';
+      }
+      @Get('hello')
+      hello() {
+        return 'world';
+      }
+      @All('other/*rest')
+      other() {
+        return 'other';
+      }
+    }
+    @Injectable()
+    class Sink {
+      @OnMessage() m(_s: ServerSession, d: unknown) {
+        seen.push(d);
+      }
+    }
+    const { app, origin, wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [Greedy]));
+    expect(app.get(HttpAdapterHost).httpAdapter.getType()).toBe('express');
+    const sid = await wire.openSid();
+    // Malformed JSON gets bidiweb's answer, not Nest's body parser's.
+    const bad = await wire.sendRaw(sid, '{"msgs":');
+    expect([bad.status, bad.body]).toEqual([400, { error: { code: 'BAD_REQUEST', message: expect.any(String) } }]);
+    // Above Nest's default JSON limit (100 kB), within bidiweb's (1 MB).
+    const big = 'x'.repeat(200_000);
+    expect((await wire.send(sid, [[1, big]])).body).toEqual({ ack: 1 });
+    expect(seen).toEqual([big]);
+    expect(await (await fetch(`${origin}/hello`)).text()).toBe('world');
+    expect(await (await fetch(`${origin}/other/x`, { method: 'POST' })).text()).toBe('other');
+    const missing = await fetch(`${origin}/nope`);
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toMatchObject({ statusCode: 404 }); // Nest's own 404
+  });
+
+  it('mounts when the adapter arrives after the providers were built (as with Test.createTestingModule)', async () => {
+    const used: unknown[] = [];
+    const adapter = { getType: () => 'express', getInstance: () => ({ use: (h: unknown) => used.push(h) }) };
+    const host = { init$: new ReplaySubject<void>(), httpAdapter: undefined as unknown };
+    const server = new BidiServer({ sweepInterval: 0 });
+    const mount = new BidiWebHttpMount(host as unknown as HttpAdapterHost, server, new MemoryStore(), {});
+    expect(used).toHaveLength(0);
+    host.httpAdapter = adapter;
+    host.init$.next();
+    expect(used).toHaveLength(1);
+    mount.onModuleInit(); // no second mount
+    expect(used).toHaveLength(1);
+    await mount.onApplicationShutdown();
+  });
+});
+
+describe('unsupported platforms', () => {
+  class FakeFastifyAdapter extends ExpressAdapter {
+    override getType(): string {
+      return 'fastify';
+    }
+  }
+
+  it('fails at startup on Fastify with a clear message', async () => {
+    const err = await bootError(moduleOf([BidiWebModule.forRoot(quiet)], [RecordingHandlers]), new FakeFastifyAdapter());
+    expect(err.message).toMatch(/BidiWebModule does not support the Fastify platform \(@nestjs\/platform-fastify\): it mounts on the Express platform only/);
+  });
+
+  it('fails in onModuleInit given a host whose adapter is Fastify, mounting nothing', () => {
+    const use = jest.fn();
+    const host = { httpAdapter: { getType: () => 'fastify', getInstance: () => ({ use }) } };
+    const mount = new BidiWebHttpMount(host as unknown as HttpAdapterHost, new BidiServer({ sweepInterval: 0 }), new MemoryStore(), {});
+    expect(() => mount.onModuleInit()).toThrow(/does not support the Fastify platform/);
+    expect(use).not.toHaveBeenCalled();
+    return mount.onApplicationShutdown();
+  });
+
+  it('names other platforms too', () => {
+    const host = { httpAdapter: { getType: () => 'hyper-express', getInstance: () => ({}) } };
+    const mount = new BidiWebHttpMount(host as unknown as HttpAdapterHost, new BidiServer({ sweepInterval: 0 }), new MemoryStore(), {});
+    expect(() => mount.onModuleInit()).toThrow(/does not support the "hyper-express" HTTP platform/);
+    return mount.onApplicationShutdown();
+  });
+});

@@ -1,0 +1,118 @@
+/**
+ * Smoke test of the NestJS chat sample (samples/nest): the real Nest app on
+ * a free port, sessions opened with the real client (src/client).
+ */
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { AddressInfo } from 'node:net';
+import vm from 'node:vm';
+import { open } from '../../src/client';
+import type { BidiClientSession, CloseEvent } from '../../src/client';
+import { createNestChatApp } from '../../samples/nest/app.module';
+
+let app: NestExpressApplication;
+let base: string;
+const logged: string[] = [];
+
+beforeAll(async () => {
+  app = await createNestChatApp({ sweepInterval: 0, log: (line) => logged.push(line), logger: false });
+  await app.listen(0, '127.0.0.1');
+  base = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  app.getHttpServer().closeAllConnections();
+  await app.close();
+});
+
+function join(nick: string, room: string) {
+  const s: BidiClientSession<any, unknown> = open(`${base}/session`, { meta: { nick, room }, retry: { initialDelayMs: 20, maxDelayMs: 200 } });
+  const received: any[] = [];
+  const closed: CloseEvent[] = [];
+  s.on('message', (m) => received.push(m));
+  s.on('close', (e) => closed.push(e));
+  const opened = new Promise<void>((resolve, rejectOpen) => {
+    s.once('open', () => resolve());
+    s.once('close', (e) => rejectOpen(Object.assign(new Error(e.reason), e)));
+  });
+  opened.catch(() => {});
+  return { s, received, closed, opened };
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const ofType = (msgs: any[], type: string) => msgs.filter((m) => m.type === type);
+const lastPresence = (msgs: any[]) => ofType(msgs, 'presence').at(-1)?.nicks;
+
+test('two sessions in a room: join, presence, say in order, leave', async () => {
+  const ann = join('ann', 'lobby');
+  await ann.opened;
+  await ann.s.send({ type: 'hello' });
+  const bob = join('bob', 'lobby');
+  await bob.opened;
+  await bob.s.send({ type: 'hello' });
+  await waitFor('ann to see bob', () => lastPresence(ann.received)?.length === 2);
+  expect(lastPresence(ann.received)).toEqual(['ann', 'bob']);
+  expect(ofType(ann.received, 'joined').map((m) => m.nick)).toEqual(['ann', 'bob']);
+
+  const lines = ['hi bob', 'how are you?', 'third', 'fourth', 'fifth'];
+  await Promise.all(lines.map((text) => ann.s.send({ type: 'say', text })));
+  await waitFor('bob to get every line', () => ofType(bob.received, 'said').length === lines.length);
+  const said = ofType(bob.received, 'said');
+  expect(said.map((m) => [m.from, m.text])).toEqual(lines.map((l) => ['ann', l]));
+  expect(new Set(said.map((m) => m.id)).size).toBe(lines.length);
+  expect(JSON.stringify(bob.received)).not.toContain(ann.s.id!);
+
+  await bob.s.close();
+  expect(bob.closed).toEqual([expect.objectContaining({ code: 'CLIENT' })]);
+  await waitFor('ann to see bob leave', () => ofType(ann.received, 'left').length === 1 && lastPresence(ann.received)?.length === 1);
+  expect(ofType(ann.received, 'left')[0]).toMatchObject({ nick: 'bob' });
+  await ann.s.close();
+});
+
+test('bad messages get an error back (the catch-all @OnMessage), nothing is published', async () => {
+  const cy = join('cy', 'bad-room');
+  await cy.opened;
+  await cy.s.send({ type: 'say', text: 'x'.repeat(2001) });
+  await cy.s.send({ type: 'shout', text: 'hi' });
+  await cy.s.send({ type: 'say', text: 42 });
+  await cy.s.send('not even an object');
+  await waitFor('four errors', () => ofType(cy.received, 'error').length === 4);
+  expect(ofType(cy.received, 'error').map((m) => m.message)).toEqual([
+    'a message may be at most 2000 characters',
+    'unknown message',
+    'unknown message',
+    'unknown message',
+  ]);
+  expect(ofType(cy.received, 'said')).toEqual([]);
+  expect(cy.received[0]).toMatchObject({ type: 'joined', nick: 'cy' });
+  await cy.s.close();
+});
+
+test('a bad nick or room is rejected with 400 by @OnOpen', async () => {
+  const bad = join('', 'lobby');
+  await expect(bad.opened).rejects.toMatchObject({ code: 'REJECTED', status: 400 });
+  const badRoom = join('dee', 'Not A Room');
+  await expect(badRoom.opened).rejects.toMatchObject({ code: 'REJECTED', status: 400 });
+});
+
+test('serves the chat page and the client bundle next to the session routes', async () => {
+  const page = await fetch(`${base}/`);
+  expect(page.status).toBe(200);
+  expect(await page.text()).toContain('<script src="bidiweb.js">');
+  const js = await fetch(`${base}/bidiweb.js`);
+  expect(js.status).toBe(200);
+  expect(js.headers.get('content-type')).toMatch(/^text\/javascript/);
+  const sandbox: Record<string, any> = {};
+  vm.runInNewContext(await js.text(), sandbox);
+  expect(typeof sandbox.bidiweb.open).toBe('function');
+});
+
+test('no errors were logged', () => {
+  expect(logged).toEqual([]);
+});
