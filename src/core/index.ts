@@ -4,7 +4,7 @@ export { DEFAULT_LIMITS } from './limits';
 export type { Limits } from './limits';
 export { SID_HEADER } from './http';
 export type { BidiRequest, BidiResponse, CorsOptions, HeaderReader } from './http';
-export { BidiServer, createBidiServer } from './server';
+export { BidiServer, createBidiServer, toBidiServer } from './server';
 export type { BidiOptions, BroadcastResult, ErrorPhase, Hub, MessageInfo, OpenRequest, RequestCheck, SessionView } from './server';
 export { ServerSession } from './session';
 export type { SendOptions, WhenFull } from './session';

@@ -579,6 +579,17 @@ export function createBidiServer<User = unknown, State extends object = Record<s
   return new BidiServer(options);
 }
 
+/**
+ * Adapters accept options or a server built elsewhere. Duck-typed: the ESM
+ * and CJS builds each have their own class object, so `instanceof` can lie.
+ */
+export function toBidiServer<User, State extends object>(
+  optionsOrServer: BidiOptions<User, State> | BidiServer<User, State> = {},
+): BidiServer<User, State> {
+  const x = optionsOrServer as BidiServer<User, State>;
+  return typeof x.handle === 'function' && 'hub' in x ? x : new BidiServer(optionsOrServer as BidiOptions<User, State>);
+}
+
 function appendSeq(r: AppendResult): number {
   switch (r.status) {
     case 'ok':
