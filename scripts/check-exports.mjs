@@ -5,6 +5,9 @@ const require = createRequire(import.meta.url);
 const checks = {
   bidiweb: ['createBidiServer', 'MemoryStore', 'BidiError', 'toFetchHandler', 'reject'],
   'bidiweb/express': ['bidiWeb'],
+  'bidiweb/koa': ['bidiWeb'],
+  'bidiweb/nest': ['BidiWebModule', 'OnMessage', 'BidiWebService'],
+  'bidiweb/redis': ['RedisStore'],
   'bidiweb/node': ['createNodeHandler'],
   'bidiweb/client': ['open'],
 };
