@@ -8,5 +8,6 @@ module.exports = {
     '^.+\\.ts$': ['ts-jest', { tsconfig: { module: 'commonjs', moduleResolution: 'node', target: 'ES2022', esModuleInterop: true, isolatedModules: true, experimentalDecorators: true, emitDecoratorMetadata: true, types: ['node', 'jest'] }, diagnostics: false }],
   },
   moduleFileExtensions: ['ts', 'js', 'json', 'lua'],
+  reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],
   testTimeout: 30000,
 };
