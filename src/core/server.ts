@@ -569,7 +569,9 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       }
       return;
     }
-    console.error(`[bidiweb] ${context.phase} error:`, error);
+    // The stack only: errors from store clients carry their command's arguments
+    // (session keys, so session ids) as properties, and sids are never logged.
+    console.error(`[bidiweb] ${context.phase} error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   }
 }
 
