@@ -23,6 +23,7 @@ export type {
   CloseEvent,
   FetchInitLike,
   FetchLike,
+  FetchBodyReader,
   FetchResponseLike,
   HeadersOption,
   MessageInfo,

@@ -29,6 +29,7 @@ const MIN_DELETE_TIMEOUT_MS = 1_000;
 
 interface ResolvedOptions {
   wait?: number;
+  stream: boolean;
   maxInflight: number;
   initialDelayMs: number;
   maxDelayMs: number;
@@ -53,6 +54,7 @@ function resolveOptions(o: ClientOptions): ResolvedOptions {
     resendAfterMs: option('resendAfterMs', o.resendAfterMs, 2_000, 1),
     closeTimeoutMs: option('closeTimeoutMs', o.closeTimeoutMs, 5_000, 0),
     requestTimeoutMs: option('requestTimeoutMs', o.requestTimeoutMs, 30_000, 1),
+    stream: o.stream === true,
   };
   if (o.wait !== undefined) out.wait = option('wait', o.wait, 0, 0);
   return out;
@@ -359,6 +361,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     this.watcher = new Watcher(this.host, {
       sid,
       waitMs,
+      stream: this.opts.stream,
       initialDelayMs: this.opts.initialDelayMs,
       maxDelayMs: this.opts.maxDelayMs,
     });

@@ -4,7 +4,7 @@
  */
 import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError, describe } from './errors';
-import type { FetchLike, HeadersOption, Operation } from './types';
+import type { FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
 
 /** The request header that carries the session id. */
 export const SID_HEADER = 'Bidi-Sid';
@@ -16,6 +16,8 @@ export interface Reply {
   body: unknown;
   /** From `Retry-After`, if present. */
   retryAfterMs?: number;
+  /** A streaming watch answered: its frames went to `onFrame`; `body` is undefined. */
+  streamed?: boolean;
 }
 
 /** What to do with a reply. */
@@ -35,7 +37,14 @@ export interface RequestSpec {
   timeoutMs: number;
   /** Aborting it cancels the request: `request()` then throws {@link AbortedError}. */
   signal: AbortSignal;
+  /**
+   * For a streaming watch: called with each frame (a parsed JSON value) of a
+   * `200` answered as a stream (`application/x-ndjson`), as it arrives.
+   */
+  onFrame?: (frame: unknown) => void;
 }
+
+const STREAM_TYPE = 'application/x-ndjson';
 
 /** Byte length of the UTF-8 encoding of `s`. */
 export function utf8Length(s: string): number {
@@ -65,7 +74,10 @@ export function splitBaseUrl(url: string): { path: string; query: string } {
 
 /** Rejects with {@link AbortedError} as soon as `signal` aborts, whatever `p` does. */
 function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new AbortedError());
+  if (signal.aborted) {
+    p.catch(() => {}); // it may still reject (with the abort): nobody waits for it any more
+    return Promise.reject(new AbortedError());
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(new AbortedError());
     signal.addEventListener('abort', onAbort, { once: true });
@@ -101,10 +113,14 @@ export class Transport {
   }
 
   url(path: RequestSpec['path'], query?: Record<string, number>): string {
-    const parts: string[] = [];
-    if (this.base.query) parts.push(this.base.query);
-    if (query) for (const [k, v] of Object.entries(query)) parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
-    return this.base.path + path + (parts.length ? `?${parts.join('&')}` : '');
+    let q = this.base.query;
+    if (query) {
+      for (const k in query) {
+        if (!Object.prototype.hasOwnProperty.call(query, k)) continue;
+        q += (q ? '&' : '') + encodeURIComponent(k) + '=' + encodeURIComponent(String(query[k]));
+      }
+    }
+    return this.base.path + path + (q ? '?' + q : '');
   }
 
   /**
@@ -123,20 +139,28 @@ export class Transport {
       timedOut = true;
       ctl.abort();
     }, Math.max(0, spec.timeoutMs));
-    const what = `${spec.method} ${spec.path || '/'}`;
     try {
       let headers: Record<string, string>;
-      try {
-        headers = await abortable(this.resolveHeaders(spec), ctl.signal);
-      } catch (err) {
-        if (err instanceof AbortedError) throw err;
-        throw new BidiClientError('HEADERS_ERROR', `the headers option threw: ${describe(err)}`, { cause: err });
+      const option = this.headers;
+      if (typeof option === 'function') {
+        try {
+          headers = requestHeaders(await abortable(Promise.resolve().then(() => option()), ctl.signal), spec);
+        } catch (err) {
+          if (err instanceof AbortedError) throw err;
+          throw new BidiClientError('HEADERS_ERROR', `the headers option threw: ${describe(err)}`, { cause: err });
+        }
+      } else {
+        headers = requestHeaders(option, spec); // no await: a static object costs no extra turn
       }
       const init = { method: spec.method, headers, signal: ctl.signal, cache: 'no-store' as const };
       const res = await abortable(
         this.fetchImpl(this.url(spec.path, spec.query), spec.body === undefined ? init : { ...init, body: spec.body }),
         ctl.signal,
       );
+      if (spec.onFrame && res.status === 200 && (res.headers.get('content-type') ?? '').startsWith(STREAM_TYPE)) {
+        await readFrames(res, ctl.signal, spec.onFrame);
+        return { status: 200, body: undefined, streamed: true };
+      }
       const text = await abortable(res.text(), ctl.signal);
       let body: unknown;
       if (text !== '') {
@@ -153,6 +177,7 @@ export class Transport {
     } catch (err) {
       if (signal.aborted) throw new AbortedError();
       if (err instanceof BidiClientError) throw err;
+      const what = `${spec.method} ${spec.path || '/'}`;
       if (timedOut) throw new BidiClientError('TIMEOUT', `${what} timed out after ${spec.timeoutMs} ms`);
       throw new BidiClientError('NETWORK_ERROR', `${what} failed: ${describe(err)}`, { cause: err });
     } finally {
@@ -161,19 +186,72 @@ export class Transport {
     }
   }
 
-  private async resolveHeaders(spec: RequestSpec): Promise<Record<string, string>> {
-    const out: Record<string, string> = { Accept: 'application/json' };
-    const extra = typeof this.headers === 'function' ? await this.headers() : this.headers;
-    if (extra) {
-      for (const [k, v] of Object.entries(extra)) {
-        const lower = k.toLowerCase();
-        if (v === undefined || lower === 'content-type' || lower === SID_HEADER.toLowerCase()) continue;
-        out[k] = String(v);
+}
+
+const SID_HEADER_LOWER = SID_HEADER.toLowerCase();
+
+/** The headers of one request: Accept, the app's (without the two the client owns), Content-Type, Bidi-Sid. */
+function requestHeaders(extra: Record<string, string | undefined> | undefined, spec: RequestSpec): Record<string, string> {
+  const out: Record<string, string> = { Accept: 'application/json' };
+  if (extra) {
+    for (const k in extra) {
+      if (!Object.prototype.hasOwnProperty.call(extra, k)) continue;
+      const v = extra[k];
+      if (v === undefined) continue;
+      const lower = k.toLowerCase();
+      if (lower === 'content-type' || lower === SID_HEADER_LOWER) continue;
+      out[k] = String(v);
+    }
+  }
+  if (spec.body !== undefined) out['Content-Type'] = 'application/json';
+  if (spec.sid !== undefined) out[SID_HEADER] = spec.sid;
+  return out;
+}
+
+/**
+ * Reads a streaming watch: one JSON value per line, each handed to `onFrame`
+ * as soon as its line is complete. A frame that is not JSON is a transient
+ * error (the watch is retried). Without a readable body (a fetch that only
+ * has `text()`), the frames come when the response ends.
+ */
+async function readFrames(res: FetchResponseLike, signal: AbortSignal, onFrame: (frame: unknown) => void): Promise<void> {
+  const emit = (line: string): void => {
+    if (line === '') return;
+    let frame: unknown;
+    try {
+      frame = JSON.parse(line);
+    } catch {
+      throw new BidiClientError('BAD_RESPONSE', 'watch: a stream frame is not JSON');
+    }
+    if (!signal.aborted) onFrame(frame);
+  };
+  const reader = res.body?.getReader();
+  if (!reader) {
+    const text = await abortable(res.text(), signal);
+    for (const line of text.split('\n')) emit(line);
+    return;
+  }
+  const decoder = new TextDecoder();
+  let pending = '';
+  let finished = false;
+  try {
+    for (;;) {
+      if (signal.aborted) throw new AbortedError();
+      const { done, value } = await abortable(reader.read(), signal);
+      if (done) break;
+      pending += decoder.decode(value, { stream: true });
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) !== -1) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        emit(line);
       }
     }
-    if (spec.body !== undefined) out['Content-Type'] = 'application/json';
-    if (spec.sid !== undefined) out[SID_HEADER] = spec.sid;
-    return out;
+    finished = true;
+    emit(pending + decoder.decode());
+  } finally {
+    // Stopped early (aborted, or a bad frame): let the connection go.
+    if (!finished) reader.cancel().catch(() => {});
   }
 }
 

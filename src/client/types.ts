@@ -102,6 +102,18 @@ export interface FetchResponseLike {
   readonly status: number;
   readonly headers: { get(name: string): string | null };
   text(): Promise<string>;
+  /**
+   * The body as a stream (a fetch `Response.body` fits). Only a streaming
+   * watch (`stream: true`) reads it, to see each frame as it arrives; without
+   * it the frames are read when the response ends.
+   */
+  readonly body?: { getReader(): FetchBodyReader } | null;
+}
+
+/** The subset of a `ReadableStreamDefaultReader` the client uses. */
+export interface FetchBodyReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+  cancel(reason?: unknown): Promise<void>;
 }
 
 /** The subset of the `RequestInit` that the client passes to fetch. */
@@ -139,6 +151,18 @@ export interface ClientOptions {
   fetch?: FetchLike;
   /** Watch wait in ms. Default: the server's `wait` from the open response (clamped to `limits.maxWait`). */
   wait?: number;
+  /**
+   * Streaming watch: ask the server (`stream=1`) to keep each watch response
+   * open and write every new batch of messages on it as a frame, until the
+   * wait ends, instead of answering once per batch. Fewer requests and lower
+   * latency when messages are frequent. Default `false`: a proxy that buffers
+   * responses would hold the frames back until the wait ends; turn it on when
+   * nothing between the client and the server buffers (or it is told not to,
+   * e.g. nginx `proxy_buffering off`, which the server's `X-Accel-Buffering: no`
+   * also asks for). A server without streaming answers the plain way, which
+   * the client handles as usual.
+   */
+  stream?: boolean;
   /** Maximum concurrent send POSTs. Default 4. */
   maxInflight?: number;
   /** Backoff for network errors, 5xx and 429 (429 honours `Retry-After`). */

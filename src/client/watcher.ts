@@ -21,6 +21,13 @@ export const WATCH_TIMEOUT_MARGIN_MS = 10_000;
 /** At most this many out-of-order messages are held; later ones are dropped (the server resends them). */
 export const MAX_HELD_MESSAGES = 10_000;
 
+/** What the frames of one streaming watch said. */
+interface StreamState {
+  superseded: boolean;
+  fatal?: Extract<Outcome, { kind: 'fatal' }>;
+  frames: number;
+}
+
 export interface CloseMarker {
   seq: number;
   reason: string;
@@ -46,6 +53,8 @@ export interface WatcherHost {
 export interface WatcherOptions {
   sid: string;
   waitMs: number;
+  /** Ask for streaming watches (`stream=1`). */
+  stream?: boolean;
   initialDelayMs: number;
   maxDelayMs: number;
 }
@@ -103,17 +112,34 @@ export class Watcher {
     while (!this.stopped) {
       const ctl = (this.ctl = new AbortController());
       const wait = this.probing ? 0 : this.opts.waitMs;
+      const streaming = this.opts.stream === true && !this.probing;
+      const stream: StreamState = { superseded: false, frames: 0 };
+      const started = Date.now();
       let outcome: Outcome;
       try {
         const reply = await this.host.transport.request({
           method: 'GET',
           path: '/watch',
-          query: { ack: this.delivered, wait },
+          query: streaming ? { ack: this.delivered, wait, stream: 1 } : { ack: this.delivered, wait },
           sid: this.opts.sid,
           timeoutMs: wait + WATCH_TIMEOUT_MARGIN_MS,
           signal: ctl.signal,
+          ...(streaming ? { onFrame: (frame: unknown) => this.onFrame(frame, stream) } : {}),
         });
-        outcome = classify(reply, 'watch');
+        if (reply.streamed) {
+          if (this.stopped) return;
+          if (stream.fatal) outcome = stream.fatal;
+          else if (stream.superseded) outcome = { kind: 'ok', body: { superseded: true } };
+          else if (stream.frames === 0 && Date.now() - started < wait / 2) {
+            // Ended early with nothing (a proxy cutting streams, a server going down): back off, do not spin.
+            outcome = { kind: 'retry', error: new BidiClientError('BAD_RESPONSE', 'watch: the stream ended early without a frame') };
+          } else {
+            this.backoff.reset();
+            continue; // the stream ended (its wait, or enough sent to need an ack): watch again
+          }
+        } else {
+          outcome = classify(reply, 'watch');
+        }
       } catch (err) {
         if (this.stopped) return;
         if (err instanceof AbortedError) continue; // replaced by probe()
@@ -153,6 +179,38 @@ export class Watcher {
       await this.host.timers.sleep(delay, ctl.signal);
       this.host.retryDone('watch');
     }
+  }
+
+  /**
+   * One frame of a streaming watch: a watch body, handled as soon as it
+   * arrives; or an error (as a 4xx would be) or `superseded`, which end the
+   * stream.
+   */
+  private onFrame(frame: unknown, stream: StreamState): void {
+    if (this.stopped || stream.fatal || stream.superseded) return;
+    stream.frames++;
+    if (!frame || typeof frame !== 'object' || Array.isArray(frame)) {
+      throw new BidiClientError('BAD_RESPONSE', 'watch: a stream frame is not a JSON object');
+    }
+    const body = frame as Record<string, unknown>;
+    if (body.error && typeof body.error === 'object') {
+      const { code, message } = body.error as { code?: unknown; message?: unknown };
+      const errorCode = typeof code === 'string' ? code : undefined;
+      stream.fatal = {
+        kind: 'fatal',
+        status: errorCode === 'UNKNOWN_SESSION' ? 404 : 400,
+        ...(errorCode !== undefined ? { errorCode } : {}),
+        message: typeof message === 'string' ? message : 'watch stream error',
+      };
+      return;
+    }
+    if (body.superseded === true) {
+      stream.superseded = true;
+      return;
+    }
+    this.supersededInARow = 0;
+    this.backoff.reset();
+    this.handle(body);
   }
 
   /** Processes a watch response body. */

@@ -3,7 +3,7 @@
  * serverless and edge runtimes (and anything else that speaks Fetch).
  */
 import { BidiError } from './errors';
-import type { BidiRequest } from './http';
+import type { BidiRequest, BidiStream } from './http';
 import type { BidiOptions, BidiServer } from './server';
 import { createBidiServer } from './server';
 
@@ -44,7 +44,26 @@ export function fetchRequestToBidi(request: Request): BidiRequest {
     text: (limit) => readLimited(request, limit),
     signal: request.signal,
     raw: request,
+    canStream: typeof ReadableStream === 'function',
   };
+}
+
+/** A streaming watch as a Web stream: the first chunk, then each frame as it comes. */
+function streamBody(first: string, stream: BidiStream): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder();
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (first) controller.enqueue(encoder.encode(first));
+    },
+    async pull(controller) {
+      const chunk = await stream.next();
+      if (chunk === null) controller.close();
+      else controller.enqueue(encoder.encode(chunk));
+    },
+    cancel() {
+      stream.close();
+    },
+  });
 }
 
 /**
@@ -59,6 +78,7 @@ export function toFetchHandler(serverOrOptions: BidiServer<any, any> | BidiOptio
       headers: { 'content-type': 'application/json; charset=utf-8' },
       body: JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such path' } }),
     };
+    if (res.stream) return new Response(streamBody(res.body, res.stream), { status: res.status, headers: res.headers });
     return new Response(res.status === 204 ? null : res.body, { status: res.status, headers: res.headers });
   };
 }

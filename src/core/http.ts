@@ -23,12 +23,32 @@ export interface BidiRequest {
   signal?: AbortSignal;
   /** The framework's own request object, handed to hooks untouched. */
   raw?: unknown;
+  /**
+   * The adapter can write a {@link BidiResponse.stream} (frames as they come,
+   * not buffered). Without it a client's `stream=1` watch is answered the
+   * plain way, which every client understands.
+   */
+  canStream?: boolean;
 }
 
 export interface BidiResponse {
   status: number;
   headers: Record<string, string>;
   body: string;
+  /**
+   * A streaming watch: after `body`, write each chunk `next()` resolves with,
+   * as soon as it comes (no buffering), until it resolves `null`; then end the
+   * response. If the response cannot be written any more (the client went
+   * away), call `close()`. Only set when the request had `canStream`.
+   */
+  stream?: BidiStream;
+}
+
+export interface BidiStream {
+  /** The next chunk of the body, or `null` when the body is complete. Never rejects. */
+  next(): Promise<string | null>;
+  /** Stop early and release everything (idempotent). */
+  close(): void;
 }
 
 export interface CorsOptions {

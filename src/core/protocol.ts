@@ -14,6 +14,7 @@ export const PROTOCOL_VERSION = 1;
 
 export function isJsonContentType(value: string | null): boolean {
   if (!value) return false;
+  if (value === 'application/json') return true;
   const type = value.split(';', 1)[0]!.trim().toLowerCase();
   return type === 'application/json';
 }
@@ -75,24 +76,41 @@ export function parseSend(body: Record<string, unknown>, limits: Limits): SendBo
   if (rawMsgs.length > limits.maxMessagesPerRequest) {
     throw new BidiError('TOO_MANY_MESSAGES', `at most ${limits.maxMessagesPerRequest} messages per request`);
   }
-  const bySeq = new Map<number, string>();
+  const max = limits.maxMessageBytes;
+  let msgs: StoredMessage[] = [];
+  let ascending = true;
   for (const item of rawMsgs) {
     if (!Array.isArray(item) || item.length !== 2) throw new BidiError('BAD_REQUEST', 'each message must be a [seq, data] pair');
     const [seq, data] = item as [unknown, unknown];
     if (!isSeq(seq) || seq === 0) throw new BidiError('BAD_REQUEST', 'a message seq must be a positive integer');
-    const json = JSON.stringify(data);
-    if (utf8Length(json) > limits.maxMessageBytes) {
-      throw new BidiError('MESSAGE_TOO_LARGE', `message ${seq} exceeds ${limits.maxMessageBytes} bytes`);
+    let json: string;
+    try {
+      json = JSON.stringify(data);
+    } catch {
+      // JSON.parse accepts nesting deeper than JSON.stringify can walk back (stack depth).
+      throw new BidiError('BAD_REQUEST', `message ${seq} is nested too deeply`);
     }
-    if (!bySeq.has(seq)) bySeq.set(seq, json);
+    // A UTF-16 length of at most max / 3 cannot exceed max UTF-8 bytes: count only when it might.
+    if (json.length * 3 > max && utf8Length(json) > max) {
+      throw new BidiError('MESSAGE_TOO_LARGE', `message ${seq} exceeds ${max} bytes`);
+    }
+    if (msgs.length > 0 && seq <= msgs[msgs.length - 1]!.seq) ascending = false;
+    msgs.push({ seq, json });
   }
-  const msgs = [...bySeq].map(([seq, json]) => ({ seq, json })).sort((a, b) => a.seq - b.seq);
+  if (!ascending) {
+    // Retransmissions and reordering: sort, and keep the first copy of each seq.
+    const bySeq = new Map<number, string>();
+    for (const m of msgs) if (!bySeq.has(m.seq)) bySeq.set(m.seq, m.json);
+    msgs = [...bySeq].map(([seq, json]) => ({ seq, json })).sort((a, b) => a.seq - b.seq);
+  }
   return ack === undefined ? { msgs } : { msgs, ack };
 }
 
 export interface WatchQuery {
   ack: number;
   wait: number;
+  /** `stream=1`: the client asks for a streaming watch (several frames on one response). */
+  stream: boolean;
 }
 
 export function parseWatch(query: URLSearchParams, defaultWait: number, maxWait: number): WatchQuery {
@@ -101,7 +119,7 @@ export function parseWatch(query: URLSearchParams, defaultWait: number, maxWait:
   const ack = parseInteger(ackText, 'ack');
   const waitText = query.get('wait');
   const wait = waitText === null ? defaultWait : Math.min(parseInteger(waitText, 'wait'), maxWait);
-  return { ack, wait };
+  return { ack, wait, stream: query.get('stream') === '1' };
 }
 
 function parseInteger(text: string, name: string): number {
@@ -118,6 +136,9 @@ export function messagesJson(msgs: readonly StoredMessage[]): string {
   }
   return out + ']';
 }
+
+/** The content type of a streaming watch: one watch body per line. */
+export const STREAM_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';
 
 export function watchBody(
   msgs: readonly StoredMessage[],

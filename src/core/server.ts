@@ -4,14 +4,14 @@
  * process or many) can serve the same sessions.
  */
 import { BidiError, toBidiError } from './errors';
-import type { BidiRequest, BidiResponse, CorsOptions, HeaderReader } from './http';
+import type { BidiRequest, BidiResponse, BidiStream, CorsOptions, HeaderReader } from './http';
 import { CorsPolicy, jsonResponse } from './http';
 import type { Limits } from './limits';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimits } from './limits';
-import { PROTOCOL_VERSION, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
+import { PROTOCOL_VERSION, STREAM_CONTENT_TYPE, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
 import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
-import type { AppendResult, ReadResult, Store, StoreEvent, StoredMessage } from './store';
+import type { AppendResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
 import { newSessionId, newToken, utf8Length } from './util';
 
@@ -101,6 +101,15 @@ export interface Hub<User = unknown, State = unknown> {
 
 const CLOSE_REASON_MAX = 256;
 
+interface HeldLease {
+  sid: string;
+  token: string;
+  /** When the store last extended it (taken, committed or renewed). */
+  renewedAt: number;
+  /** A renewal found it taken by someone else: stop delivering. */
+  lost: boolean;
+}
+
 export class BidiServer<User = unknown, State extends object = Record<string, unknown>> {
   readonly store: Store;
   readonly path: string;
@@ -116,6 +125,10 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   private readonly backend: SessionBackend;
   private sweepTimer?: ReturnType<typeof setInterval>;
   private readonly sweepToken = newToken();
+  private readonly streamLimits: StreamLimits;
+  /** Delivery leases held by this object's requests, and the one timer that renews them. */
+  private readonly held = new Set<HeldLease>();
+  private leaseTimer?: ReturnType<typeof setInterval>;
 
   constructor(options: BidiOptions<User, State> = {}) {
     this.options = options;
@@ -131,6 +144,11 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     this.leaseMs = positive('leaseMs', options.leaseMs ?? 5_000);
     this.sendTimeout = positive('sendTimeout', options.sendTimeout ?? 30_000);
     this.cors = new CorsPolicy(options.cors);
+    this.streamLimits = {
+      // A stream ends while the client can still ack before the unacked bounds are reached.
+      messages: Math.max(1, Math.min(this.limits.maxMessagesPerResponse, Math.ceil(this.limits.maxUnackedMessages / 2))),
+      bytes: Math.max(1, Math.ceil(this.limits.maxUnackedBytes / 2)),
+    };
     this.backend = {
       send: (sid, json, opts) => this.sendJson(sid, json, opts),
       close: (sid, reason) => this.closeSession(sid, reason),
@@ -193,6 +211,11 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   async dispose(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
+    // Deliveries still running keep their renewals; the timer stops by itself once they end.
+    if (this.leaseTimer && this.held.size === 0) {
+      clearInterval(this.leaseTimer);
+      this.leaseTimer = undefined;
+    }
   }
 
   // --- routing ---------------------------------------------------------------
@@ -302,7 +325,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     }
     let clientAck = result.clientAck;
     if (result.deliver.length > 0) {
-      clientAck = await this.deliver(sid, token, result.deliver, result.userJson, result.stateJson);
+      clientAck = await this.deliver(sid, token, result.deliver, result.userJson ?? 'null', result.stateJson ?? '{}');
     }
     return jsonResponse(200, '{"ack":' + clientAck + '}');
   }
@@ -313,19 +336,13 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
    * Returns the client ack reached.
    */
   private async deliver(sid: string, token: string, first: StoredMessage[], userJson: string, stateJson: string): Promise<number> {
-    const session = new ServerSession<User, State>(sid, JSON.parse(userJson), JSON.parse(stateJson), this.backend);
+    const session = new ServerSession<User, State>(sid, undefined as User, {} as State, this.backend, { user: userJson, state: stateJson });
     let savedState = stateJson;
-    let lost = false;
-    const heartbeat = setInterval(() => {
-      this.store.renewLease(sid, token, this.leaseMs).then(
-        (ok) => (lost ||= !ok),
-        (err) => this.report(err, { phase: 'message' }),
-      );
-    }, Math.max(50, Math.floor(this.leaseMs / 3)));
+    const lease = this.holdLease(sid, token);
     let clientAck = first[0]!.seq - 1;
     try {
       let batch = first;
-      while (batch.length > 0 && !lost) {
+      while (batch.length > 0 && !lease.lost) {
         let next: StoredMessage[] = [];
         for (let i = 0; i < batch.length; i++) {
           const msg = batch[i]!;
@@ -345,11 +362,12 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
             next: last,
             maxDeliver: this.limits.maxMessagesPerRequest,
           });
+          lease.renewedAt = Date.now();
           if (r.status === 'lost') return clientAck;
           if (newState !== undefined) savedState = newState;
           clientAck = r.clientAck;
           if (r.status === 'closing') {
-            clearInterval(heartbeat);
+            this.releaseLease(lease);
             await this.runClose(sid, token, r.reason, r.userJson, r.stateJson, session);
             return clientAck;
           }
@@ -359,11 +377,49 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       }
       return clientAck;
     } finally {
-      clearInterval(heartbeat);
+      this.releaseLease(lease);
+    }
+  }
+
+  /**
+   * Keeps a delivery lease renewed (every `leaseMs / 3`) while its handlers
+   * run. One timer per server object serves every delivery in progress,
+   * instead of one timer per request.
+   */
+  private holdLease(sid: string, token: string): HeldLease {
+    const lease: HeldLease = { sid, token, renewedAt: Date.now(), lost: false };
+    this.held.add(lease);
+    if (!this.leaseTimer) {
+      const every = Math.max(50, Math.floor(this.leaseMs / 3));
+      this.leaseTimer = setInterval(() => this.renewLeases(every), Math.max(25, Math.floor(every / 2)));
+      (this.leaseTimer as { unref?: () => void }).unref?.();
+    }
+    return lease;
+  }
+
+  private releaseLease(lease: HeldLease): void {
+    this.held.delete(lease);
+  }
+
+  private renewLeases(every: number): void {
+    if (this.held.size === 0) {
+      clearInterval(this.leaseTimer);
+      this.leaseTimer = undefined;
+      return;
+    }
+    const now = Date.now();
+    for (const lease of this.held) {
+      if (now - lease.renewedAt < every) continue;
+      lease.renewedAt = now;
+      this.store.renewLease(lease.sid, lease.token, this.leaseMs).then(
+        (ok) => (lease.lost ||= !ok),
+        (err) => this.report(err, { phase: 'message' }),
+      );
     }
   }
 
   private stateToSave(session: ServerSession<User, State>, saved: string): string | undefined {
+    if (session.stateUntouched) return undefined; // never read or set: unchanged
     let json: string;
     try {
       json = serialize(session.state ?? {});
@@ -384,43 +440,27 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   private async watch(req: BidiRequest): Promise<BidiResponse> {
     const sid = readSessionId(req);
     await this.authorize(req, sid);
-    const { ack, wait } = parseWatch(req.query, this.wait, this.maxWait);
-    const token = newToken();
-    const deadline = Date.now() + wait;
-
-    // Subscribe before the first read so no wake-up can fall between them.
-    let news = 0;
-    let superseded = false;
-    let wake: (() => void) | undefined;
-    const unsubscribe = await this.store.subscribe(sid, (event: StoreEvent) => {
-      if (event.type === 'watch') {
-        if (event.token === token) return;
-        superseded = true;
-      }
-      news++;
-      wake?.();
-    });
+    const { ack, wait, stream } = parseWatch(req.query, this.wait, this.maxWait);
+    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, req.signal);
+    let handedOff = false;
     try {
-      const readInput = { ack, watchToken: token, claim: true, maxMessages: this.limits.maxMessagesPerResponse };
-      let seen = news;
-      let r = await this.store.read(sid, readInput);
-      readInput.claim = false;
-      while (r.status === 'ok' && r.msgs.length === 0 && !r.close && !r.superseded && !superseded && !req.signal?.aborted) {
-        const left = deadline - Date.now();
-        if (left <= 0) break;
-        if (news === seen) {
-          const waiter = wakeable(left, req.signal);
-          wake = waiter.wake;
-          await waiter.done;
-          wake = undefined;
-        }
-        if (superseded) break;
-        seen = news;
-        r = await this.store.read(sid, readInput);
+      // Subscribe before the first read so no wake-up can fall between them.
+      await run.subscribe();
+      let r = await run.read(true);
+      if (stream && req.canStream && r.status === 'ok') {
+        const s = new WatchStream(run, r, this.streamLimits, (err) => this.report(err, { phase: 'request' }));
+        handedOff = true;
+        return { status: 200, headers: { ...STREAM_HEADERS }, body: s.first, stream: s };
       }
-      return this.watchResponse(r, ack, superseded);
+      while (r.status === 'ok' && r.msgs.length === 0 && !r.close && !r.superseded && !run.superseded && !req.signal?.aborted) {
+        if (run.deadline - Date.now() <= 0) break;
+        await run.waitForNews();
+        if (run.superseded) break;
+        r = await run.read(false);
+      }
+      return this.watchResponse(r, ack, run.superseded);
     } finally {
-      unsubscribe();
+      if (!handedOff) run.dispose();
     }
   }
 
@@ -494,7 +534,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     stateJson: string,
     session?: ServerSession<User, State>,
   ): Promise<void> {
-    const s = session ?? new ServerSession<User, State>(sid, JSON.parse(userJson), JSON.parse(stateJson), this.backend);
+    const s = session ?? new ServerSession<User, State>(sid, undefined as User, {} as State, this.backend, { user: userJson, state: stateJson });
     try {
       await this.options.onClose?.(s, reason);
     } catch (err) {
@@ -646,4 +686,209 @@ function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): n
 
 function allowed(route: string): string {
   return route === 'root' ? 'POST, DELETE' : route === 'send' ? 'POST' : route === 'watch' ? 'GET' : '';
+}
+
+// --- watches -----------------------------------------------------------------------------
+
+const STREAM_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  'content-type': STREAM_CONTENT_TYPE,
+  'cache-control': 'no-store',
+  // Ask buffering reverse proxies (nginx) to pass frames on at once.
+  'x-accel-buffering': 'no',
+});
+
+interface StreamLimits {
+  /** A streaming watch ends once it has streamed this many messages (the client's next watch acks them)... */
+  messages: number;
+  /** ...or this many bytes of them. */
+  bytes: number;
+}
+
+/**
+ * One watch request: its token, its subscription to the session's events,
+ * and one timer for its whole wait (not one per wake-up).
+ */
+class WatchRun {
+  readonly token = newToken();
+  /** Events that may bring news, and how many of them the last read had seen. */
+  private news = 0;
+  private seen = 0;
+  superseded = false;
+  /** Our own claim's event came back: later claims are newer watches. */
+  private claimSeen = false;
+  private unsubscribe?: Unsubscribe;
+  private wake?: () => void;
+  private timer?: ReturnType<typeof setTimeout>;
+  private disposed = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly sid: string,
+    private readonly ack: number,
+    readonly deadline: number,
+    private readonly maxMessages: number,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+
+  async subscribe(): Promise<void> {
+    const unsubscribe = await this.store.subscribe(this.sid, this.onEvent);
+    if (this.disposed) unsubscribe();
+    else this.unsubscribe = unsubscribe;
+  }
+
+  private readonly onEvent = (event: StoreEvent): void => {
+    // A trim never brings a watch anything to return (it only waits on an empty log).
+    if (event.type === 'ack') return;
+    if (event.type === 'watch') {
+      if (event.token === this.token) {
+        this.claimSeen = true;
+        return;
+      }
+      // Events come in the store's order: a claim seen after our own is a newer watch. One seen
+      // before it may be an older watch's claim arriving late (the subscription was active before
+      // our claim): let the next read say whether we are still the session's watch.
+      if (this.claimSeen) this.superseded = true;
+    }
+    this.news++;
+    this.wake?.();
+  };
+
+  read(claim: boolean, after?: number): Promise<ReadResult> {
+    this.seen = this.news;
+    return this.store.read(this.sid, {
+      ack: this.ack,
+      watchToken: this.token,
+      claim,
+      maxMessages: this.maxMessages,
+      ...(after !== undefined ? { after: Math.max(after, this.ack) } : {}),
+    });
+  }
+
+  /** Events came since the last read. */
+  get hasNews(): boolean {
+    return this.news !== this.seen;
+  }
+
+  /** Waits for news; `false` when the wait ended (deadline, client gone, disposed) without any. */
+  waitForNews(): Promise<boolean> {
+    if (this.news !== this.seen) return Promise.resolve(true);
+    if (this.disposed || this.signal?.aborted || this.deadline - Date.now() <= 0) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const signal = this.signal;
+      const done = () => {
+        this.wake = undefined;
+        signal?.removeEventListener('abort', done);
+        resolve(this.news !== this.seen);
+      };
+      this.wake = done;
+      signal?.addEventListener('abort', done, { once: true });
+      if (!this.timer) {
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          this.wake?.();
+        }, this.deadline - Date.now());
+      }
+    });
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.wake?.();
+  }
+}
+
+/**
+ * A streaming watch (`stream=1`): one response, one frame per line, each
+ * frame a watch body. Frames carry the messages that follow the previous
+ * frame's; the stream ends at the wait, after a close marker or a
+ * `superseded` frame, once it has streamed `limits` worth of messages (so
+ * the client's next watch acks them), or when the client goes away.
+ */
+class WatchStream implements BidiStream {
+  /** The first chunk (written with the headers): the first read's frame, or ''. */
+  readonly first: string;
+  private done = false;
+  private ending = false;
+  private after: number;
+  private streamed = 0;
+  private streamedBytes = 0;
+  private clientAck = 0;
+  /** The last next() returned a frame of messages. */
+  private sentFrame = false;
+
+  constructor(
+    private readonly run: WatchRun,
+    r: Extract<ReadResult, { status: 'ok' }>,
+    private readonly limits: StreamLimits,
+    private readonly report: (err: unknown) => void,
+  ) {
+    this.after = 0;
+    this.first = this.frame(r) ?? '';
+  }
+
+  /** The frame for a read, or null when it brings nothing. Marks the stream as ending when it must. */
+  private frame(r: Extract<ReadResult, { status: 'ok' }>): string | null {
+    this.clientAck = r.clientAck;
+    if (r.superseded || this.run.superseded) {
+      this.ending = true;
+      return watchBody([], r.clientAck, { superseded: true }) + '\n';
+    }
+    if (r.msgs.length === 0 && !r.close) return null;
+    if (r.msgs.length > 0) {
+      this.after = r.msgs[r.msgs.length - 1]!.seq;
+      this.streamed += r.msgs.length;
+      for (const m of r.msgs) this.streamedBytes += utf8Length(m.json);
+    }
+    if (r.close || this.streamed >= this.limits.messages || this.streamedBytes >= this.limits.bytes) this.ending = true;
+    return watchBody(r.msgs, r.clientAck, { close: r.close }) + '\n';
+  }
+
+  async next(): Promise<string | null> {
+    try {
+      // More news already, right after a frame: messages are coming faster than frames go out.
+      // Let them gather for one turn of the event loop, then send them as one frame.
+      if (this.sentFrame && this.run.hasNews && !this.ending) await new Promise((resolve) => setTimeout(resolve, 0));
+      this.sentFrame = false;
+      for (;;) {
+        if (this.done) return null;
+        if (this.ending || !(await this.run.waitForNews()) || this.done) {
+          this.close();
+          return null;
+        }
+        if (this.run.superseded) {
+          this.ending = true;
+          return watchBody([], this.clientAck, { superseded: true }) + '\n';
+        }
+        const r = await this.run.read(false, this.after);
+        if (this.done) return null;
+        if (r.status !== 'ok') {
+          // The session vanished mid-stream (or the store lost it): tell the client as a 4xx would.
+          this.ending = true;
+          const e = r.status === 'unknown' ? unknownSession() : new BidiError('INVALID_ACK', `ack is above the last server seq ${r.lastSeq}`);
+          return JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n';
+        }
+        const frame = this.frame(r);
+        if (frame !== null) {
+          this.sentFrame = true;
+          return frame;
+        }
+      }
+    } catch (err) {
+      // A store failure mid-stream: end it; the client watches again.
+      this.report(err);
+      this.close();
+      return null;
+    }
+  }
+
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    this.run.dispose();
+  }
 }

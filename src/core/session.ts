@@ -30,10 +30,11 @@ export interface SessionBackend {
 export class ServerSession<User = unknown, State extends object = Record<string, unknown>> {
   /** The session id. A bearer secret: do not log it. */
   readonly id: string;
-  /** Set in `onOpen`; read-only afterwards. */
-  user: User;
-  /** Small JSON state kept in the store. Mutate it in `onOpen` and `onMessage`; it is saved after each. */
-  state: State;
+  private _user: User;
+  private _state: State;
+  /** Until first read, `user` and `state` stay the JSON text the store gave: a handler that never looks at them costs no parse. */
+  private userJson?: string;
+  private stateJson?: string;
 
   /** @internal */
   constructor(
@@ -41,10 +42,48 @@ export class ServerSession<User = unknown, State extends object = Record<string,
     user: User,
     state: State,
     private readonly backend: SessionBackend,
+    json?: { user: string; state: string },
   ) {
     this.id = id;
-    this.user = user;
-    this.state = state;
+    this._user = user;
+    this._state = state;
+    if (json) {
+      this.userJson = json.user;
+      this.stateJson = json.state;
+    }
+  }
+
+  /** Set in `onOpen`; read-only afterwards. */
+  get user(): User {
+    if (this.userJson !== undefined) {
+      this._user = JSON.parse(this.userJson) as User;
+      this.userJson = undefined;
+    }
+    return this._user;
+  }
+
+  set user(value: User) {
+    this.userJson = undefined;
+    this._user = value;
+  }
+
+  /** Small JSON state kept in the store. Mutate it in `onOpen` and `onMessage`; it is saved after each. */
+  get state(): State {
+    if (this.stateJson !== undefined) {
+      this._state = JSON.parse(this.stateJson) as State;
+      this.stateJson = undefined;
+    }
+    return this._state;
+  }
+
+  set state(value: State) {
+    this.stateJson = undefined;
+    this._state = value;
+  }
+
+  /** @internal True when `state` was never read or set since the session was made from stored JSON: it cannot have changed. */
+  get stateUntouched(): boolean {
+    return this.stateJson !== undefined;
   }
 
   /** Send a message to the client. Resolves with its server seq once it is stored. */

@@ -58,8 +58,9 @@ export type ReceiveResult =
       clientAck: number;
       /** Non-empty: the caller now holds the delivery lease and must deliver these, in order. */
       deliver: StoredMessage[];
-      userJson: string;
-      stateJson: string;
+      /** The session's user and state, for the handler: present when `deliver` is non-empty (a store may leave them out otherwise). */
+      userJson?: string;
+      stateJson?: string;
     };
 
 export interface CommitInput {
@@ -100,6 +101,13 @@ export interface ReadInput {
   /** Make this watch the session's current one (superseding any other). */
   claim: boolean;
   maxMessages: number;
+  /**
+   * A streaming watch's re-read: return only messages with a seq above this
+   * (it sent the ones before). Trims nothing (only `ack` trims), and is not
+   * activity: `lastSeen` and expiries stay as the stream's first read left
+   * them (a stream lasts at most `maxWait`, below the idle timeout).
+   */
+  after?: number;
 }
 
 export type ReadResult =

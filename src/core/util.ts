@@ -2,14 +2,28 @@
 
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
+/**
+ * CSPRNG bytes, fetched in blocks: one `getRandomValues` call per 4 KiB
+ * instead of one per id (the call itself, not the bytes, is what costs).
+ * Each byte is handed out once.
+ */
+const POOL_SIZE = 4096;
+let pool = new Uint8Array(0);
+let poolAt = 0;
+
 function randomBase64url(bytes: number): string {
-  const buf = new Uint8Array(bytes);
-  globalThis.crypto.getRandomValues(buf);
+  if (poolAt + bytes > pool.length) {
+    pool = new Uint8Array(POOL_SIZE);
+    globalThis.crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
   let out = '';
   let acc = 0;
   let bits = 0;
-  for (const byte of buf) {
-    acc = (acc << 8) | byte;
+  const end = poolAt + bytes;
+  for (let i = poolAt; i < end; i++) {
+    acc = (acc << 8) | pool[i]!;
+    pool[i] = 0;
     bits += 8;
     while (bits >= 6) {
       bits -= 6;
@@ -17,6 +31,7 @@ function randomBase64url(bytes: number): string {
     }
     acc &= (1 << bits) - 1;
   }
+  poolAt = end;
   if (bits > 0) out += BASE64URL[(acc << (6 - bits)) & 63];
   return out;
 }

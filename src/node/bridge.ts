@@ -79,33 +79,110 @@ function readBody(req: IncomingMessage, limit: number, parsedBody?: unknown): Pr
  * than `req.body`. Ignored unless that middleware consumed the stream.
  */
 export function toBidiRequest(req: IncomingMessage, res: ServerResponse, raw: unknown = req, parsedBody?: unknown): BidiRequest {
-  const url = req.url ?? '/';
-  const q = url.indexOf('?');
-  const controller = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) controller.abort();
-  });
-  return {
-    method: req.method ?? 'GET',
-    path: q === -1 ? url : url.slice(0, q),
-    query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)),
-    headers: new NodeHeaders(req.headers),
-    text: (limit) => readBody(req, limit, parsedBody),
-    signal: controller.signal,
-    raw,
-  };
+  return new NodeBidiRequest(req, res, raw, parsedBody);
+}
+
+/** A class, not a literal with closures: a waiting watch keeps its request, and this is the lighter form. */
+class NodeBidiRequest implements BidiRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: NodeHeaders;
+  readonly canStream = true;
+  private readonly q: number;
+  private readonly url: string;
+  private _query?: URLSearchParams;
+  /** Only a waiting watch needs to learn that the client went away: the signal is made on first use. */
+  private controller?: AbortController;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    readonly raw: unknown,
+    private readonly parsedBody: unknown,
+  ) {
+    const url = (this.url = req.url ?? '/');
+    this.q = url.indexOf('?');
+    this.method = req.method ?? 'GET';
+    this.path = this.q === -1 ? url : url.slice(0, this.q);
+    this.headers = new NodeHeaders(req.headers);
+  }
+
+  get query(): URLSearchParams {
+    return (this._query ??= new URLSearchParams(this.q === -1 ? '' : this.url.slice(this.q + 1)));
+  }
+
+  text(limit: number): Promise<string> {
+    return readBody(this.req, limit, this.parsedBody);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const c = (this.controller = new AbortController());
+      const res = this.res;
+      if (res.closed) {
+        if (!res.writableFinished) c.abort();
+      } else {
+        res.once('close', () => {
+          if (!res.writableFinished) c.abort();
+        });
+      }
+    }
+    return this.controller.signal;
+  }
 }
 
 export function writeBidiResponse(res: ServerResponse, response: BidiResponse): void {
-  if (res.headersSent || res.destroyed) return;
-  res.statusCode = response.status;
-  for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
+  const { stream } = response;
+  if (res.headersSent || res.destroyed) {
+    stream?.close();
+    return;
+  }
+  if (stream) {
+    writeStream(res, response, stream);
+    return;
+  }
   if (response.status === 204) {
+    res.writeHead(204, response.headers);
     res.end();
     return;
   }
-  res.setHeader('content-length', Buffer.byteLength(response.body));
+  const headers: Record<string, string | number> = { ...response.headers };
+  headers['content-length'] = Buffer.byteLength(response.body);
+  res.writeHead(response.status, headers);
   res.end(response.body);
+}
+
+/** A streaming watch: headers and the first frame at once, then each frame as it comes, unbuffered. */
+function writeStream(res: ServerResponse, response: BidiResponse, stream: NonNullable<BidiResponse['stream']>): void {
+  res.writeHead(response.status, response.headers);
+  if (response.body) res.write(response.body);
+  else res.flushHeaders();
+  let gone = false;
+  const onClose = () => {
+    gone = true;
+    stream.close();
+  };
+  res.once('close', onClose);
+  void (async () => {
+    for (;;) {
+      const chunk = await stream.next();
+      if (chunk === null || gone) break;
+      if (!res.write(chunk)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      }
+    }
+    res.off('close', onClose);
+    stream.close();
+    if (!gone) res.end();
+  })();
 }
 
 export type NodeHandler = (req: IncomingMessage, res: ServerResponse, raw?: unknown, parsedBody?: unknown) => Promise<boolean>;

@@ -63,6 +63,16 @@ export interface RedisStoreOptions {
    * `max(10 × idleTimeout, 1 hour)`.
    */
   safetyTtlMs?: number | ((idleMs: number) => number);
+  /**
+   * How long this store stays subscribed to a session's wake-ups after its
+   * last listener (a watch) left, ms. Behind a round-robin balancer the next
+   * watch of the session often lands here again soon: with a linger it needs
+   * no `SUBSCRIBE` (and no `UNSUBSCRIBE` at its end), one round trip instead
+   * of three. The price: Redis delivers that session's events to this
+   * instance for the linger time, and the instance keeps a small entry per
+   * channel. Default `0`: unsubscribe as soon as the last listener leaves.
+   */
+  subscriptionLingerMs?: number;
 }
 
 type Reply = Array<string | number>;
@@ -106,7 +116,7 @@ export class RedisStore implements Store {
     // Sharded pub/sub needs a Cluster subscriber with `shardedSubscribers` (ioredis >= 5.9); anything else gets classic pub/sub.
     const sharded = this.cluster && (given ? isCluster(given) && given.options.shardedSubscribers === true : supportsShardedSubscribers(options.redis));
     this.sharded = sharded ? '1' : '0';
-    this.subs = new Subscriptions(sharded, given, () =>
+    this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? 0), given, () =>
       isCluster(options.redis) ? options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {}) : options.redis.duplicate(),
     );
   }
@@ -143,6 +153,8 @@ export class RedisStore implements Store {
       case 'out-of-window':
         return { status: 'out-of-window', clientAck: Number(r[1]) };
       default:
+        // User and state come only with a run to deliver.
+        if (r.length <= 2) return { status: 'ok', clientAck: Number(r[1]), deliver: [] };
         return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 4), userJson: String(r[2]), stateJson: String(r[3]) };
     }
   }
@@ -207,6 +219,7 @@ export class RedisStore implements Store {
       input.watchToken,
       input.claim ? '1' : '0',
       input.maxMessages,
+      ...(input.after !== undefined ? [input.after] : []),
     )) as Reply;
     if (r[0] === 'unknown') return { status: 'unknown' };
     if (r[0] === 'invalid-ack') return { status: 'invalid-ack', lastSeq: Number(r[1]) };
@@ -444,6 +457,10 @@ interface ChannelState {
   /** Operations waiting for the subscription to take effect. */
   waiters: Array<() => void>;
   retry?: ReturnType<typeof setTimeout>;
+  /** No listener since then, still subscribed (see `subscriptionLingerMs`). */
+  idleSince?: number;
+  /** The linger ran out: unsubscribe (unless a listener came back). */
+  expired?: boolean;
 }
 
 /**
@@ -463,9 +480,11 @@ class Subscriptions {
   private readonly owned: boolean;
   private wasReady = false;
   private closed = false;
+  private lingerTimer?: ReturnType<typeof setInterval>;
 
   constructor(
     private readonly sharded: boolean,
+    private readonly lingerMs: number,
     given: Redis | Cluster | undefined,
     private readonly make: () => Redis | Cluster,
   ) {
@@ -518,6 +537,8 @@ class Subscriptions {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.lingerTimer) clearInterval(this.lingerTimer);
+    this.lingerTimer = undefined;
     const conn = this.conn;
     const mine = [...this.channels.entries()].filter(([, ch]) => ch.active).map(([name]) => name);
     for (const ch of this.channels.values()) {
@@ -538,6 +559,30 @@ class Subscriptions {
       // A connection lent to us: leave our channels, keep the rest.
       await (this.sharded ? Promise.all(mine.map((c) => conn.sunsubscribe(c))) : conn.unsubscribe(...mine)).catch(() => {});
     }
+  }
+
+  /** One timer, while channels linger: unsubscribes those whose linger ran out. */
+  private lingering(): void {
+    if (this.lingerTimer || this.closed) return;
+    this.lingerTimer = setInterval(() => {
+      const now = Date.now();
+      let left = 0;
+      for (const [name, ch] of this.channels) {
+        if (ch.idleSince === undefined || ch.listeners.size > 0) continue;
+        if (now - ch.idleSince < this.lingerMs) {
+          left++;
+          continue;
+        }
+        ch.idleSince = undefined;
+        ch.expired = true;
+        this.sync(name);
+      }
+      if (left === 0 && this.lingerTimer) {
+        clearInterval(this.lingerTimer);
+        this.lingerTimer = undefined;
+      }
+    }, Math.max(100, Math.floor(this.lingerMs / 2)));
+    (this.lingerTimer as { unref?: () => void }).unref?.();
   }
 
   private connection(): Redis | Cluster {
@@ -572,6 +617,16 @@ class Subscriptions {
     const ch = this.channels.get(channel);
     if (!ch || ch.busy || this.closed) return;
     const want = ch.listeners.size > 0;
+    if (want) {
+      ch.idleSince = undefined;
+      ch.expired = false;
+    } else if (ch.active && this.lingerMs > 0 && !ch.expired) {
+      // Stay subscribed for a while: the session's next watch on this instance needs no SUBSCRIBE.
+      ch.idleSince ??= Date.now();
+      this.lingering();
+      settle(ch);
+      return;
+    }
     if (want === ch.active) {
       if (!want) this.channels.delete(channel);
       settle(ch);

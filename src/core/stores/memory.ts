@@ -39,7 +39,8 @@ interface SessionRecord {
   lastSeen: number;
   /** Client → server: highest seq delivered, and what waits behind it. */
   clientAck: number;
-  inbound: Map<number, string>;
+  /** Made on first use and dropped when empty: an idle session holds no Map. */
+  inbound?: Map<number, string>;
   inboundBytes: number;
   /** Server → client: last assigned seq, unacked log (ascending), its bytes. */
   lastSeq: number;
@@ -51,7 +52,7 @@ interface SessionRecord {
   closeSeq: number;
   closeReason: string;
   closedAt: number;
-  groups: Set<string>;
+  groups?: Set<string>;
 }
 
 /**
@@ -62,7 +63,8 @@ interface SessionRecord {
 export class MemoryStore implements Store {
   private readonly sessions = new Map<string, SessionRecord>();
   private readonly groups = new Map<string, Set<string>>();
-  private readonly listeners = new Map<string, Set<(event: StoreEvent) => void>>();
+  /** Per session, its listeners (an array: lighter than a Set for the usual one or two). */
+  private readonly listeners = new Map<string, Array<(event: StoreEvent) => void>>();
   private readonly now: () => number;
   private readonly tombstoneMs?: number;
   private openCount = 0;
@@ -84,7 +86,6 @@ export class MemoryStore implements Store {
       idleMs: input.idleMs,
       lastSeen: this.now(),
       clientAck: 0,
-      inbound: new Map(),
       inboundBytes: 0,
       lastSeq: 0,
       log: [],
@@ -95,7 +96,6 @@ export class MemoryStore implements Store {
       closeSeq: 0,
       closeReason: '',
       closedAt: 0,
-      groups: new Set(),
     };
     for (const json of input.initial) this.push(record, json);
     this.sessions.set(input.sid, record);
@@ -110,7 +110,7 @@ export class MemoryStore implements Store {
     if (input.ack !== undefined && input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
 
     // Validate the whole request before changing anything.
-    const fresh = input.msgs.filter((m) => m.seq > r.clientAck && !r.inbound.has(m.seq));
+    const fresh = input.msgs.filter((m) => m.seq > r.clientAck && !r.inbound?.has(m.seq));
     let added = 0;
     for (const m of fresh) {
       if (m.seq > r.clientAck + input.window) return { status: 'out-of-window', clientAck: r.clientAck };
@@ -122,15 +122,19 @@ export class MemoryStore implements Store {
 
     r.lastSeen = this.now();
     if (input.ack !== undefined) this.trim(sid, r, input.ack);
-    for (const m of fresh) r.inbound.set(m.seq, m.json);
+    if (fresh.length > 0) {
+      const inbound = (r.inbound ??= new Map());
+      for (const m of fresh) inbound.set(m.seq, m.json);
+    }
     r.inboundBytes += added;
 
     let deliver: StoredMessage[] = [];
-    if (r.inbound.has(r.clientAck + 1) && !this.leaseHeld(r)) {
+    if (r.inbound?.has(r.clientAck + 1) && !this.leaseHeld(r)) {
       deliver = this.run(r, r.clientAck, input.maxDeliver);
       r.leaseToken = input.lease.token;
       r.leaseUntil = this.now() + input.lease.ms;
     }
+    if (deliver.length === 0) return { status: 'ok', clientAck: r.clientAck, deliver };
     return { status: 'ok', clientAck: r.clientAck, deliver, userJson: r.userJson, stateJson: r.stateJson };
   }
 
@@ -138,10 +142,11 @@ export class MemoryStore implements Store {
     const r = this.sessions.get(sid);
     if (!r || r.leaseToken !== input.token || r.status === 'closed') return { status: 'lost' };
     if (input.seq === r.clientAck + 1) {
-      const json = r.inbound.get(input.seq);
+      const json = r.inbound?.get(input.seq);
       if (json !== undefined) {
         r.inboundBytes -= utf8Length(json);
-        r.inbound.delete(input.seq);
+        r.inbound!.delete(input.seq);
+        if (r.inbound!.size === 0) r.inbound = undefined;
       }
       r.clientAck = input.seq;
     }
@@ -176,14 +181,19 @@ export class MemoryStore implements Store {
     const r = this.live(sid);
     if (!r) return { status: 'unknown' };
     if (input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
-    r.lastSeen = this.now();
+    if (input.after === undefined) r.lastSeen = this.now(); // a stream's re-read is not activity
     this.trim(sid, r, input.ack);
     if (input.claim) {
       r.watcher = input.watchToken;
       this.emit(sid, { type: 'watch', token: input.watchToken });
     }
     const superseded = r.watcher !== input.watchToken;
-    const msgs = superseded ? [] : r.log.slice(0, input.maxMessages);
+    let msgs: StoredMessage[] = [];
+    if (!superseded && r.log.length > 0) {
+      // The log is contiguous: the message with seq `after + 1` is at index `after + 1 - log[0].seq`.
+      const start = input.after === undefined ? 0 : Math.max(0, input.after + 1 - r.log[0]!.seq);
+      msgs = r.log.slice(start, start + input.maxMessages);
+    }
     const result: ReadResult = { status: 'ok', msgs, clientAck: r.clientAck, superseded };
     if (r.status !== 'open') result.close = { seq: r.closeSeq, reason: r.closeReason };
     return result;
@@ -212,10 +222,10 @@ export class MemoryStore implements Store {
     r.status = 'closed';
     r.leaseToken = null;
     r.closedAt = this.now();
-    r.inbound.clear();
+    r.inbound = undefined;
     r.inboundBytes = 0;
-    for (const group of r.groups) this.removeMember(group, sid);
-    r.groups.clear();
+    if (r.groups) for (const group of r.groups) this.removeMember(group, sid);
+    r.groups = undefined;
     this.openCount--;
   }
 
@@ -242,12 +252,16 @@ export class MemoryStore implements Store {
   }
 
   async subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe> {
-    let set = this.listeners.get(sid);
-    if (!set) this.listeners.set(sid, (set = new Set()));
-    set.add(listener);
+    let list = this.listeners.get(sid);
+    if (!list) this.listeners.set(sid, (list = []));
+    list.push(listener);
+    let done = false;
     return () => {
-      set!.delete(listener);
-      if (set!.size === 0 && this.listeners.get(sid) === set) this.listeners.delete(sid);
+      if (done) return;
+      done = true;
+      const i = list!.indexOf(listener);
+      if (i >= 0) list!.splice(i, 1);
+      if (list!.length === 0 && this.listeners.get(sid) === list) this.listeners.delete(sid);
     };
   }
 
@@ -262,7 +276,7 @@ export class MemoryStore implements Store {
   async join(sid: string, group: string): Promise<boolean> {
     const r = this.live(sid);
     if (!r || r.status !== 'open') return false;
-    r.groups.add(group);
+    (r.groups ??= new Set()).add(group);
     let members = this.groups.get(group);
     if (!members) this.groups.set(group, (members = new Set()));
     members.add(sid);
@@ -270,7 +284,7 @@ export class MemoryStore implements Store {
   }
 
   async leave(sid: string, group: string): Promise<void> {
-    this.sessions.get(sid)?.groups.delete(group);
+    this.sessions.get(sid)?.groups?.delete(group);
     this.removeMember(group, sid);
   }
 
@@ -314,7 +328,7 @@ export class MemoryStore implements Store {
   private run(r: SessionRecord, from: number, max: number): StoredMessage[] {
     const out: StoredMessage[] = [];
     for (let seq = from + 1; out.length < max; seq++) {
-      const json = r.inbound.get(seq);
+      const json = r.inbound?.get(seq);
       if (json === undefined) break;
       out.push({ seq, json });
     }
@@ -330,7 +344,7 @@ export class MemoryStore implements Store {
     if (fresh.length === 0 || fresh[0]!.seq !== r.clientAck + 1) return false;
     const incoming = new Set(fresh.map((m) => m.seq));
     let end = r.clientAck;
-    while (r.inbound.has(end + 1) || incoming.has(end + 1)) end++;
+    while (r.inbound?.has(end + 1) || incoming.has(end + 1)) end++;
     return fresh[fresh.length - 1]!.seq <= end;
   }
 
@@ -373,17 +387,17 @@ export class MemoryStore implements Store {
     r.closeReason = reason;
     r.closeSeq = r.lastSeq + 1;
     // Messages waiting behind a gap will never be delivered now.
-    r.inbound.clear();
+    r.inbound = undefined;
     r.inboundBytes = 0;
     this.emit(sid, { type: 'close' });
   }
 
   private emit(sid: string, event: StoreEvent): void {
-    const set = this.listeners.get(sid);
-    if (!set || set.size === 0) return;
+    const list = this.listeners.get(sid);
+    if (!list || list.length === 0) return;
     // Listeners run after the operation returns, as they would with a remote store.
     queueMicrotask(() => {
-      for (const listener of [...set]) listener(event);
+      for (const listener of list.slice()) listener(event);
     });
   }
 }

@@ -22,15 +22,19 @@ local bytes = 0
 for i = 5, #ARGV do
   bytes = bytes + #ARGV[i]
 end
-if redis.call('LLEN', outKey) + n > tonumber(ARGV[3]) or lbytes + bytes > tonumber(ARGV[4]) then
+local len = redis.call('LLEN', outKey)
+if len + n > tonumber(ARGV[3]) or lbytes + bytes > tonumber(ARGV[4]) then
   return {'full'}
 end
 for i = 5, #ARGV, 1000 do
   redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 redis.call('HSET', s, 'last', last + n, 'lbytes', lbytes + bytes)
--- Not activity (the client did nothing): the log simply lives as long as the record.
-local ttl = redis.call('PTTL', s)
-if ttl > 0 and n > 0 then redis.call('PEXPIRE', outKey, ttl) end
+-- Not activity (the client did nothing): the log simply lives as long as the record. A log that
+-- existed already has the record's expiry (every activity extends all the session's keys together).
+if len == 0 and n > 0 then
+  local ttl = redis.call('PTTL', s)
+  if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
+end
 notify(ARGV[1], ARGV[2], 'm')
 return {'ok', last + 1, last + n}

@@ -10,6 +10,10 @@
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] ack   ARGV[4] watch token   ARGV[5] claim ('1' / '0')   ARGV[6] maxMessages
+  ARGV[7] after (optional): a streaming watch's re-read. Return only messages
+          with a seq above it (the stream sent the ones before); trims
+          nothing, and is not activity ('seen' and the TTLs stay as the
+          stream's first read left them: a stream lasts at most maxWait)
 
   Returns
     {'unknown'}
@@ -26,8 +30,8 @@ local last = num(f[2])
 local ack = tonumber(ARGV[3])
 if ack > last then return {'invalid-ack', last} end
 
-local now = nowMs()
-redis.call('HSET', s, 'seen', now)
+local after = tonumber(ARGV[7])
+if not after then redis.call('HSET', s, 'seen', nowMs()) end
 trimLog(s, outKey, last, ack, channel, sharded)
 local watcher = f[3]
 if ARGV[5] == '1' then
@@ -46,15 +50,18 @@ if superseded then
   result[6] = 0
 else
   local len = redis.call('LLEN', outKey)
-  result[6] = last - len + 1
+  local first = last - len + 1
+  local skip = 0
+  if after and after >= first then skip = after - first + 1 end
+  result[6] = first + skip
   local max = tonumber(ARGV[6])
-  if len > 0 and max > 0 then
-    local msgs = redis.call('LRANGE', outKey, 0, max - 1)
+  if len > skip and max > 0 then
+    local msgs = redis.call('LRANGE', outKey, skip, skip + max - 1)
     for i = 1, #msgs do
       result[#result + 1] = msgs[i]
     end
   end
 end
 -- A tombstone keeps the expiry finish-close gave it.
-if f[1] ~= 'closed' then touch({s, inKey, outKey}, f[7], 0) end
+if f[1] ~= 'closed' and not after then touch({s, inKey, outKey}, f[7], 0) end
 return result

@@ -19,13 +19,14 @@
     {'unknown'} | {'closed'}
     {'invalid-ack', lastSeq}
     {'out-of-window', clientAck}
+    {'ok', clientAck}   nothing to deliver (the common case: user and state stay here)
     {'ok', clientAck, userJson, stateJson, seq, json, seq, json, ...}
-      pairs present: the caller now holds the lease and must deliver them in order
+      the caller now holds the lease and must deliver the pairs in order
   Events: 'a' when the ack trimmed something.
 ]]
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
 local channel, sharded = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'user', 'state', 'ttl')
+local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'ttl')
 if not f[1] then return {'unknown'} end
 if f[1] ~= 'open' then return {'closed'} end
 local cack, last, ibytes = num(f[2]), num(f[3]), num(f[4])
@@ -73,12 +74,16 @@ if #fresh > 0 then
   redis.call('HINCRBY', s, 'ibytes', added)
 end
 
-local result = {'ok', cack, f[7], f[8]}
+local result = {'ok', cack}
 local leaseMs = 0
 if not leaseHeld(f[5], f[6], now) and (freshBySeq[cack + 1] or redis.call('HEXISTS', inKey, cack + 1) == 1) then
+  -- The caller delivers: it needs the user and the state too.
+  local data = redis.call('HMGET', s, 'user', 'state')
+  result[3] = data[1]
+  result[4] = data[2]
   takeRun(inKey, cack, tonumber(ARGV[8]), result)
   leaseMs = tonumber(ARGV[7])
   redis.call('HSET', s, 'lease', ARGV[6], 'leaseUntil', now + leaseMs)
 end
-touch({s, inKey, outKey}, f[9], leaseMs)
+touch({s, inKey, outKey}, f[7], leaseMs)
 return result
