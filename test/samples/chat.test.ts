@@ -7,9 +7,16 @@ import type { AddressInfo } from 'node:net';
 import vm from 'node:vm';
 import { open } from '../../src/client';
 import type { BidiClientSession, CloseEvent, FetchLike } from '../../src/client';
+import Redis from 'ioredis';
 import { MemoryStore } from '../../src/core/stores/memory';
+import type { Store } from '../../src/core/store';
+import { newToken } from '../../src/core/util';
+import { RedisStore } from '../../src/redis';
 import { createChatApp } from '../../samples/chat/server';
 import type { ChatApp } from '../../samples/chat/server';
+import { isHistorySid, RoomHistory } from '../../samples/chat/history';
+import { createChatFunctions } from '../../samples/serverless/functions';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 let chat: ChatApp;
 let server: Server;
@@ -99,7 +106,8 @@ describe('chat sample, bare protocol', () => {
     const ann = await RawSession.open({ nick: 'ann', room: 'raw-room' });
     await ann.send({ type: 'hello' });
     await ann.receiveUntil((m) => lastPresence(m)?.includes('ann'));
-    expect(ann.received[0]).toMatchObject({ type: 'joined', nick: 'ann' });
+    // The room's history (empty: nobody spoke yet), then our own arrival.
+    expect(ann.received.slice(0, 2)).toMatchObject([{ type: 'history', lines: [] }, { type: 'joined', nick: 'ann' }]);
 
     const bob = await RawSession.open({ nick: 'bob', room: 'raw-room' });
     await bob.send({ type: 'hello' });
@@ -138,7 +146,7 @@ describe('chat sample, bare protocol', () => {
     await cy.receiveUntil((m) => ofType('error')(m).length === 3);
     expect(ofType('said')(cy.received)).toEqual([]);
     // The first message announced the session even though it was refused.
-    expect(cy.received[0]).toMatchObject({ type: 'joined', nick: 'cy' });
+    expect(cy.received.slice(0, 2)).toMatchObject([{ type: 'history', lines: [] }, { type: 'joined', nick: 'cy' }]);
     await cy.closeSession();
   });
 
@@ -171,8 +179,12 @@ function join(nick: string, room: string, fetchImpl?: FetchLike) {
   });
   const received: any[] = [];
   const closed: CloseEvent[] = [];
+  live.add(s);
   s.on('message', (m) => received.push(m));
-  s.on('close', (e) => closed.push(e));
+  s.on('close', (e) => {
+    closed.push(e);
+    live.delete(s);
+  });
   const opened = new Promise<void>((resolve, rejectOpen) => {
     s.once('open', () => resolve());
     s.once('close', (e) => rejectOpen(Object.assign(new Error(e.reason), e)));
@@ -180,6 +192,12 @@ function join(nick: string, room: string, fetchImpl?: FetchLike) {
   opened.catch(() => {});
   return { s, received, closed, opened };
 }
+
+/** Sessions a failed test left open would keep jest alive (their watches retry forever). */
+const live = new Set<BidiClientSession<any, unknown>>();
+afterEach(async () => {
+  await Promise.all([...live].map((s) => s.close()));
+});
 
 async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -211,8 +229,8 @@ describe('chat sample, real client (src/client)', () => {
     expect(new Set(said.map((m) => m.id)).size).toBe(lines.length);
     // The sender sees its own lines too, in the same order.
     expect(ofType('said')(ann.received).map((m) => m.text)).toEqual(lines);
-    // Bob joined after ann: he sees his own arrival, then the chat.
-    expect(bob.received[0]).toMatchObject({ type: 'joined', nick: 'bob' });
+    // Bob joined after ann but before she spoke: an empty history, his own arrival, then the chat.
+    expect(bob.received.slice(0, 2)).toMatchObject([{ type: 'history', lines: [] }, { type: 'joined', nick: 'bob' }]);
 
     await bob.s.close();
     expect(bob.closed).toEqual([expect.objectContaining({ code: 'CLIENT' })]);
@@ -259,8 +277,15 @@ describe('chat sample, two instances sharing one store', () => {
       await Promise.all(lines.map((text) => ann.s.send({ type: 'say', text })));
       await waitFor('bob to get every line', () => ofType('said')(bob.received).length === lines.length);
       expect(ofType('said')(bob.received).map((m) => m.text)).toEqual(lines);
+      // A newcomer, also spread over both instances, gets the room's history from the store.
+      const cy = join('cy', 'spread', roundRobin);
+      await cy.opened;
+      await cy.s.send({ type: 'hello' });
+      await waitFor('cy to get the history', () => ofType('history')(cy.received).length === 1);
+      expect(ofType('history')(cy.received)[0].lines.map((m: any) => m.text)).toEqual(lines);
+      await cy.s.close();
       await bob.s.close();
-      await waitFor('ann to see bob leave', () => ofType('left')(ann.received).length === 1);
+      await waitFor('ann to see bob leave', () => ofType('left')(ann.received).length === 2);
       await ann.s.close();
     } finally {
       for (const s of servers) {
@@ -269,6 +294,162 @@ describe('chat sample, two instances sharing one store', () => {
       }
       for (const c of instances) await c.middleware.server.dispose();
     }
+  });
+});
+
+describe('chat sample, room history', () => {
+  test('a newcomer gets the room\'s last lines; lines echo the sender\'s cid', async () => {
+    const ann = join('ann', 'hist-room');
+    await ann.opened;
+    await ann.s.send({ type: 'hello' });
+    await ann.s.send({ type: 'say', text: 'first', cid: 'c-1' });
+    await ann.s.send({ type: 'say', text: 'second', cid: 'not a cid!' });
+    await waitFor('ann to see her lines', () => ofType('said')(ann.received).length === 2);
+    const said = ofType('said')(ann.received);
+    expect(said[0]).toMatchObject({ from: 'ann', text: 'first', cid: 'c-1' });
+    expect(said[1]).not.toHaveProperty('cid'); // only [A-Za-z0-9_-]{1,64} is echoed
+
+    const bob = join('bob', 'hist-room');
+    await bob.opened;
+    await bob.s.send({ type: 'hello' });
+    await waitFor('bob to get the history', () => ofType('joined')(bob.received).length === 1);
+    // The history comes first, then our own arrival; the lines are the room's, ids included.
+    expect(bob.received[0]).toEqual({ type: 'history', lines: said });
+    expect(bob.received[1]).toMatchObject({ type: 'joined', nick: 'bob' });
+    await Promise.all([ann.s.close(), bob.s.close()]);
+  });
+
+  test('history sessions live in the store but no HTTP request can reach them', async () => {
+    const store = chat.middleware.server.store;
+    const history = new RoomHistory(store);
+    const sid = (await history.sids('hist-room'))[0]!;
+    expect(isHistorySid(sid)).toBe(true);
+    expect((await store.inspect([sid]))[0]).toMatchObject({ status: 'open' });
+    const attempts = [
+      fetch(`${base}/session/watch?ack=2&wait=0`, { headers: { 'bidi-sid': sid } }),
+      fetch(`${base}/session/send`, { method: 'POST', headers: { 'bidi-sid': sid, 'content-type': 'application/json' }, body: '{"msgs":[[1,"x"]]}' }),
+      fetch(`${base}/session`, { method: 'DELETE', headers: { 'bidi-sid': sid } }),
+    ];
+    for (const res of await Promise.all(attempts)) {
+      expect(res.status).toBe(404);
+      expect((await res.json()).error.code).toBe('UNKNOWN_SESSION');
+    }
+    // Nothing was trimmed or closed.
+    expect((await history.read('hist-room')).map((l: any) => l.text)).toEqual(['first', 'second']);
+  });
+});
+
+describe.each([
+  ['MemoryStore', false],
+  ['RedisStore', true],
+])('RoomHistory on %s', (_name, onRedis) => {
+  let redisServer: RedisProcess | undefined;
+  const connections: Redis[] = [];
+  beforeAll(async () => {
+    if (onRedis) redisServer = await startRedis();
+  });
+  afterAll(async () => {
+    await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
+    await redisServer?.stop();
+  });
+  const makeStore = (): Store => {
+    if (!onRedis) return new MemoryStore();
+    const redis = new Redis(redisServer!.port, '127.0.0.1');
+    connections.push(redis);
+    return new RedisStore({ redis, prefix: `h${newToken()}:` });
+  };
+
+  test('keeps the last `keep` lines, oldest first, trimming as it goes', async () => {
+    const store = makeStore();
+    const history = new RoomHistory<number>(store, { keep: 5 });
+    expect(await history.read('r')).toEqual([]);
+    for (let i = 1; i <= 23; i++) expect(await history.append('r', i)).toBe(true);
+    expect(await history.read('r')).toEqual([19, 20, 21, 22, 23]);
+    // The log itself stays bounded (trimmed every 10 lines to the last 5).
+    const [sid] = await history.sids('r');
+    const raw = await store.read(sid!, { ack: 0, watchToken: 'chat-history-reader', claim: false, maxMessages: 1000 });
+    expect(raw.status === 'ok' && raw.msgs.length).toBeLessThanOrEqual(15);
+    // Rooms are apart.
+    await history.append('other', 99);
+    expect(await history.read('other')).toEqual([99]);
+    await store.dispose?.();
+  });
+
+  test('several writers at once (as several instances): nothing lost, each writer in its own order', async () => {
+    const store = makeStore();
+    const writers = [0, 1, 2].map(() => new RoomHistory<string>(store, { keep: 100 }));
+    await Promise.all(
+      writers.map(async (h, w) => {
+        for (let i = 0; i < 20; i++) await h.append('busy', `${w}:${i}`);
+      }),
+    );
+    const got = await writers[0]!.read('busy');
+    expect(got).toHaveLength(60);
+    for (const w of [0, 1, 2]) {
+      expect(got.filter((l) => l.startsWith(`${w}:`))).toEqual(Array.from({ length: 20 }, (_, i) => `${w}:${i}`));
+    }
+    await store.dispose?.();
+  });
+
+  test('a history that expired (a tombstone) is replaced by the next generation', async () => {
+    const store = makeStore();
+    const history = new RoomHistory<string>(store, { keep: 5 });
+    await history.append('gone', 'old');
+    const [gen0, gen1] = await history.sids('gone');
+    // What a sweep does to an idle session: close it, run onClose (the chat ignores history sessions), finish.
+    const closed = await store.close(gen0!, { reason: 'expired', lease: { token: 'sweeper', ms: 5000 } });
+    expect(closed).toMatchObject({ status: 'ok', leased: true });
+    await store.finishClose(gen0!, 'sweeper');
+    expect(await history.read('gone')).toEqual([]);
+    await history.append('gone', 'new');
+    expect(await history.read('gone')).toEqual(['new']);
+    expect((await store.inspect([gen0!, gen1!])).map((i) => i?.status)).toEqual(['closed', 'open']);
+    await store.dispose?.();
+  });
+});
+
+describe('serverless sample: a fresh fetch handler for every request', () => {
+  test('chat, history, and expiry by a scheduled sweep, with no server object kept', async () => {
+    const store = new MemoryStore();
+    const fnLog: string[] = [];
+    const fns = createChatFunctions({ store, wait: 200, maxWait: 300, idleTimeout: 1000, log: (l) => fnLog.push(l) });
+    let invocations = 0;
+    const viaFunction: FetchLike = (url, init) => {
+      invocations++;
+      const { cache: _cache, ...rest } = init;
+      return fns.fetch(new Request(url, rest));
+    };
+    const ann = join('ann', 'fn-room', viaFunction);
+    const bob = join('bob', 'fn-room', viaFunction);
+    await Promise.all([ann.opened, bob.opened]);
+    await Promise.all([ann.s.send({ type: 'hello' }), bob.s.send({ type: 'hello' })]);
+    const lines = Array.from({ length: 10 }, (_, i) => `fn line ${i}`);
+    await Promise.all(lines.map((text) => ann.s.send({ type: 'say', text })));
+    await waitFor('bob to get every line', () => ofType('said')(bob.received).length === lines.length);
+    expect(ofType('said')(bob.received).map((m) => m.text)).toEqual(lines);
+
+    // A client that vanishes (no more requests at all): only a sweep can end its session.
+    const open = await fns.fetch(
+      new Request('http://fn.local/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"v":1,"meta":{"nick":"dan","room":"fn-room"}}' }),
+    );
+    expect(open.status).toBe(201);
+    const { sid, wait, limits } = await open.json();
+    expect([wait, limits.maxWait]).toEqual([200, 300]);
+    const hello = await fns.fetch(
+      new Request('http://fn.local/session/send', { method: 'POST', headers: { 'content-type': 'application/json', 'bidi-sid': sid }, body: '{"msgs":[[1,{"type":"hello"}]]}' }),
+    );
+    expect(await hello.json()).toEqual({ ack: 1 });
+    await waitFor('ann to see dan', () => lastPresence(ann.received)?.includes('dan'));
+    await new Promise((r) => setTimeout(r, 1300));
+    // The cron function. (One sweep: a sweep within leaseMs of another one, made by another
+    // server object, is skipped as busy — schedule sweeps further apart than that.)
+    expect(await fns.sweep()).toBe(1);
+    await waitFor('ann to see dan leave', () => ofType('left')(ann.received).some((m) => m.nick === 'dan') && lastPresence(ann.received)?.length === 2);
+    expect(lastPresence(ann.received)).toEqual(['ann', 'bob']);
+
+    await Promise.all([ann.s.close(), bob.s.close()]);
+    expect(invocations).toBeGreaterThan(20);
+    expect(fnLog).toEqual([]);
   });
 });
 
