@@ -1,0 +1,288 @@
+/**
+ * One server under test, in its own process (forked by bench/main.ts):
+ *
+ *   server.js plain                 a plain Node HTTP echo: the floor
+ *   server.js bidi                  bidiweb over node:http (STORE=memory | redis)
+ *   server.js sio                   Socket.IO 4 (ADAPTER=redis: redis streams adapter)
+ *   server.js sio-sticky            Socket.IO 4 in a cluster of WORKERS workers behind
+ *                                   @socket.io/sticky (the primary is the balancer),
+ *                                   with the redis streams adapter
+ *
+ * Every app does the same thing: echo what a client sends, and push to its
+ * clients when the bench asks (`push`, `burst`). Messages carry `t`, a
+ * CLOCK_MONOTONIC time stamp, so the client can compute latencies.
+ */
+import cluster from 'node:cluster';
+import v8 from 'node:v8';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Redis from 'ioredis';
+import { createBidiServer, type BidiServer } from '../src/core';
+import { createNodeHandler } from '../src/node';
+import { RedisStore } from '../src/redis';
+import { cpuMs, memory, now, serve, sleep, type Handlers } from './lib';
+
+const mode = process.argv[2] ?? 'plain';
+/** bidiweb burst: broadcasts in flight at once (Socket.IO's emit does not wait at all). */
+const BURST_INFLIGHT = Number(process.env.BURST_INFLIGHT ?? 16);
+const env = process.env;
+
+function listen(server: http.Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
+}
+
+/** Requests being served right now (for bidiweb: mostly waiting watches). */
+let inflight = 0;
+function track(server: http.Server): void {
+  server.on('request', (_req, res) => {
+    inflight++;
+    res.once('close', () => inflight--);
+  });
+}
+
+const common: Handlers = {
+  mem: () => memory(),
+  /** A heap snapshot for bench/heap-top.mjs. */
+  snapshot: ({ file }: { file: string }) => {
+    memory();
+    return v8.writeHeapSnapshot(file);
+  },
+  cpu: () => cpuMs(),
+  inflight: () => inflight,
+  ping: () => 'pong',
+};
+
+// --- plain HTTP: the floor ------------------------------------------------------------
+
+async function plain(): Promise<void> {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/hold') return; // held until the client goes away: the memory floor of a waiting request
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = chunks.length ? Buffer.concat(chunks) : Buffer.from('{}');
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+      res.end(body);
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  track(server);
+  serve(common);
+  process.send!({ ready: true, port: await listen(server) });
+}
+
+// --- bidiweb ---------------------------------------------------------------------------
+
+/** Counts the commands this process sends to Redis, and its round trips (a pipeline is one). */
+class CommandCounter {
+  commands: Record<string, number> = {};
+  roundTrips = 0;
+  private readonly pipelines = new WeakSet<object>();
+
+  wrap(redis: Redis): void {
+    const original = redis.sendCommand.bind(redis);
+    redis.sendCommand = ((command: { name: string }, stream?: object, node?: unknown) => {
+      this.commands[command.name] = (this.commands[command.name] ?? 0) + 1;
+      if (!stream) this.roundTrips++;
+      else if (!this.pipelines.has(stream)) {
+        this.pipelines.add(stream);
+        this.roundTrips++;
+      }
+      return (original as (...a: unknown[]) => unknown)(command, stream, node);
+    }) as Redis['sendCommand'];
+  }
+
+  take(): { commands: Record<string, number>; roundTrips: number } {
+    const out = { commands: this.commands, roundTrips: this.roundTrips };
+    this.commands = {};
+    this.roundTrips = 0;
+    return out;
+  }
+}
+
+async function bidi(): Promise<void> {
+  const counter = new CommandCounter();
+  let store: RedisStore | undefined;
+  let redis: Redis | undefined;
+  if (env.STORE === 'redis') {
+    redis = new Redis({ host: '127.0.0.1', port: Number(env.REDIS_PORT), maxRetriesPerRequest: null });
+    const subscriber = new Redis({ host: '127.0.0.1', port: Number(env.REDIS_PORT), maxRetriesPerRequest: null });
+    counter.wrap(redis);
+    counter.wrap(subscriber);
+    store = new RedisStore({ redis, subscriber, prefix: env.PREFIX ?? 'bench:', subscriptionLingerMs: Number(env.LINGER_MS ?? 0) });
+  }
+  const server: BidiServer = createBidiServer({
+    ...(store ? { store } : {}),
+    ...(env.WAIT ? { wait: Number(env.WAIT) } : {}),
+    limits: { maxSessions: 1_000_000 },
+    onError: (err) => console.error('[bench bidi]', err),
+    async onMessage(session, data) {
+      // Echo messages that ask for it; others are only delivered (for the store-cost counts).
+      if (data && typeof data === 'object' && (data as { e?: unknown }).e) await session.send(data);
+    },
+  });
+  const handle = createNodeHandler(server);
+  const httpServer = http.createServer((req, res) => {
+    handle(req, res).then(
+      (handled) => {
+        if (!handled) {
+          res.statusCode = 404;
+          res.end();
+        }
+      },
+      (err) => {
+        console.error('[bench bidi]', err);
+        res.statusCode = 500;
+        res.end();
+      },
+    );
+  });
+  httpServer.keepAliveTimeout = 60_000;
+  httpServer.maxConnections = 100_000;
+  track(httpServer);
+
+  serve({
+    ...common,
+    /** Every `intervalMs`, one message to each sid (one broadcast), `ticks` times. */
+    async push({ sids, ticks, intervalMs }: { sids: string[]; ticks: number; intervalMs: number }) {
+      const start = now();
+      const sends: Promise<unknown>[] = [];
+      let failed = 0;
+      for (let i = 0; i < ticks; i++) {
+        const due = start + i * intervalMs;
+        const wait = due - now();
+        if (wait > 0) await sleep(wait);
+        sends.push(server.hub.broadcast(sids, { i, t: now() }).then((r) => (failed += r.failed.length)));
+      }
+      await Promise.all(sends);
+      return { failed, ms: now() - start };
+    },
+    /**
+     * `count` messages to each sid, as fast as the store takes them: one broadcast per message, up to
+     * `inflight` broadcasts at a time (they stay in order: one store connection runs them in call order).
+     */
+    async burst({ sids, count, inflight = BURST_INFLIGHT }: { sids: string[]; count: number; inflight?: number }) {
+      const start = now();
+      let failed = 0;
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(inflight, count) }, async () => {
+          while (next < count) {
+            const i = next++;
+            failed += (await server.hub.broadcast(sids, { i, t: now() })).failed.length;
+          }
+        }),
+      );
+      return { failed, ms: now() - start };
+    },
+    commands: () => counter.take(),
+  });
+  process.send!({ ready: true, port: await listen(httpServer) });
+}
+
+// --- Socket.IO -------------------------------------------------------------------------
+
+async function makeIo(httpServer: http.Server) {
+  const { Server } = await import('socket.io');
+  const io = new Server(httpServer, { serveClient: false, transports: ['polling', 'websocket'] });
+  if (env.ADAPTER === 'redis') {
+    const { createAdapter } = await import('@socket.io/redis-streams-adapter');
+    const redis = new Redis({ host: '127.0.0.1', port: Number(env.REDIS_PORT), maxRetriesPerRequest: null });
+    io.adapter(createAdapter(redis, { streamName: `${env.PREFIX ?? 'bench:'}sio` }) as any);
+  }
+  io.on('connection', (socket) => {
+    socket.on('m', (data: unknown) => socket.emit('m', data));
+  });
+  const handlers: Handlers = {
+    ...common,
+    clients: () => io.engine.clientsCount,
+    /** Every `intervalMs`, one message to every client (all instances, through the adapter), `ticks` times. */
+    async push({ ticks, intervalMs }: { ticks: number; intervalMs: number }) {
+      const start = now();
+      for (let i = 0; i < ticks; i++) {
+        const due = start + i * intervalMs;
+        const wait = due - now();
+        if (wait > 0) await sleep(wait);
+        io.emit('p', { i, t: now() });
+      }
+      return { failed: 0, ms: now() - start };
+    },
+    async burst({ count }: { count: number }) {
+      const start = now();
+      for (let i = 0; i < count; i++) io.emit('p', { i, t: now() });
+      return { failed: 0, ms: now() - start };
+    },
+  };
+  return { io, handlers };
+}
+
+async function sio(): Promise<void> {
+  const httpServer = http.createServer();
+  httpServer.keepAliveTimeout = 60_000;
+  httpServer.maxConnections = 100_000;
+  const { handlers } = await makeIo(httpServer);
+  // After engine.io attached: it takes over the 'request' listeners there were.
+  track(httpServer);
+  serve(handlers);
+  process.send!({ ready: true, port: await listen(httpServer) });
+}
+
+async function sioSticky(): Promise<void> {
+  const { setupMaster, setupWorker } = await import('@socket.io/sticky');
+  if (cluster.isPrimary) {
+    const httpServer = http.createServer();
+    setupMaster(httpServer, { loadBalancingMethod: 'least-connection' });
+    cluster.setupPrimary({ serialization: 'advanced' } as any);
+    const workers = Array.from({ length: Number(env.WORKERS ?? 2) }, () => cluster.fork());
+    await Promise.all(workers.map((w) => new Promise<void>((resolve) => w.once('message', (m: any) => m?.ready && resolve()))));
+    // The bench talks to the primary; it forwards to worker 0 (the pusher) or to all of them.
+    let rpc = 1;
+    const call = (w: (typeof workers)[number], cmd: string, args: unknown) =>
+      new Promise<any>((resolve, reject) => {
+        const id = rpc++;
+        const onMessage = (m: any) => {
+          if (m?.rpc !== id) return;
+          w.off('message', onMessage);
+          if (m.ok) resolve(m.value);
+          else reject(new Error(m.error));
+        };
+        w.on('message', onMessage);
+        w.send({ rpc: id, cmd, args });
+      });
+    serve({
+      ping: () => 'pong',
+      mem: () => memory(),
+      // The primary (the balancer) and every worker.
+      cpu: async () => (await Promise.all(workers.map((w) => call(w, 'cpu', {})))).reduce((a: number, b: number) => a + b, cpuMs()),
+      push: (args) => call(workers[0]!, 'push', args),
+      burst: (args) => call(workers[0]!, 'burst', args),
+      clients: async () => (await Promise.all(workers.map((w) => call(w, 'clients', {})))).reduce((a: number, b: number) => a + b, 0),
+      inflight: async () => (await Promise.all(workers.map((w) => call(w, 'inflight', {})))).reduce((a: number, b: number) => a + b, 0),
+    });
+    process.send!({ ready: true, port: await listen(httpServer), pids: workers.map((w) => w.process.pid) });
+    process.on('SIGTERM', () => {
+      for (const w of workers) w.process.kill('SIGTERM');
+      process.exit(0);
+    });
+  } else {
+    const httpServer = http.createServer();
+    const { io, handlers } = await makeIo(httpServer);
+    track(httpServer);
+    setupWorker(io);
+    serve(handlers);
+    process.send!({ ready: true });
+  }
+}
+
+const modes: Record<string, () => Promise<void>> = { plain, bidi, sio, 'sio-sticky': sioSticky };
+const run = modes[mode];
+if (!run) {
+  console.error(`unknown server mode ${mode}`);
+  process.exit(2);
+}
+process.on('SIGTERM', () => process.exit(0));
+process.on('disconnect', () => process.exit(0));
+run().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
