@@ -10,4 +10,6 @@ module.exports = {
   moduleFileExtensions: ['ts', 'js', 'json', 'lua'],
   reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],
   testTimeout: 30000,
+  // Tests start child processes and redis-servers; never let a straggling handle hold CI past the summary.
+  forceExit: true,
 };
