@@ -13,7 +13,7 @@ import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
 import type { AppendResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
-import { newSessionId, newToken, utf8Length } from './util';
+import { newAppendId, newSessionId, newToken, utf8Length } from './util';
 
 export interface OpenRequest {
   headers: HeaderReader;
@@ -275,6 +275,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       initial: pending.queued,
       idleMs: this.idleTimeout,
       maxSessions: this.limits.maxSessions,
+      token: newToken(),
     });
     if (created.status === 'too-many-sessions') {
       throw new BidiError('TOO_MANY_SESSIONS', 'the server holds its maximum number of sessions; retry later', { retryAfter: 5 });
@@ -477,6 +478,8 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     }
     const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
     const deadline = Date.now() + this.sendTimeout;
+    // One id for every attempt of this send: a store client that resends the append makes no second copy.
+    const appendId = newAppendId();
     for (;;) {
       // Subscribe first so an ack between a 'full' answer and the wait still wakes us.
       let acked = false;
@@ -491,7 +494,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
             })
           : undefined;
       try {
-        const r = await this.store.append(sid, [json], this.limits);
+        const r = await this.store.append(sid, [json], this.limits, appendId);
         if (r.status !== 'full' || whenFull === 'reject') return appendSeq(r);
         const left = deadline - Date.now();
         if (left <= 0) throw new BidiError('SEND_TIMEOUT', `the client did not make room within ${this.sendTimeout} ms`);
@@ -560,7 +563,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
       }
       if (sids.length === 0) return { sent: 0, failed: [] };
-      return toResult(sids, await this.store.appendMany([...sids], json, this.limits));
+      return toResult(sids, await this.store.appendMany([...sids], json, this.limits, newAppendId()));
     };
     return {
       send: (sid, data, options) => this.sendJson(sid, serialize(data), options),

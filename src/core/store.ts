@@ -29,6 +29,12 @@ export interface CreateInput {
   initial: string[];
   idleMs: number;
   maxSessions: number;
+  /**
+   * Unguessable token of this create call. A repeat of the same call (same
+   * sid and token: a store client resending a command whose reply was lost)
+   * answers `ok` again and changes nothing. Without it a repeat answers `exists`.
+   */
+  token?: string;
 }
 
 export type CreateResult = { status: 'ok' } | { status: 'too-many-sessions' } | { status: 'exists' };
@@ -87,6 +93,9 @@ export interface AppendLimits {
   maxUnackedMessages: number;
   maxUnackedBytes: number;
 }
+
+/** Most recent append ids a store remembers per session (see `Store.append`). */
+export const APPEND_IDS_REMEMBERED = 32;
 
 export type AppendResult =
   | { status: 'ok'; firstSeq: number; lastSeq: number }
@@ -177,19 +186,34 @@ export type Unsubscribe = () => void;
 export interface Store {
   /** Create an open session with its user, state and initial server messages. */
   create(input: CreateInput): Promise<CreateResult>;
-  /** Client messages in: validate, trim by ack, dedupe, buffer, and hand out the deliverable run under the lease. */
+  /**
+   * Client messages in: validate, trim by ack, dedupe, buffer, and hand out
+   * the deliverable run under the lease. A lease held by `input.lease.token`
+   * itself counts as free (a repeated call gets the run again).
+   */
   receive(sid: string, input: ReceiveInput): Promise<ReceiveResult>;
   /** Record that `seq` was delivered (and the state it left); hand out more or release the lease. */
   commit(sid: string, input: CommitInput): Promise<CommitResult>;
   /** Extend a held delivery lease while a handler runs long. */
   renewLease(sid: string, token: string, ms: number): Promise<boolean>;
-  /** Server messages out: assign the next seqs atomically, within the unacked bounds; wakes watches. */
-  append(sid: string, msgs: string[], limits: AppendLimits): Promise<AppendResult>;
-  /** One message to many sessions in one round trip (pipelined where the store is remote). */
-  appendMany(sids: string[], msg: string, limits: AppendLimits): Promise<AppendResult[]>;
+  /**
+   * Server messages out: assign the next seqs atomically, within the unacked
+   * bounds; wakes watches. `id` (letters, digits, `_`, `-`) names this send:
+   * a repeat with an id among the session's last {@link APPEND_IDS_REMEMBERED}
+   * appends stores nothing and answers the first call's seqs, whatever the
+   * session's state now. That makes the call safe for a store client to
+   * resend when a reply was lost (ioredis does, after a reconnect).
+   */
+  append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult>;
+  /** One message to many sessions in one round trip (pipelined where the store is remote); `id` as for `append`, per session. */
+  appendMany(sids: string[], msg: string, limits: AppendLimits, id?: string): Promise<AppendResult[]>;
   /** Watch step: trim by ack, return what follows; `claim` supersedes older watches. */
   read(sid: string, input: ReadInput): Promise<ReadResult>;
-  /** Move an open session to closing (appending the close marker) and maybe take the lease for onClose. */
+  /**
+   * Move an open session to closing (appending the close marker) and maybe
+   * take the lease for onClose; a lease held by `input.lease.token` itself
+   * answers `leased` again (a repeated call).
+   */
   close(sid: string, input: CloseInput): Promise<CloseResult>;
   /** onClose has run: the session is closed; release the lease, leave groups, keep a tombstone. */
   finishClose(sid: string, token: string): Promise<void>;

@@ -48,6 +48,21 @@ export function newToken(): string {
   return randomBase64url(12);
 }
 
+let appendIdPrefix = '';
+let appendIdCounter = 0;
+
+/**
+ * Append ids (see `Store.append`): unique per process by a counter, across
+ * processes by a random prefix (48 bits), so no CSPRNG call per send. Short,
+ * because a store keeps the last few per session. The prefix is made on
+ * first use: some edge runtimes refuse random values at module scope.
+ */
+export function newAppendId(): string {
+  if (appendIdPrefix === '') appendIdPrefix = randomBase64url(6);
+  appendIdCounter = (appendIdCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return appendIdPrefix + appendIdCounter.toString(36);
+}
+
 /** UTF-8 byte length without allocating. */
 export function utf8Length(s: string): number {
   let n = 0;

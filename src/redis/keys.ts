@@ -7,6 +7,7 @@
  *   bidi:{<sid>}:s          HASH   the session record (fields in commands/includes/session.lua)
  *   bidi:{<sid>}:in         HASH   client messages waiting behind a gap: seq -> json
  *   bidi:{<sid>}:out        LIST   unacked server messages, oldest first
+ *   bidi:{<sid>}:aids       STRING the last append ids and their seqs (see commands/append-3.lua)
  *   bidi:{<sid>}:ev         channel (PUBLISH / SPUBLISH) for wake-ups
  *   bidi:{sessions}         ZSET   sid -> when to look at it again (expiry sweep, maxSessions)
  *   bidi:{sessions}:sweep   STRING the store-wide sweep lease
@@ -24,6 +25,8 @@ export interface SessionKeys {
   in: string;
   /** Unacked server messages (LIST). */
   out: string;
+  /** The last append ids and the seqs they got, so a resent append stores nothing (STRING). */
+  aids: string;
   /** Pub/sub channel for this session's events. */
   channel: string;
 }
@@ -44,7 +47,7 @@ export class RedisKeys {
 
   session(sid: string): SessionKeys {
     const unit = `${this.prefix}{${sid}}`;
-    return { s: `${unit}:s`, in: `${unit}:in`, out: `${unit}:out`, channel: `${unit}:ev` };
+    return { s: `${unit}:s`, in: `${unit}:in`, out: `${unit}:out`, aids: `${unit}:aids`, channel: `${unit}:ev` };
   }
 
   /** The session hash alone (for commands that need nothing else). */

@@ -11,7 +11,7 @@
  */
 import type { Cluster, Redis } from 'ioredis';
 import admit from './commands/admit-1.lua';
-import append from './commands/append-2.lua';
+import append from './commands/append-3.lua';
 import close from './commands/close-3.lua';
 import commit from './commands/commit-3.lua';
 import create from './commands/create-2.lua';
@@ -35,7 +35,7 @@ export const SCRIPTS = {
   bidiReceive: { numberOfKeys: 3, lua: session + receive },
   bidiCommit: { numberOfKeys: 3, lua: session + commit },
   bidiRenew: { numberOfKeys: 1, lua: session + renew },
-  bidiAppend: { numberOfKeys: 2, lua: session + append },
+  bidiAppend: { numberOfKeys: 3, lua: session + append },
   bidiRead: { numberOfKeys: 3, lua: session + read },
   bidiClose: { numberOfKeys: 3, lua: session + close },
   bidiFinishClose: { numberOfKeys: 3, lua: session + finishClose },

@@ -129,10 +129,12 @@ export class RedisStore implements Store {
     }
     const tomb = this.tombstoneMs ?? input.idleMs;
     const ttl = Math.max(this.safetyTtl(input.idleMs), input.idleMs + 1);
-    const r = (await this.redis.bidiCreate(k.s, k.out, input.userJson, input.stateJson, input.idleMs, tomb, ttl, ...input.initial)) as Reply;
+    const token = input.token ?? '';
+    const r = (await this.redis.bidiCreate(k.s, k.out, input.userJson, input.stateJson, input.idleMs, tomb, ttl, token, ...input.initial)) as Reply;
     if (r[0] === 'exists') {
-      // A tombstone's sid: take back the index entry admit just made for it.
-      if (admitted === 2) await this.redis.zrem(this.keys.sessions, input.sid);
+      // A tombstone's sid: take back the index entry admit just made for it. Only a tombstone's:
+      // a live session with this sid (a racing create that won) owns its entry.
+      if (admitted === 2 && r[1] === 'closed') await this.redis.zrem(this.keys.sessions, input.sid);
       return { status: 'exists' };
     }
     return { status: 'ok' };
@@ -188,20 +190,21 @@ export class RedisStore implements Store {
     return (await this.redis.bidiRenew(this.keys.record(sid), token, ms)) === 1;
   }
 
-  async append(sid: string, msgs: string[], limits: AppendLimits): Promise<AppendResult> {
+  async append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult> {
     const k = this.keys.session(sid);
-    const r = (await this.redis.bidiAppend(k.s, k.out, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, ...msgs)) as Reply;
+    const r = (await this.redis.bidiAppend(k.s, k.out, k.aids, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, appendIdArg(id), ...msgs)) as Reply;
     return appendResult(r);
   }
 
   /** One pipeline (one round trip; on a Cluster, one per node, in parallel) for any number of sessions. */
-  async appendMany(sids: string[], msg: string, limits: AppendLimits): Promise<AppendResult[]> {
+  async appendMany(sids: string[], msg: string, limits: AppendLimits, id?: string): Promise<AppendResult[]> {
     if (sids.length === 0) return [];
+    const idArg = appendIdArg(id);
     const keys = sids.map((sid) => this.keys.session(sid));
     const replies = await this.batch(
       keys.map((k) => ({
         key: k.s,
-        add: (p) => p.bidiAppend(k.s, k.out, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, msg),
+        add: (p) => p.bidiAppend(k.s, k.out, k.aids, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, idArg, msg),
       })),
     );
     return replies.map((r) => appendResult(r as Reply));
@@ -418,6 +421,15 @@ function pairs(r: Reply, from: number): StoredMessage[] {
   const out: StoredMessage[] = [];
   for (let i = from; i + 1 < r.length; i += 2) out.push({ seq: Number(r[i]), json: String(r[i + 1]) });
   return out;
+}
+
+const APPEND_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The script keeps ids in a '|'- and ':'-separated field: refuse anything else rather than corrupt it. */
+function appendIdArg(id: string | undefined): string {
+  if (id === undefined) return '';
+  if (!APPEND_ID_PATTERN.test(id)) throw new TypeError(`bidiweb/redis: append id must match ${APPEND_ID_PATTERN} (got ${JSON.stringify(id)})`);
+  return id;
 }
 
 function appendResult(r: Reply): AppendResult {

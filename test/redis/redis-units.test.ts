@@ -124,6 +124,23 @@ describe('key layout', () => {
   });
 });
 
+describe('create races', () => {
+  it('two instances creating the same sid: one wins, and its session keeps its entry in the sessions index', async () => {
+    const prefix = `u${newToken()}:`;
+    const a = makeStore({ prefix }).store;
+    const b = makeStore({ prefix }).store;
+    const keys = new RedisKeys(prefix);
+    const index = connect();
+    for (let round = 0; round < 40; round++) {
+      const sid = newSessionId();
+      const input = { sid, userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 1e9 };
+      const results = await Promise.all([a.create({ ...input, token: newToken() }), b.create({ ...input, token: newToken() })]);
+      expect(results.map((r) => r.status).sort()).toEqual(['exists', 'ok']);
+      expect(await index.zscore(keys.sessions, sid)).not.toBeNull();
+    }
+  });
+});
+
 describe('TTLs', () => {
   it('gives every session key the safety TTL from the last activity, far above the idle timeout', async () => {
     const { store, redis } = makeStore();

@@ -25,6 +25,7 @@ import type {
   StoreEvent,
   StoredMessage,
 } from '../../src/core/store';
+import { APPEND_IDS_REMEMBERED } from '../../src/core/store';
 import { newSessionId, newToken } from '../../src/core/util';
 
 export interface StoreFactory<S extends Store = Store> {
@@ -674,6 +675,130 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
 
       it('answers an empty list for no sessions', async () => {
         expect(await store.appendMany([], '1', ROOMY)).toEqual([]);
+      });
+    });
+
+    // --- repeats ---------------------------------------------------------------------
+    // A store client may run a command twice: ioredis resends, after a reconnect, every
+    // command whose reply it lost, although Redis had run it. Each operation core uses on
+    // the hot path must then answer as the first run did and change nothing more.
+
+    describe('repeats (a command run again after its reply was lost)', () => {
+      async function logOf(sid: string): Promise<StoredMessage[]> {
+        const r = await read(sid);
+        if (r.status !== 'ok') throw new Error(r.status);
+        return r.msgs;
+      }
+
+      it('create with the same token answers ok again and changes nothing; another token, or none, answers exists', async () => {
+        const token = newToken();
+        const sid = await open({ token, initial: ['"hello"'] });
+        expect(await store.create({ sid, token, userJson: '{"other":1}', stateJson: '{"n":9}', initial: ['"again"'], idleMs: LONG, maxSessions: 1e9 })).toEqual({ status: 'ok' });
+        expect(await info(sid)).toMatchObject({ status: 'open', userJson: '{"name":"ada"}', stateJson: '{"n":0}', lastSeq: 1 });
+        expect(seqsOf(await logOf(sid))).toEqual([1]);
+        const again = { sid, userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 1e9 };
+        expect(await store.create({ ...again, token: newToken() })).toEqual({ status: 'exists' });
+        expect(await store.create(again)).toEqual({ status: 'exists' });
+      });
+
+      it('append with the same id stores nothing and answers the first seqs, also once the session is full or closed', async () => {
+        const sid = await open({ initial: ['"0"'] });
+        const { events, unsubscribe } = await listen(sid);
+        expect(await store.append(sid, ['"a"', '"b"'], ROOMY, 'id-1')).toEqual({ status: 'ok', firstSeq: 2, lastSeq: 3 });
+        await eventually(() => events.some((e) => e.type === 'message'));
+        events.length = 0;
+        expect(await store.append(sid, ['"a"', '"b"'], ROOMY, 'id-1')).toEqual({ status: 'ok', firstSeq: 2, lastSeq: 3 });
+        expect(await store.append(sid, ['"c"'], ROOMY, 'id-2')).toEqual({ status: 'ok', firstSeq: 4, lastSeq: 4 });
+        expect(await store.append(sid, ['"a"', '"b"'], ROOMY, 'id-1')).toEqual({ status: 'ok', firstSeq: 2, lastSeq: 3 });
+        // Full now, but the repeat still answers what the first run did.
+        expect(await store.append(sid, ['"c"'], { maxUnackedMessages: 1, maxUnackedBytes: 1 << 20 }, 'id-2')).toEqual({ status: 'ok', firstSeq: 4, lastSeq: 4 });
+        expect(await logOf(sid)).toEqual([
+          { seq: 1, json: '"0"' },
+          { seq: 2, json: '"a"' },
+          { seq: 3, json: '"b"' },
+          { seq: 4, json: '"c"' },
+        ]);
+        expect(await info(sid)).toMatchObject({ lastSeq: 4 });
+        await closeFully(sid);
+        expect(await store.append(sid, ['"c"'], ROOMY, 'id-2')).toEqual({ status: 'ok', firstSeq: 4, lastSeq: 4 });
+        expect(await store.append(sid, ['"d"'], ROOMY, 'id-3')).toEqual({ status: 'closed' });
+        unsubscribe();
+      });
+
+      it('append tells ids apart exactly: no prefix match, and "-" or "_" are plain characters', async () => {
+        const sid = await open();
+        const ids = ['ab', 'a-b', 'a', 'a1', 'a_b', 'b', 'A', '-', '--', '_', 'x-', 'x'];
+        for (const [i, id] of ids.entries()) {
+          expect(await store.append(sid, [String(i)], ROOMY, id)).toEqual({ status: 'ok', firstSeq: i + 1, lastSeq: i + 1 });
+        }
+        for (const [i, id] of ids.entries()) {
+          expect(await store.append(sid, ['"again"'], ROOMY, id)).toEqual({ status: 'ok', firstSeq: i + 1, lastSeq: i + 1 });
+        }
+        expect(await info(sid)).toMatchObject({ lastSeq: ids.length });
+      });
+
+      it(`append remembers the session's last ${APPEND_IDS_REMEMBERED} ids, per session`, async () => {
+        const sid = await open();
+        const other = await open();
+        expect(await store.append(other, ['"x"'], ROOMY, 'first')).toMatchObject({ status: 'ok', firstSeq: 1 });
+        // Another session's ids are its own.
+        expect(await store.append(sid, ['"x"'], ROOMY, 'first')).toEqual({ status: 'ok', firstSeq: 1, lastSeq: 1 });
+        for (let i = 2; i <= APPEND_IDS_REMEMBERED; i++) await store.append(sid, [String(i)], ROOMY, `id${i}`);
+        // 'first' is the oldest of the last APPEND_IDS_REMEMBERED: still recognised.
+        expect(await store.append(sid, ['"x"'], ROOMY, 'first')).toEqual({ status: 'ok', firstSeq: 1, lastSeq: 1 });
+        await store.append(sid, ['"push"'], ROOMY, 'one-more');
+        // Now it is forgotten: the same id is a new append (the documented bound).
+        expect(await store.append(sid, ['"x"'], ROOMY, 'first')).toEqual({ status: 'ok', firstSeq: APPEND_IDS_REMEMBERED + 2, lastSeq: APPEND_IDS_REMEMBERED + 2 });
+        // The list holds the newest APPEND_IDS_REMEMBERED: id2 just fell out, id3 is the oldest left.
+        expect(await store.append(sid, ['"x"'], ROOMY, 'id3')).toEqual({ status: 'ok', firstSeq: 3, lastSeq: 3 });
+      });
+
+      it('appendMany with the same id stores nothing more in any session and answers as the first run', async () => {
+        const a = await open({ initial: ['1'] });
+        const b = await open();
+        const first = await store.appendMany([a, b], '"hi"', ROOMY, 'fan-1');
+        expect(first).toEqual([
+          { status: 'ok', firstSeq: 2, lastSeq: 2 },
+          { status: 'ok', firstSeq: 1, lastSeq: 1 },
+        ]);
+        await store.append(b, ['"own"'], ROOMY, 'b-1');
+        expect(await store.appendMany([a, b], '"hi"', ROOMY, 'fan-1')).toEqual(first);
+        expect(await info(a)).toMatchObject({ lastSeq: 2 });
+        expect(await info(b)).toMatchObject({ lastSeq: 2 });
+      });
+
+      it('receive with the same lease token hands out the same run again; another token gets nothing', async () => {
+        const sid = await open();
+        const token = newToken();
+        const input = { msgs: ms(1, 2), lease: { token, ms: LONG } };
+        const first = await receive(sid, input);
+        expect(first).toMatchObject({ status: 'ok', clientAck: 0, deliver: ms(1, 2) });
+        expect(await receive(sid, input)).toEqual(first);
+        expect(await receive(sid, { msgs: ms(1, 2) })).toEqual({ status: 'ok', clientAck: 0, deliver: [] });
+        expect(await drain(sid, token, ms(1, 2))).toEqual([1, 2]);
+        expect(await info(sid)).toMatchObject({ clientAck: 2 });
+      });
+
+      it('close with the same lease token answers leased again (not transitioned); another token is not leased', async () => {
+        const sid = await open();
+        const token = newToken();
+        const first = await store.close(sid, { reason: 'bye', lease: { token, ms: LONG } });
+        expect(first).toMatchObject({ status: 'ok', transitioned: true, leased: true, reason: 'bye' });
+        expect(await store.close(sid, { reason: 'other', lease: { token, ms: LONG } })).toMatchObject({ status: 'ok', transitioned: false, leased: true, reason: 'bye' });
+        expect(await store.close(sid, { reason: 'other', lease: { token: newToken(), ms: LONG } })).toMatchObject({ transitioned: false, leased: false });
+        await store.finishClose(sid, token);
+        expect(await info(sid)).toMatchObject({ status: 'closed' });
+        // A repeat after finishClose finds nothing to lease: onClose already ran.
+        expect(await store.close(sid, { reason: 'other', lease: { token, ms: LONG } })).toMatchObject({ status: 'ok', leased: false });
+      });
+
+      it('commit repeated answers as the first run did and moves nothing', async () => {
+        const sid = await open();
+        const token = newToken();
+        await receive(sid, { msgs: ms(1, 2), lease: { token, ms: LONG } });
+        const first = await commit(sid, token, 1, { next: false, stateJson: '{"n":1}' });
+        expect(await commit(sid, token, 1, { next: false, stateJson: '{"n":1}' })).toEqual(first);
+        expect(await info(sid)).toMatchObject({ clientAck: 1, stateJson: '{"n":1}' });
       });
     });
 

@@ -1,3 +1,4 @@
+import { APPEND_IDS_REMEMBERED } from '../store';
 import type {
   AppendLimits,
   AppendResult,
@@ -53,6 +54,10 @@ interface SessionRecord {
   closeReason: string;
   closedAt: number;
   groups?: Set<string>;
+  /** The create call's token, so that a repeat of it answers ok. */
+  createToken?: string;
+  /** The last appends that carried an id, newest last, with the seqs they got. */
+  appends?: Array<{ id: string; firstSeq: number; lastSeq: number }>;
 }
 
 /**
@@ -77,7 +82,8 @@ export class MemoryStore implements Store {
   }
 
   async create(input: CreateInput): Promise<CreateResult> {
-    if (this.sessions.has(input.sid)) return { status: 'exists' };
+    const existing = this.sessions.get(input.sid);
+    if (existing) return input.token !== undefined && existing.createToken === input.token ? { status: 'ok' } : { status: 'exists' };
     if (this.openCount >= input.maxSessions) return { status: 'too-many-sessions' };
     const record: SessionRecord = {
       status: 'open',
@@ -96,6 +102,7 @@ export class MemoryStore implements Store {
       closeSeq: 0,
       closeReason: '',
       closedAt: 0,
+      createToken: input.token,
     };
     for (const json of input.initial) this.push(record, json);
     this.sessions.set(input.sid, record);
@@ -129,7 +136,7 @@ export class MemoryStore implements Store {
     r.inboundBytes += added;
 
     let deliver: StoredMessage[] = [];
-    if (r.inbound?.has(r.clientAck + 1) && !this.leaseHeld(r)) {
+    if (r.inbound?.has(r.clientAck + 1) && (!this.leaseHeld(r) || r.leaseToken === input.lease.token)) {
       deliver = this.run(r, r.clientAck, input.maxDeliver);
       r.leaseToken = input.lease.token;
       r.leaseUntil = this.now() + input.lease.ms;
@@ -169,12 +176,12 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async append(sid: string, msgs: string[], limits: AppendLimits): Promise<AppendResult> {
-    return this.appendOne(sid, msgs, limits);
+  async append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult> {
+    return this.appendOne(sid, msgs, limits, id);
   }
 
-  async appendMany(sids: string[], msg: string, limits: AppendLimits): Promise<AppendResult[]> {
-    return sids.map((sid) => this.appendOne(sid, [msg], limits));
+  async appendMany(sids: string[], msg: string, limits: AppendLimits, id?: string): Promise<AppendResult[]> {
+    return sids.map((sid) => this.appendOne(sid, [msg], limits, id));
   }
 
   async read(sid: string, input: ReadInput): Promise<ReadResult> {
@@ -208,7 +215,7 @@ export class MemoryStore implements Store {
       this.beginClose(sid, r, input.reason);
     }
     let leased = false;
-    if (r.status === 'closing' && input.lease && !this.leaseHeld(r)) {
+    if (r.status === 'closing' && input.lease && (!this.leaseHeld(r) || r.leaseToken === input.lease.token)) {
       r.leaseToken = input.lease.token;
       r.leaseUntil = this.now() + input.lease.ms;
       leased = true;
@@ -355,9 +362,13 @@ export class MemoryStore implements Store {
     return r.lastSeq;
   }
 
-  private appendOne(sid: string, msgs: string[], limits: AppendLimits): AppendResult {
+  private appendOne(sid: string, msgs: string[], limits: AppendLimits, id?: string): AppendResult {
     const r = this.live(sid);
     if (!r) return { status: 'unknown' };
+    if (id !== undefined && r.appends) {
+      const seen = r.appends.find((a) => a.id === id);
+      if (seen) return { status: 'ok', firstSeq: seen.firstSeq, lastSeq: seen.lastSeq };
+    }
     if (r.status !== 'open') return { status: 'closed' };
     let bytes = 0;
     for (const json of msgs) bytes += utf8Length(json);
@@ -366,6 +377,11 @@ export class MemoryStore implements Store {
     }
     const firstSeq = r.lastSeq + 1;
     for (const json of msgs) this.push(r, json);
+    if (id !== undefined) {
+      const appends = (r.appends ??= []);
+      if (appends.length >= APPEND_IDS_REMEMBERED) appends.shift();
+      appends.push({ id, firstSeq, lastSeq: r.lastSeq });
+    }
     this.emit(sid, { type: 'message' });
     return { status: 'ok', firstSeq, lastSeq: r.lastSeq };
   }

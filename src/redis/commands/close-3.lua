@@ -1,7 +1,8 @@
 --[[
   close: move an open session to closing (close marker at lastSeq + 1, inbound
   buffer dropped) and, if asked, take the free lease to run onClose.
-  Idempotent: a closing or closed session keeps its first reason.
+  Idempotent: a closing or closed session keeps its first reason, and a
+  repeat with the same lease token answers leased again.
 
   KEYS[1] s    session record (HASH)
   KEYS[2] in   inbound buffer (HASH)
@@ -31,7 +32,8 @@ if status == 'open' then
 end
 local checkAt = 0
 if status == 'closing' then
-  if leaseHeld(f[3], f[4], now) then
+  -- A lease held by this very token is this call's own, taken by a first run whose reply was lost.
+  if leaseHeld(f[3], f[4], now) and f[3] ~= ARGV[4] then
     checkAt = num(f[4])
   elseif ARGV[4] ~= '' then
     checkAt = now + tonumber(ARGV[5])

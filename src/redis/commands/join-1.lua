@@ -12,8 +12,10 @@
          until finish-close, so onClose can still publish to the group)
 ]]
 local field = 'g:' .. ARGV[1]
-if redis.call('HGET', KEYS[1], 'status') ~= 'open' then
-  if redis.call('HEXISTS', KEYS[1], field) == 1 then return -1 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'open' then
+  -- A tombstone keeps its group fields (see finish-close) but is in no group.
+  if status == 'closing' and redis.call('HEXISTS', KEYS[1], field) == 1 then return -1 end
   return 0
 end
 redis.call('HSET', KEYS[1], field, '')

@@ -76,7 +76,8 @@ end
 
 local result = {'ok', cack}
 local leaseMs = 0
-if not leaseHeld(f[5], f[6], now) and (freshBySeq[cack + 1] or redis.call('HEXISTS', inKey, cack + 1) == 1) then
+-- A lease held by this very token is free to it: this call is a repeat (a resend after a lost reply).
+if (not leaseHeld(f[5], f[6], now) or f[5] == ARGV[6]) and (freshBySeq[cack + 1] or redis.call('HEXISTS', inKey, cack + 1) == 1) then
   -- The caller delivers: it needs the user and the state too.
   local data = redis.call('HMGET', s, 'user', 'state')
   result[3] = data[1]

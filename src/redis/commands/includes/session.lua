@@ -15,7 +15,9 @@
     lease, leaseUntil          delivery / onClose lease: token and expiry, ms
     watcher                    token of the current watch
     closeSeq, closeReason, closedAt
-    g:<group>                  one field per group the session joined
+    g:<group>                  one field per group the session joined (kept, inert, in the tombstone)
+    closer                     in a tombstone: the token that finished the close
+    ct                         the create call's token (a resent create answers ok)
   Absent number fields read as 0. Every length is in bytes (#str), which is
   the UTF-8 length of the JSON text.
 

@@ -1,0 +1,76 @@
+--[[
+  append: server messages out. Assigns the next seqs atomically, within the
+  unacked bounds (all or nothing), and wakes the session's watches.
+
+  Safe to run twice: with an append id, a repeat (ioredis resends a command
+  whose reply was lost with its connection) finds the id among the session's
+  last 32 appends and answers the seqs the first run assigned, storing
+  nothing, whatever the session's state now. The ids live in their own key,
+  "|id:first:last" entries newest first, which expires 10 minutes after the
+  session's last append: the record's hash stays small (listpack-encoded), and
+  sessions nobody sends to keep no ids.
+
+  KEYS[1] s     session record (HASH)
+  KEYS[2] out   server log (LIST)
+  KEYS[3] aids  recent append ids (STRING)
+
+  ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
+  ARGV[3] maxUnackedMessages   ARGV[4] maxUnackedBytes
+  ARGV[5] append id ('' = none; otherwise [A-Za-z0-9_-]+, checked by the caller)
+  ARGV[6..] messages (JSON)
+
+  Returns {'unknown'} | {'closed'} | {'full'} | {'ok', firstSeq, lastSeq}
+  Events: 'm' on ok (not on a repeat).
+]]
+local APPEND_IDS, APPEND_IDS_MS = 32, 600000
+local s, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3]
+local f = redis.call('HMGET', s, 'status', 'last', 'lbytes')
+if not f[1] then return {'unknown'} end
+local id = ARGV[5]
+local aids
+if id ~= '' then
+  aids = redis.call('GET', aidsKey) or ''
+  -- A plain find: ids may hold '-', which a Lua pattern would read as a quantifier.
+  local at = string.find(aids, '|' .. id .. ':', 1, true)
+  if at then
+    local first, lastSeq = string.match(aids, '^(%d+):(%d+)', at + #id + 2)
+    return {'ok', tonumber(first), tonumber(lastSeq)}
+  end
+end
+if f[1] ~= 'open' then return {'closed'} end
+local last, lbytes = num(f[2]), num(f[3])
+local n = #ARGV - 5
+local bytes = 0
+for i = 6, #ARGV do
+  bytes = bytes + #ARGV[i]
+end
+local len = redis.call('LLEN', outKey)
+if len + n > tonumber(ARGV[3]) or lbytes + bytes > tonumber(ARGV[4]) then
+  return {'full'}
+end
+for i = 6, #ARGV, 1000 do
+  redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('HSET', s, 'last', last + n, 'lbytes', lbytes + bytes)
+if id ~= '' then
+  aids = '|' .. id .. ':' .. (last + 1) .. ':' .. (last + n) .. aids
+  -- Keep the newest APPEND_IDS entries: cut before the next '|'.
+  local at = 0
+  for _ = 1, APPEND_IDS do
+    at = string.find(aids, '|', at + 1, true)
+    if not at then break end
+  end
+  if at then
+    local cut = string.find(aids, '|', at + 1, true)
+    if cut then aids = string.sub(aids, 1, cut - 1) end
+  end
+  redis.call('SET', aidsKey, aids, 'PX', APPEND_IDS_MS)
+end
+-- Not activity (the client did nothing): the log simply lives as long as the record. A log that
+-- existed already has the record's expiry (every activity extends all the session's keys together).
+if len == 0 and n > 0 then
+  local ttl = redis.call('PTTL', s)
+  if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
+end
+notify(ARGV[1], ARGV[2], 'm')
+return {'ok', last + 1, last + n}
