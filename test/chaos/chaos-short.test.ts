@@ -5,11 +5,9 @@
  * messages each way, one instance SIGKILLed and restarted, one Redis crash
  * and restart. Nothing may be lost, duplicated or reordered.
  *
- * The instances run with ioredis' `autoResendUnfulfilledCommands: false`
- * (plus a command timeout): with the default, a Redis crash while a server
- * message is being appended sends that message twice — the bug pinned by
- * test/chaos/redis-resend.test.ts. Set CHAOS_RESEND=1 to run this with the
- * ioredis defaults (do so once that bug is fixed).
+ * The instances use ioredis' defaults, so the Redis crash makes ioredis
+ * resend the commands whose replies it lost; every store script must be safe
+ * to run twice (test/chaos/redis-resend.test.ts pins each one down).
  *
  * It runs twice: with plain watches, and with streaming watches of which the
  * balancer cuts 5 % midway (status, headers and part of the frames, then a
@@ -39,7 +37,6 @@ describe.each(VARIANTS)('chaos, short: $name', ({ stream, cutStream }) => {
       killAtProgress: [0.3],
       redisRestartAt: 0.6,
       redisRestartSignal: 'kill',
-      resend: process.env.CHAOS_RESEND === '1',
       durationMs: 90_000,
       drainMs: 30_000,
       progressEveryMs: 5_000,

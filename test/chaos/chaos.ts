@@ -23,7 +23,7 @@
  *   --cut P         CUT         probability of cutting a response midway; default 0
  *   --redis-signal  REDIS_SIGNAL  kill | term: how Redis is restarted midway; default kill
  *   --no-resend     RESEND=0    instances' ioredis with autoResendUnfulfilledCommands: false
- *                               (work-around for the append-resend bug, test/chaos/redis-resend.test.ts)
+ *                               (and a commandTimeout): the other way to configure ioredis
  *   --stream        STREAM=1    clients use streaming watches (combine with --cut to cut them midway)
  *   --no-redis-restart          skip the Redis crash
  *   --json FILE     JSON        also write the report as JSON
