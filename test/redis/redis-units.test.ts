@@ -8,7 +8,7 @@
 import Redis from 'ioredis';
 import type { Socket } from 'node:net';
 import type { StoreEvent } from '../../src/core/store';
-import { newSessionId, newToken } from '../../src/core/util';
+import { newAppendId, newSessionId, newToken } from '../../src/core/util';
 import { RedisKeys, RedisStore } from '../../src/redis';
 import { keySlot } from '../../src/redis/keys';
 import { SCRIPTS } from '../../src/redis/scripts';
@@ -348,15 +348,29 @@ describe('memory', () => {
     }
     const perSession = ((await used()) - before) / n;
     const json = JSON.stringify({ text: 'hello, world', from: 'ada' }); // 36 bytes
-    await store.appendMany(sids, json, ROOMY); // the first message creates each log
+    // As core sends: each with an append id, which the store remembers (the last 32 per session).
+    const beforeFirst = await used();
+    await store.appendMany(sids, json, ROOMY, newAppendId()); // the first message creates each log and id list
+    const firstMessage = ((await used()) - beforeFirst) / n;
     const beforeMsgs = await used();
-    for (let k = 0; k < 10; k++) await store.appendMany(sids, json, ROOMY);
+    for (let k = 0; k < 10; k++) await store.appendMany(sids, json, ROOMY, newAppendId());
     const perMessage = ((await used()) - beforeMsgs) / (n * 10);
+    // Once 32 ids are remembered the list stops growing: further messages cost their log entry only.
+    for (let k = 0; k < 25; k++) await store.appendMany(sids, json, ROOMY, newAppendId());
+    const beforeSteady = await used();
+    for (let k = 0; k < 10; k++) await store.appendMany(sids, json, ROOMY, newAppendId());
+    const perSteadyMessage = ((await used()) - beforeSteady) / (n * 10);
     if (process.env.BIDIWEB_PRINT_MEMORY) {
-      console.log(`idle session: ${perSession.toFixed(0)} B (MEMORY USAGE of the record: ${await redis.memory('USAGE', new RedisKeys((store as unknown as { keys: RedisKeys }).keys.prefix).record(sids[0]!), 'SAMPLES', '0')} B); queued ${json.length}-byte message: ${perMessage.toFixed(1)} B`);
+      const keys = new RedisKeys((store as unknown as { keys: RedisKeys }).keys.prefix).session(sids[0]!);
+      console.log(
+        `idle session: ${perSession.toFixed(0)} B (MEMORY USAGE of the record: ${await redis.memory('USAGE', keys.s, 'SAMPLES', '0')} B); ` +
+          `first ${json.length}-byte message: ${firstMessage.toFixed(0)} B; next ten: ${perMessage.toFixed(1)} B each; ` +
+          `past 32 ids: ${perSteadyMessage.toFixed(1)} B each; id list of 32: ${await redis.memory('USAGE', keys.aids, 'SAMPLES', '0')} B`,
+      );
     }
     expect(perSession).toBeLessThan(600);
     expect(perMessage).toBeLessThan(100 + json.length);
+    expect(perSteadyMessage).toBeLessThan(60 + json.length);
   });
 });
 
