@@ -193,16 +193,25 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
    */
   async sweep(): Promise<number> {
     let total = 0;
-    for (let round = 0; round < 100; round++) {
-      const result = await this.store.sweep({ lease: { token: this.sweepToken, ms: this.leaseMs }, limit: 100 });
-      if (result.status === 'busy' || result.closing.length === 0) break;
-      await Promise.all(
-        result.closing.map((s) =>
-          this.runClose(s.sid, this.sweepToken, s.reason, s.userJson, s.stateJson),
-        ),
-      );
-      total += result.closing.length;
-      if (result.closing.length < 100) break;
+    let leased = false;
+    try {
+      for (let round = 0; round < 100; round++) {
+        const result = await this.store.sweep({ lease: { token: this.sweepToken, ms: this.leaseMs }, limit: 100 });
+        if (result.status === 'busy') break;
+        leased = true;
+        if (result.closing.length === 0) break;
+        await Promise.all(
+          result.closing.map((s) =>
+            this.runClose(s.sid, this.sweepToken, s.reason, s.userJson, s.stateJson),
+          ),
+        );
+        total += result.closing.length;
+        if (result.closing.length < 100) break;
+      }
+    } finally {
+      // Done: hand the store-wide lease back rather than let it run out, so the next sweep (another
+      // instance, or the next serverless invocation with a fresh token) need not wait `leaseMs`.
+      if (leased) await this.store.sweep({ lease: { token: this.sweepToken, ms: 0 }, limit: 0 }).catch((err) => this.report(err, { phase: 'sweep' }));
     }
     return total;
   }

@@ -441,6 +441,19 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
         expect((await wire.watch(busy, 0, 0)).body.close).toBeUndefined();
       });
 
+      it('successive sweeps by fresh server objects (serverless invocations) each close what is due: a finished sweep hands its lease back', async () => {
+        const closes: string[] = [];
+        const { t, wire } = await serve({ maxWait: 50, idleTimeout: 100, onClose: (_s, r) => void closes.push(r) });
+        await wire.openSid();
+        await sleep(150);
+        expect(await t.sweep()).toBe(1);
+        await wire.openSid();
+        await sleep(150);
+        // Well within leaseMs (5 s) of the first sweep, by another token.
+        expect(await t.sweep()).toBe(1);
+        expect(closes).toEqual(['expired', 'expired']);
+      });
+
       it('runs onClose exactly once when client close, server close and sweep race', async () => {
         const closes: string[] = [];
         const { t, wire } = await serve({ maxWait: 10, idleTimeout: 20, onClose: (_s, r) => void closes.push(r) });

@@ -1076,6 +1076,19 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         expect(await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 })).toEqual({ status: 'busy' });
       });
 
+      it('ms 0 hands the sweep lease back: another token sweeps at once; another token cannot hand it back', async () => {
+        const s = await fresh();
+        const holder = newToken();
+        expect(await s.sweep({ lease: { token: holder, ms: LONG }, limit: 100 })).toEqual({ status: 'ok', closing: [] });
+        expect(await s.sweep({ lease: { token: newToken(), ms: 0 }, limit: 0 })).toEqual({ status: 'busy' });
+        expect(await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 })).toEqual({ status: 'busy' });
+        expect(await s.sweep({ lease: { token: holder, ms: 0 }, limit: 0 })).toEqual({ status: 'ok', closing: [] });
+        const sid = await open({ idleMs: SHORT }, s);
+        await sleep(PAST_SHORT);
+        const next = await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 100 });
+        expect(next).toEqual({ status: 'ok', closing: [expect.objectContaining({ sid, reason: 'expired' })] });
+      });
+
       it('after the sweep lease expires another sweeper runs and picks up closes left unfinished', async () => {
         const s = await fresh();
         const sid = await open({ idleMs: SHORT }, s);
