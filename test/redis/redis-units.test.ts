@@ -141,6 +141,32 @@ describe('create races', () => {
   });
 });
 
+describe('append ids', () => {
+  it('refuses an id the script could not store unambiguously, before sending anything', async () => {
+    const { store } = makeStore();
+    const sid = await open(store);
+    for (const id of ['a|b', 'a:b', '', 'x'.repeat(65), 'é']) {
+      await expect(store.append(sid, ['1'], ROOMY, id)).rejects.toThrow(/append id must match/);
+      await expect(store.appendMany([sid], '1', ROOMY, id)).rejects.toThrow(/append id must match/);
+    }
+    expect((await store.inspect([sid]))[0]).toMatchObject({ lastSeq: 0 });
+  });
+
+  it('keeps the ids in their own key, which expires 10 minutes after the last append', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sid = await open(store);
+    const keys = new RedisKeys(prefix).session(sid);
+    await store.append(sid, ['1'], ROOMY);
+    expect(await redis.exists(keys.aids)).toBe(0); // no id, no list
+    await store.append(sid, ['2'], ROOMY, 'first-id');
+    expect(await redis.get(keys.aids)).toBe('|first-id:2:2');
+    const ttl = await redis.pttl(keys.aids);
+    expect(ttl).toBeGreaterThan(590_000);
+    expect(ttl).toBeLessThanOrEqual(600_000);
+    expect(await redis.hexists(keys.s, 'aids')).toBe(0); // the record stays small
+  });
+});
+
 describe('TTLs', () => {
   it('gives every session key the safety TTL from the last activity, far above the idle timeout', async () => {
     const { store, redis } = makeStore();
