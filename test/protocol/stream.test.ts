@@ -2,11 +2,6 @@
  * The streaming watch (`GET {base}/watch?...&stream=1`, docs/PROTOCOL.md) and
  * what it rests on (`read` with `after`, docs/STORE.md), over the memory store
  * and Redis, through the Node bridge, the Fetch handler and the client.
- *
- * Written with the performance work (docs/BENCHMARKS.md); meant for test/
- * (e.g. test/protocol/stream.test.ts). Until then:
- *
- *   npx jest --roots '<rootDir>/bench'
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,8 +12,8 @@ import type { BidiRequest } from '../../src/core/http';
 import { newSessionId, newToken } from '../../src/core/util';
 import { createNodeHandler } from '../../src/node';
 import { RedisStore } from '../../src/redis';
-import { faultyFetch } from '../../test/helpers/faulty-fetch';
-import { startRedis, type RedisProcess } from '../../test/helpers/redis-server';
+import { faultyFetch } from '../helpers/faulty-fetch';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 jest.setTimeout(30_000);
 

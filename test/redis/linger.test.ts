@@ -2,16 +2,12 @@
  * RedisStore `subscriptionLingerMs` (docs/REDIS.md): a session's channel stays
  * subscribed for a while after its last listener left, so the next watch of
  * the session on this instance needs no SUBSCRIBE.
- *
- * Meant for test/redis (e.g. next to redis-units.test.ts). Until then:
- *
- *   npx jest --roots '<rootDir>/bench' --testPathPatterns linger
  */
 import Redis from 'ioredis';
 import type { StoreEvent } from '../../src/core/store';
 import { newSessionId, newToken } from '../../src/core/util';
 import { RedisKeys, RedisStore } from '../../src/redis';
-import { startRedis, type RedisProcess } from '../../test/helpers/redis-server';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 jest.setTimeout(30_000);
 
