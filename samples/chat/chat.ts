@@ -110,6 +110,16 @@ export function validRoom(value: unknown): string | null {
   return typeof value === 'string' && ROOM_PATTERN.test(value) ? value : null;
 }
 
+/** The open request's `meta` as a chat user, or a 400 that says what is wrong. */
+export function chatUserFromMeta(meta: unknown): ChatUser {
+  const m = (meta ?? {}) as { nick?: unknown; room?: unknown };
+  const nick = validNick(m.nick);
+  if (nick === null) throw reject(400, `nick must be 1–${NICK_MAX} characters without control characters`);
+  const room = validRoom(m.room);
+  if (room === null) throw reject(400, 'room must be 1–32 characters of a-z, 0-9 and -');
+  return { nick, room };
+}
+
 function utf8Length(s: string): number {
   return new TextEncoder().encode(s).byteLength;
 }
@@ -120,7 +130,7 @@ function utf8Length(s: string): number {
  * crash (same session, same client seq), so pages can drop the duplicate.
  * Web Crypto, so the chat also runs on edge runtimes.
  */
-async function messageId(sid: string, seq: number): Promise<string> {
+export async function messageId(sid: string, seq: number): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`bidiweb-chat:${sid}:${seq}`)));
   let bin = '';
   for (const b of digest) bin += String.fromCharCode(b);
@@ -203,14 +213,9 @@ export function chatBidiOptions(
     sweepInterval: options.sweepInterval,
 
     async onOpen(session, { meta }) {
-      const m = (meta ?? {}) as { nick?: unknown; room?: unknown };
-      const nick = validNick(m.nick);
-      if (nick === null) throw reject(400, `nick must be 1–${NICK_MAX} characters without control characters`);
-      const room = validRoom(m.room);
-      if (room === null) throw reject(400, 'room must be 1–32 characters of a-z, 0-9 and -');
-      session.user = { nick, room };
+      session.user = chatUserFromMeta(meta);
       session.state = { announced: false };
-      await session.join(roomGroup(room));
+      await session.join(roomGroup(session.user.room));
     },
 
     // History sessions live in the same store but belong to no client.

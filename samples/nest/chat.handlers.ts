@@ -5,19 +5,12 @@
  * group and the nick is `session.user`: no chat state in this process.
  */
 import { Inject, Injectable } from '@nestjs/common';
-import { createHash } from 'node:crypto';
-import { BidiWebService, OnClose, OnMessage, OnOpen, reject } from '../../src/nest';
+import { BidiWebService, OnClose, OnMessage, OnOpen } from '../../src/nest';
 import type { MessageInfo, OpenRequest, ServerSession } from '../../src/nest';
-import { NICK_MAX, TEXT_MAX, validNick, validRoom } from '../chat/server';
+import { chatUserFromMeta, messageId, roomGroup, TEXT_MAX } from '../chat/server';
 import type { ChatMessage, ChatState, ChatUser } from '../chat/server';
 
 type ChatSession = ServerSession<ChatUser, ChatState>;
-
-/** Store groups are shared by every app on the store: keep ours apart. */
-const roomGroup = (room: string) => `chat:room:${room}`;
-
-/** Stable across a redelivery (same session, same client seq), reveals nothing about the session id. */
-const messageId = (sid: string, seq: number) => createHash('sha256').update(`bidiweb-chat:${sid}:${seq}`).digest('base64url').slice(0, 22);
 
 @Injectable()
 export class ChatHandlers {
@@ -26,14 +19,9 @@ export class ChatHandlers {
 
   @OnOpen()
   async open(session: ChatSession, { meta }: OpenRequest): Promise<void> {
-    const m = (meta ?? {}) as { nick?: unknown; room?: unknown };
-    const nick = validNick(m.nick);
-    if (nick === null) throw reject(400, `nick must be 1–${NICK_MAX} characters without control characters`);
-    const room = validRoom(m.room);
-    if (room === null) throw reject(400, 'room must be 1–32 characters of a-z, 0-9 and -');
-    session.user = { nick, room };
+    session.user = chatUserFromMeta(meta);
     session.state = { announced: false };
-    await session.join(roomGroup(room));
+    await session.join(roomGroup(session.user.room));
   }
 
   /** The page sends it on open; any first message announces the session (see samples/chat). */
@@ -50,7 +38,7 @@ export class ChatHandlers {
     if (text.length === 0) return;
     if (text.length > TEXT_MAX) return this.refuse(session, `a message may be at most ${TEXT_MAX} characters`);
     const { nick, room } = session.user;
-    await this.publish(room, { type: 'said', id: messageId(session.id, seq), from: nick, text, at: Date.now() });
+    await this.publish(room, { type: 'said', id: await messageId(session.id, seq), from: nick, text, at: Date.now() });
   }
 
   /** Everything else. */

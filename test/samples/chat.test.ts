@@ -5,8 +5,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import vm from 'node:vm';
-import { open } from '../../src/client';
-import type { BidiClientSession, CloseEvent, FetchLike } from '../../src/client';
+import type { BidiClientSession, FetchLike } from '../../src/client';
 import Redis from 'ioredis';
 import { MemoryStore } from '../../src/core/stores/memory';
 import type { Store } from '../../src/core/store';
@@ -16,6 +15,7 @@ import { createChatApp } from '../../samples/chat/server';
 import type { ChatApp } from '../../samples/chat/server';
 import { isHistorySid, RoomHistory } from '../../samples/chat/history';
 import { createChatFunctions } from '../../samples/serverless/functions';
+import { openWatched, waitFor } from '../helpers/client-session';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 let chat: ChatApp;
@@ -172,25 +172,10 @@ describe('chat sample, bare protocol', () => {
 
 /** A real client session that records what it receives. */
 function join(nick: string, room: string, fetchImpl?: FetchLike) {
-  const s: BidiClientSession<any, unknown> = open(`${base}/session`, {
-    meta: { nick, room },
-    retry: { initialDelayMs: 20, maxDelayMs: 200 },
-    fetch: fetchImpl,
-  });
-  const received: any[] = [];
-  const closed: CloseEvent[] = [];
-  live.add(s);
-  s.on('message', (m) => received.push(m));
-  s.on('close', (e) => {
-    closed.push(e);
-    live.delete(s);
-  });
-  const opened = new Promise<void>((resolve, rejectOpen) => {
-    s.once('open', () => resolve());
-    s.once('close', (e) => rejectOpen(Object.assign(new Error(e.reason), e)));
-  });
-  opened.catch(() => {});
-  return { s, received, closed, opened };
+  const watched = openWatched(`${base}/session`, { meta: { nick, room }, fetch: fetchImpl });
+  live.add(watched.s);
+  watched.s.on('close', () => live.delete(watched.s));
+  return watched;
 }
 
 /** Sessions a failed test left open would keep jest alive (their watches retry forever). */
@@ -198,14 +183,6 @@ const live = new Set<BidiClientSession<any, unknown>>();
 afterEach(async () => {
   await Promise.all([...live].map((s) => s.close()));
 });
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('chat sample, real client (src/client)', () => {
   test('two sessions in "lobby": one says, the other receives in order', async () => {

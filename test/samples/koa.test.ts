@@ -4,8 +4,7 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { open } from '../../src/client';
-import type { BidiClientSession, CloseEvent } from '../../src/client';
+import { openWatched, waitFor } from '../helpers/client-session';
 import { createEchoApp } from '../../samples/koa/server';
 import type { EchoApp } from '../../samples/koa/server';
 
@@ -28,26 +27,7 @@ afterAll(async () => {
   await echo.stop();
 });
 
-function connect() {
-  const s: BidiClientSession<any, unknown> = open(`${base}/session`, { retry: { initialDelayMs: 20, maxDelayMs: 200 } });
-  const received: any[] = [];
-  const closed: CloseEvent[] = [];
-  s.on('message', (m) => received.push(m));
-  s.on('close', (e) => closed.push(e));
-  const opened = new Promise<void>((resolve, rejectOpen) => {
-    s.once('open', () => resolve());
-    s.once('close', (e) => rejectOpen(Object.assign(new Error(e.reason), e)));
-  });
-  return { s, received, closed, opened };
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const connect = () => openWatched(`${base}/session`);
 
 const ofType = (msgs: any[], type: string) => msgs.filter((m) => m.type === type);
 

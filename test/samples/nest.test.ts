@@ -5,8 +5,7 @@
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { AddressInfo } from 'node:net';
 import vm from 'node:vm';
-import { open } from '../../src/client';
-import type { BidiClientSession, CloseEvent } from '../../src/client';
+import { openWatched, waitFor } from '../helpers/client-session';
 import { createNestChatApp } from '../../samples/nest/app.module';
 
 let app: NestExpressApplication;
@@ -24,27 +23,7 @@ afterAll(async () => {
   await app.close();
 });
 
-function join(nick: string, room: string) {
-  const s: BidiClientSession<any, unknown> = open(`${base}/session`, { meta: { nick, room }, retry: { initialDelayMs: 20, maxDelayMs: 200 } });
-  const received: any[] = [];
-  const closed: CloseEvent[] = [];
-  s.on('message', (m) => received.push(m));
-  s.on('close', (e) => closed.push(e));
-  const opened = new Promise<void>((resolve, rejectOpen) => {
-    s.once('open', () => resolve());
-    s.once('close', (e) => rejectOpen(Object.assign(new Error(e.reason), e)));
-  });
-  opened.catch(() => {});
-  return { s, received, closed, opened };
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const join = (nick: string, room: string) => openWatched(`${base}/session`, { meta: { nick, room } });
 
 const ofType = (msgs: any[], type: string) => msgs.filter((m) => m.type === type);
 const lastPresence = (msgs: any[]) => ofType(msgs, 'presence').at(-1)?.nicks;
