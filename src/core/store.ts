@@ -94,7 +94,7 @@ export interface AppendLimits {
   maxUnackedBytes: number;
 }
 
-/** Most recent append ids a store remembers per session (see `Store.append`). */
+/** How many of its most recent append ids a store remembers per session, at least (see `Store.append`). */
 export const APPEND_IDS_REMEMBERED = 32;
 
 export type AppendResult =
@@ -199,8 +199,8 @@ export interface Store {
   /**
    * Server messages out: assign the next seqs atomically, within the unacked
    * bounds; wakes watches. `id` (letters, digits, `_`, `-`) names this send:
-   * a repeat with an id among the session's last {@link APPEND_IDS_REMEMBERED}
-   * appends stores nothing and answers the first call's seqs, whatever the
+   * a repeat with an id among (at least) the session's last
+   * {@link APPEND_IDS_REMEMBERED} appends stores nothing and answers the first call's seqs, whatever the
    * session's state now. That makes the call safe for a store client to
    * resend when a reply was lost (ioredis does, after a reconnect).
    */

@@ -159,11 +159,27 @@ describe('append ids', () => {
     await store.append(sid, ['1'], ROOMY);
     expect(await redis.exists(keys.aids)).toBe(0); // no id, no list
     await store.append(sid, ['2'], ROOMY, 'first-id');
-    expect(await redis.get(keys.aids)).toBe('|first-id:2:2');
+    expect(await redis.get(keys.aids)).toBe('|first-id:2');
+    await store.append(sid, ['3', '4'], ROOMY, 'two-msgs');
+    expect(await redis.get(keys.aids)).toBe('|two-msgs:3:4|first-id:2');
     const ttl = await redis.pttl(keys.aids);
     expect(ttl).toBeGreaterThan(590_000);
     expect(ttl).toBeLessThanOrEqual(600_000);
     expect(await redis.hexists(keys.s, 'aids')).toBe(0); // the record stays small
+  });
+
+  it('holds exactly the last 32 ids, and starts over when the list expired', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sid = await open(store);
+    const keys = new RedisKeys(prefix).session(sid);
+    for (let i = 1; i <= 100; i++) await store.append(sid, [String(i)], ROOMY, `id${i}`);
+    const entries = (await redis.get(keys.aids))!.split('|').slice(1);
+    expect(entries).toEqual(Array.from({ length: 32 }, (_, k) => `id${100 - k}:${100 - k}`));
+    expect(await redis.hget(keys.s, 'an')).toBe('32');
+    await redis.del(keys.aids); // as its TTL would
+    await store.append(sid, ['101'], ROOMY, 'fresh');
+    expect(await redis.get(keys.aids)).toBe('|fresh:101');
+    expect(await redis.hget(keys.s, 'an')).toBe('1');
   });
 });
 

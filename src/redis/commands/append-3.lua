@@ -6,9 +6,11 @@
   whose reply was lost with its connection) finds the id among the session's
   last 32 appends and answers the seqs the first run assigned, storing
   nothing, whatever the session's state now. The ids live in their own key,
-  "|id:first:last" entries newest first, which expires 10 minutes after the
-  session's last append: the record's hash stays small (listpack-encoded), and
-  sessions nobody sends to keep no ids.
+  "|id:first" entries ("|id:first:last" for several messages) newest first,
+  which expires 10 minutes after the session's last append: the record's hash
+  stays small (listpack-encoded), and sessions nobody sends to keep no ids.
+  The record's `an` field counts the entries, so keeping 32 means dropping
+  the last entry, found in one pattern match rather than by counting.
 
   KEYS[1] s     session record (HASH)
   KEYS[2] out   server log (LIST)
@@ -24,7 +26,7 @@
 ]]
 local APPEND_IDS, APPEND_IDS_MS = 32, 600000
 local s, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'last', 'lbytes')
+local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an')
 if not f[1] then return {'unknown'} end
 local id = ARGV[5]
 local aids
@@ -33,8 +35,8 @@ if id ~= '' then
   -- A plain find: ids may hold '-', which a Lua pattern would read as a quantifier.
   local at = string.find(aids, '|' .. id .. ':', 1, true)
   if at then
-    local first, lastSeq = string.match(aids, '^(%d+):(%d+)', at + #id + 2)
-    return {'ok', tonumber(first), tonumber(lastSeq)}
+    local first, lastSeq = string.match(aids, '^(%d+):?(%d*)', at + #id + 2)
+    return {'ok', tonumber(first), tonumber(lastSeq) or tonumber(first)}
   end
 end
 if f[1] ~= 'open' then return {'closed'} end
@@ -51,20 +53,24 @@ end
 for i = 6, #ARGV, 1000 do
   redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-redis.call('HSET', s, 'last', last + n, 'lbytes', lbytes + bytes)
 if id ~= '' then
-  aids = '|' .. id .. ':' .. (last + 1) .. ':' .. (last + n) .. aids
-  -- Keep the newest APPEND_IDS entries: cut before the next '|'.
-  local at = 0
-  for _ = 1, APPEND_IDS do
-    at = string.find(aids, '|', at + 1, true)
-    if not at then break end
+  -- The count restarts with the list when the list expired.
+  local count = aids == '' and 0 or num(f[4])
+  if n == 1 then
+    aids = '|' .. id .. ':' .. (last + 1) .. aids
+  else
+    aids = '|' .. id .. ':' .. (last + 1) .. ':' .. (last + n) .. aids
   end
-  if at then
-    local cut = string.find(aids, '|', at + 1, true)
-    if cut then aids = string.sub(aids, 1, cut - 1) end
+  count = count + 1
+  if count > APPEND_IDS then
+    -- Drop the oldest entry: everything before the last '|'.
+    aids = string.match(aids, '^(.*)|')
+    count = APPEND_IDS
   end
+  redis.call('HSET', s, 'last', last + n, 'lbytes', lbytes + bytes, 'an', count)
   redis.call('SET', aidsKey, aids, 'PX', APPEND_IDS_MS)
+else
+  redis.call('HSET', s, 'last', last + n, 'lbytes', lbytes + bytes)
 end
 -- Not activity (the client did nothing): the log simply lives as long as the record. A log that
 -- existed already has the record's expiry (every activity extends all the session's keys together).

@@ -18,6 +18,7 @@
     g:<group>                  one field per group the session joined (kept, inert, in the tombstone)
     closer                     in a tombstone: the token that finished the close
     ct                         the create call's token (a resent create answers ok)
+    an                         how many ids the append-id list (KEYS aids) holds
   Absent number fields read as 0. Every length is in bytes (#str), which is
   the UTF-8 length of the JSON text.
 
