@@ -200,9 +200,10 @@ export interface Store {
    * Server messages out: assign the next seqs atomically, within the unacked
    * bounds; wakes watches. `id` (letters, digits, `_`, `-`) names this send:
    * a repeat with an id among (at least) the session's last
-   * {@link APPEND_IDS_REMEMBERED} appends stores nothing and answers the first call's seqs, whatever the
-   * session's state now. That makes the call safe for a store client to
-   * resend when a reply was lost (ioredis does, after a reconnect).
+   * {@link APPEND_IDS_REMEMBERED} appends stores nothing and answers the
+   * first call's seqs, whatever the session's state now. That makes the call
+   * safe for a store client to resend when a reply was lost (ioredis does,
+   * after a reconnect).
    */
   append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult>;
   /** One message to many sessions in one round trip (pipelined where the store is remote); `id` as for `append`, per session. */
