@@ -27,6 +27,9 @@ const DEFAULT_WAIT_MS = 25_000;
 /** A DELETE always gets at least this long, even when `closeTimeoutMs` is used up by the drain. */
 const MIN_DELETE_TIMEOUT_MS = 1_000;
 
+/** For requests that only their timeout may cancel. */
+const NEVER_ABORTED = new AbortController().signal;
+
 interface ResolvedOptions {
   wait?: number;
   stream: boolean;
@@ -36,6 +39,7 @@ interface ResolvedOptions {
   resendAfterMs: number;
   closeTimeoutMs: number;
   requestTimeoutMs: number;
+  closeOnPageHide: boolean;
 }
 
 function option(name: string, value: unknown, fallback: number, min: number): number {
@@ -55,6 +59,7 @@ function resolveOptions(o: ClientOptions): ResolvedOptions {
     closeTimeoutMs: option('closeTimeoutMs', o.closeTimeoutMs, 5_000, 0),
     requestTimeoutMs: option('requestTimeoutMs', o.requestTimeoutMs, 30_000, 1),
     stream: o.stream === true,
+    closeOnPageHide: o.closeOnPageHide !== false,
   };
   if (o.wait !== undefined) out.wait = option('wait', o.wait, 0, 0);
   return out;
@@ -117,7 +122,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
   private readonly sender: Sender;
   private watcher?: Watcher;
   private readonly metaJson?: string;
-  /** Aborted when the session ends: cancels the open request, sleeps and the DELETE. */
+  /** Aborted when the session ends: cancels the open request and sleeps (a DELETE in flight runs to its answer or timeout). */
   private readonly lifetime = new AbortController();
   private readonly backingOff = new Set<Operation>();
   private _state: SessionState = 'connecting';
@@ -125,6 +130,8 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
   private _limits?: ServerLimits;
   private _closeEvent?: CloseEvent;
   private closePromise?: Promise<void>;
+  /** A DELETE went out (it is not sent twice when the page hides during close()). */
+  private deleteSent = false;
   private resolveEnded!: () => void;
   private readonly ended = new Promise<void>((resolve) => (this.resolveEnded = resolve));
 
@@ -167,6 +174,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       initialDelayMs: this.opts.initialDelayMs,
       maxDelayMs: this.opts.maxDelayMs,
     });
+    this.watchPageHide();
     void this.runOpen();
   }
 
@@ -422,12 +430,15 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     for (;;) {
       let outcome: Outcome;
       try {
+        this.deleteSent = true;
         const reply = await this.transport.request({
           method: 'DELETE',
           path: '',
           sid,
           timeoutMs: Math.min(this.opts.requestTimeoutMs, Math.max(deadline - Date.now(), MIN_DELETE_TIMEOUT_MS)),
-          signal,
+          // Not the session's lifetime: a page that hides now ends the session, and must not cancel this.
+          signal: NEVER_ABORTED,
+          keepalive: true,
         });
         outcome = classify(reply, 'close');
       } catch (err) {
@@ -445,6 +456,37 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       this.backingOff.delete('close');
       if (this._closeEvent) return;
     }
+  }
+
+  /**
+   * Browsers: end the session when the page is unloaded (see
+   * `ClientOptions.closeOnPageHide`). A page kept in the back/forward cache
+   * (`persisted`) may come back, so it keeps its session.
+   */
+  private watchPageHide(): void {
+    const page = globalThis as unknown as Partial<Pick<EventTarget, 'addEventListener' | 'removeEventListener'>> & { document?: unknown };
+    if (!this.opts.closeOnPageHide || typeof page.addEventListener !== 'function' || page.document === undefined) return;
+    const onPageHide = (event: Event): void => {
+      if (!(event as Event & { persisted?: boolean }).persisted) this.closeNow('the page was closed');
+    };
+    page.addEventListener('pagehide', onPageHide);
+    void this.ended.then(() => page.removeEventListener?.('pagehide', onPageHide));
+  }
+
+  /** Close without waiting for anything: DELETE as a keepalive request (once), then end. */
+  private closeNow(reason: string): void {
+    if (this._closeEvent) return;
+    const unacked = this.sender.size;
+    this.watcher?.stop();
+    this.sender.halt();
+    if (this._sid !== undefined && !this.deleteSent) {
+      this.deleteSent = true;
+      const sid = this._sid;
+      this.transport
+        .request({ method: 'DELETE', path: '', sid, timeoutMs: this.opts.requestTimeoutMs, signal: NEVER_ABORTED, keepalive: true })
+        .catch(() => {}); // the page is going away: nobody is left to tell
+    }
+    this.end({ code: 'CLIENT', reason: unacked ? `${reason}; ${unacked} unacked message(s) discarded` : reason });
   }
 
   /** Ends the session: exactly once, whatever the cause. */

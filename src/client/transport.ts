@@ -4,7 +4,7 @@
  */
 import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError, describe } from './errors';
-import type { FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
+import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
 
 /** The request header that carries the session id. */
 export const SID_HEADER = 'Bidi-Sid';
@@ -37,6 +37,8 @@ export interface RequestSpec {
   timeoutMs: number;
   /** Aborting it cancels the request: `request()` then throws {@link AbortedError}. */
   signal: AbortSignal;
+  /** Let the request outlive the page (fetch `keepalive`): for `DELETE`. */
+  keepalive?: boolean;
   /**
    * For a streaming watch: called with each frame (a parsed JSON value) of a
    * `200` answered as a stream (`application/x-ndjson`), as it arrives.
@@ -152,7 +154,8 @@ export class Transport {
       } else {
         headers = requestHeaders(option, spec); // no await: a static object costs no extra turn
       }
-      const init = { method: spec.method, headers, signal: ctl.signal, cache: 'no-store' as const };
+      const init: FetchInitLike = { method: spec.method, headers, signal: ctl.signal, cache: 'no-store' };
+      if (spec.keepalive) init.keepalive = true;
       const res = await abortable(
         this.fetchImpl(this.url(spec.path, spec.query), spec.body === undefined ? init : { ...init, body: spec.body }),
         ctl.signal,

@@ -123,6 +123,8 @@ export interface FetchInitLike {
   body?: string;
   signal: AbortSignal;
   cache?: 'no-store';
+  /** Set on `DELETE`: the browser still sends it when the page is being unloaded. */
+  keepalive?: boolean;
 }
 
 /** A fetch implementation (`globalThis.fetch` fits). */
@@ -177,6 +179,17 @@ export interface ClientOptions {
   closeTimeoutMs?: number;
   /** Timeout of open, send and close requests. Default 30000. The watch times out at its wait + 10 s. */
   requestTimeoutMs?: number;
+  /**
+   * In a browser, end the session when its page is unloaded (the `pagehide`
+   * event of a page that is not kept in the back/forward cache): the client
+   * sends `DELETE` at once, as a `keepalive` request the browser delivers
+   * after the page is gone, and closes with code `CLIENT` — so the server's
+   * `onClose` runs now rather than after the idle timeout. Messages not yet
+   * acked are dropped (a closing page cannot wait for them). A `headers`
+   * function must return synchronously (or from a cache) for that request to
+   * carry its headers in time. Default `true`; ignored outside browsers.
+   */
+  closeOnPageHide?: boolean;
 }
 
 /**

@@ -158,6 +158,24 @@ test('a page that goes offline shows it, then receives everything it missed exac
   expect(await cy.page.$eval('#status', (e) => (e as HTMLElement).dataset.code)).toBe('CLIENT');
 });
 
+test('closing a tab ends its session at once (keepalive DELETE on pagehide): the room sees it leave', async () => {
+  const room = 'tab-close';
+  const ann = await newPage();
+  const bob = await newPage();
+  await join(ann.page, proxy.url, 'ann', room);
+  await join(bob.page, proxy.url, 'bob', room);
+  await bob.page.waitForFunction(() => document.getElementById('count')!.textContent === '(2)');
+  const closedAt = Date.now();
+  // The page's own script registers no pagehide handler: the client library does it.
+  await ann.page.close({ runBeforeUnload: true });
+  // The idle timeout is 120 s: only the DELETE can make this happen within seconds.
+  await bob.page.waitForFunction(() => document.getElementById('count')!.textContent === '(1)', undefined, { timeout: 10_000 });
+  expect(Date.now() - closedAt).toBeLessThan(10_000);
+  expect(await bob.page.$$eval('#presence li', (els) => els.map((e) => e.textContent))).toEqual(['bob']);
+  // (Playwright does not report a keepalive request sent as its page closes; test/client/page-hide.test.ts
+  // checks the request itself.)
+});
+
 test('no page errors', () => {
   expect(stderr).toEqual([]);
 });

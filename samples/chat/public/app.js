@@ -341,9 +341,8 @@
     if (session) session.close();
   });
 
-  window.addEventListener('pagehide', function () {
-    if (session && session.state !== 'closed') session.close();
-  });
+  // Closing the tab needs nothing here: the client sends DELETE itself when the page
+  // is unloaded (closeOnPageHide), so the room sees "left" at once.
 
   // Prefill: the last nick, the room from the URL (#room).
   try { els.nick.value = localStorage.getItem('bidiweb-chat-nick') || ''; } catch (_) { /* private mode */ }
