@@ -27,8 +27,11 @@ const DEFAULT_WAIT_MS = 25_000;
 /** A DELETE always gets at least this long, even when `closeTimeoutMs` is used up by the drain. */
 const MIN_DELETE_TIMEOUT_MS = 1_000;
 
-/** For requests that only their timeout may cancel. */
-const NEVER_ABORTED = new AbortController().signal;
+/** For requests that only their timeout may cancel. Made on first use: loading the bundle touches no Web API. */
+let neverAbortedSignal: AbortSignal | undefined;
+function neverAborted(): AbortSignal {
+  return (neverAbortedSignal ??= new AbortController().signal);
+}
 
 interface ResolvedOptions {
   wait?: number;
@@ -437,7 +440,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
           sid,
           timeoutMs: Math.min(this.opts.requestTimeoutMs, Math.max(deadline - Date.now(), MIN_DELETE_TIMEOUT_MS)),
           // Not the session's lifetime: a page that hides now ends the session, and must not cancel this.
-          signal: NEVER_ABORTED,
+          signal: neverAborted(),
           keepalive: true,
         });
         outcome = classify(reply, 'close');
@@ -483,7 +486,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       this.deleteSent = true;
       const sid = this._sid;
       this.transport
-        .request({ method: 'DELETE', path: '', sid, timeoutMs: this.opts.requestTimeoutMs, signal: NEVER_ABORTED, keepalive: true })
+        .request({ method: 'DELETE', path: '', sid, timeoutMs: this.opts.requestTimeoutMs, signal: neverAborted(), keepalive: true })
         .catch(() => {}); // the page is going away: nobody is left to tell
     }
     this.end({ code: 'CLIENT', reason: unacked ? `${reason}; ${unacked} unacked message(s) discarded` : reason });
