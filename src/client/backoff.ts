@@ -52,27 +52,46 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
 
 type Handle = ReturnType<typeof setTimeout>;
 
-/** A set of timers that `clear()` cancels all at once. */
+interface Entry {
+  fn: () => void;
+  onCancel?: () => void;
+  /** A backoff wait that `wake()` may cut short. */
+  wakeable: boolean;
+}
+
+/** A set of timers that `clear()` cancels all at once, and whose backoff waits `wake()` ends early. */
 export class TimerSet {
-  private readonly entries = new Map<Handle, (() => void) | undefined>();
+  private readonly entries = new Map<Handle, Entry>();
 
   /**
-   * Runs `fn` after `ms`. Returns a function that cancels it (without calling
-   * `onCancel`). `clear()` cancels it and calls `onCancel`.
+   * Runs `fn` after `ms` (or at `wake()`, if `wakeable`). Returns a function
+   * that cancels it (without calling `onCancel`). `clear()` cancels it and
+   * calls `onCancel`.
    */
-  after(ms: number, fn: () => void, onCancel?: () => void): () => void {
+  after(ms: number, fn: () => void, onCancel?: () => void, wakeable = false): () => void {
     const handle = setTimeout(() => {
       this.entries.delete(handle);
       fn();
     }, Math.max(0, ms));
-    this.entries.set(handle, onCancel);
+    this.entries.set(handle, { fn, onCancel, wakeable });
     return () => {
       if (this.entries.delete(handle)) clearTimeout(handle);
     };
   }
 
-  /** Resolves `true` after `ms`, or `false` as soon as `signal` aborts or `clear()` runs. */
-  sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
+  /** Runs every wakeable timer now: the reason for its wait (the network) is gone. */
+  wake(): number {
+    const due = [...this.entries].filter(([, e]) => e.wakeable);
+    for (const [handle] of due) {
+      this.entries.delete(handle);
+      clearTimeout(handle);
+    }
+    for (const [, e] of due) e.fn();
+    return due.length;
+  }
+
+  /** Resolves `true` after `ms` (or at `wake()`, if `wakeable`), or `false` as soon as `signal` aborts or `clear()` runs. */
+  sleep(ms: number, signal?: AbortSignal, wakeable = false): Promise<boolean> {
     return new Promise<boolean>((resolve) => {
       if (signal?.aborted) {
         resolve(false);
@@ -92,6 +111,7 @@ export class TimerSet {
           signal?.removeEventListener('abort', onAbort);
           resolve(false);
         },
+        wakeable,
       );
       signal?.addEventListener('abort', onAbort, { once: true });
     });
@@ -101,9 +121,9 @@ export class TimerSet {
   clear(): void {
     const entries = [...this.entries];
     this.entries.clear();
-    for (const [handle, onCancel] of entries) {
+    for (const [handle, entry] of entries) {
       clearTimeout(handle);
-      onCancel?.();
+      entry.onCancel?.();
     }
   }
 

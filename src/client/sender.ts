@@ -322,12 +322,17 @@ export class Sender {
     this.inBackoff = true;
     const delay = this.backoff.next(retryAfterMs);
     this.host.retry('send', error, this.backoff.attempt, delay);
-    this.host.timers.after(delay, () => {
-      if (!this.inBackoff) return;
-      this.inBackoff = false;
-      this.host.retryDone('send');
-      this.schedulePump();
-    });
+    this.host.timers.after(
+      delay,
+      () => {
+        if (!this.inBackoff) return;
+        this.inBackoff = false;
+        this.host.retryDone('send');
+        this.schedulePump();
+      },
+      undefined,
+      retryAfterMs === undefined, // a server's Retry-After is kept
+    );
   }
 
   /** Keeps one timer, at the earliest `resendAt` of the `waiting` messages. */

@@ -177,7 +177,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       initialDelayMs: this.opts.initialDelayMs,
       maxDelayMs: this.opts.maxDelayMs,
     });
-    this.watchPageHide();
+    this.watchPage();
     void this.runOpen();
   }
 
@@ -290,6 +290,17 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     return this.closePromise;
   }
 
+  /**
+   * Retries now whatever waits in backoff after a failed request (open, send,
+   * watch, close) instead of at the end of its delay: call it when you know
+   * the network is back. In a browser the client does so by itself on the
+   * `online` event. A wait the server asked for (`Retry-After`) is kept.
+   */
+  retryNow(): void {
+    if (this._closeEvent) return;
+    this.timers.wake();
+  }
+
   // ---- internals -------------------------------------------------------------------------------
 
   private setState(state: SessionState): void {
@@ -356,7 +367,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       }
       const delay = backoff.next(outcome.retryAfterMs);
       this.onRetry('open', outcome.error, backoff.attempt, delay);
-      await this.timers.sleep(delay, signal);
+      await this.timers.sleep(delay, signal, outcome.retryAfterMs === undefined);
       this.backingOff.delete('open');
       if (this._closeEvent) return;
     }
@@ -455,25 +466,31 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
         return;
       }
       this.onRetry('close', outcome.error, backoff.attempt, delay);
-      await this.timers.sleep(delay, signal);
+      await this.timers.sleep(delay, signal, outcome.retryAfterMs === undefined);
       this.backingOff.delete('close');
       if (this._closeEvent) return;
     }
   }
 
   /**
-   * Browsers: end the session when the page is unloaded (see
-   * `ClientOptions.closeOnPageHide`). A page kept in the back/forward cache
-   * (`persisted`) may come back, so it keeps its session.
+   * Browsers only. `online`: retry now what waits in backoff. `pagehide`: end
+   * the session when the page is unloaded (see `ClientOptions.closeOnPageHide`);
+   * a page kept in the back/forward cache (`persisted`) may come back, so it
+   * keeps its session.
    */
-  private watchPageHide(): void {
+  private watchPage(): void {
     const page = globalThis as unknown as Partial<Pick<EventTarget, 'addEventListener' | 'removeEventListener'>> & { document?: unknown };
-    if (!this.opts.closeOnPageHide || typeof page.addEventListener !== 'function' || page.document === undefined) return;
+    if (typeof page.addEventListener !== 'function' || page.document === undefined) return;
+    const onOnline = (): void => this.retryNow();
     const onPageHide = (event: Event): void => {
       if (!(event as Event & { persisted?: boolean }).persisted) this.closeNow('the page was closed');
     };
-    page.addEventListener('pagehide', onPageHide);
-    void this.ended.then(() => page.removeEventListener?.('pagehide', onPageHide));
+    page.addEventListener('online', onOnline);
+    if (this.opts.closeOnPageHide) page.addEventListener('pagehide', onPageHide);
+    void this.ended.then(() => {
+      page.removeEventListener?.('online', onOnline);
+      page.removeEventListener?.('pagehide', onPageHide);
+    });
   }
 
   /** Close without waiting for anything: DELETE as a keepalive request (once), then end. */

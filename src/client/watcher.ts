@@ -176,7 +176,7 @@ export class Watcher {
       }
       const delay = this.backoff.next(outcome.retryAfterMs);
       this.host.retry('watch', outcome.error, this.backoff.attempt, delay);
-      await this.host.timers.sleep(delay, ctl.signal);
+      await this.host.timers.sleep(delay, ctl.signal, outcome.retryAfterMs === undefined);
       this.host.retryDone('watch');
     }
   }

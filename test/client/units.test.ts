@@ -51,6 +51,25 @@ describe('TimerSet', () => {
   });
 });
 
+describe('TimerSet.wake', () => {
+  test('runs the wakeable timers and sleeps now, and leaves the others alone', async () => {
+    const t = new TimerSet();
+    const fired: string[] = [];
+    t.after(10_000, () => fired.push('backoff'), undefined, true);
+    t.after(10_000, () => fired.push('resend timer'));
+    const backoffSleep = t.sleep(10_000, undefined, true);
+    const plainSleep = t.sleep(10_000);
+    expect(t.wake()).toBe(2);
+    expect(fired).toEqual(['backoff']);
+    await expect(backoffSleep).resolves.toBe(true);
+    expect(t.size).toBe(2);
+    expect(t.wake()).toBe(0);
+    t.clear();
+    await expect(plainSleep).resolves.toBe(false);
+    expect(fired).toEqual(['backoff']);
+  });
+});
+
 describe('Emitter', () => {
   type E = { a: [number]; b: [] };
 

@@ -1,10 +1,12 @@
 /**
- * `closeOnPageHide`: in a browser, an unloaded page ends its session at once
- * with a keepalive DELETE. Node has no page, so the test gives the global
- * scope what a window has (`document`, `addEventListener`) and fires
- * `pagehide` itself; test/e2e/chat.e2e.ts closes a real Chromium tab.
+ * The client in a page. `closeOnPageHide`: an unloaded page ends its session
+ * at once with a keepalive DELETE. `online` (and `retryNow()`): what waits in
+ * backoff retries at once. Node has no page, so the test gives the global
+ * scope what a window has (`document`, `addEventListener`) and fires the
+ * events itself; test/e2e/chat.e2e.ts closes a real Chromium tab.
  */
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { bidiWeb } from '../../src/express';
@@ -116,4 +118,50 @@ test('sessions that ended stop listening for pagehide', async () => {
   requests.length = 0;
   pagehide(false);
   expect(requests).toEqual([]);
+});
+
+/** A port nothing listens on (yet). */
+async function freePort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  return port;
+}
+
+/**
+ * Opens a client against a server that is not there yet, with backoff delays
+ * of up to a minute; once a retry waits at least 3 s, starts the server and
+ * calls `kick`. Resolves with how long the open then took.
+ */
+async function recoveryAfter(kick: (s: BidiClientSession<unknown, unknown>) => void): Promise<number> {
+  const port = await freePort();
+  const s = open(`http://127.0.0.1:${port}/session`, { retry: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+  const late = http.createServer(express().use(mw));
+  try {
+    const long = await new Promise<number>((resolve) => {
+      s.on('retry', (info) => {
+        if (info.op === 'open' && info.delayMs >= 3_000) resolve(info.delayMs);
+      });
+    });
+    expect(long).toBeGreaterThanOrEqual(3_000);
+    await new Promise<void>((r) => late.listen(port, '127.0.0.1', r));
+    const kicked = Date.now();
+    const openedNow = new Promise<void>((resolve) => s.once('open', () => resolve()));
+    kick(s);
+    await openedNow;
+    return Date.now() - kicked;
+  } finally {
+    await s.close();
+    late.closeAllConnections();
+    await new Promise<void>((r) => late.close(() => r()));
+  }
+}
+
+test('retryNow(): an open waiting in backoff retries at once', async () => {
+  expect(await recoveryAfter((s) => s.retryNow())).toBeLessThan(2_000);
+});
+
+test("the browser's online event retries at once what waits in backoff", async () => {
+  expect(await recoveryAfter(() => page.dispatchEvent(new Event('online')))).toBeLessThan(2_000);
 });
