@@ -15,6 +15,7 @@ import { createChatApp } from '../../samples/chat/server';
 import type { ChatApp } from '../../samples/chat/server';
 import { isHistorySid, RoomHistory } from '../../samples/chat/history';
 import { createChatFunctions } from '../../samples/serverless/functions';
+import { twoInARoom } from '../helpers/chat-scenario';
 import { openWatched, waitFor } from '../helpers/client-session';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
@@ -186,36 +187,9 @@ afterEach(async () => {
 
 describe('chat sample, real client (src/client)', () => {
   test('two sessions in "lobby": one says, the other receives in order', async () => {
-    const ann = join('ann', 'lobby');
-    await ann.opened;
-    await ann.s.send({ type: 'hello' });
-    const bob = join('bob', 'lobby');
-    await bob.opened;
-    await bob.s.send({ type: 'hello' });
-    await waitFor('ann to see bob', () => lastPresence(ann.received)?.length === 2);
-    expect(lastPresence(ann.received)).toEqual(['ann', 'bob']);
-    expect(ofType('joined')(ann.received).map((m) => m.nick)).toEqual(['ann', 'bob']);
-
-    const lines = ['hi bob', 'how are you?', 'third', 'fourth', 'fifth'];
-    // Fired together: the client pipelines them, the server delivers in send() order.
-    await Promise.all(lines.map((text) => ann.s.send({ type: 'say', text })));
-    await waitFor('bob to get every line', () => ofType('said')(bob.received).length === lines.length);
-    const said = ofType('said')(bob.received);
-    expect(said.map((m) => m.text)).toEqual(lines);
-    expect(said.every((m) => m.from === 'ann')).toBe(true);
-    expect(new Set(said.map((m) => m.id)).size).toBe(lines.length);
-    // The sender sees its own lines too, in the same order.
-    expect(ofType('said')(ann.received).map((m) => m.text)).toEqual(lines);
+    const { ann, bob } = await twoInARoom(join);
     // Bob joined after ann but before she spoke: an empty history, his own arrival, then the chat.
     expect(bob.received.slice(0, 2)).toMatchObject([{ type: 'history', lines: [] }, { type: 'joined', nick: 'bob' }]);
-
-    await bob.s.close();
-    expect(bob.closed).toEqual([expect.objectContaining({ code: 'CLIENT' })]);
-    await waitFor('ann to see bob leave', () => ofType('left')(ann.received).length === 1);
-    expect(ofType('left')(ann.received)[0]).toMatchObject({ nick: 'bob' });
-    await waitFor('presence without bob', () => lastPresence(ann.received)?.length === 1);
-    expect(JSON.stringify(ann.received)).not.toContain(bob.s.id!);
-
     await ann.s.close();
     expect(ann.s.state).toBe('closed');
   });

@@ -5,6 +5,7 @@
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { AddressInfo } from 'node:net';
 import vm from 'node:vm';
+import { ofType, twoInARoom } from '../helpers/chat-scenario';
 import { openWatched, waitFor } from '../helpers/client-session';
 import { createNestChatApp } from '../../samples/nest/app.module';
 
@@ -25,32 +26,9 @@ afterAll(async () => {
 
 const join = (nick: string, room: string) => openWatched(`${base}/session`, { meta: { nick, room } });
 
-const ofType = (msgs: any[], type: string) => msgs.filter((m) => m.type === type);
-const lastPresence = (msgs: any[]) => ofType(msgs, 'presence').at(-1)?.nicks;
 
 test('two sessions in a room: join, presence, say in order, leave', async () => {
-  const ann = join('ann', 'lobby');
-  await ann.opened;
-  await ann.s.send({ type: 'hello' });
-  const bob = join('bob', 'lobby');
-  await bob.opened;
-  await bob.s.send({ type: 'hello' });
-  await waitFor('ann to see bob', () => lastPresence(ann.received)?.length === 2);
-  expect(lastPresence(ann.received)).toEqual(['ann', 'bob']);
-  expect(ofType(ann.received, 'joined').map((m) => m.nick)).toEqual(['ann', 'bob']);
-
-  const lines = ['hi bob', 'how are you?', 'third', 'fourth', 'fifth'];
-  await Promise.all(lines.map((text) => ann.s.send({ type: 'say', text })));
-  await waitFor('bob to get every line', () => ofType(bob.received, 'said').length === lines.length);
-  const said = ofType(bob.received, 'said');
-  expect(said.map((m) => [m.from, m.text])).toEqual(lines.map((l) => ['ann', l]));
-  expect(new Set(said.map((m) => m.id)).size).toBe(lines.length);
-  expect(JSON.stringify(bob.received)).not.toContain(ann.s.id!);
-
-  await bob.s.close();
-  expect(bob.closed).toEqual([expect.objectContaining({ code: 'CLIENT' })]);
-  await waitFor('ann to see bob leave', () => ofType(ann.received, 'left').length === 1 && lastPresence(ann.received)?.length === 1);
-  expect(ofType(ann.received, 'left')[0]).toMatchObject({ nick: 'bob' });
+  const { ann } = await twoInARoom(join);
   await ann.s.close();
 });
 
