@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { bidiWeb, reject, type BidiOptions } from '../../src/express';
 import { open, type BidiClientSession, type ClientOptions, type CloseEvent, type FetchLike } from '../../src/client';
+import { sleep } from '../../src/core/util';
 
 type Middleware = ReturnType<typeof bidiWeb>;
 
@@ -67,19 +68,6 @@ afterEach(async () => {
   for (const h of harnesses.splice(0)) await h.stop();
 });
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      resolve();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;
