@@ -7,6 +7,7 @@ import express from 'express';
 import { bidiWeb, reject, type BidiOptions } from '../../src/express';
 import { open, type BidiClientSession, type ClientOptions, type CloseEvent, type FetchLike } from '../../src/client';
 import { sleep } from '../../src/core/util';
+import { rng, sessionChaosFetch } from '../helpers/faulty-fetch';
 
 type Middleware = ReturnType<typeof bidiWeb>;
 
@@ -88,15 +89,6 @@ function closed(s: BidiClientSession<any, any>): Promise<CloseEvent> {
   return new Promise((resolve) => s.once('close', resolve));
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Records every request and its status. */
 function recordingFetch(log: { method: string; url: string; status: number; headers: Record<string, string> }[]): FetchLike {
@@ -107,31 +99,6 @@ function recordingFetch(log: { method: string; url: string; status: number; head
   };
 }
 
-/** Loses requests and responses, duplicates and delays requests (never the open or the DELETE). */
-function chaosFetch(rng: () => number, p: { before: number; after: number; duplicate: number; maxDelayMs: number }) {
-  const stats = { before: 0, after: 0, duplicate: 0 };
-  const f: FetchLike = async (url, init) => {
-    await sleep(Math.floor(rng() * p.maxDelayMs), init.signal);
-    if (init.signal.aborted) throw new DOMException('aborted', 'AbortError');
-    const breakable = init.headers['Bidi-Sid'] !== undefined && init.method !== 'DELETE';
-    if (breakable && rng() < p.before) {
-      stats.before++;
-      throw new TypeError('chaos: request lost');
-    }
-    if (breakable && rng() < p.duplicate) {
-      stats.duplicate++;
-      void fetch(url, init).then((r) => r.text(), () => undefined);
-    }
-    const res = await fetch(url, init);
-    const text = await res.text();
-    if (breakable && rng() < p.after) {
-      stats.after++;
-      throw new TypeError('chaos: response lost');
-    }
-    return { status: res.status, headers: res.headers, text: async () => text };
-  };
-  return { fetch: f, stats };
-}
 
 describe('client ↔ express server', () => {
   test('echo: ordered both ways; close() runs onClose once with reason client', async () => {
@@ -308,8 +275,8 @@ describe('client ↔ express server', () => {
         await session.send({ echo: data });
       },
     });
-    const rng = mulberry32(seed);
-    const chaos = chaosFetch(rng, { before: 0.15, after: 0.15, duplicate: 0.1, maxDelayMs: 10 });
+    const random = rng(seed);
+    const chaos = sessionChaosFetch(random, { before: 0.15, after: 0.15, duplicate: 0.1, maxDelayMs: 10 });
     const s = connect(h, { fetch: chaos.fetch, resendAfterMs: 100 });
     const got: unknown[] = [];
     s.on('message', (d: any) => got.push(d.echo ?? d));
@@ -318,7 +285,7 @@ describe('client ↔ express server', () => {
     const sends: Promise<void>[] = [];
     for (let i = 0; i < n; i++) {
       sends.push(s.send(i));
-      if (rng() < 0.2) await sleep(1);
+      if (random() < 0.2) await sleep(1);
     }
     await Promise.all(sends);
     await waitFor(() => got.length >= n, 20_000);

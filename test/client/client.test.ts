@@ -20,6 +20,7 @@ import {
   type RetryInfo,
   type SessionState,
 } from '../../src/client';
+import { rng, sessionChaosFetch } from '../helpers/faulty-fetch';
 
 // ---- fake server ------------------------------------------------------------------------------
 
@@ -245,51 +246,8 @@ class FakeServer {
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 
-/**
- * A fetch that loses requests (before the server sees them), loses responses
- * (after the server processed them), duplicates requests and delays them (so
- * that concurrent ones get reordered).
- */
-function chaosFetch(rng: () => number, p: { before: number; after: number; duplicate: number; maxDelayMs: number }): {
-  fetch: FetchLike;
-  stats: { before: number; after: number; duplicate: number };
-} {
-  const stats = { before: 0, after: 0, duplicate: 0 };
-  const fetch: FetchLike = async (url, init) => {
-    await sleep(Math.floor(rng() * p.maxDelayMs), init.signal);
-    if (init.signal.aborted) throw new DOMException('aborted', 'AbortError');
-    // Only requests that carry messages or acks are worth breaking; opening stays reliable.
-    const breakable = init.headers['Bidi-Sid'] !== undefined && init.method !== 'DELETE';
-    if (breakable && rng() < p.before) {
-      stats.before++;
-      throw new TypeError('chaos: request lost');
-    }
-    if (breakable && rng() < p.duplicate) {
-      stats.duplicate++;
-      void globalThis.fetch(url, init).then((r) => r.text(), () => undefined);
-    }
-    const res = await globalThis.fetch(url, init);
-    const text = await res.text();
-    if (breakable && rng() < p.after) {
-      stats.after++;
-      throw new TypeError('chaos: response lost');
-    }
-    return { status: res.status, headers: res.headers, text: async () => text };
-  };
-  return { fetch, stats };
-}
 
 function closed(s: BidiClientSession<any, any>): Promise<CloseEvent> {
   return new Promise((resolve) => s.once('close', resolve));
@@ -627,8 +585,8 @@ describe('client → server', () => {
   test.each(SEEDS)('exactly once, in order, under lost, duplicated, delayed and reordered requests (seed %i)', async (seed) => {
     server.limits.maxMessagesPerRequest = 7;
     server.limits.inboundWindow = 30;
-    const rng = mulberry32(seed);
-    const chaos = chaosFetch(rng, { before: 0.15, after: 0.15, duplicate: 0.15, maxDelayMs: 15 });
+    const random = rng(seed);
+    const chaos = sessionChaosFetch(random, { before: 0.15, after: 0.15, duplicate: 0.15, maxDelayMs: 15 });
     const s = connect({ fetch: chaos.fetch, resendAfterMs: 50, maxInflight: 4 });
     await opened(s);
     const n = 300;
@@ -636,7 +594,7 @@ describe('client → server', () => {
     const all: Promise<void>[] = [];
     for (let i = 1; i <= n; i++) {
       all.push(s.send(i).then(() => void acked.push(i)));
-      if (rng() < 0.1) await sleep(1);
+      if (random() < 0.1) await sleep(1);
     }
     await Promise.all(all);
     expect(server.only().received).toEqual(Array.from({ length: n }, (_, i) => i + 1));
@@ -695,8 +653,8 @@ describe('server → client', () => {
     server.wait = 50;
     let pending = 0;
     let maxPending = 0;
-    const rng = mulberry32(7);
-    const chaos = chaosFetch(rng, { before: 0.2, after: 0.2, duplicate: 0, maxDelayMs: 10 });
+    const random = rng(7);
+    const chaos = sessionChaosFetch(random, { before: 0.2, after: 0.2, duplicate: 0, maxDelayMs: 10 });
     const fetch: FetchLike = async (url, init) => {
       const isWatch = url.includes('/watch');
       if (isWatch) maxPending = Math.max(maxPending, ++pending);
@@ -714,8 +672,8 @@ describe('server → client', () => {
 
   test.each(SEEDS)('exactly once, in order, under lost, delayed and duplicated watches (seed %i)', async (seed) => {
     server.wait = 100;
-    const rng = mulberry32(seed);
-    const chaos = chaosFetch(rng, { before: 0.2, after: 0.2, duplicate: 0.1, maxDelayMs: 10 });
+    const random = rng(seed);
+    const chaos = sessionChaosFetch(random, { before: 0.2, after: 0.2, duplicate: 0.1, maxDelayMs: 10 });
     const s = connect({ fetch: chaos.fetch });
     const got: number[] = [];
     s.on('message', (d: number, { seq }) => {
@@ -727,7 +685,7 @@ describe('server → client', () => {
     const n = 300;
     for (let i = 1; i <= n; i++) {
       server.push(fs, i);
-      if (rng() < 0.2) await sleep(2);
+      if (random() < 0.2) await sleep(2);
     }
     await waitFor(() => got.length >= n, 15_000);
     await sleep(50);

@@ -4,6 +4,8 @@
  * server processed them, sends duplicates, and delays requests (which
  * reorders concurrent ones).
  */
+import type { FetchLike } from '../../src/client';
+import { sleep as abortableSleep } from '../../src/core/util';
 export interface Faults {
   dropRequest: number;
   dropResponse: number;
@@ -63,4 +65,44 @@ export function faultyFetch(seed: number, faults: Faults): { fetch: typeof fetch
     return res;
   };
   return { fetch: wrapped as typeof fetch, stats, heal: () => void (healed = true) };
+}
+
+/** Faults of {@link sessionChaosFetch}, as probabilities per request (and a delay bound). */
+export interface SessionFaults {
+  /** Lost before the server sees it. */
+  before: number;
+  /** Lost after the server processed it. */
+  after: number;
+  duplicate: number;
+  maxDelayMs: number;
+}
+
+/**
+ * A client `fetch` (FetchLike) that loses, duplicates and delays only the
+ * requests of an open session (they carry `Bidi-Sid`) other than DELETE:
+ * opening and closing stay reliable. Delays honour the request's signal.
+ */
+export function sessionChaosFetch(random: () => number, p: SessionFaults): { fetch: FetchLike; stats: { before: number; after: number; duplicate: number } } {
+  const stats = { before: 0, after: 0, duplicate: 0 };
+  const chaos: FetchLike = async (url, init) => {
+    await abortableSleep(Math.floor(random() * p.maxDelayMs), init.signal);
+    if (init.signal.aborted) throw new DOMException('aborted', 'AbortError');
+    const breakable = init.headers['Bidi-Sid'] !== undefined && init.method !== 'DELETE';
+    if (breakable && random() < p.before) {
+      stats.before++;
+      throw new TypeError('chaos: request lost');
+    }
+    if (breakable && random() < p.duplicate) {
+      stats.duplicate++;
+      void fetch(url, init).then((r) => r.text(), () => undefined);
+    }
+    const res = await fetch(url, init);
+    const text = await res.text();
+    if (breakable && random() < p.after) {
+      stats.after++;
+      throw new TypeError('chaos: response lost');
+    }
+    return { status: res.status, headers: res.headers, text: async () => text };
+  };
+  return { fetch: chaos, stats };
 }
