@@ -314,15 +314,15 @@ async function collect({ tag, expected, timeoutMs }: { tag: string; expected: nu
   return { received, lost, dup, outOfOrder, latency: percentiles(latencies), spanMs, perSec: (received / spanMs) * 1000 };
 }
 
-/** The floor: plain HTTP round trips (POST, small JSON body) with the same concurrency as the echo. */
-async function floorHttp({ url, clients, rounds }: { url: string; clients: number; rounds: number }) {
+/** The floor: plain HTTP round trips (POST, small JSON body) over `post`, with the same concurrency as the echo. */
+async function floorPosts(post: FetchLike, { url, clients, rounds }: { url: string; clients: number; rounds: number }) {
   const rtts: number[] = [];
   const start = now();
   await Promise.all(
     Array.from({ length: clients }, async (_, k) => {
       for (let r = 0; r < rounds; r++) {
         const t = now();
-        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ e: 1, r, k, t }) });
+        const res = await post(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ e: 1, r, k, t }), signal: new AbortController().signal });
         await res.text();
         rtts.push(now() - t);
       }
@@ -332,23 +332,11 @@ async function floorHttp({ url, clients, rounds }: { url: string; clients: numbe
   return { roundTrips: rtts.length, ms, perSec: (rtts.length / ms) * 1000, rtt: percentiles(rtts) };
 }
 
+/** The floor over the global fetch. */
+const floorHttp = (args: { url: string; clients: number; rounds: number }) => floorPosts((url, init) => fetch(url, init) as ReturnType<FetchLike>, args);
+
 /** The floor over node:http (the stack the clients above use). */
-async function floorNodeHttp({ url, clients, rounds }: { url: string; clients: number; rounds: number }) {
-  const rtts: number[] = [];
-  const start = now();
-  await Promise.all(
-    Array.from({ length: clients }, async (_, k) => {
-      for (let r = 0; r < rounds; r++) {
-        const t = now();
-        const res = await nodeFetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ e: 1, r, k, t }), signal: new AbortController().signal });
-        await res.text();
-        rtts.push(now() - t);
-      }
-    }),
-  );
-  const ms = now() - start;
-  return { roundTrips: rtts.length, ms, perSec: (rtts.length / ms) * 1000, rtt: percentiles(rtts) };
-}
+const floorNodeHttp = (args: { url: string; clients: number; rounds: number }) => floorPosts(nodeFetch, args);
 
 /** The floor: Redis PING on loopback, sequential (latency) and `clients` in parallel (throughput). */
 async function floorRedis({ port, n, clients }: { port: number; n: number; clients: number }) {

@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { NODE_BUNDLE } from './node-bundle.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'node_modules', '.cache', 'bidi-bench');
@@ -18,14 +19,7 @@ const t = Date.now();
 await build({
   entryPoints: ['main', 'server', 'client', 'proxy'].map((name) => join(root, 'bench', `${name}.ts`)),
   outdir: out,
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
-  packages: 'external',
-  loader: { '.lua': 'text' },
-  sourcemap: 'inline',
-  logLevel: 'error',
+  ...NODE_BUNDLE,
 });
 console.log(`bundled bench/*.ts in ${Date.now() - t} ms`);
 

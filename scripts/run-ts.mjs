@@ -11,6 +11,7 @@
  * The script sees `process.argv` as `[node, <bundle>, ...its own arguments]`.
  */
 import { buildSync } from 'esbuild';
+import { NODE_BUNDLE } from './node-bundle.mjs';
 import { mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -29,15 +30,8 @@ mkdirSync(cacheDir, { recursive: true });
 const outfile = path.join(cacheDir, `${path.basename(source).replace(/\.[cm]?tsx?$/, '')}-${process.pid}.js`);
 buildSync({
   entryPoints: [source],
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
-  packages: 'external',
-  loader: { '.lua': 'text' },
-  sourcemap: 'inline',
+  ...NODE_BUNDLE,
   outfile,
-  logLevel: 'error',
 });
 process.argv = [process.argv[0], outfile, ...args];
 process.setSourceMapsEnabled?.(true);

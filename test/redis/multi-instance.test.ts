@@ -11,11 +11,13 @@ import { open, type BidiClientSession, type CloseEvent } from '../../src/client'
 import { BidiServer } from '../../src/core';
 import { newToken } from '../../src/core/util';
 import { RedisStore } from '../../src/redis';
-import { startInstance, type Instance } from '../helpers/instances';
+import { removeInstanceBundle, startInstance, type Instance } from '../helpers/instances';
 import { startProxy, type Proxy } from '../helpers/proxy';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 jest.setTimeout(240_000);
+
+afterAll(() => removeInstanceBundle());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -49,6 +51,25 @@ async function stopCluster(c: Cluster): Promise<void> {
   await Promise.all(c.instances.map((i) => i.kill()));
   c.conn.disconnect();
   await c.redis.stop();
+}
+
+/**
+ * Each session sends 1..n while the hub pushes 1..n to it, one push per
+ * client send, resting `pauseMs` every `pauseEvery` messages; resolves when
+ * every client send is acked.
+ */
+async function trafficBothWays(sessions: BidiClientSession[], hub: BidiServer['hub'], n: number, pauseEvery: number, pauseMs: number): Promise<void> {
+  await Promise.all(
+    sessions.map(async (s, k) => {
+      const sends: Promise<void>[] = [];
+      for (let i = 1; i <= n; i++) {
+        sends.push(s.send({ k, i }));
+        await hub.send(s.id!, { k, s: i }, { whenFull: 'wait' });
+        if (i % pauseEvery === 0) await sleep(pauseMs);
+      }
+      await Promise.all(sends);
+    }),
+  );
 }
 
 function connect(url: string, count: number): { sessions: BidiClientSession[]; received: unknown[][]; closes: Array<CloseEvent | undefined> } {
@@ -150,18 +171,8 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
     })();
     try {
       await Promise.all(sessions.map(opened));
-      await Promise.all(
-        sessions.map(async (s, k) => {
-          const sends: Promise<void>[] = [];
-          for (let i = 1; i <= N; i++) {
-            sends.push(s.send({ k, i }));
-            // Server pushes from an instance that is never killed, interleaved with the client's sends.
-            await hubServer.hub.send(s.id!, { k, s: i }, { whenFull: 'wait' });
-            if (i % 20 === 0) await sleep(10);
-          }
-          await Promise.all(sends);
-        }),
-      );
+      // Server pushes from an instance that is never killed, interleaved with the client's sends.
+      await trafficBothWays(sessions, hubServer.hub, N, 20, 10);
       await waitFor(() => received.every((r) => r.length >= N), 120_000, 'every client to receive its messages');
       killing = false;
       await killer;
@@ -202,17 +213,7 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
         await c.redis.kill();
         await c.redis.restart();
       })();
-      await Promise.all(
-        sessions.map(async (s, k) => {
-          const sends: Promise<void>[] = [];
-          for (let i = 1; i <= N; i++) {
-            sends.push(s.send({ k, i }));
-            await hubServer.hub.send(s.id!, { k, s: i }, { whenFull: 'wait' });
-            if (i % 10 === 0) await sleep(5);
-          }
-          await Promise.all(sends);
-        }),
-      );
+      await trafficBothWays(sessions, hubServer.hub, N, 10, 5);
       await restart;
       await waitFor(() => received.every((r) => r.length >= N), 120_000, 'every client to receive its messages');
       expect(closes.filter(Boolean)).toEqual([]);
