@@ -23,6 +23,7 @@ export type BidiErrorCode =
   | 'TOO_MANY_SESSIONS'
   | 'SEND_WINDOW_FULL'
   | 'SEND_TIMEOUT'
+  | 'STORE_UNAVAILABLE'
   | 'INVALID_OPTIONS'
   | 'INTERNAL';
 
@@ -48,6 +49,9 @@ const STATUS: Record<BidiErrorCode, number> = {
   // Server-side send() failures: never sent to a client as such.
   SEND_WINDOW_FULL: 503,
   SEND_TIMEOUT: 503,
+  // The store could not serve the request now (e.g. a watch's wake-up subscription was not
+  // confirmed in time): sent to clients as is, with Retry-After; they retry.
+  STORE_UNAVAILABLE: 503,
   INVALID_OPTIONS: 500,
   INTERNAL: 500,
 };

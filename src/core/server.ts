@@ -100,6 +100,8 @@ export interface Hub<User = unknown, State = unknown> {
 }
 
 const CLOSE_REASON_MAX = 256;
+/** How often a waiting send() looks for room when the store cannot wake it. */
+const SEND_POLL_MS = 250;
 
 interface HeldLease {
   sid: string;
@@ -493,22 +495,29 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       // Subscribe first so an ack between a 'full' answer and the wait still wakes us.
       let acked = false;
       let wake: (() => void) | undefined;
-      const unsubscribe =
-        whenFull === 'wait'
-          ? await this.store.subscribe(sid, (e) => {
-              if (e.type === 'ack' || e.type === 'close') {
-                acked = true;
-                wake?.();
-              }
-            })
-          : undefined;
+      let unsubscribe: Unsubscribe | undefined;
+      let subscribed = whenFull !== 'wait';
+      if (whenFull === 'wait') {
+        try {
+          unsubscribe = await this.store.subscribe(sid, (e) => {
+            if (e.type === 'ack' || e.type === 'close') {
+              acked = true;
+              wake?.();
+            }
+          });
+          subscribed = true;
+        } catch (err) {
+          // No wake-ups to be had right now: poll for room instead of sleeping through it.
+          if (!(err instanceof BidiError && err.code === 'STORE_UNAVAILABLE')) throw err;
+        }
+      }
       try {
         const r = await this.store.append(sid, [json], this.limits, appendId);
         if (r.status !== 'full' || whenFull === 'reject') return appendSeq(r);
         const left = deadline - Date.now();
         if (left <= 0) throw new BidiError('SEND_TIMEOUT', `the client did not make room within ${this.sendTimeout} ms`);
         if (!acked) {
-          const waiter = wakeable(left);
+          const waiter = wakeable(subscribed ? left : Math.min(left, SEND_POLL_MS));
           wake = waiter.wake;
           await waiter.done;
         }
@@ -607,6 +616,9 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     if (e.status >= 500) this.report(err, { phase: 'request' });
     const headers: Record<string, string> = { ...extraHeaders };
     if (e.retryAfter !== undefined) headers['retry-after'] = String(e.retryAfter);
+    if (e.code === 'STORE_UNAVAILABLE') {
+      return jsonResponse(503, JSON.stringify({ error: { code: e.code, message: 'the session store is unavailable; retry' } }), headers);
+    }
     const status = e.status >= 500 ? 500 : e.status;
     const message = e.status >= 500 && e.code !== 'INTERNAL' ? 'internal error' : e.message;
     return jsonResponse(status, JSON.stringify({ error: { code: status === 500 ? 'INTERNAL' : e.code, message } }), headers);

@@ -29,6 +29,7 @@ import type {
   SweptSession,
   Unsubscribe,
 } from '../core/store';
+import { BidiError } from '../core/errors';
 import { keySlot, RedisKeys } from './keys';
 import type { ScriptedRedis, ScriptName } from './scripts';
 import { defineScripts } from './scripts';
@@ -460,14 +461,27 @@ function decodeEvent(payload: string): StoreEvent | null {
 
 // --- subscriptions ---------------------------------------------------------------------
 
+interface Waiter {
+  resolve(): void;
+  reject(err: Error): void;
+}
+
 interface ChannelState {
   listeners: Set<Listener>;
-  /** Redis has confirmed our subscription to the channel (and we have not since left it). */
-  active: boolean;
+  /**
+   * The connection epoch in which Redis confirmed our subscription, or 0.
+   * In effect only while that epoch is the current one and the connection is
+   * ready: a reconnect makes every confirmation stale until it is renewed.
+   */
+  confirmed: number;
+  /** Redis may hold a subscription of ours to this channel (confirmed in some epoch, not since left). */
+  held: boolean;
   /** A (S)SUBSCRIBE or (S)UNSUBSCRIBE for the channel is in flight. */
   busy: boolean;
-  /** Operations waiting for the subscription to take effect. */
-  waiters: Array<() => void>;
+  /** The subscription was in effect on a connection that dropped: wake the listeners once it is renewed. */
+  lost: boolean;
+  /** add() calls waiting for the subscription to be in effect. */
+  waiters: Waiter[];
   retry?: ReturnType<typeof setTimeout>;
   /** No listener since then, still subscribed (see `subscriptionLingerMs`). */
   idleSince?: number;
@@ -481,16 +495,28 @@ interface ChannelState {
  * goes (one command in flight per channel at a time, so a listener added
  * while an unsubscribe is in flight re-subscribes once it completes).
  *
- * `add` resolves once the subscription is in effect (Redis answered the
- * SUBSCRIBE, or it already was): an operation started after that observes
- * the store after the subscription, so no wake-up can fall between the two
- * (core subscribes, then reads).
+ * `add` resolves only once the subscription is in effect — Redis answered
+ * the (S)SUBSCRIBE on the connection as it is now — so an operation started
+ * after that observes the store after the subscription, and no wake-up can
+ * fall between the two (core subscribes, then reads). When that cannot be
+ * had within SUBSCRIBE_TIMEOUT_MS, `add` rejects (`STORE_UNAVAILABLE`): a
+ * watch is never left waiting on a subscription nobody confirmed.
+ *
+ * Commands go out only on a ready connection. ioredis writes a SUBSCRIBE
+ * issued while its socket is still in its handshake straight away; the
+ * reply switches the connection to subscriber mode, its ready check (INFO)
+ * is then refused, and the connection is torn down with the commands queued
+ * on it. Waiting for `ready` keeps us out of that window; each `ready` starts
+ * a new epoch in which every wanted channel is subscribed again (ioredis'
+ * own auto-resubscribe is not relied on) and its listeners are woken, since
+ * events published while the connection was down are lost.
  */
 class Subscriptions {
   private readonly channels = new Map<string, ChannelState>();
   private conn?: Redis | Cluster;
   private readonly owned: boolean;
-  private wasReady = false;
+  /** Bumped at every `ready` of the connection; confirmations of older epochs are stale. */
+  private epoch = 0;
   private closed = false;
   private lingerTimer?: ReturnType<typeof setInterval>;
 
@@ -503,15 +529,15 @@ class Subscriptions {
     this.conn = given;
     this.owned = !given;
     if (given) {
-      this.wasReady = given.status === 'ready';
+      if (given.status === 'ready') this.epoch = 1;
       this.attach(given);
     }
   }
 
   async add(channel: string, listener: Listener): Promise<Unsubscribe> {
-    if (this.closed) return () => {};
+    if (this.closed) throw unavailable('the store was disposed');
     let ch = this.channels.get(channel);
-    if (!ch) this.channels.set(channel, (ch = { listeners: new Set(), active: false, busy: false, waiters: [] }));
+    if (!ch) this.channels.set(channel, (ch = { listeners: new Set(), confirmed: 0, held: false, busy: false, lost: false, waiters: [] }));
     // A listener is a registration: the same function added twice needs two unsubscribes.
     const entry: Listener = (event) => listener(event);
     ch.listeners.add(entry);
@@ -524,26 +550,15 @@ class Subscriptions {
       this.sync(channel);
     };
     this.sync(channel);
-    if (!ch.active || ch.busy) await this.whenActive(ch);
-    return unsubscribe;
-  }
-
-  /**
-   * Waits until the channel's subscription is in effect. Never longer than
-   * SUBSCRIBE_TIMEOUT_MS: when the subscriber cannot reach Redis, a watch
-   * still works, it just waits out its time instead of waking early (the
-   * subscription keeps being retried).
-   */
-  private whenActive(ch: ChannelState): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, SUBSCRIBE_TIMEOUT_MS);
-      (timer as { unref?: () => void }).unref?.();
-      function done() {
-        clearTimeout(timer);
-        resolve();
+    if (!this.inEffect(ch)) {
+      try {
+        await this.whenInEffect(ch);
+      } catch (err) {
+        unsubscribe();
+        throw err;
       }
-      ch.waiters.push(done);
-    });
+    }
+    return unsubscribe;
   }
 
   async close(): Promise<void> {
@@ -552,11 +567,11 @@ class Subscriptions {
     if (this.lingerTimer) clearInterval(this.lingerTimer);
     this.lingerTimer = undefined;
     const conn = this.conn;
-    const mine = [...this.channels.entries()].filter(([, ch]) => ch.active).map(([name]) => name);
+    const mine = [...this.channels.entries()].filter(([, ch]) => ch.held).map(([name]) => name);
     for (const ch of this.channels.values()) {
       if (ch.retry) clearTimeout(ch.retry);
       ch.listeners.clear();
-      settle(ch);
+      fail(ch, unavailable('the store was disposed'));
     }
     this.channels.clear();
     if (!conn) return;
@@ -564,13 +579,43 @@ class Subscriptions {
     conn.removeListener('smessage', this.onMessage);
     conn.removeListener('ready', this.onReady);
     if (this.owned) {
+      // QUIT needs a reachable server; past a second, drop the socket.
       const ended = conn.status === 'end' ? Promise.resolve() : new Promise<void>((resolve) => conn.once('end', () => resolve()));
-      await conn.quit().catch(() => conn.disconnect());
-      await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 1_000).unref?.())]);
-    } else if (mine.length > 0) {
+      void conn.quit().catch(() => {});
+      await Promise.race([ended, delay(1_000)]);
+      if (conn.status !== 'end') conn.disconnect();
+    } else if (mine.length > 0 && conn.status === 'ready') {
       // A connection lent to us: leave our channels, keep the rest.
-      await (this.sharded ? Promise.all(mine.map((c) => conn.sunsubscribe(c))) : conn.unsubscribe(...mine)).catch(() => {});
+      await Promise.race([(this.sharded ? Promise.all(mine.map((c) => conn.sunsubscribe(c))) : conn.unsubscribe(...mine)).catch(() => {}), delay(1_000)]);
     }
+  }
+
+  /** Subscribed on the connection as it is now, with no UNSUBSCRIBE on its way. */
+  private inEffect(ch: ChannelState): boolean {
+    return !ch.busy && ch.confirmed !== 0 && ch.confirmed === this.epoch && this.conn?.status === 'ready';
+  }
+
+  /** Resolves when the channel's subscription is in effect; rejects after SUBSCRIBE_TIMEOUT_MS (the subscription keeps being retried for later listeners). */
+  private whenInEffect(ch: ChannelState): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        const i = ch.waiters.indexOf(waiter);
+        if (i >= 0) ch.waiters.splice(i, 1);
+        reject(unavailable(`Redis did not confirm the subscription within ${SUBSCRIBE_TIMEOUT_MS} ms`));
+      }, SUBSCRIBE_TIMEOUT_MS);
+      (timer as { unref?: () => void }).unref?.();
+      ch.waiters.push(waiter);
+    });
   }
 
   /** One timer, while channels linger: unsubscribes those whose linger ran out. */
@@ -600,10 +645,12 @@ class Subscriptions {
   private connection(): Redis | Cluster {
     if (!this.conn) {
       this.conn = this.make();
-      // Connection errors surface as failed subscribes (retried); ioredis reconnects by itself.
+      // Connection errors surface as subscriptions not confirmed in time; ioredis reconnects by itself.
       this.conn.on('error', () => {});
       this.attach(this.conn);
     }
+    // A duplicate of a lazyConnect connection (or a lent one) may not have started connecting.
+    if (this.conn.status === 'wait') this.conn.connect().catch(() => {});
     return this.conn;
   }
 
@@ -619,10 +666,17 @@ class Subscriptions {
     if (event) deliver(ch, event);
   };
 
-  /** After a reconnect, wake everyone: events published while the connection was down are lost, so watches read again. */
+  /** A new connection epoch: renew every subscription we want, leave the ones Redis may still hold for us. */
   private readonly onReady = (): void => {
-    if (this.wasReady) for (const ch of this.channels.values()) deliver(ch, { type: 'message' });
-    this.wasReady = true;
+    this.epoch++;
+    for (const [name, ch] of this.channels) {
+      if (ch.confirmed !== 0) ch.lost = true;
+      if (ch.retry) {
+        clearTimeout(ch.retry);
+        ch.retry = undefined;
+      }
+      this.sync(name);
+    }
   };
 
   private sync(channel: string): void {
@@ -632,20 +686,27 @@ class Subscriptions {
     if (want) {
       ch.idleSince = undefined;
       ch.expired = false;
-    } else if (ch.active && this.lingerMs > 0 && !ch.expired) {
-      // Stay subscribed for a while: the session's next watch on this instance needs no SUBSCRIBE.
-      ch.idleSince ??= Date.now();
-      this.lingering();
-      settle(ch);
-      return;
+      if (this.inEffect(ch)) {
+        settle(ch);
+        return;
+      }
+    } else {
+      if (ch.held && this.lingerMs > 0 && !ch.expired) {
+        // Stay subscribed for a while: the session's next watch on this instance needs no SUBSCRIBE.
+        ch.idleSince ??= Date.now();
+        this.lingering();
+        return;
+      }
+      if (!ch.held) {
+        this.channels.delete(channel);
+        return;
+      }
     }
-    if (want === ch.active) {
-      if (!want) this.channels.delete(channel);
-      settle(ch);
-      return;
-    }
-    ch.busy = true;
     const conn = this.connection();
+    // Not ready: the next `ready` syncs every channel (and a waiter times out if it never comes).
+    if (conn.status !== 'ready') return;
+    ch.busy = true;
+    const epoch = this.epoch;
     const op: Promise<unknown> = want
       ? this.sharded
         ? conn.ssubscribe(channel)
@@ -656,28 +717,49 @@ class Subscriptions {
     op.then(
       () => {
         ch.busy = false;
-        ch.active = want;
+        // Redis may hold a subscription whatever the epoch (ioredis resends and resubscribes after a
+        // reconnect), so count it; but only a reply of this epoch confirms anything about the
+        // connection now — otherwise sync() sends the command again.
+        if (want) ch.held = true;
+        if (epoch === this.epoch) {
+          if (!want) ch.held = false;
+          ch.confirmed = want ? epoch : 0;
+          if (want && ch.lost) {
+            ch.lost = false;
+            // Events published while the connection was down are gone: let watches read again.
+            deliver(ch, { type: 'message' });
+          }
+        }
         this.sync(channel);
       },
       () => {
         ch.busy = false;
-        // Do not hold operations back while Redis is unreachable; try again shortly.
-        settle(ch);
-        if (!this.closed && !ch.retry) {
-          ch.retry = setTimeout(() => {
-            ch.retry = undefined;
-            this.sync(channel);
-          }, 250);
-          (ch.retry as { unref?: () => void }).unref?.();
-        }
+        if (this.closed || ch.retry) return;
+        // Waiters keep waiting (until their timeout); try again shortly.
+        ch.retry = setTimeout(() => {
+          ch.retry = undefined;
+          this.sync(channel);
+        }, 250);
+        (ch.retry as { unref?: () => void }).unref?.();
       },
     );
   }
 }
 
+function unavailable(why: string): BidiError {
+  return new BidiError('STORE_UNAVAILABLE', `bidiweb/redis: ${why}; the watch should be retried`, { retryAfter: 1 });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => (setTimeout(resolve, ms) as { unref?: () => void }).unref?.());
+}
+
 function settle(ch: ChannelState): void {
-  const waiters = ch.waiters.splice(0);
-  for (const resolve of waiters) resolve();
+  for (const w of ch.waiters.splice(0)) w.resolve();
+}
+
+function fail(ch: ChannelState, err: Error): void {
+  for (const w of ch.waiters.splice(0)) w.reject(err);
 }
 
 function deliver(ch: ChannelState, event: StoreEvent): void {
