@@ -24,6 +24,7 @@ export type BidiErrorCode =
   | 'SEND_WINDOW_FULL'
   | 'SEND_TIMEOUT'
   | 'STORE_UNAVAILABLE'
+  | 'LEASE_LOST'
   | 'INVALID_OPTIONS'
   | 'INTERNAL';
 
@@ -49,6 +50,8 @@ const STATUS: Record<BidiErrorCode, number> = {
   // Server-side send() failures: never sent to a client as such.
   SEND_WINDOW_FULL: 503,
   SEND_TIMEOUT: 503,
+  // A handler's send that rode on a delivery whose lease was lost (the message is delivered again elsewhere).
+  LEASE_LOST: 503,
   // The store could not serve the request now (e.g. a watch's wake-up subscription was not
   // confirmed in time): sent to clients as is, with Retry-After; they retry.
   STORE_UNAVAILABLE: 503,

@@ -11,7 +11,8 @@ import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimit
 import { PROTOCOL_VERSION, STREAM_CONTENT_TYPE, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
 import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
-import type { AppendResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
+import { leaseLost, Outbox } from './outbox';
+import type { AppendResult, CommitResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
 import { newAppendId, newSessionId, newToken, utf8Length } from './util';
 
@@ -131,6 +132,8 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   /** Delivery leases held by this object's requests, and the one timer that renews them. */
   private readonly held = new Set<HeldLease>();
   private leaseTimer?: ReturnType<typeof setInterval>;
+  /** Deliveries running in this object, by session: their handlers' queued sends. */
+  private readonly outboxes = new Map<string, Outbox>();
 
   constructor(options: BidiOptions<User, State> = {}) {
     this.options = options;
@@ -348,7 +351,14 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
    * Returns the client ack reached.
    */
   private async deliver(sid: string, token: string, first: StoredMessage[], userJson: string, stateJson: string): Promise<number> {
-    const session = new ServerSession<User, State>(sid, undefined as User, {} as State, this.backend, { user: userJson, state: stateJson });
+    // The session's own sends ride on each message's commit (see ./outbox).
+    const outbox = new Outbox(
+      (msgs) => this.store.append(sid, msgs, this.limits, newAppendId()),
+      (err) => this.report(err, { phase: 'message' }),
+    );
+    const backend: SessionBackend = { ...this.backend, send: (_sid, json, opts) => this.sendFromHandler(sid, outbox, json, opts) };
+    const session = new ServerSession<User, State>(sid, undefined as User, {} as State, backend, { user: userJson, state: stateJson });
+    this.outboxes.set(sid, outbox);
     let savedState = stateJson;
     const lease = this.holdLease(sid, token);
     let clientAck = first[0]!.seq - 1;
@@ -366,20 +376,33 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
           }
           const newState = this.stateToSave(session, savedState);
           const last = i === batch.length - 1;
-          const r = await this.store.commit(sid, {
-            token,
-            seq: msg.seq,
-            stateJson: newState,
-            leaseMs: this.leaseMs,
-            next: last,
-            maxDeliver: this.limits.maxMessagesPerRequest,
-          });
+          const sends = await outbox.take();
+          let r: CommitResult;
+          try {
+            r = await this.store.commit(sid, {
+              token,
+              seq: msg.seq,
+              stateJson: newState,
+              leaseMs: this.leaseMs,
+              next: last,
+              maxDeliver: this.limits.maxMessagesPerRequest,
+              ...(sends.length > 0 ? { sends: { msgs: sends.map((q) => q.json), limits: this.limits } } : {}),
+            });
+          } catch (err) {
+            outbox.fail(sends, err);
+            throw err;
+          }
           lease.renewedAt = Date.now();
-          if (r.status === 'lost') return clientAck;
+          if (r.status === 'lost') {
+            outbox.fail(sends, leaseLost());
+            return clientAck;
+          }
+          outbox.settle(sends, r.sent);
           if (newState !== undefined) savedState = newState;
           clientAck = r.clientAck;
           if (r.status === 'closing') {
             this.releaseLease(lease);
+            await this.endOutbox(sid, outbox);
             await this.runClose(sid, token, r.reason, r.userJson, r.stateJson, session);
             return clientAck;
           }
@@ -390,7 +413,32 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       return clientAck;
     } finally {
       this.releaseLease(lease);
+      await this.endOutbox(sid, outbox);
     }
+  }
+
+  /** The delivery is over: what its handler still queued is stored now, and later sends go straight to the store. */
+  private async endOutbox(sid: string, outbox: Outbox): Promise<void> {
+    if (this.outboxes.get(sid) === outbox) this.outboxes.delete(sid);
+    await outbox.close();
+  }
+
+  /** `session.send()` from the session being delivered to: queued for the commit unless it must wait for room. */
+  private sendFromHandler(sid: string, outbox: Outbox, json: string, options: SendOptions | undefined): Promise<number> {
+    const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
+    if (!outbox.open || whenFull === 'wait' || utf8Length(json) > this.limits.maxMessageBytes) return this.sendJson(sid, json, options);
+    return outbox.add(json);
+  }
+
+  /** A fan-out is about to go out: every running delivery's queued sends go first (cheap: only deliveries in progress here). */
+  private async flushOutboxes(): Promise<void> {
+    for (const outbox of [...this.outboxes.values()]) await outbox.flush();
+  }
+
+  /** Another path is about to append to `sid`: a delivery's queued sends go first, so this process's sends keep their order. */
+  private async flushOutbox(sid: string): Promise<void> {
+    const outbox = this.outboxes.get(sid);
+    if (outbox) await outbox.flush();
   }
 
   /**
@@ -487,6 +535,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     if (utf8Length(json) > this.limits.maxMessageBytes) {
       throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
     }
+    await this.flushOutbox(sid);
     const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
     const deadline = Date.now() + this.sendTimeout;
     // One id for every attempt of this send: a store client that resends the append makes no second copy.
@@ -538,6 +587,8 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
 
   /** Move to closing; if this call gets the lease, run onClose now, else the lease holder or a sweep will. */
   private async closeSession(sid: string, reason: string, fromClient = false): Promise<void> {
+    // The close marker must follow every message sent before it.
+    await this.flushOutbox(sid);
     const token = newToken();
     const r = await this.store.close(sid, { reason: reason.slice(0, CLOSE_REASON_MAX), lease: { token, ms: this.leaseMs } });
     if (r.status === 'unknown') {
@@ -581,6 +632,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
       }
       if (sids.length === 0) return { sent: 0, failed: [] };
+      await this.flushOutboxes();
       return toResult(sids, await this.store.appendMany([...sids], json, this.limits, newAppendId()));
     };
     return {

@@ -79,15 +79,34 @@ export interface CommitInput {
   /** True when the caller has no more messages in hand: hand out the next run, or release the lease. */
   next: boolean;
   maxDeliver: number;
+  /**
+   * Server messages the handler sent without waiting for them: appended to
+   * the session's log in the same atomic step as the delivery record, in
+   * order, as many as fit `limits` (as if each were its own `append`); the
+   * rest are refused. Only the call that records `seq` appends them; a
+   * repeat stores nothing and answers the first call's outcome (`sent`).
+   */
+  sends?: { msgs: string[]; limits: AppendLimits };
+}
+
+/**
+ * What became of a commit's `sends`: the first `stored` got seqs
+ * `firstSeq ..`; the rest were refused, `full` (unacked bounds) or `closed`
+ * (the session is closing).
+ */
+export interface CommitSent {
+  stored: number;
+  firstSeq: number;
+  refused?: 'full' | 'closed';
 }
 
 export type CommitResult =
   /** The lease is gone (expired and taken, or the session vanished): stop delivering. */
   | { status: 'lost' }
   /** Session is closing: the caller keeps the lease and must run onClose, then finishClose. */
-  | { status: 'closing'; clientAck: number; reason: string; userJson: string; stateJson: string }
-  /** `deliver` non-empty: keep going, lease extended. Empty with `next`: lease released. */
-  | { status: 'ok'; clientAck: number; deliver: StoredMessage[] };
+  | { status: 'closing'; clientAck: number; reason: string; userJson: string; stateJson: string; sent?: CommitSent }
+  /** `deliver` non-empty: keep going, lease extended. Empty with `next`: lease released. `sent` only when the input had `sends`. */
+  | { status: 'ok'; clientAck: number; deliver: StoredMessage[]; sent?: CommitSent };
 
 export interface AppendLimits {
   maxUnackedMessages: number;

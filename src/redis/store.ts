@@ -14,6 +14,7 @@ import type {
   CloseResult,
   CommitInput,
   CommitResult,
+  CommitSent,
   CreateInput,
   CreateResult,
   ReadInput,
@@ -165,25 +166,29 @@ export class RedisStore implements Store {
   async commit(sid: string, input: CommitInput): Promise<CommitResult> {
     const k = this.keys.session(sid);
     const hasState = input.stateJson !== undefined;
-    const r = (await this.redis.bidiCommit(
-      k.s,
-      k.in,
-      k.out,
-      input.token,
-      input.seq,
-      hasState ? '1' : '0',
-      hasState ? input.stateJson! : '',
-      input.leaseMs,
-      input.next ? '1' : '0',
-      input.maxDeliver,
-    )) as Reply;
+    const sends = input.sends;
+    const args: Arg[] = [k.s, k.in, k.out, input.token, input.seq, hasState ? '1' : '0', hasState ? input.stateJson! : ''];
+    args.push(input.leaseMs, input.next ? '1' : '0', input.maxDeliver, k.channel, this.sharded);
+    args.push(sends?.limits.maxUnackedMessages ?? 0, sends?.limits.maxUnackedBytes ?? 0);
+    if (sends) for (const m of sends.msgs) args.push(m);
+    const r = (await this.redis.bidiCommit(...args)) as Reply;
     switch (r[0]) {
       case 'lost':
         return { status: 'lost' };
-      case 'closing':
-        return { status: 'closing', clientAck: Number(r[1]), reason: String(r[2]), userJson: String(r[3]), stateJson: String(r[4]) };
+      case 'closing': {
+        const result: CommitResult = { status: 'closing', clientAck: Number(r[1]), reason: String(r[2]), userJson: String(r[3]), stateJson: String(r[4]) };
+        const sent = commitSent(r, 5);
+        if (sent) result.sent = sent;
+        return result;
+      }
+      case 'ok': {
+        const result: CommitResult = { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 5) };
+        const sent = commitSent(r, 2);
+        if (sent) result.sent = sent;
+        return result;
+      }
       default:
-        return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 2) };
+        throw new Error(`bidiweb/redis: unexpected commit reply ${JSON.stringify(r[0])}`);
     }
   }
 
@@ -431,6 +436,17 @@ function appendIdArg(id: string | undefined): string {
   if (id === undefined) return '';
   if (!APPEND_ID_PATTERN.test(id)) throw new TypeError(`bidiweb/redis: append id must match ${APPEND_ID_PATTERN} (got ${JSON.stringify(id)})`);
   return id;
+}
+
+/** The `stored, first, refused` triple of a commit reply from index `at`; undefined when the commit carried no messages. */
+function commitSent(r: Reply, at: number): CommitSent | undefined {
+  const stored = Number(r[at]);
+  if (stored < 0) return undefined;
+  const sent: CommitSent = { stored, firstSeq: Number(r[at + 1]) };
+  const refused = r[at + 2];
+  if (refused === 'full' || refused === 'closed') sent.refused = refused;
+  else if (refused !== '') throw new Error(`bidiweb/redis: unexpected commit reply ${JSON.stringify(refused)}`);
+  return sent;
 }
 
 function appendResult(r: Reply): AppendResult {

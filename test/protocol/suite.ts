@@ -216,6 +216,143 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
     });
 
     describe('server → client order, exactly once (invariant 2)', () => {
+      describe("a handler's own sends ride on the message's delivery record", () => {
+        /** Counts store calls by name (the store itself is real). */
+        function counting(inner: Store): { store: Store; calls: Record<string, number> } {
+          const calls: Record<string, number> = {};
+          const store = new Proxy(inner, {
+            get(target, prop) {
+              const value = Reflect.get(target, prop, target);
+              if (typeof value !== 'function') return value;
+              return (...args: unknown[]) => {
+                calls[String(prop)] = (calls[String(prop)] ?? 0) + 1;
+                return value.apply(target, args);
+              };
+            },
+          });
+          return { store, calls };
+        }
+
+        it('sends not waited for are stored by the commit (no append), in order, with their seqs', async () => {
+          const { store, calls } = counting(await newStore());
+          const seqs: Array<Promise<number>> = [];
+          const { wire } = await serve({
+            store,
+            onMessage(session, data) {
+              seqs.push(session.send({ echo: data }), session.send({ again: data }));
+            },
+          });
+          const sid = await wire.openSid();
+          expect((await wire.send(sid, [[1, 'a'], [2, 'b']])).body).toEqual({ ack: 2 });
+          expect((await wire.collect(sid, 4)).msgs).toEqual([
+            [1, { echo: 'a' }],
+            [2, { again: 'a' }],
+            [3, { echo: 'b' }],
+            [4, { again: 'b' }],
+          ]);
+          expect(await Promise.all(seqs)).toEqual([1, 2, 3, 4]);
+          expect(calls.append ?? 0).toBe(0);
+          expect(calls.commit).toBe(2);
+        });
+
+        it('a send the handler awaits is stored at once and resolves before the handler returns (no deadlock)', async () => {
+          const got: number[] = [];
+          const { wire } = await serve({
+            async onMessage(session, data) {
+              got.push(await session.send({ first: data }));
+              got.push(await session.send({ second: data }));
+              session.send({ third: data });
+            },
+          });
+          const sid = await wire.openSid();
+          expect((await wire.send(sid, [[1, 'x']])).body).toEqual({ ack: 1 });
+          expect(got).toEqual([1, 2]);
+          expect((await wire.collect(sid, 3)).msgs).toEqual([
+            [1, { first: 'x' }],
+            [2, { second: 'x' }],
+            [3, { third: 'x' }],
+          ]);
+        });
+
+        it("keeps call order against the same server object's other sends and its close", async () => {
+          const { wire } = await serve({
+            async onMessage(session, data) {
+              session.send('queued-1');
+              // whenFull: 'wait' cannot ride on the commit: it goes out at once, after what is queued.
+              await session.send('waited', { whenFull: 'wait' });
+              session.send('queued-2');
+              session.send('queued-3');
+              if (data === 'bye') await session.close('done');
+            },
+          });
+          const sid = await wire.openSid();
+          await wire.send(sid, [[1, 'bye']]);
+          const got = await wire.collect(sid, 4);
+          expect(got.msgs).toEqual([
+            [1, 'queued-1'],
+            [2, 'waited'],
+            [3, 'queued-2'],
+            [4, 'queued-3'],
+          ]);
+          expect(got.close).toMatchObject({ seq: 5, reason: 'done' });
+        });
+
+        it('a delivery record lost in a crash takes its sends with it: the redelivered message sends them once', async () => {
+          let failNextCommit = false;
+          let crashed = false;
+          const store = failing(await newStore(), 'commit', () => {
+            const fail = failNextCommit;
+            failNextCommit = false;
+            return fail;
+          });
+          const { wire } = await serve({
+            store,
+            leaseMs: 100,
+            onMessage(session, data, info) {
+              session.send({ reply: data, seq: info.seq });
+              if (data === 'b' && !crashed) failNextCommit = crashed = true;
+            },
+          });
+          const sid = await wire.openSid();
+          expect((await wire.send(sid, [[1, 'a'], [2, 'b'], [3, 'c']])).status).toBe(500);
+          await sleep(150); // the dead instance's lease runs out
+          expect((await wire.send(sid, [[1, 'a'], [2, 'b'], [3, 'c']])).body).toEqual({ ack: 3 });
+          expect((await wire.collect(sid, 3)).msgs).toEqual([
+            [1, { reply: 'a', seq: 1 }],
+            [2, { reply: 'b', seq: 2 }],
+            [3, { reply: 'c', seq: 3 }],
+          ]);
+        });
+
+        it('as many as fit the unacked window are stored, in order; the rest are refused (SEND_WINDOW_FULL) and reported', async () => {
+          const errors: unknown[] = [];
+          const outcomes: string[] = [];
+          const track = (p: Promise<number>) =>
+            p.then(
+              (seq) => outcomes.push(`seq ${seq}`),
+              (e: BidiError) => outcomes.push(e.code),
+            );
+          const { wire } = await serve({
+            limits: { maxUnackedMessages: 2 },
+            onError: (err) => errors.push(err),
+            onMessage(session) {
+              track(session.send('one'));
+              track(session.send('two'));
+              track(session.send('three'));
+            },
+          });
+          const sid = await wire.openSid();
+          expect((await wire.send(sid, [[1, 'x']])).body).toEqual({ ack: 1 });
+          await sleep(10);
+          expect(outcomes).toEqual(['seq 1', 'seq 2', 'SEND_WINDOW_FULL']);
+          expect(errors.map((e) => (e as BidiError).code)).toEqual(['SEND_WINDOW_FULL']);
+          expect((await wire.collect(sid, 2)).msgs).toEqual([
+            [1, 'one'],
+            [2, 'two'],
+          ]);
+        });
+      });
+
       it('delivers sends made outside any request, from another server object, in order', async () => {
         const { t, wire } = await serve();
         const sid = await wire.openSid();

@@ -543,6 +543,71 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         expect((await info(sid))?.status).toBe('closed');
         expect(await commit(sid, holder, 2)).toEqual({ status: 'lost' });
       });
+
+      describe('with the handler\'s sends', () => {
+        it('appends them atomically with the delivery record, in order, after what is in the log, and wakes watches', async () => {
+          const sid = await open({ initial: ['"w"'] });
+          const token = newToken();
+          await receive(sid, { msgs: ms(1, 2), lease: { token, ms: LONG } });
+          const { events, unsubscribe } = await listen(sid);
+          const c = await commit(sid, token, 1, { next: false, sends: { msgs: ['"a"', '"b"'], limits: ROOMY } });
+          expect(c).toEqual({ status: 'ok', clientAck: 1, deliver: [], sent: { stored: 2, firstSeq: 2 } });
+          expect(await store.append(sid, ['"c"'], ROOMY)).toEqual({ status: 'ok', firstSeq: 4, lastSeq: 4 });
+          expect(await read(sid)).toMatchObject({
+            msgs: [
+              { seq: 1, json: '"w"' },
+              { seq: 2, json: '"a"' },
+              { seq: 3, json: '"b"' },
+              { seq: 4, json: '"c"' },
+            ],
+          });
+          await eventually(() => events.some((e) => e.type === 'message'));
+          unsubscribe();
+          // No sends: no `sent`, as before.
+          expect(await commit(sid, token, 2, { next: false })).toEqual({ status: 'ok', clientAck: 2, deliver: [] });
+        });
+
+        it('a repeated commit stores nothing and answers the first call\'s seqs', async () => {
+          const sid = await open();
+          const token = newToken();
+          await receive(sid, { msgs: ms(1), lease: { token, ms: LONG } });
+          const input = { next: false, sends: { msgs: ['"a"', '"b"'], limits: ROOMY } };
+          const first = await commit(sid, token, 1, input);
+          expect(first).toMatchObject({ sent: { stored: 2, firstSeq: 1 } });
+          expect(await store.append(sid, ['"x"'], ROOMY)).toMatchObject({ firstSeq: 3 });
+          expect(await commit(sid, token, 1, input)).toEqual(first);
+          expect(await info(sid)).toMatchObject({ lastSeq: 3, clientAck: 1 });
+        });
+
+        it('stores as many as fit the unacked bounds and refuses the rest (full), still recording the delivery', async () => {
+          const sid = await open({ initial: ['1'] });
+          const token = newToken();
+          await receive(sid, { msgs: ms(1, 2), lease: { token, ms: LONG } });
+          const limits = { maxUnackedMessages: 3, maxUnackedBytes: 1 << 20 };
+          const c = await commit(sid, token, 1, { next: false, sends: { msgs: ['2', '3', '4'], limits } });
+          expect(c).toEqual({ status: 'ok', clientAck: 1, deliver: [], sent: { stored: 2, firstSeq: 2, refused: 'full' } });
+          const bytes = { maxUnackedMessages: 100, maxUnackedBytes: 5 }; // '1','2','3' hold 3 bytes: '44' fits, '5' not
+          expect(await commit(sid, token, 2, { next: false, sends: { msgs: ['44', '5'], limits: bytes } })).toEqual({
+            status: 'ok',
+            clientAck: 2,
+            deliver: [],
+            sent: { stored: 1, firstSeq: 4, refused: 'full' },
+          });
+          expect(await info(sid)).toMatchObject({ lastSeq: 4, clientAck: 2 });
+        });
+
+        it('refuses them (closed) on a closing session, and stores nothing when the lease is lost', async () => {
+          const sid = await open();
+          const token = newToken();
+          await receive(sid, { msgs: ms(1, 2), lease: { token, ms: LONG } });
+          expect(await commit(sid, newToken(), 1, { sends: { msgs: ['"x"'], limits: ROOMY } })).toEqual({ status: 'lost' });
+          expect(await info(sid)).toMatchObject({ lastSeq: 0, clientAck: 0 });
+          await store.close(sid, { reason: 'bye' });
+          const c = await commit(sid, token, 1, { next: false, sends: { msgs: ['"x"'], limits: ROOMY } });
+          expect(c).toMatchObject({ status: 'closing', clientAck: 1, sent: { stored: 0, refused: 'closed' } });
+          expect(await info(sid)).toMatchObject({ lastSeq: 0 });
+        });
+      });
     });
 
     // --- renewLease ----------------------------------------------------------------

@@ -6,6 +6,7 @@ import type {
   CloseResult,
   CommitInput,
   CommitResult,
+  CommitSent,
   CreateInput,
   CreateResult,
   ReadInput,
@@ -56,6 +57,8 @@ interface SessionRecord {
   groups?: Set<string>;
   /** The create call's token, so that a repeat of it answers ok. */
   createToken?: string;
+  /** The last commit that carried messages: what became of them (answered again to a repeat). */
+  lastCommitSent?: { seq: number; sent: CommitSent };
   /** The last appends that carried an id, newest last, with the seqs they got. */
   appends?: Array<{ id: string; firstSeq: number; lastSeq: number }>;
 }
@@ -148,6 +151,8 @@ export class MemoryStore implements Store {
   async commit(sid: string, input: CommitInput): Promise<CommitResult> {
     const r = this.sessions.get(sid);
     if (!r || r.leaseToken !== input.token || r.status === 'closed') return { status: 'lost' };
+    const sends = input.sends && input.sends.msgs.length > 0 ? input.sends : undefined;
+    let sent: CommitSent | undefined;
     if (input.seq === r.clientAck + 1) {
       const json = r.inbound?.get(input.seq);
       if (json !== undefined) {
@@ -156,17 +161,44 @@ export class MemoryStore implements Store {
         if (r.inbound!.size === 0) r.inbound = undefined;
       }
       r.clientAck = input.seq;
+      if (sends) {
+        sent = this.appendSends(sid, r, sends.msgs, sends.limits);
+        r.lastCommitSent = { seq: input.seq, sent };
+      }
+    } else if (sends) {
+      // A repeat of the call that recorded seq: answer what it did, store nothing.
+      sent = r.lastCommitSent?.seq === input.seq ? r.lastCommitSent.sent : { stored: 0, firstSeq: r.lastSeq + 1, refused: 'closed' };
     }
     if (input.stateJson !== undefined) r.stateJson = input.stateJson;
     r.lastSeen = this.now();
     r.leaseUntil = this.now() + input.leaseMs;
     if (r.status === 'closing') {
-      return { status: 'closing', clientAck: r.clientAck, reason: r.closeReason, userJson: r.userJson, stateJson: r.stateJson };
+      const closing: CommitResult = { status: 'closing', clientAck: r.clientAck, reason: r.closeReason, userJson: r.userJson, stateJson: r.stateJson };
+      if (sent) closing.sent = sent;
+      return closing;
     }
-    if (!input.next) return { status: 'ok', clientAck: r.clientAck, deliver: [] };
-    const deliver = this.run(r, r.clientAck, input.maxDeliver);
-    if (deliver.length === 0) r.leaseToken = null;
-    return { status: 'ok', clientAck: r.clientAck, deliver };
+    const result: CommitResult = { status: 'ok', clientAck: r.clientAck, deliver: [] };
+    if (sent) result.sent = sent;
+    if (!input.next) return result;
+    result.deliver = this.run(r, r.clientAck, input.maxDeliver);
+    if (result.deliver.length === 0) r.leaseToken = null;
+    return result;
+  }
+
+  /** A commit's sends: as many as fit the unacked bounds, in order; the rest refused. */
+  private appendSends(sid: string, r: SessionRecord, msgs: string[], limits: AppendLimits): CommitSent {
+    const sent: CommitSent = { stored: 0, firstSeq: r.lastSeq + 1 };
+    if (r.status !== 'open') return { ...sent, refused: 'closed' };
+    for (const json of msgs) {
+      if (r.log.length + 1 > limits.maxUnackedMessages || r.logBytes + utf8Length(json) > limits.maxUnackedBytes) {
+        sent.refused = 'full';
+        break;
+      }
+      this.push(r, json);
+      sent.stored++;
+    }
+    if (sent.stored > 0) this.emit(sid, { type: 'message' });
+    return sent;
   }
 
   async renewLease(sid: string, token: string, ms: number): Promise<boolean> {

@@ -1,50 +1,113 @@
 --[[
   commit: the handler for `seq` returned. Records the delivery (and the state
-  it left), extends the lease, and with `next` hands out the next run or
-  releases the lease.
+  it left), appends the server messages the handler sent without waiting for
+  them (atomically with the delivery record), extends the lease, and with
+  `next` hands out the next run or releases the lease.
+
+  The messages are appended as far as they fit the unacked bounds, in order
+  (as if each were its own append); the rest are refused ('full', or
+  'closed' when the session is closing). Safe to run twice: only the call
+  that records `seq` (moves cack from seq - 1 to seq) appends; it keeps its
+  outcome in the record's `cs` field ("seq:first:stored:refused"), and a
+  repeat answers that and stores nothing.
 
   KEYS[1] s    session record (HASH)
   KEYS[2] in   inbound buffer (HASH seq -> json)
-  KEYS[3] out  server log (LIST; only its TTL is refreshed)
+  KEYS[3] out  server log (LIST)
 
   ARGV[1] lease token   ARGV[2] seq
   ARGV[3] '1' when ARGV[4] holds new state JSON
   ARGV[4] stateJson
   ARGV[5] lease ms   ARGV[6] next ('1' / '0')   ARGV[7] maxDeliver
+  ARGV[8] channel   ARGV[9] sharded ('1': SPUBLISH)
+  ARGV[10] maxUnackedMessages   ARGV[11] maxUnackedBytes
+  ARGV[12..] messages the handler sent (JSON; none: no append)
 
   Returns
-    {'lost'}   the token does not hold the lease (or the session is gone or closed)
-    {'closing', clientAck, reason, userJson, stateJson}   run onClose, then finish-close
-    {'ok', clientAck, seq, json, ...}   pairs: keep delivering; none with next: lease released
+    {'lost'}   the token does not hold the lease (or the session is gone or closed); nothing stored
+    {'closing', clientAck, reason, userJson, stateJson, stored, first, refused}   run onClose, then finish-close
+    {'ok', clientAck, stored, first, refused, seq, json, ...}   pairs: keep delivering; none with next: lease released
+  stored: -1 when the call carried no messages, else how many were appended
+  (seqs first .. first + stored - 1); refused: '' | 'full' | 'closed', why the rest were not.
+  Events: 'm' when messages were appended.
 ]]
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl')
+local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes')
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end
 
 local cack = num(f[3])
 local seq = tonumber(ARGV[2])
+local n = #ARGV - 11
+-- What became of the handler's messages: `stored` of them from seq `first`; the rest `refused`.
+local stored, first, refused = -1, 0, ''
+if n > 0 then stored = 0 end
+local fields = {}
 if seq == cack + 1 then
   local json = redis.call('HGET', inKey, seq)
   if json then
     redis.call('HDEL', inKey, seq)
-    redis.call('HINCRBY', s, 'ibytes', -#json)
+    fields[#fields + 1] = 'ibytes'
+    fields[#fields + 1] = num(f[11]) - #json
   end
   cack = seq
-  redis.call('HSET', s, 'cack', cack)
+  fields[#fields + 1] = 'cack'
+  fields[#fields + 1] = cack
+  if n > 0 then
+    -- As many as fit, in order (as if each were its own append); the rest are refused.
+    local last, lbytes = num(f[8]), num(f[9])
+    first = last + 1
+    if f[1] ~= 'open' then
+      refused = 'closed'
+    else
+      local room = tonumber(ARGV[10]) - redis.call('LLEN', outKey)
+      local budget = tonumber(ARGV[11]) - lbytes
+      local bytes = 0
+      while stored < n and stored < room and bytes + #ARGV[12 + stored] <= budget do
+        bytes = bytes + #ARGV[12 + stored]
+        stored = stored + 1
+      end
+      if stored < n then refused = 'full' end
+      if stored > 0 then
+        for i = 12, 11 + stored, 1000 do
+          redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, 11 + stored)))
+        end
+        fields[#fields + 1] = 'last'
+        fields[#fields + 1] = last + stored
+        fields[#fields + 1] = 'lbytes'
+        fields[#fields + 1] = lbytes + bytes
+        notify(ARGV[8], ARGV[9], 'm')
+      end
+    end
+    fields[#fields + 1] = 'cs'
+    fields[#fields + 1] = seq .. ':' .. first .. ':' .. stored .. ':' .. refused
+  end
+elseif n > 0 then
+  -- A repeat of the call that recorded `seq`: answer what it did, store nothing.
+  local cseq, cfirst, cstored, crefused = string.match(f[10] or '', '^(%d+):(%d+):(%d+):(%a*)$')
+  if cseq and tonumber(cseq) == seq then
+    first, stored, refused = tonumber(cfirst), tonumber(cstored), crefused
+  else
+    refused = 'closed'
+  end
 end
 local state = f[5]
 if ARGV[3] == '1' then
   state = ARGV[4]
-  redis.call('HSET', s, 'state', state)
+  fields[#fields + 1] = 'state'
+  fields[#fields + 1] = state
 end
 local now = nowMs()
-redis.call('HSET', s, 'seen', now, 'leaseUntil', now + tonumber(ARGV[5]))
+fields[#fields + 1] = 'seen'
+fields[#fields + 1] = now
+fields[#fields + 1] = 'leaseUntil'
+fields[#fields + 1] = now + tonumber(ARGV[5])
+redis.call('HSET', s, unpack(fields))
 touch({s, inKey, outKey}, f[7], ARGV[5])
 
 if f[1] == 'closing' then
-  return {'closing', cack, f[6], f[4], state}
+  return {'closing', cack, f[6], f[4], state, stored, first, refused}
 end
-local result = {'ok', cack}
+local result = {'ok', cack, stored, first, refused}
 if ARGV[6] ~= '1' then return result end
 if takeRun(inKey, cack, tonumber(ARGV[7]), result) == 0 then
   redis.call('HDEL', s, 'lease', 'leaseUntil')

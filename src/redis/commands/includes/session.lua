@@ -19,6 +19,7 @@
     closer                     in a tombstone: the token that finished the close
     ct                         the create call's token (a resent create answers ok)
     an                         how many ids the append-id list (KEYS aids) holds
+    cs                         the last commit that carried messages: "seq:first:stored:refused"
   Absent number fields read as 0. Every length is in bytes (#str), which is
   the UTF-8 length of the JSON text.
 
