@@ -35,8 +35,14 @@ export interface RequestSpec {
   body?: string;
   sid?: string;
   timeoutMs: number;
-  /** Aborting it cancels the request: `request()` then throws {@link AbortedError}. */
-  signal: AbortSignal;
+  /**
+   * Aborting it cancels the request: `request()` then throws {@link AbortedError}.
+   * One listener per request is added to it while the request runs: pass a
+   * signal of this request (or of one caller that runs one request at a time),
+   * never one shared by many concurrent requests, or the listeners pile up
+   * (Node warns past 10). Without it only the timeout ends the request.
+   */
+  signal?: AbortSignal;
   /** Let the request outlive the page (fetch `keepalive`): for `DELETE`. */
   keepalive?: boolean;
   /**
@@ -132,10 +138,10 @@ export class Transport {
    */
   async request(spec: RequestSpec): Promise<Reply> {
     const { signal } = spec;
-    if (signal.aborted) throw new AbortedError();
+    if (signal?.aborted) throw new AbortedError();
     const ctl = new AbortController();
     const onAbort = (): void => ctl.abort();
-    signal.addEventListener('abort', onAbort, { once: true });
+    signal?.addEventListener('abort', onAbort, { once: true });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -178,14 +184,14 @@ export class Transport {
       if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
       return reply;
     } catch (err) {
-      if (signal.aborted) throw new AbortedError();
+      if (signal?.aborted) throw new AbortedError();
       if (err instanceof BidiClientError) throw err;
       const what = `${spec.method} ${spec.path || '/'}`;
       if (timedOut) throw new BidiClientError('TIMEOUT', `${what} timed out after ${spec.timeoutMs} ms`);
       throw new BidiClientError('NETWORK_ERROR', `${what} failed: ${describe(err)}`, { cause: err });
     } finally {
       clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
