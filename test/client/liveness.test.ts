@@ -43,7 +43,7 @@ async function push(instance: Instance, sid: string, data: unknown[]): Promise<v
 }
 
 describe('a stream whose backend died behind a proxy that holds the connection', () => {
-  const HEARTBEAT_MS = 200;
+  const HEARTBEAT_MS = 300;
   /** What the client allows: 3 heartbeats + 1 s. */
   const THRESHOLD_MS = MISSED_HEARTBEATS * HEARTBEAT_MS + SILENCE_MARGIN_MS;
   let redis: RedisProcess;
