@@ -1,6 +1,7 @@
 /** @type {import('jest').Config} */
 module.exports = {
-  testEnvironment: 'node',
+  // Node's, and the client suites fail on a MaxListenersExceededWarning (see the file).
+  testEnvironment: '<rootDir>/test/helpers/listener-leak-environment.js',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: {

@@ -79,7 +79,8 @@ export class Sender {
   private limits?: ServerLimits;
   private sid = '';
   private inflight = 0;
-  private ctl = new AbortController();
+  /** One per POST in flight, so `halt()` can cancel them: not one shared signal, which would gather a listener per POST. */
+  private readonly inflightCtls = new Set<AbortController>();
   private halted = false;
   private pumpScheduled = false;
   private inBackoff = false;
@@ -165,7 +166,8 @@ export class Sender {
   halt(): void {
     if (this.halted) return;
     this.halted = true;
-    this.ctl.abort();
+    for (const ctl of this.inflightCtls) ctl.abort();
+    this.inflightCtls.clear();
     this.cancelResendTimer?.();
     this.cancelResendTimer = undefined;
     if (this.inBackoff) {
@@ -247,7 +249,9 @@ export class Sender {
   private async post(batch: Outgoing[], serverAck: number): Promise<void> {
     this.inflight++;
     const body = `{"msgs":[${batch.map((m) => `[${m.seq},${m.json}]`).join(',')}],"ack":${serverAck}}`;
-    const signal = this.ctl.signal;
+    const ctl = new AbortController();
+    this.inflightCtls.add(ctl);
+    const signal = ctl.signal;
     let outcome: ReturnType<typeof classify>;
     try {
       const reply = await this.host.transport.request({
@@ -264,6 +268,7 @@ export class Sender {
       outcome = { kind: 'retry', error: err as BidiClientError };
     } finally {
       this.inflight--;
+      this.inflightCtls.delete(ctl);
     }
     if (this.halted) return;
 

@@ -27,12 +27,6 @@ const DEFAULT_WAIT_MS = 25_000;
 /** A DELETE always gets at least this long, even when `closeTimeoutMs` is used up by the drain. */
 const MIN_DELETE_TIMEOUT_MS = 1_000;
 
-/** For requests that only their timeout may cancel. Made on first use: loading the bundle touches no Web API. */
-let neverAbortedSignal: AbortSignal | undefined;
-function neverAborted(): AbortSignal {
-  return (neverAbortedSignal ??= new AbortController().signal);
-}
-
 interface ResolvedOptions {
   wait?: number;
   stream: boolean;
@@ -450,8 +444,8 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
           path: '',
           sid,
           timeoutMs: Math.min(this.opts.requestTimeoutMs, Math.max(deadline - Date.now(), MIN_DELETE_TIMEOUT_MS)),
-          // Not the session's lifetime: a page that hides now ends the session, and must not cancel this.
-          signal: neverAborted(),
+          // No signal: a page that hides now ends the session, and must not cancel this (only its timeout
+          // does). Not a shared never-aborted one either: every session's DELETE would add a listener to it.
           keepalive: true,
         });
         outcome = classify(reply, 'close');
@@ -503,7 +497,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       this.deleteSent = true;
       const sid = this._sid;
       this.transport
-        .request({ method: 'DELETE', path: '', sid, timeoutMs: this.opts.requestTimeoutMs, signal: neverAborted(), keepalive: true })
+        .request({ method: 'DELETE', path: '', sid, timeoutMs: this.opts.requestTimeoutMs, keepalive: true })
         .catch(() => {}); // the page is going away: nobody is left to tell
     }
     this.end({ code: 'CLIENT', reason: unacked ? `${reason}; ${unacked} unacked message(s) discarded` : reason });

@@ -35,8 +35,14 @@ export interface RequestSpec {
   body?: string;
   sid?: string;
   timeoutMs: number;
-  /** Aborting it cancels the request: `request()` then throws {@link AbortedError}. */
-  signal: AbortSignal;
+  /**
+   * Aborting it cancels the request: `request()` then throws {@link AbortedError}.
+   * One listener per request is added to it while the request runs: pass a
+   * signal of this request (or of one caller that runs one request at a time),
+   * never one shared by many concurrent requests, or the listeners pile up
+   * (Node warns past 10). Without it only the timeout ends the request.
+   */
+  signal?: AbortSignal;
   /** Let the request outlive the page (fetch `keepalive`): for `DELETE`. */
   keepalive?: boolean;
   /**
@@ -47,6 +53,24 @@ export interface RequestSpec {
 }
 
 const STREAM_TYPE = 'application/x-ndjson';
+
+/** The header by which a streaming watch announces its heartbeat interval, ms. */
+export const HEARTBEAT_HEADER = 'Bidi-Heartbeat';
+/** A stream silent for this many heartbeats (plus the margin) is taken as dead. */
+export const MISSED_HEARTBEATS = 3;
+/** Timer slack, a stalled event loop, a retransmitted packet: never abort a live stream for those. */
+export const SILENCE_MARGIN_MS = 1_000;
+
+/**
+ * How long a streaming watch may stay silent before it is taken as dead:
+ * `MISSED_HEARTBEATS` heartbeats plus a margin, or `0` (never) when the
+ * response announces no heartbeat (an older server, or heartbeats off).
+ */
+export function silenceLimitMs(heartbeat: string | null): number {
+  if (heartbeat === null || !/^\d{1,9}$/.test(heartbeat.trim())) return 0;
+  const ms = Number(heartbeat.trim());
+  return ms > 0 ? MISSED_HEARTBEATS * ms + SILENCE_MARGIN_MS : 0;
+}
 
 /** Byte length of the UTF-8 encoding of `s`. */
 export function utf8Length(s: string): number {
@@ -132,15 +156,17 @@ export class Transport {
    */
   async request(spec: RequestSpec): Promise<Reply> {
     const { signal } = spec;
-    if (signal.aborted) throw new AbortedError();
+    if (signal?.aborted) throw new AbortedError();
     const ctl = new AbortController();
     const onAbort = (): void => ctl.abort();
-    signal.addEventListener('abort', onAbort, { once: true });
+    signal?.addEventListener('abort', onAbort, { once: true });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
       ctl.abort();
     }, Math.max(0, spec.timeoutMs));
+    /** Set when a stream went silent past its heartbeats (see readFrames). */
+    let silentMs = 0;
     try {
       let headers: Record<string, string>;
       const option = this.headers;
@@ -161,7 +187,11 @@ export class Transport {
         ctl.signal,
       );
       if (spec.onFrame && res.status === 200 && (res.headers.get('content-type') ?? '').startsWith(STREAM_TYPE)) {
-        await readFrames(res, ctl.signal, spec.onFrame);
+        const limit = silenceLimitMs(res.headers.get(HEARTBEAT_HEADER));
+        await readFrames(res, ctl.signal, spec.onFrame, limit, () => {
+          silentMs = limit;
+          ctl.abort();
+        });
         return { status: 200, body: undefined, streamed: true };
       }
       const text = await abortable(res.text(), ctl.signal);
@@ -178,14 +208,17 @@ export class Transport {
       if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
       return reply;
     } catch (err) {
-      if (signal.aborted) throw new AbortedError();
+      if (signal?.aborted) throw new AbortedError();
       if (err instanceof BidiClientError) throw err;
       const what = `${spec.method} ${spec.path || '/'}`;
       if (timedOut) throw new BidiClientError('TIMEOUT', `${what} timed out after ${spec.timeoutMs} ms`);
+      if (silentMs) {
+        throw new BidiClientError('TIMEOUT', `${what}: the stream was silent for ${silentMs} ms (${MISSED_HEARTBEATS} heartbeats and more): taken as dead`);
+      }
       throw new BidiClientError('NETWORK_ERROR', `${what} failed: ${describe(err)}`, { cause: err });
     } finally {
       clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -213,11 +246,20 @@ function requestHeaders(extra: Record<string, string | undefined> | undefined, s
 
 /**
  * Reads a streaming watch: one JSON value per line, each handed to `onFrame`
- * as soon as its line is complete. A frame that is not JSON is a transient
- * error (the watch is retried). Without a readable body (a fetch that only
- * has `text()`), the frames come when the response ends.
+ * as soon as its line is complete; empty lines (heartbeats) are skipped. A
+ * frame that is not JSON is a transient error (the watch is retried). Without
+ * a readable body (a fetch that only has `text()`), the frames come when the
+ * response ends. With `silenceMs`, a body from which no byte came for that
+ * long calls `onSilent` (which aborts `signal`): one timer per stream, moved
+ * on lazily rather than reset per chunk.
  */
-async function readFrames(res: FetchResponseLike, signal: AbortSignal, onFrame: (frame: unknown) => void): Promise<void> {
+async function readFrames(
+  res: FetchResponseLike,
+  signal: AbortSignal,
+  onFrame: (frame: unknown) => void,
+  silenceMs: number,
+  onSilent: () => void,
+): Promise<void> {
   const emit = (line: string): void => {
     if (line === '') return;
     let frame: unknown;
@@ -237,11 +279,24 @@ async function readFrames(res: FetchResponseLike, signal: AbortSignal, onFrame: 
   const decoder = new TextDecoder();
   let pending = '';
   let finished = false;
+  let heardAt = Date.now();
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  const check = (): void => {
+    const quiet = Date.now() - heardAt;
+    if (quiet >= silenceMs) {
+      watchdog = undefined;
+      onSilent();
+    } else {
+      watchdog = setTimeout(check, silenceMs - quiet);
+    }
+  };
+  if (silenceMs > 0) watchdog = setTimeout(check, silenceMs);
   try {
     for (;;) {
       if (signal.aborted) throw new AbortedError();
       const { done, value } = await abortable(reader.read(), signal);
       if (done) break;
+      heardAt = Date.now();
       pending += decoder.decode(value, { stream: true });
       let nl: number;
       while ((nl = pending.indexOf('\n')) !== -1) {
@@ -253,7 +308,8 @@ async function readFrames(res: FetchResponseLike, signal: AbortSignal, onFrame: 
     finished = true;
     emit(pending + decoder.decode());
   } finally {
-    // Stopped early (aborted, or a bad frame): let the connection go.
+    if (watchdog !== undefined) clearTimeout(watchdog);
+    // Stopped early (aborted, silent, or a bad frame): let the connection go.
     if (!finished) reader.cancel().catch(() => {});
   }
 }

@@ -162,7 +162,10 @@ export interface ClientOptions {
    * nothing between the client and the server buffers (or it is told not to,
    * e.g. nginx `proxy_buffering off`, which the server's `X-Accel-Buffering: no`
    * also asks for). A server without streaming answers the plain way, which
-   * the client handles as usual.
+   * the client handles as usual. A stream that announces heartbeats
+   * (`Bidi-Heartbeat`) and then stays silent for 3 of them plus 1 s is taken
+   * as dead (its upstream died behind a proxy that kept the connection): it
+   * is aborted and the client watches again (a `TIMEOUT` error, a `watch` retry).
    */
   stream?: boolean;
   /** Maximum concurrent send POSTs. Default 4. */

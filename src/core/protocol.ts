@@ -140,6 +140,16 @@ export function messagesJson(msgs: readonly StoredMessage[]): string {
 /** The content type of a streaming watch: one watch body per line. */
 export const STREAM_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';
 
+/** The response header of a streaming watch that announces its heartbeat interval, ms (absent: no heartbeats). */
+export const HEARTBEAT_HEADER = 'bidi-heartbeat';
+
+/**
+ * A heartbeat on an idle stream: an empty line. NDJSON readers skip empty
+ * lines (every bidiweb client always has), and no frame can be empty, so it
+ * is never taken for a watch body.
+ */
+export const HEARTBEAT_FRAME = '\n';
+
 export function watchBody(
   msgs: readonly StoredMessage[],
   clientAck: number,

@@ -8,7 +8,7 @@ import type { BidiRequest, BidiResponse, BidiStream, CorsOptions, HeaderReader }
 import { CorsPolicy, jsonResponse } from './http';
 import type { Limits } from './limits';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimits } from './limits';
-import { PROTOCOL_VERSION, STREAM_CONTENT_TYPE, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
+import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, PROTOCOL_VERSION, STREAM_CONTENT_TYPE, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
 import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
 import { leaseLost, Outbox } from './outbox';
@@ -71,6 +71,12 @@ export interface BidiOptions<User = unknown, State extends object = Record<strin
   leaseMs?: number;
   /** How often this instance tries to sweep expired sessions, ms; 0 turns the timer off (call `sweep()` yourself). Default 5 000. */
   sweepInterval?: number;
+  /**
+   * A streaming watch with nothing to say for this long writes a heartbeat (an empty line), ms, so a
+   * client can tell a quiet stream from a dead one (it gives up on one silent for 3 heartbeats + 1 s).
+   * 0 = no heartbeats. Default 5 000.
+   */
+  heartbeatMs?: number;
 }
 
 export interface BroadcastResult {
@@ -104,6 +110,15 @@ const CLOSE_REASON_MAX = 256;
 /** How often a waiting send() looks for room when the store cannot wake it. */
 const SEND_POLL_MS = 250;
 
+/**
+ * 5 s: a client then finds a dead stream within 16 s (3 heartbeats + 1 s),
+ * well inside the default 25 s wait (without heartbeats: wait + 10 s, 35 s),
+ * and the beat stays far below the idle cut of common proxies and balancers
+ * (30–100 s). Its cost: one 1-byte write per idle stream per 5 s, far less
+ * than the request per wait a plain watch costs.
+ */
+const DEFAULT_HEARTBEAT_MS = 5_000;
+
 interface HeldLease {
   sid: string;
   token: string;
@@ -125,6 +140,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   private readonly idleTimeout: number;
   private readonly leaseMs: number;
   private readonly sendTimeout: number;
+  private readonly heartbeatMs: number;
   private readonly backend: SessionBackend;
   private sweepTimer?: ReturnType<typeof setInterval>;
   private readonly sweepToken = newToken();
@@ -148,6 +164,8 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     }
     this.leaseMs = positive('leaseMs', options.leaseMs ?? 5_000);
     this.sendTimeout = positive('sendTimeout', options.sendTimeout ?? 30_000);
+    // Above the longest wait a heartbeat could never be due: the stream ends first.
+    this.heartbeatMs = positive('heartbeatMs', options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, MAX_WAIT_CAP_MS);
     this.cors = new CorsPolicy(options.cors);
     this.streamLimits = {
       // A stream ends while the client can still ack before the unacked bounds are reached.
@@ -184,7 +202,11 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         return { status: 204, headers: cors.crossOrigin ? this.cors.preflightHeaders(cors.origin!) : { allow: allowed(route) }, body: '' };
       }
       const res = await this.dispatch(route, req);
-      if (corsHeaders) Object.assign(res.headers, corsHeaders);
+      if (corsHeaders) {
+        Object.assign(res.headers, corsHeaders);
+        // A cross-origin page may read only the response headers it is told it may.
+        if (HEARTBEAT_HEADER in res.headers) res.headers['access-control-expose-headers'] = HEARTBEAT_HEADER;
+      }
       return res;
     } catch (err) {
       return this.errorResponse(err, corsHeaders);
@@ -508,9 +530,11 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       await run.subscribe();
       let r = await run.read(true);
       if (stream && req.canStream && r.status === 'ok') {
-        const s = new WatchStream(run, r, this.streamLimits, (err) => this.report(err, { phase: 'request' }));
+        const s = new WatchStream(run, r, this.streamLimits, this.heartbeatMs, (err) => this.report(err, { phase: 'request' }));
         handedOff = true;
-        return { status: 200, headers: { ...STREAM_HEADERS }, body: s.first, stream: s };
+        const headers: Record<string, string> = { ...STREAM_HEADERS };
+        if (this.heartbeatMs > 0) headers[HEARTBEAT_HEADER] = String(this.heartbeatMs);
+        return { status: 200, headers, body: s.first, stream: s };
       }
       while (r.status === 'ok' && r.msgs.length === 0 && !r.close && !r.superseded && !run.superseded && !req.signal?.aborted) {
         if (run.deadline - Date.now() <= 0) break;
@@ -845,16 +869,23 @@ class WatchRun {
     return this.news !== this.seen;
   }
 
-  /** Waits for news; `false` when the wait ended (deadline, client gone, disposed) without any. */
-  waitForNews(): Promise<boolean> {
-    if (this.news !== this.seen) return Promise.resolve(true);
-    if (this.disposed || this.signal?.aborted || this.deadline - Date.now() <= 0) return Promise.resolve(false);
-    return new Promise<boolean>((resolve) => {
+  /**
+   * Waits for news: `'news'` when events came since the last read, `'end'`
+   * when the wait ended (deadline, client gone, disposed) without any, and,
+   * given `idleMs`, `'idle'` when that long passed first (a heartbeat is due).
+   * The idle timer never outlives the call; the deadline's is cleared by `dispose()`.
+   */
+  waitForNews(idleMs = 0): Promise<'news' | 'idle' | 'end'> {
+    if (this.news !== this.seen) return Promise.resolve('news');
+    if (this.ended) return Promise.resolve('end');
+    return new Promise((resolve) => {
       const signal = this.signal;
+      let idleTimer: ReturnType<typeof setTimeout> | undefined;
       const done = () => {
         this.wake = undefined;
+        if (idleTimer) clearTimeout(idleTimer);
         signal?.removeEventListener('abort', done);
-        resolve(this.news !== this.seen);
+        resolve(this.news !== this.seen ? 'news' : 'end');
       };
       this.wake = done;
       signal?.addEventListener('abort', done, { once: true });
@@ -864,7 +895,21 @@ class WatchRun {
           this.wake?.();
         }, this.deadline - Date.now());
       }
+      // Only when due before the deadline: at the deadline the stream ends instead.
+      if (idleMs > 0 && idleMs < this.deadline - Date.now()) {
+        idleTimer = setTimeout(() => {
+          idleTimer = undefined;
+          this.wake = undefined;
+          signal?.removeEventListener('abort', done);
+          resolve(this.news !== this.seen ? 'news' : this.ended ? 'end' : 'idle');
+        }, idleMs);
+      }
     });
+  }
+
+  /** The wait is over: deadline passed, client gone, or disposed. */
+  private get ended(): boolean {
+    return this.disposed || this.signal?.aborted === true || this.deadline - Date.now() <= 0;
   }
 
   dispose(): void {
@@ -883,7 +928,8 @@ class WatchRun {
  * frame a watch body. Frames carry the messages that follow the previous
  * frame's; the stream ends at the wait, after a close marker or a
  * `superseded` frame, once it has streamed `limits` worth of messages (so
- * the client's next watch acks them), or when the client goes away.
+ * the client's next watch acks them), or when the client goes away. While
+ * idle it writes a heartbeat (an empty line) every `heartbeatMs`.
  */
 class WatchStream implements BidiStream {
   /** The first chunk (written with the headers): the first read's frame, or ''. */
@@ -896,11 +942,15 @@ class WatchStream implements BidiStream {
   private clientAck = 0;
   /** The last next() returned a frame of messages. */
   private sentFrame = false;
+  /** When the last chunk went out (the first goes with the headers). */
+  private wroteAt = Date.now();
 
   constructor(
     private readonly run: WatchRun,
     r: Extract<ReadResult, { status: 'ok' }>,
     private readonly limits: StreamLimits,
+    /** Write a heartbeat after this long without a chunk; 0 = never. */
+    private readonly heartbeatMs: number,
     private readonly report: (err: unknown) => void,
   ) {
     this.after = 0;
@@ -925,6 +975,12 @@ class WatchStream implements BidiStream {
   }
 
   async next(): Promise<string | null> {
+    const chunk = await this.nextChunk();
+    if (chunk !== null) this.wroteAt = Date.now();
+    return chunk;
+  }
+
+  private async nextChunk(): Promise<string | null> {
     try {
       // More news already, right after a frame: messages are coming faster than frames go out.
       // Let them gather for one turn of the event loop, then send them as one frame.
@@ -932,10 +988,14 @@ class WatchStream implements BidiStream {
       this.sentFrame = false;
       for (;;) {
         if (this.done) return null;
-        if (this.ending || !(await this.run.waitForNews()) || this.done) {
+        // Idle for heartbeatMs since the last chunk (not since this call: a wake-up may bring nothing).
+        const idleMs = this.heartbeatMs > 0 ? Math.max(1, this.heartbeatMs - (Date.now() - this.wroteAt)) : 0;
+        const woke = this.ending ? 'end' : await this.run.waitForNews(idleMs);
+        if (woke === 'end' || this.done) {
           this.close();
           return null;
         }
+        if (woke === 'idle') return HEARTBEAT_FRAME;
         if (this.run.superseded) {
           this.ending = true;
           return watchBody([], this.clientAck, { superseded: true }) + '\n';

@@ -16,6 +16,12 @@
  * `delay` defaults to 1 (every request is delayed by a random part of
  * `maxDelayMs`), which is what the original `{ maxDelayMs }` meant.
  *
+ * `holdDeadStreams` is not a draw but a behaviour: a backend that dies after
+ * its response started (headers sent) normally gets the client's connection
+ * destroyed too; with it, the proxy keeps the client's response open and
+ * silent instead (until the client goes away or the proxy closes), as some
+ * real proxies do. `stats.heldStreams` counts them.
+ *
  * Reproducibility: the n-th request the proxy receives gets the n-th draw of
  * a PRNG seeded with `seed` (default 1); every request consumes the same
  * number of draws, whatever faults it gets, so changing one probability does
@@ -49,6 +55,8 @@ export interface ProxyFaults {
   seed?: number;
   /** Only requests for which this returns true get faults (default: all). */
   match?: (req: { method: string; url: string }) => boolean;
+  /** A backend dying mid-response leaves the client's response open and silent, not cut (see above). Default false. */
+  holdDeadStreams?: boolean;
 }
 
 export interface ProxyStats {
@@ -61,6 +69,8 @@ export interface ProxyStats {
   badGateway: number;
   /** The client went away before its response was complete (not a fault of the proxy's). */
   clientGone: number;
+  /** Responses kept open after their backend died mid-response (`holdDeadStreams`). */
+  heldStreams: number;
   perBackend: number[];
 }
 
@@ -115,6 +125,7 @@ export async function startProxy(backends: number[], initialFaults: ProxyFaults 
     delayed: 0,
     badGateway: 0,
     clientGone: 0,
+    heldStreams: 0,
     perBackend: ports.map(() => 0),
   };
 
@@ -160,11 +171,20 @@ export async function startProxy(backends: number[], initialFaults: ProxyFaults 
         (upstream) => relay(upstream),
       );
       let clientGone = false;
+      let held = false;
+      /** The backend died after the response started: with holdDeadStreams, leave the client hanging. */
+      const hold = (): boolean => {
+        if (!f.holdDeadStreams || !res.headersSent || res.writableEnded) return false;
+        if (!held) stats.heldStreams++;
+        held = true;
+        return true;
+      };
       out.on('error', () => {
         if (clientGone) {
           stats.clientGone++;
           return;
         }
+        if (hold()) return;
         if (dropResponse) {
           stats.droppedResponses++;
           res.socket?.destroy();
@@ -187,7 +207,9 @@ export async function startProxy(backends: number[], initialFaults: ProxyFaults 
       out.end(body);
 
       function relay(upstream: http.IncomingMessage): void {
-        upstream.on('error', () => res.socket?.destroy());
+        upstream.on('error', () => {
+          if (!hold()) res.socket?.destroy();
+        });
         if (dropResponse) {
           // Let the backend finish its response, then lose it.
           upstream.resume();

@@ -55,28 +55,37 @@ interface Frame {
   body: any;
 }
 
-/** A streaming watch read frame by frame over node:http; `done` resolves when the response ends. */
-function streamWatch(url: string, sid: string, ack: number, wait: number, extra = '&stream=1') {
+/**
+ * A streaming watch read line by line over node:http; `done` resolves when
+ * the response ends. Frames (JSON lines) go to `frames`, heartbeats (empty
+ * lines) to `heartbeats` (their times); anything else fails the parse.
+ */
+function streamWatch(url: string, sid: string, ack: number, wait: number, extra = '&stream=1', headers: Record<string, string> = {}) {
   const frames: Frame[] = [];
+  const heartbeats: number[] = [];
   let status = 0;
-  let contentType = '';
+  let responseHeaders: http.IncomingHttpHeaders = {};
   let req!: http.ClientRequest;
+  const line = (text: string) => {
+    if (text === '') heartbeats.push(Date.now());
+    else frames.push({ at: Date.now(), body: JSON.parse(text) });
+  };
   const done = new Promise<void>((resolve, reject) => {
-    req = http.get(`${url}/watch?ack=${ack}&wait=${wait}${extra}`, { headers: { 'bidi-sid': sid } }, (res) => {
+    req = http.get(`${url}/watch?ack=${ack}&wait=${wait}${extra}`, { headers: { 'bidi-sid': sid, ...headers } }, (res) => {
       status = res.statusCode ?? 0;
-      contentType = String(res.headers['content-type']);
+      responseHeaders = res.headers;
       let buf = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         buf += chunk;
         let nl: number;
         while ((nl = buf.indexOf('\n')) !== -1) {
-          frames.push({ at: Date.now(), body: JSON.parse(buf.slice(0, nl)) });
+          line(buf.slice(0, nl));
           buf = buf.slice(nl + 1);
         }
       });
       res.on('end', () => {
-        if (buf) frames.push({ at: Date.now(), body: JSON.parse(buf) });
+        if (buf) line(buf);
         resolve();
       });
       res.on('error', () => resolve()); // aborted by the test
@@ -85,12 +94,16 @@ function streamWatch(url: string, sid: string, ack: number, wait: number, extra 
   });
   return {
     frames,
+    heartbeats,
     done,
     get status() {
       return status;
     },
     get contentType() {
-      return contentType;
+      return String(responseHeaders['content-type']);
+    },
+    get headers() {
+      return responseHeaders;
     },
     abort: () => req.destroy(),
   };
@@ -132,7 +145,8 @@ describe.each(stores)('streaming watch over the %s store', (_name, makeStore) =>
   let store: Store;
   beforeEach(async () => {
     store = makeStore();
-    s = await serve({ store, limits: { maxMessagesPerResponse: 50 } });
+    // Heartbeats every 50 ms: every ending below must hold with heartbeats between the frames.
+    s = await serve({ store, limits: { maxMessagesPerResponse: 50 }, heartbeatMs: 50 });
   });
   afterEach(async () => {
     await s.close();
@@ -157,13 +171,14 @@ describe.each(stores)('streaming watch over the %s store', (_name, makeStore) =>
     w.abort();
   });
 
-  it('ends when the wait ends, with no frame when nothing came', async () => {
+  it('ends when the wait ends, with no frame when nothing came (heartbeats only)', async () => {
     const sid = await openSid(s.url);
     const t = Date.now();
     const w = streamWatch(s.url, sid, 0, 300);
     await w.done;
     expect(Date.now() - t).toBeGreaterThanOrEqual(250);
     expect(w.frames).toEqual([]);
+    expect(w.heartbeats.length).toBeGreaterThanOrEqual(2);
   });
 
   it('sends what is already there as the first frame, then streams on', async () => {
@@ -273,6 +288,128 @@ describe('streaming watch: the session vanishes mid-stream', () => {
     expect(w.frames.map((f) => f.body.error?.code)).toEqual(['UNKNOWN_SESSION']);
     await s.close();
     await store.dispose();
+  });
+});
+
+describe('streaming watch: heartbeats', () => {
+  const served: Served[] = [];
+  afterEach(async () => {
+    for (const s of served.splice(0)) await s.close();
+  });
+  async function serveWith(options: BidiOptions<any, any>): Promise<Served> {
+    const s = await serve(options);
+    served.push(s);
+    return s;
+  }
+
+  it('an idle stream writes an empty line every heartbeatMs, announced in Bidi-Heartbeat, and still ends at its wait', async () => {
+    const s = await serveWith({ heartbeatMs: 100 });
+    const sid = await openSid(s.url);
+    const t = Date.now();
+    const w = streamWatch(s.url, sid, 0, 1_000);
+    await sleep(450);
+    await s.server.hub.send(sid, 'between');
+    await w.done;
+    const took = Date.now() - t;
+    expect(w.headers['bidi-heartbeat']).toBe('100');
+    expect(took).toBeGreaterThanOrEqual(950);
+    expect(took).toBeLessThan(2_000);
+    expect(w.frames.map((f) => f.body)).toEqual([{ msgs: [[1, 'between']], ack: 0 }]);
+    // About one per 100 ms of silence (9 in 1 s, minus the frame), never faster than the interval.
+    expect(w.heartbeats.length).toBeGreaterThanOrEqual(4);
+    expect(w.heartbeats.length).toBeLessThanOrEqual(10);
+    const gaps = w.heartbeats.slice(1).map((at, i) => at - w.heartbeats[i]!);
+    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(70);
+  });
+
+  it('a heartbeat is due heartbeatMs after the last chunk, whatever it was: a frame restarts the interval', async () => {
+    const s = await serveWith({ heartbeatMs: 250 });
+    const sid = await openSid(s.url);
+    const w = streamWatch(s.url, sid, 0, 3_000);
+    // A message every 25 ms for 500 ms: the stream is never idle for 250 ms, so no heartbeat.
+    for (let i = 0; i < 20; i++) {
+      await s.server.hub.send(sid, i);
+      await sleep(25);
+    }
+    const lastFrameAt = w.frames[w.frames.length - 1]!.at;
+    expect(w.heartbeats.filter((at) => at <= lastFrameAt)).toEqual([]);
+    await until(() => w.heartbeats.length > 0);
+    w.abort();
+  });
+
+  it('a plain watch (no stream=1) carries no heartbeat and no Bidi-Heartbeat header', async () => {
+    const s = await serveWith({ heartbeatMs: 50 });
+    const sid = await openSid(s.url);
+    const res = await fetch(`${s.url}/watch?ack=0&wait=500`, { headers: { 'bidi-sid': sid } });
+    expect(res.headers.get('bidi-heartbeat')).toBeNull();
+    expect(await res.text()).toBe('{"msgs":[],"ack":0}');
+  });
+
+  it('heartbeatMs: 0 turns them off (no header, no empty line)', async () => {
+    const s = await serveWith({ heartbeatMs: 0 });
+    const sid = await openSid(s.url);
+    const w = streamWatch(s.url, sid, 0, 500);
+    await w.done;
+    expect(w.headers['bidi-heartbeat']).toBeUndefined();
+    expect(w.heartbeats).toEqual([]);
+  });
+
+  it('the default is 5 000 ms; heartbeatMs is validated', async () => {
+    const s = await serveWith({});
+    const sid = await openSid(s.url);
+    const w = streamWatch(s.url, sid, 0, 100);
+    await w.done;
+    expect(w.headers['bidi-heartbeat']).toBe('5000');
+    for (const bad of [-1, 1.5, Number.NaN, 55_001]) {
+      expect(() => new BidiServer({ heartbeatMs: bad, sweepInterval: 0 })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
+    }
+  });
+
+  it('a cross-origin page may read Bidi-Heartbeat (Access-Control-Expose-Headers)', async () => {
+    const s = await serveWith({ heartbeatMs: 100, cors: { origins: ['https://app.example'] } });
+    const sid = await openSid(s.url);
+    const w = streamWatch(s.url, sid, 0, 100, '&stream=1', { origin: 'https://app.example' });
+    await w.done;
+    expect(w.headers['access-control-allow-origin']).toBe('https://app.example');
+    expect(w.headers['access-control-expose-headers']).toBe('bidi-heartbeat');
+  });
+
+  it('leaves no timer behind: a stream that ended, was superseded or was dropped holds none', async () => {
+    const s = await serveWith({ heartbeatMs: 20 });
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const sid = await openSid(s.url);
+    await sleep(50);
+    const before = timers();
+    const ended = streamWatch(s.url, sid, 0, 200);
+    await ended.done;
+    const superseded = streamWatch(s.url, sid, 0, 5_000);
+    await sleep(100);
+    const dropped = streamWatch(s.url, sid, 0, 5_000);
+    await superseded.done;
+    await sleep(100);
+    dropped.abort();
+    await sleep(100);
+    expect(ended.heartbeats.length).toBeGreaterThan(0);
+    expect(superseded.frames.map((f) => f.body.superseded)).toEqual([true]);
+    expect(dropped.heartbeats.length).toBeGreaterThan(0);
+    expect(timers()).toBe(before);
+  });
+
+  it('the Fetch handler writes heartbeats too', async () => {
+    const server = new BidiServer({ sweepInterval: 0, heartbeatMs: 50 });
+    const handler = toFetchHandler(server);
+    const opened = await handler(new Request('http://x/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"v":1}' }));
+    const { sid } = (await opened.json()) as { sid: string };
+    const res = await handler(new Request('http://x/session/watch?ack=0&wait=3000&stream=1', { headers: { 'bidi-sid': sid } }));
+    expect(res.headers.get('bidi-heartbeat')).toBe('50');
+    const reader = res.body!.getReader();
+    const decode = async () => new TextDecoder().decode((await reader.read()).value);
+    expect(await decode()).toBe('\n');
+    await server.hub.send(sid, 'one');
+    expect(await decode()).toBe('{"msgs":[[1,"one"]],"ack":0}\n');
+    expect(await decode()).toBe('\n');
+    await reader.cancel();
+    await server.dispose();
   });
 });
 
