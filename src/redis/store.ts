@@ -72,7 +72,8 @@ export interface RedisStoreOptions {
    * no `SUBSCRIBE` (and no `UNSUBSCRIBE` at its end), one round trip instead
    * of three. The price: Redis delivers that session's events to this
    * instance for the linger time, and the instance keeps a small entry per
-   * channel. Default `0`: unsubscribe as soon as the last listener leaves.
+   * channel. Default 30 000 (above the default watch wait); `0`: unsubscribe
+   * as soon as the last listener leaves.
    */
   subscriptionLingerMs?: number;
 }
@@ -90,6 +91,13 @@ interface BatchItem {
 
 /** Sweep rounds per call at most: each round re-scores the candidates that were not due yet. */
 const SWEEP_ROUNDS = 10;
+/**
+ * A session's channel stays subscribed this long after its last watch left:
+ * behind a round-robin balancer its next watch (at most `wait` later, 25 s by
+ * default) comes back to this instance and needs no SUBSCRIBE/UNSUBSCRIBE —
+ * one Redis round trip per plain watch instead of three.
+ */
+const DEFAULT_SUBSCRIPTION_LINGER_MS = 30_000;
 /** Longest subscribe() waits for Redis to confirm the subscription. */
 const SUBSCRIBE_TIMEOUT_MS = 2_000;
 
@@ -118,7 +126,7 @@ export class RedisStore implements Store {
     // Sharded pub/sub needs a Cluster subscriber with `shardedSubscribers` (ioredis >= 5.9); anything else gets classic pub/sub.
     const sharded = this.cluster && (given ? isCluster(given) && given.options.shardedSubscribers === true : supportsShardedSubscribers(options.redis));
     this.sharded = sharded ? '1' : '0';
-    this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? 0), given, () =>
+    this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? DEFAULT_SUBSCRIPTION_LINGER_MS), given, () =>
       isCluster(options.redis) ? options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {}) : options.redis.duplicate(),
     );
   }

@@ -297,7 +297,7 @@ describe('subscriptions', () => {
   }
 
   it('shares one subscriber connection among all listeners, made on the first subscribe', async () => {
-    const { store, redis, prefix } = makeStore();
+    const { store, redis, prefix } = makeStore({ subscriptionLingerMs: 0 });
     const sids = await Promise.all(Array.from({ length: 30 }, () => open(store)));
     const before = await clients(redis);
     const events: StoreEvent[] = [];
@@ -317,7 +317,7 @@ describe('subscriptions', () => {
   });
 
   it('re-subscribes a listener added while the last one’s UNSUBSCRIBE is in flight', async () => {
-    const { store, redis } = makeStore();
+    const { store, redis } = makeStore({ subscriptionLingerMs: 0 });
     const sid = await open(store);
     for (let round = 0; round < 20; round++) {
       const first = await store.subscribe(sid, () => {});
