@@ -1297,8 +1297,9 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         l.unsubscribe();
       });
 
-      it('emits ack when a read or a receive trimmed messages, and not when nothing was trimmed', async () => {
+      it('after an append found the log full, emits ack at the next read or receive that trims (and never for a trim of nothing)', async () => {
         const sid = await open({ initial: ['1', '2'] });
+        const tight = { maxUnackedMessages: 2, maxUnackedBytes: 1 << 20 };
         const w = newToken();
         await read(sid, { watchToken: w });
         const l = await listen(sid);
@@ -1306,12 +1307,15 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         await receive(sid, { ack: 0 });
         await sleep(30);
         expect(l.events).toEqual([]);
+        // A sender finds no room: the trim that makes room wakes it.
+        expect(await store.append(sid, ['3'], tight)).toEqual({ status: 'full' });
         await read(sid, { watchToken: w, claim: false, ack: 1 });
         await eventually(() => l.events.length === 1);
         expect(l.events).toEqual([{ type: 'ack' }]);
         await receive(sid, { ack: 1 });
         await sleep(30);
         expect(l.events).toHaveLength(1);
+        expect(await store.append(sid, ['3', '4'], tight)).toEqual({ status: 'full' });
         await receive(sid, { ack: 2 });
         await eventually(() => l.events.length === 2);
         expect(l.events).toEqual([{ type: 'ack' }, { type: 'ack' }]);

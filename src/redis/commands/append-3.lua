@@ -21,7 +21,7 @@
   ARGV[5] append id ('' = none; otherwise [A-Za-z0-9_-]+, checked by the caller)
   ARGV[6..] messages (JSON)
 
-  Returns {'unknown'} | {'closed'} | {'full'} | {'ok', firstSeq, lastSeq}
+  Returns {'unknown'} | {'closed'} | {'full'} (and marks the record: the next trim publishes 'a') | {'ok', firstSeq, lastSeq}
   Events: 'm' on ok (not on a repeat).
 ]]
 local APPEND_IDS, APPEND_IDS_MS = 32, 600000
@@ -48,6 +48,8 @@ for i = 6, #ARGV do
 end
 local len = redis.call('LLEN', outKey)
 if len + n > tonumber(ARGV[3]) or lbytes + bytes > tonumber(ARGV[4]) then
+  -- A sender may now wait for room: the next trim wakes it (see trimLog).
+  redis.call('HSET', s, 'wr', 1)
   return {'full'}
 end
 for i = 6, #ARGV, 1000 do

@@ -32,7 +32,7 @@
   Events: 'm' when messages were appended.
 ]]
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes')
+local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp')
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end
 
 local cack = num(f[3])
@@ -42,6 +42,7 @@ local n = #ARGV - 11
 local stored, first, refused = -1, 0, ''
 if n > 0 then stored = 0 end
 local fields = {}
+local created
 if seq == cack + 1 then
   local json = redis.call('HGET', inKey, seq)
   if json then
@@ -68,6 +69,8 @@ if seq == cack + 1 then
       end
       if stored < n then refused = 'full' end
       if stored > 0 then
+        -- The log exists exactly while it holds bytes: this call creates it when it held none.
+        if lbytes == 0 then created = {outKey} end
         for i = 12, 11 + stored, 1000 do
           redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, 11 + stored)))
         end
@@ -102,7 +105,7 @@ fields[#fields + 1] = now
 fields[#fields + 1] = 'leaseUntil'
 fields[#fields + 1] = now + tonumber(ARGV[5])
 redis.call('HSET', s, unpack(fields))
-touch({s, inKey, outKey}, f[7], ARGV[5])
+touch({s, inKey, outKey}, f[7], ARGV[5], now, f[12], created)
 
 if f[1] == 'closing' then
   return {'closing', cack, f[6], f[4], state, stored, first, refused}

@@ -20,24 +20,32 @@
     {'invalid-ack', lastSeq}
     {'ok', clientAck, superseded (0/1), closeSeq (0 = open), closeReason, firstSeq, json, json, ...}
       the jsons carry seqs firstSeq, firstSeq + 1, ...
-  Events: 'a' when the ack trimmed something, 'w:<token>' on a claim.
+  Events: 'a' when the ack trimmed something and an append found the log full since the last 'a';
+  'w:<token>' on a claim.
 ]]
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
 local channel, sharded = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', s, 'status', 'last', 'watcher', 'cack', 'closeSeq', 'closeReason', 'ttl')
+local f = redis.call('HMGET', s, 'status', 'last', 'watcher', 'cack', 'closeSeq', 'closeReason', 'ttl', 'exp', 'wr')
 if not f[1] then return {'unknown'} end
 local last = num(f[2])
 local ack = tonumber(ARGV[3])
 if ack > last then return {'invalid-ack', last} end
 
 local after = tonumber(ARGV[7])
-if not after then redis.call('HSET', s, 'seen', nowMs()) end
-trimLog(s, outKey, last, ack, channel, sharded)
+-- A stream's re-read (`after`) is not activity: it neither marks the session seen nor extends its keys.
+local now = not after and nowMs() or nil
+trimLog(s, outKey, last, ack, channel, sharded, f[9])
 local watcher = f[3]
 if ARGV[5] == '1' then
   watcher = ARGV[4]
-  redis.call('HSET', s, 'watcher', watcher)
+  if now then
+    redis.call('HSET', s, 'seen', now, 'watcher', watcher)
+  else
+    redis.call('HSET', s, 'watcher', watcher)
+  end
   notify(channel, sharded, 'w:' .. watcher)
+elseif now then
+  redis.call('HSET', s, 'seen', now)
 end
 local superseded = watcher ~= ARGV[4]
 
@@ -63,5 +71,5 @@ else
   end
 end
 -- A tombstone keeps the expiry finish-close gave it.
-if f[1] ~= 'closed' and not after then touch({s, inKey, outKey}, f[7], 0) end
+if f[1] ~= 'closed' and now then touch({s, inKey, outKey}, f[7], 0, now, f[8]) end
 return result

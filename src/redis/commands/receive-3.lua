@@ -22,11 +22,11 @@
     {'ok', clientAck}   nothing to deliver (the common case: user and state stay here)
     {'ok', clientAck, userJson, stateJson, seq, json, seq, json, ...}
       the caller now holds the lease and must deliver the pairs in order
-  Events: 'a' when the ack trimmed something.
+  Events: 'a' when the ack trimmed something and an append found the log full since the last 'a'.
 ]]
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
 local channel, sharded = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'ttl')
+local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'ttl', 'exp', 'wr')
 if not f[1] then return {'unknown'} end
 if f[1] ~= 'open' then return {'closed'} end
 local cack, last, ibytes = num(f[2]), num(f[3]), num(f[4])
@@ -67,11 +67,16 @@ if added > 0 and ibytes + added > bufferBytes then
 end
 
 local now = nowMs()
-redis.call('HSET', s, 'seen', now)
-if ack then trimLog(s, outKey, last, ack, channel, sharded) end
+-- Record fields written by this call, in one HSET at the end.
+local fields = {'seen', now}
+if ack then trimLog(s, outKey, last, ack, channel, sharded, f[9]) end
+local created
 if #fresh > 0 then
+  -- The buffer exists exactly while it holds bytes: this call creates it when it held none.
+  if ibytes == 0 then created = {inKey} end
   redis.call('HSET', inKey, unpack(fresh))
-  redis.call('HINCRBY', s, 'ibytes', added)
+  fields[#fields + 1] = 'ibytes'
+  fields[#fields + 1] = ibytes + added
 end
 
 local result = {'ok', cack}
@@ -84,7 +89,11 @@ if (not leaseHeld(f[5], f[6], now) or f[5] == ARGV[6]) and (freshBySeq[cack + 1]
   result[4] = data[2]
   takeRun(inKey, cack, tonumber(ARGV[8]), result)
   leaseMs = tonumber(ARGV[7])
-  redis.call('HSET', s, 'lease', ARGV[6], 'leaseUntil', now + leaseMs)
+  fields[#fields + 1] = 'lease'
+  fields[#fields + 1] = ARGV[6]
+  fields[#fields + 1] = 'leaseUntil'
+  fields[#fields + 1] = now + leaseMs
 end
-touch({s, inKey, outKey}, f[7], leaseMs)
+redis.call('HSET', s, unpack(fields))
+touch({s, inKey, outKey}, f[7], leaseMs, now, f[8], created)
 return result

@@ -20,6 +20,8 @@
     ct                         the create call's token (a resent create answers ok)
     an                         how many ids the append-id list (KEYS aids) holds
     cs                         the last commit that carried messages: "seq:first:stored:refused"
+    exp                        when the hot-path scripts last set the keys' expiry (absolute ms; see touch)
+    wr                         set by an append that found the log full: the next trim publishes 'a'
   Absent number fields read as 0. Every length is in bytes (#str), which is
   the UTF-8 length of the JSON text.
 
@@ -56,19 +58,38 @@ end
 -- a lease just taken (a closing session outlives its closer's lease). Never
 -- shortens the record's current expiry; keys created by this call get the
 -- same one.
-local function touch(keys, ttl, extra)
-  ttl = num(ttl) + num(extra)
-  local current = redis.call('PTTL', keys[1])
-  if current > ttl then ttl = current end
-  if ttl <= 0 then return end
-  for i = 1, #keys do
-    redis.call('PEXPIRE', keys[i], ttl)
+--
+-- The hot-path scripts pass `now` and the record's `exp` (when it last set
+-- the keys' expiry, as an absolute time): while that is still at least 90% of
+-- (ttl + extra) away, nothing is refreshed — saving a PTTL and a PEXPIRE per
+-- key on nearly every call — and only the keys in `created` (made by this
+-- call) get the record's expiry. So every key outlives the last activity by
+-- at least 90% of the safety TTL. Without `now`, the keys are always refreshed.
+local function touch(keys, ttl, extra, now, exp, created)
+  local want = num(ttl) + num(extra)
+  if want <= 0 then return end
+  exp = num(exp)
+  if now and exp - now >= want * 0.9 then
+    if created then
+      for i = 1, #created do
+        redis.call('PEXPIREAT', created[i], exp)
+      end
+    end
+    return
   end
+  local current = redis.call('PTTL', keys[1])
+  if current > want then want = current end
+  for i = 1, #keys do
+    redis.call('PEXPIRE', keys[i], want)
+  end
+  if now then redis.call('HSET', keys[1], 'exp', now + want) end
 end
 
 -- Trim the server log (LIST outKey, whose last element is seq `last`) up to
--- and including `ack`. Emits 'a' when something was removed.
-local function trimLog(s, outKey, last, ack, channel, sharded)
+-- and including `ack`. Emits 'a' only when something was removed and a
+-- sender may be waiting for room (`wr`, set by an append that found the log
+-- full): most acks wake nobody.
+local function trimLog(s, outKey, last, ack, channel, sharded, wr)
   local len = redis.call('LLEN', outKey)
   if len == 0 then return 0 end
   local n = ack - (last - len + 1) + 1
@@ -81,7 +102,10 @@ local function trimLog(s, outKey, last, ack, channel, sharded)
   end
   redis.call('LTRIM', outKey, n, -1)
   redis.call('HINCRBY', s, 'lbytes', -bytes)
-  notify(channel, sharded, 'a')
+  if wr then
+    redis.call('HDEL', s, 'wr')
+    notify(channel, sharded, 'a')
+  end
   return n
 end
 
