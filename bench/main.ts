@@ -15,11 +15,12 @@
  *   --idle=1000,5000                        idle session counts (default 1000,5000)
  *   --idle-max=0                            extra idle count for bidiweb only (default 0 = none)
  *   --out=path.json                         result file (default bench/results/<date>.json)
+ *   --render=path.json                      run nothing: print the tables of an earlier result file again
  *   --cpu-prof=dir                          V8 CPU profiles of every process (bench/profile-top.mjs reads them)
  *   --heap-snapshots=dir                    heap snapshots of the idle instance (bench/heap-top.mjs compares them)
  */
 import { execSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
@@ -513,7 +514,7 @@ async function costScenario(): Promise<void> {
         const publishes = size >= 10_000 ? 2 : 5;
         await measure(`hub.publish to a group of ${size}`, 'publish', async () => {
           const r = await a.proc.call('publish', { group, count: publishes }, 300_000);
-          return { ops: publishes, members: joined, note: `${(r.ms / publishes).toFixed(0)} ms per publish; ${r.failed} failed` };
+          return { ops: publishes, members: joined, direct: true, note: `${(r.ms / publishes).toFixed(0)} ms per publish; ${r.failed} failed` };
         });
       }
     }
@@ -946,6 +947,14 @@ async function main(): Promise<void> {
   log(`done in ${((now() - started) / 1000).toFixed(0)} s; results in ${path.relative(ROOT, out)}`);
 }
 
+/** `--render=file.json`: the tables of an earlier run, from its raw results (e.g. after a change to the tables). */
+function render(file: string): void {
+  Object.assign(results, JSON.parse(readFileSync(file, 'utf8')));
+  const systems = Object.entries<string>(results.systems).map(([key, label]) => ({ key, label }) as System);
+  process.stdout.write(`${[table(systems), ratios(systems), costTable()].filter(Boolean).join('\n\n')}\n\n`);
+  process.stdout.write(`load average (1/5/15 min): ${(results.loadavg ?? []).map((l: any) => `${l.at} ${l.load.join(' ')}`).join('; ')}\n`);
+}
+
 async function shutdown(): Promise<void> {
   await Promise.all(procs.map((p) => p.stop().catch(() => {})));
   for (const r of redisClients) r.disconnect();
@@ -959,7 +968,7 @@ const hardStop = setTimeout(() => {
 hardStop.unref();
 
 process.on('SIGINT', () => void shutdown().finally(() => process.exit(130)));
-main()
+(argv.has('render') ? Promise.resolve(render(argv.get('render')!)) : main())
   .catch((err) => {
     console.error(err);
     process.exitCode = 1;
