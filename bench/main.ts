@@ -10,6 +10,8 @@
  *                                           or keys: sio-proxy, bidi-redis, bidi-redis-stream, ... see SYSTEMS)
  *   --rounds=N                              echo/push/burst N times per system, alternating systems (default 2)
  *   --echo-ms=15000                         no echo round starts after this (a slow system does fewer rounds)
+ *   --fresh                                 every echo/push/burst run of a multi-instance system on freshly
+ *                                           started instances (where issue 11's missed wake-up was seen)
  *   --stall-ms=10000                        a client with no echo / no push for this long is reported stalled
  *   --groups=10,1000,10000                  group sizes for the store-cost `hub.publish` rows
  *   --idle=1000,5000                        idle session counts (default 1000,5000)
@@ -42,6 +44,8 @@ const SCENARIOS = list('only', ['floor', 'echo', 'push', 'burst', 'cost', 'idle'
 const ROUNDS = Number(argv.get('rounds') ?? 2);
 const STALL_MS = Number(argv.get('stall-ms') ?? 10_000);
 const ECHO_MAX_MS = Number(argv.get('echo-ms') ?? 15_000);
+/** Every echo/push/burst run of a multi-instance system starts on freshly started instances (and proxy). */
+const FRESH = argv.get('fresh') === 'true';
 const GROUP_SIZES = list('groups', ['10', '1000', '10000']).map(Number);
 const IDLE = list('idle', ['1000', '5000']).map(Number);
 const IDLE_MAX = Number(argv.get('idle-max') ?? 0);
@@ -122,6 +126,8 @@ interface System {
   redis?: Redis;
   /** bidiweb on Redis: count commands per request during the echo. */
   countCommands?: boolean;
+  /** Multi-instance systems: start fresh instances and proxy (`--fresh`, before every echo/push/burst run). */
+  restart?: () => Promise<void>;
 }
 
 const procs: Proc[] = [];
@@ -170,7 +176,7 @@ const results: any = {
       return 'unknown';
     }
   })(),
-  settings: { CLIENTS, ECHO_ROUNDS, ECHO_MAX_MS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, STALL_MS, GROUP_SIZES, IDLE, IDLE_MAX },
+  settings: { FRESH, CLIENTS, ECHO_ROUNDS, ECHO_MAX_MS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, STALL_MS, GROUP_SIZES, IDLE, IDLE_MAX },
   systems: {} as Record<string, string>,
   echo: {} as Record<string, any[]>,
   push: {} as Record<string, any[]>,
@@ -274,7 +280,13 @@ const cpuText = (c: any) =>
 
 // --- scenarios -----------------------------------------------------------------------------
 
+/** `--fresh`: new instances (and proxy) for this run; clients open on them as soon as they listen. */
+async function fresh(sys: System): Promise<void> {
+  if (FRESH && sys.restart) await sys.restart();
+}
+
 async function echoRun(sys: System): Promise<void> {
+  await fresh(sys);
   await withConns(sys, CLIENTS, async (tag) => {
     const warm = await client.call('echo', { tag, rounds: ECHO_WARMUP, stallMs: STALL_MS }, 120_000);
     const before = sys.countCommands ? await commandStats(sys.redis!) : undefined;
@@ -309,6 +321,7 @@ async function echoRun(sys: System): Promise<void> {
 }
 
 async function pushRun(sys: System): Promise<void> {
+  await fresh(sys);
   await withConns(sys, CLIENTS, async (tag, ids) => {
     // A short warm-up push, not counted (but its stalls are).
     let since = now();
@@ -331,6 +344,7 @@ async function pushRun(sys: System): Promise<void> {
 }
 
 async function burstRun(sys: System): Promise<void> {
+  await fresh(sys);
   await withConns(sys, CLIENTS, async (tag, ids) => {
     const cpu0 = await cpuNow(sys);
     const since = now();
@@ -779,37 +793,57 @@ async function startSystems(only: Set<string>): Promise<System[]> {
   });
   const any = (...keys: string[]) => keys.some((k) => only.has(k));
 
+  /**
+   * Two instances behind the proxy. `restart` replaces all three processes with fresh ones (`--fresh`) and
+   * points every system of the pair at them.
+   */
+  let pairNo = 0;
+  const pair = async (name: string, mode: 'bidi' | 'sio', proxyMode: 'rr' | 'sticky', env: Record<string, string>, urlPath: string) => {
+    const up = async () => {
+      const no = ++pairNo;
+      const a = await start(`${name}-1.${no}`, 'server', [mode], env);
+      const b = await start(`${name}-2.${no}`, 'server', [mode], env);
+      const proxy = await start(`${name}-lb.${no}`, 'proxy', [proxyMode, String(a.info.port), String(b.info.port)]);
+      return { url: `http://127.0.0.1:${proxy.info.port}${urlPath}`, pusher: a.proc, instances: [a.proc, b.proc], proxy: proxy.proc };
+    };
+    const members: System[] = [];
+    const deployment = await up();
+    const restart = async () => {
+      const old = members[0]!;
+      await Promise.all([...old.instances, old.proxy!].map((p) => p.stop()));
+      const next = await up();
+      for (const m of members) Object.assign(m, next);
+    };
+    return { deployment, restart, members };
+  };
+
   if (any('sio-proxy')) {
     log('starting Socket.IO ×2 + Redis streams adapter (own redis-server) behind the proxy in sticky mode');
     const { server, client: redis } = await newRedis();
     const env = { ADAPTER: 'redis', REDIS_PORT: String(server.port), PREFIX: 'proxy:' };
-    const a = await start('sio-proxy-1', 'server', ['sio'], env);
-    const b = await start('sio-proxy-2', 'server', ['sio'], env);
-    const proxy = await start('sio-proxy-lb', 'proxy', ['sticky', String(a.info.port), String(b.info.port)]);
+    const p = await pair('sio-proxy', 'sio', 'sticky', env, '');
     add('sio-proxy', {
       client: 'sio-polling',
       sharedAgent: true,
-      url: `http://127.0.0.1:${proxy.info.port}`,
-      pusher: a.proc,
-      instances: [a.proc, b.proc],
-      proxy: proxy.proc,
+      ...p.deployment,
       redis,
+      restart: p.restart,
       // Idle memory is per instance: measured here only when the single-instance reference is not run.
       ...(only.has('sio-poll') ? {} : { idle: idleSio('inflight', env) }),
     });
+    p.members.push(...systems.filter((x) => x.key === 'sio-proxy'));
   }
   if (any('bidi-redis', 'bidi-redis-stream', 'bidi-redis-stream-http', 'bidi-redis-http')) {
     log('starting bidiweb ×2 + RedisStore (own redis-server) behind the proxy in round-robin mode');
     const { server, client: redis } = await newRedis();
     const env = { STORE: 'redis', REDIS_PORT: String(server.port), PREFIX: 'bench:' };
-    const a = await start('bidi-redis-1', 'server', ['bidi'], env);
-    const b = await start('bidi-redis-2', 'server', ['bidi'], env);
-    const proxy = await start('bidi-redis-lb', 'proxy', ['rr', String(a.info.port), String(b.info.port)]);
-    const common = { client: 'bidi' as const, url: `http://127.0.0.1:${proxy.info.port}/session`, pusher: a.proc, instances: [a.proc, b.proc], proxy: proxy.proc, redis, countCommands: true };
+    const p = await pair('bidi-redis', 'bidi', 'rr', env, '/session');
+    const common = { client: 'bidi' as const, ...p.deployment, redis, countCommands: true, restart: p.restart };
     add('bidi-redis', { ...common, idle: idleBidi({ ...env, PREFIX: 'idle:' }) });
     add('bidi-redis-stream', { ...common, stream: true });
     add('bidi-redis-stream-http', { ...common, stream: true, fetch: 'node-http' });
     add('bidi-redis-http', { ...common, fetch: 'node-http' });
+    p.members.push(...systems.filter((x) => x.key.startsWith('bidi-redis')));
   }
   if (any('sio-sticky')) {
     log('starting Socket.IO ×2 behind @socket.io/sticky + Redis streams adapter (own redis-server)');
@@ -845,7 +879,7 @@ async function main(): Promise<void> {
   const only = needSystems ? selectedSystems() : new Set<string>();
 
   client = (await start('client', 'client', [])).proc;
-  log(`systems: ${[...only].join(', ') || 'none'}; scenarios: ${SCENARIOS.join(', ')}; ${ROUNDS} rounds; stall = ${STALL_MS} ms without an answer`);
+  log(`systems: ${[...only].join(', ') || 'none'}; scenarios: ${SCENARIOS.join(', ')}; ${ROUNDS} rounds; stall = ${STALL_MS} ms without an answer${FRESH ? '; fresh instances for every run' : ''}`);
   const systems = await startSystems(only);
   for (const s of systems) results.systems[s.key] = s.label;
 
