@@ -13,6 +13,8 @@
  *   --fresh                                 every echo/push/burst run of a multi-instance system on freshly
  *                                           started instances (where issue 11's missed wake-up was seen)
  *   --stall-ms=10000                        a client with no echo / no push for this long is reported stalled
+ *   --handler-send=await                    bidiweb's echo handler awaits its session.send() (default: not awaited,
+ *                                           as the README's echo)
  *   --groups=10,1000,10000                  group sizes for the store-cost `hub.publish` rows
  *   --idle=1000,5000                        idle session counts (default 1000,5000)
  *   --idle-max=0                            extra idle count for bidiweb only (default 0 = none)
@@ -46,6 +48,9 @@ const STALL_MS = Number(argv.get('stall-ms') ?? 10_000);
 const ECHO_MAX_MS = Number(argv.get('echo-ms') ?? 15_000);
 /** Every echo/push/burst run of a multi-instance system starts on freshly started instances (and proxy). */
 const FRESH = argv.get('fresh') === 'true';
+/** Read by bench/server.ts (the children inherit this process's environment). */
+const HANDLER_SEND = argv.get('handler-send') === 'await' ? 'await' : 'pending';
+process.env.HANDLER_SEND = HANDLER_SEND;
 const GROUP_SIZES = list('groups', ['10', '1000', '10000']).map(Number);
 const IDLE = list('idle', ['1000', '5000']).map(Number);
 const IDLE_MAX = Number(argv.get('idle-max') ?? 0);
@@ -176,7 +181,7 @@ const results: any = {
       return 'unknown';
     }
   })(),
-  settings: { FRESH, CLIENTS, ECHO_ROUNDS, ECHO_MAX_MS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, STALL_MS, GROUP_SIZES, IDLE, IDLE_MAX },
+  settings: { FRESH, HANDLER_SEND, CLIENTS, ECHO_ROUNDS, ECHO_MAX_MS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, STALL_MS, GROUP_SIZES, IDLE, IDLE_MAX },
   systems: {} as Record<string, string>,
   echo: {} as Record<string, any[]>,
   push: {} as Record<string, any[]>,

@@ -125,8 +125,13 @@ async function bidi(): Promise<void> {
     ...(env.SWEEP ? { sweepInterval: Number(env.SWEEP) } : {}),
     onError: (err) => console.error('[bench bidi]', err),
     async onMessage(session, data) {
-      // Echo messages that ask for it; others are only delivered (for the store-cost counts).
-      if (data && typeof data === 'object' && (data as { e?: unknown }).e) await session.send(data);
+      // Echo messages that ask for it; others are only delivered (for the store-cost counts). Not awaited, as
+      // the README's echo: a server that stores a pending send with the delivery record does so. HANDLER_SEND=await
+      // (`--handler-send=await`): awaited, each send stored on its own before the delivery is recorded.
+      if (data && typeof data === 'object' && (data as { e?: unknown }).e) {
+        if (env.HANDLER_SEND === 'await') await session.send(data);
+        else void session.send(data).catch((err: unknown) => console.error('[bench bidi] send', err));
+      }
     },
   });
   const handle = createNodeHandler(server);
