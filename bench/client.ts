@@ -48,8 +48,9 @@ function onData(conn: Conn, data: any): void {
 /**
  * A `fetch` for the bidiweb client over node:http with a keep-alive agent: the
  * HTTP stack socket.io-client's polling transport uses in Node. (Node 20's
- * global fetch, undici, costs this process about 4× more CPU per request;
- * `--bidi-fetch=global` runs the bidiweb client on it instead.)
+ * global fetch, undici, costs this process 2–4× more CPU per request.) Systems
+ * with `fetch: 'node-http'` pass it; the others pass no `fetch` option at all
+ * and get whatever the client's default is.
  */
 const agent = new http.Agent({ keepAlive: true, keepAliveMsecs: 30_000 });
 export const nodeFetch: FetchLike = (url, init) =>
@@ -107,9 +108,18 @@ export const nodeFetch: FetchLike = (url, init) =>
     req.end(init.body);
   });
 
-const bidiFetch: FetchLike | undefined = process.env.BIDI_FETCH === 'global' ? undefined : nodeFetch;
+/** Which `fetch` a bidiweb client gets: none given (the client's default), or the node:http one above. */
+export type FetchKind = 'default' | 'node-http';
 
-async function connect(system: SystemKind, url: string, opts: { wait?: number; stream?: boolean; sharedAgent?: boolean }): Promise<Conn> {
+interface ConnectOptions {
+  wait?: number;
+  /** bidiweb: `stream` as given; undefined = not passed (the client's default). */
+  stream?: boolean;
+  fetch?: FetchKind;
+  sharedAgent?: boolean;
+}
+
+async function connect(system: SystemKind, url: string, opts: ConnectOptions): Promise<Conn> {
   if (system === 'hold') {
     // The floor for an idle session: one plain HTTP request the server holds open.
     const req = http.request(url, { method: 'GET', agent });
@@ -119,11 +129,11 @@ async function connect(system: SystemKind, url: string, opts: { wait?: number; s
     return { id: '', pushed: [], send: () => {}, close: async () => void req.destroy() };
   }
   if (system === 'bidi') {
+    // Only what the system asks for; everything else is the client's default.
     const s = bidiOpen(url, {
       ...(opts.wait ? { wait: opts.wait } : {}),
-      ...(bidiFetch ? { fetch: bidiFetch } : {}),
-      stream: opts.stream === true,
-      retry: { initialDelayMs: 50, maxDelayMs: 1_000 },
+      ...(opts.fetch === 'node-http' ? { fetch: nodeFetch } : {}),
+      ...(opts.stream !== undefined ? { stream: opts.stream } : {}),
     });
     const conn: Conn = {
       id: '',
@@ -208,19 +218,14 @@ async function openMany({
   url,
   n,
   parallel = 100,
-  wait,
-  stream,
-  sharedAgent,
+  ...opts
 }: {
   tag: string;
   system: SystemKind;
   url: string;
   n: number;
   parallel?: number;
-  wait?: number;
-  stream?: boolean;
-  sharedAgent?: boolean;
-}) {
+} & ConnectOptions) {
   const list = groups.get(tag) ?? [];
   groups.set(tag, list);
   const start = now();
@@ -230,7 +235,7 @@ async function openMany({
     Array.from({ length: Math.min(parallel, n) }, async () => {
       while (next < n && now() < deadline) {
         next++;
-        list.push(await connect(system, url, { wait, stream, sharedAgent }));
+        list.push(await connect(system, url, opts));
       }
     }),
   );
@@ -244,31 +249,63 @@ async function closeMany({ tag }: { tag: string }) {
   return list.length;
 }
 
-/** Each connection: `rounds` sequential round trips (send, wait for the echo). */
-async function echo({ tag, rounds, roundTimeoutMs = 10_000 }: { tag: string; rounds: number; roundTimeoutMs?: number }) {
+let echoCalls = 0;
+
+/**
+ * Each connection: `rounds` sequential round trips (send, wait for the echo).
+ * A connection whose echo does not come back within `stallMs` is *stalled*: it
+ * stops there (the others go on), and is counted. Throughput is measured up to
+ * the last echo that came back, so a stalled client's wait does not dilute it.
+ * No round starts after `maxMs`.
+ */
+async function echo({ tag, rounds, stallMs = 10_000, maxMs = Infinity }: { tag: string; rounds: number; stallMs?: number; maxMs?: number }) {
   const list = groups.get(tag) ?? [];
   const rtts: number[] = [];
-  let timeouts = 0;
+  const clientMax: number[] = [];
+  let stalled = 0;
+  // Round numbers never repeat across calls: a stalled echo that comes back late cannot pass for a later one.
+  const base = (echoCalls += 1_000_000);
   const start = now();
+  let last = start;
   await Promise.all(
     list.map(async (conn, k) => {
-      for (let r = 0; r < rounds; r++) {
-        const t = now();
-        const got = new Promise<void>((resolve) => (conn.echoWaiter = { r, resolve }));
-        conn.send({ e: 1, r, k, t });
-        try {
-          await within(got, roundTimeoutMs, 'echo');
-          rtts.push(now() - t);
-        } catch {
-          conn.echoWaiter = undefined;
-          timeouts++;
-          return;
+      let max = 0;
+      try {
+        for (let r = base; r < base + rounds; r++) {
+          const t = now();
+          if (t - start > maxMs) return; // bounded in time too: a slow system does fewer rounds, not a longer run
+          const got = new Promise<void>((resolve) => (conn.echoWaiter = { r, resolve }));
+          conn.send({ e: 1, r, k, t });
+          try {
+            await within(got, stallMs, 'echo');
+          } catch {
+            conn.echoWaiter = undefined;
+            stalled++;
+            max = Math.max(max, now() - t);
+            return;
+          }
+          last = now();
+          const rtt = last - t;
+          rtts.push(rtt);
+          max = Math.max(max, rtt);
         }
+      } finally {
+        clientMax.push(max);
       }
     }),
   );
-  const ms = now() - start;
-  return { roundTrips: rtts.length, ms, perSec: (rtts.length / ms) * 1000, rtt: percentiles(rtts), timeouts };
+  const ms = last - start;
+  return {
+    roundTrips: rtts.length,
+    ms,
+    wallMs: now() - start,
+    perSec: (rtts.length / ms) * 1000,
+    rtt: percentiles(rtts),
+    clients: list.length,
+    stalled,
+    /** Per client: its slowest round trip (a stalled one counts as `stallMs`). */
+    clientMax: percentiles(clientMax),
+  };
 }
 
 function resetPushed({ tag }: { tag: string }) {
@@ -278,13 +315,21 @@ function resetPushed({ tag }: { tag: string }) {
 
 /**
  * Waits (bounded) until every connection has `expected` distinct pushes, then
- * reports latencies and what was lost, duplicated or out of order.
+ * reports latencies and what was lost, duplicated or out of order. A
+ * connection that got no push within `stallMs` of `since` (when the pushing
+ * began) is *stalled*; while one has nothing, the wait lasts at least until
+ * `since + stallMs`, so a stall is told apart from a slow start.
  */
-async function collect({ tag, expected, timeoutMs }: { tag: string; expected: number; timeoutMs: number }) {
+async function collect({ tag, expected, timeoutMs, since, stallMs = 10_000 }: { tag: string; expected: number; timeoutMs: number; since?: number; stallMs?: number }) {
   const list = groups.get(tag) ?? [];
+  const from = since ?? now();
   const deadline = now() + timeoutMs;
   const complete = () => list.every((c) => new Set(c.pushed.map((p) => p.i)).size >= expected);
-  while (!complete() && now() < deadline) await sleep(20);
+  const anyEmpty = () => list.some((c) => c.pushed.length === 0);
+  while (!complete() && (now() < deadline || (anyEmpty() && now() < from + stallMs + 200))) await sleep(20);
+  let stalled = 0;
+  let incomplete = 0;
+  const clientMax: number[] = [];
   const latencies: number[] = [];
   let lost = 0;
   let dup = 0;
@@ -295,6 +340,9 @@ async function collect({ tag, expected, timeoutMs }: { tag: string; expected: nu
   for (const c of list) {
     const seen = new Set<number>();
     let max = -1;
+    let worst = 0;
+    const firstAt = c.pushed.length ? Math.min(...c.pushed.map((p) => p.at)) : Infinity;
+    if (firstAt - from > stallMs) stalled++;
     for (const p of c.pushed) {
       if (seen.has(p.i)) {
         dup++;
@@ -305,13 +353,34 @@ async function collect({ tag, expected, timeoutMs }: { tag: string; expected: nu
       max = Math.max(max, p.i);
       received++;
       latencies.push(p.at - p.t);
+      worst = Math.max(worst, p.at - p.t);
       if (p.i === 0) first = Math.min(first, p.t);
       last = Math.max(last, p.at);
     }
-    for (let i = 0; i < expected; i++) if (!seen.has(i)) lost++;
+    let missing = 0;
+    for (let i = 0; i < expected; i++) if (!seen.has(i)) missing++;
+    lost += missing;
+    if (missing) {
+      incomplete++;
+      worst = Math.max(worst, now() - from); // still waiting for some: at least this long
+    }
+    clientMax.push(worst);
   }
   const spanMs = last - first;
-  return { received, lost, dup, outOfOrder, latency: percentiles(latencies), spanMs, perSec: (received / spanMs) * 1000 };
+  return {
+    received,
+    lost,
+    dup,
+    outOfOrder,
+    latency: percentiles(latencies),
+    spanMs,
+    perSec: (received / spanMs) * 1000,
+    clients: list.length,
+    stalled,
+    incomplete,
+    /** Per client: its slowest delivery (one still missing counts as the whole wait). */
+    clientMax: percentiles(clientMax),
+  };
 }
 
 /** The floor: plain HTTP round trips (POST, small JSON body) over `post`, with the same concurrency as the echo. */

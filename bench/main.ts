@@ -2,25 +2,34 @@
  * `npm run bench`: bidiweb side by side with Socket.IO 4, same machine, same
  * run, same client counts. Every server under test runs in its own process,
  * the clients in another; only 127.0.0.1 is used; every loop is bounded in
- * count and in time. Prints a table and writes bench/results/<date>.json.
+ * count and in time. Prints tables and writes bench/results/<date>.json.
  *
  * Options (after `npm run bench --`):
- *   --only=echo,push,burst,idle,floor,cost   scenarios to run (default: all)
- *   --systems=bidi-mem,bidi-redis,...       systems to run (default: all)
- *   --rounds=N                              repeat echo/push/burst N times, alternating systems (default 3)
- *   --idle=1000,5000                        idle session counts (default 1000,5000; bidiweb also gets --idle-max)
- *   --idle-max=10000                        extra idle count for bidiweb only (0 = skip)
+ *   --only=floor,echo,push,burst,cost,idle  scenarios to run (default: all)
+ *   --systems=multi                         systems or groups of them (default multi; also single, all,
+ *                                           or keys: sio-proxy, bidi-redis, bidi-redis-stream, ... see SYSTEMS)
+ *   --rounds=N                              echo/push/burst N times per system, alternating systems (default 2)
+ *   --echo-ms=15000                         no echo round starts after this (a slow system does fewer rounds)
+ *   --fresh                                 every echo/push/burst run of a multi-instance system on freshly
+ *                                           started instances (where issue 11's missed wake-up was seen)
+ *   --stall-ms=10000                        a client with no echo / no push for this long is reported stalled
+ *   --handler-send=await                    bidiweb's echo handler awaits its session.send() (default: not awaited,
+ *                                           as the README's echo)
+ *   --groups=10,1000,10000                  group sizes for the store-cost `hub.publish` rows
+ *   --idle=1000,5000                        idle session counts (default 1000,5000)
+ *   --idle-max=0                            extra idle count for bidiweb only (default 0 = none)
  *   --out=path.json                         result file (default bench/results/<date>.json)
- *   --bidi-fetch=global                     the bidiweb client on Node's global fetch instead of node:http
+ *   --render=path.json                      run nothing: print the tables of an earlier result file again
  *   --cpu-prof=dir                          V8 CPU profiles of every process (bench/profile-top.mjs reads them)
  *   --heap-snapshots=dir                    heap snapshots of the idle instance (bench/heap-top.mjs compares them)
  */
 import { execSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { startRedis, type RedisProcess } from '../test/helpers/redis-server';
+import type { FetchKind } from './client';
 import { median, now, Proc, sleep } from './lib';
 
 // --- options -----------------------------------------------------------------------------
@@ -33,10 +42,18 @@ const argv = new Map(
 );
 const list = (name: string, fallback: string[]) => (argv.has(name) ? argv.get(name)!.split(',').filter(Boolean) : fallback);
 
-const SCENARIOS = list('only', ['floor', 'echo', 'push', 'burst', 'idle', 'cost']);
-const ROUNDS = Number(argv.get('rounds') ?? 3);
+const SCENARIOS = list('only', ['floor', 'echo', 'push', 'burst', 'cost', 'idle']);
+const ROUNDS = Number(argv.get('rounds') ?? 2);
+const STALL_MS = Number(argv.get('stall-ms') ?? 10_000);
+const ECHO_MAX_MS = Number(argv.get('echo-ms') ?? 15_000);
+/** Every echo/push/burst run of a multi-instance system starts on freshly started instances (and proxy). */
+const FRESH = argv.get('fresh') === 'true';
+/** Read by bench/server.ts (the children inherit this process's environment). */
+const HANDLER_SEND = argv.get('handler-send') === 'await' ? 'await' : 'pending';
+process.env.HANDLER_SEND = HANDLER_SEND;
+const GROUP_SIZES = list('groups', ['10', '1000', '10000']).map(Number);
 const IDLE = list('idle', ['1000', '5000']).map(Number);
-const IDLE_MAX = Number(argv.get('idle-max') ?? 10_000);
+const IDLE_MAX = Number(argv.get('idle-max') ?? 0);
 /** Scenarios still to run are skipped after this; everything is stopped at BUDGET_MS + 60 s (under 10 minutes). */
 const BUDGET_MS = 8.5 * 60_000;
 const CLIENTS = 50;
@@ -62,14 +79,43 @@ function overBudget(): boolean {
 // --- systems -------------------------------------------------------------------------------
 
 type ClientKind = 'bidi' | 'sio-polling' | 'sio-ws' | 'hold';
+type Tier = 'multi' | 'single' | 'other';
+
+/** Every system the bench knows: its label, its group, and what its ratios are taken against. */
+const SYSTEMS: Record<string, { label: string; tier: Tier; reference?: string }> = {
+  'sio-proxy': { label: 'Socket.IO polling ×2 + Redis streams adapter, sticky proxy (reference)', tier: 'multi' },
+  'bidi-redis': { label: 'bidiweb ×2 + RedisStore, round-robin proxy, default client', tier: 'multi', reference: 'sio-proxy' },
+  'bidi-redis-stream': { label: 'bidiweb ×2 + RedisStore, round-robin proxy, stream: true', tier: 'multi', reference: 'sio-proxy' },
+  'bidi-redis-stream-http': { label: 'bidiweb ×2 + RedisStore, round-robin proxy, stream: true, node:http fetch', tier: 'multi', reference: 'sio-proxy' },
+  'bidi-redis-http': { label: 'bidiweb ×2 + RedisStore, round-robin proxy, plain watch, node:http fetch', tier: 'other', reference: 'sio-proxy' },
+  'sio-sticky': { label: 'Socket.IO polling ×2 + Redis streams, @socket.io/sticky (weaker baseline)', tier: 'other' },
+  'sio-poll': { label: 'Socket.IO polling ×1 (reference)', tier: 'single' },
+  'bidi-mem': { label: 'bidiweb ×1 MemoryStore, default client', tier: 'single', reference: 'sio-poll' },
+  'bidi-mem-stream-http': { label: 'bidiweb ×1 MemoryStore, stream: true, node:http fetch', tier: 'single', reference: 'sio-poll' },
+  'bidi-mem-stream': { label: 'bidiweb ×1 MemoryStore, stream: true', tier: 'other', reference: 'sio-poll' },
+  'sio-ws': { label: 'Socket.IO WebSocket ×1', tier: 'other' },
+};
+
+function selectedSystems(): Set<string> {
+  const out = new Set<string>();
+  for (const name of list('systems', ['multi'])) {
+    if (name === 'all') Object.keys(SYSTEMS).forEach((k) => out.add(k));
+    else if (name === 'multi' || name === 'single') for (const [k, v] of Object.entries(SYSTEMS)) v.tier === name && out.add(k);
+    else if (SYSTEMS[name]) out.add(name);
+    else throw new Error(`unknown system ${name} (known: multi, single, all, ${Object.keys(SYSTEMS).join(', ')})`);
+  }
+  return out;
+}
 
 interface System {
   key: string;
   label: string;
   client: ClientKind;
-  /** bidiweb clients: streaming watch (`stream: true`). */
+  /** bidiweb clients: `stream` as given (undefined: not passed, the client's default). */
   stream?: boolean;
-  /** socket.io-client polling: one connection pool for all sockets (no stickiness needed). */
+  /** bidiweb clients: the fetch they get (undefined: none passed, the client's default). */
+  fetch?: FetchKind;
+  /** socket.io-client polling: one connection pool for all sockets (no per-connection stickiness needed). */
   sharedAgent?: boolean;
   /** Where clients connect. */
   url: string;
@@ -77,13 +123,16 @@ interface System {
   pusher: Proc;
   /** For the idle scenario: how to start a fresh instance of its own (stopped afterwards), and what counts its waiters. */
   idle?: { start: () => Promise<{ proc: Proc; url: string }>; count: 'inflight' | 'clients' };
-  /** Redis whose commands this system uses, for the per-request counts. */
-  redis?: Redis;
-  /** The process in front of the instances, if any. */
+  /** The server processes (CPU; for bidiweb on Redis also their own command counts). */
+  instances: Proc[];
+  /** The balancer in front of the instances, if any. */
   proxy?: Proc;
-  /** Every process serving this system (for CPU accounting), and the Redis whose CPU counts too. */
-  cpu: Proc[];
-  cpuRedis?: Redis;
+  /** The Redis whose CPU counts as this system's (and, for bidiweb, whose commands are counted). */
+  redis?: Redis;
+  /** bidiweb on Redis: count commands per request during the echo. */
+  countCommands?: boolean;
+  /** Multi-instance systems: start fresh instances and proxy (`--fresh`, before every echo/push/burst run). */
+  restart?: () => Promise<void>;
 }
 
 const procs: Proc[] = [];
@@ -105,10 +154,19 @@ async function start(name: string, file: string, args: string[], env: Record<str
   return { proc, info };
 }
 
+async function newRedis(): Promise<{ server: RedisProcess; client: Redis }> {
+  const server = await startRedis();
+  redisServers.push(server);
+  const client = new Redis({ host: '127.0.0.1', port: server.port });
+  redisClients.push(client);
+  return { server, client };
+}
+
 // --- results -------------------------------------------------------------------------------
 
 const results: any = {
   date: new Date().toISOString(),
+  command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
   machine: {
     node: process.version,
     cpus: os.cpus().length,
@@ -123,7 +181,7 @@ const results: any = {
       return 'unknown';
     }
   })(),
-  settings: { CLIENTS, ECHO_ROUNDS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, IDLE, IDLE_MAX },
+  settings: { FRESH, HANDLER_SEND, CLIENTS, ECHO_ROUNDS, ECHO_MAX_MS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, STALL_MS, GROUP_SIZES, IDLE, IDLE_MAX },
   systems: {} as Record<string, string>,
   echo: {} as Record<string, any[]>,
   push: {} as Record<string, any[]>,
@@ -131,6 +189,7 @@ const results: any = {
   idle: {} as Record<string, any>,
   floor: {} as Record<string, any>,
   cost: {} as Record<string, any>,
+  loadavg: [] as Array<{ at: string; load: number[] }>,
   errors: [] as string[],
 };
 
@@ -138,15 +197,27 @@ function record(scenario: 'echo' | 'push' | 'burst', key: string, value: unknown
   (results[scenario][key] ??= []).push(value);
 }
 
-// --- scenarios -----------------------------------------------------------------------------
+function noteLoad(at: string): void {
+  results.loadavg.push({ at, load: os.loadavg().map((l) => Math.round(l * 100) / 100) });
+}
+
+// --- measuring -----------------------------------------------------------------------------
 
 let client!: Proc;
 let tagNo = 0;
 
-async function withConns<T>(sys: System, n: number, fn: (tag: string, ids: string[]) => Promise<T>, url = sys.url): Promise<T> {
+interface OpenOptions {
+  client: ClientKind;
+  url: string;
+  stream?: boolean;
+  fetch?: FetchKind;
+  sharedAgent?: boolean;
+}
+
+async function withConns<T>(sys: OpenOptions, n: number, fn: (tag: string, ids: string[]) => Promise<T>): Promise<T> {
   const tag = `t${++tagNo}`;
   try {
-    const { ids } = await client.call('open', { tag, system: sys.client, url, n, stream: sys.stream, sharedAgent: sys.sharedAgent }, 120_000);
+    const { ids } = await client.call('open', { tag, system: sys.client, url: sys.url, n, stream: sys.stream, fetch: sys.fetch, sharedAgent: sys.sharedAgent }, 120_000);
     return await fn(tag, ids);
   } finally {
     await client.call('close', { tag }, 60_000).catch(() => {});
@@ -160,6 +231,7 @@ async function commandStats(redis: Redis): Promise<Record<string, number>> {
   return out;
 }
 
+/** What Redis ran between two `INFO commandstats`, commands inside scripts and functions included (the INFOs left out). */
 function diffStats(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(b)) {
@@ -169,81 +241,126 @@ function diffStats(a: Record<string, number>, b: Record<string, number>): Record
   return out;
 }
 
-/** CPU ms used so far by the system's processes (and its Redis), and by the client process. */
-async function cpuNow(sys: System): Promise<{ server: number; client: number }> {
-  const parts = await Promise.all(sys.cpu.map((p) => p.call<number>('cpu')));
-  let server = parts.reduce((a, b) => a + b, 0);
-  if (sys.cpuRedis) {
-    const info = await sys.cpuRedis.info('cpu');
-    server += (Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0) + Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0)) * 1000;
-  }
-  return { server, client: await client.call<number>('cpu') };
+const SCRIPT_CALLS = ['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro'];
+const PUBSUB = ['subscribe', 'unsubscribe', 'ssubscribe', 'sunsubscribe', 'psubscribe', 'punsubscribe'];
+const PUBLISH = ['publish', 'spublish'];
+const count = (d: Record<string, number>, names: string[]) => names.reduce((a, n) => a + (d[n] ?? 0), 0);
+
+/** redis-server's own CPU (user + sys), ms. */
+async function redisCpuMs(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  return (Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0) + Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0)) * 1000;
 }
 
-/** CPU µs per unit of work, server side (all its processes, its Redis) and client side. */
-async function cpuPer(sys: System, before: { server: number; client: number }, units: number) {
+interface CpuSample {
+  instances: number;
+  proxy: number;
+  redis: number;
+  client: number;
+}
+
+/** CPU ms used so far by the system's instances, its balancer, its Redis, and by the client process. */
+async function cpuNow(sys: Pick<System, 'instances' | 'proxy' | 'redis'>): Promise<CpuSample> {
+  const [parts, proxy, redis, cl] = await Promise.all([
+    Promise.all(sys.instances.map((p) => p.call<number>('cpu'))),
+    sys.proxy ? sys.proxy.call<number>('cpu') : 0,
+    sys.redis ? redisCpuMs(sys.redis) : 0,
+    client.call<number>('cpu'),
+  ]);
+  return { instances: parts.reduce((a, b) => a + b, 0), proxy, redis, client: cl };
+}
+
+/** CPU µs per unit of work: server side (instances + balancer + Redis) and its parts, and the client process. */
+async function cpuPer(sys: Pick<System, 'instances' | 'proxy' | 'redis'>, before: CpuSample, units: number) {
   const after = await cpuNow(sys);
-  return { serverUs: ((after.server - before.server) * 1000) / units, clientUs: ((after.client - before.client) * 1000) / units };
+  const us = (k: keyof CpuSample) => ((after[k] - before[k]) * 1000) / units;
+  const instancesUs = us('instances');
+  const proxyUs = us('proxy');
+  const redisUs = us('redis');
+  return { serverUs: instancesUs + proxyUs + redisUs, instancesUs, proxyUs, redisUs, clientUs: us('client') };
+}
+
+const cpuText = (c: any) =>
+  `server ${c.serverUs.toFixed(0)} µs (instances ${c.instancesUs.toFixed(0)} + proxy ${c.proxyUs.toFixed(0)} + Redis ${c.redisUs.toFixed(0)}), client ${c.clientUs.toFixed(0)} µs`;
+
+// --- scenarios -----------------------------------------------------------------------------
+
+/** `--fresh`: new instances (and proxy) for this run; clients open on them as soon as they listen. */
+async function fresh(sys: System): Promise<void> {
+  if (FRESH && sys.restart) await sys.restart();
 }
 
 async function echoRun(sys: System): Promise<void> {
+  await fresh(sys);
   await withConns(sys, CLIENTS, async (tag) => {
-    await client.call('echo', { tag, rounds: ECHO_WARMUP });
-    const before = sys.redis ? await commandStats(sys.redis) : undefined;
-    const proxyBefore = sys.proxy ? await sys.proxy.call('requests') : 0;
+    const warm = await client.call('echo', { tag, rounds: ECHO_WARMUP, stallMs: STALL_MS }, 120_000);
+    const before = sys.countCommands ? await commandStats(sys.redis!) : undefined;
+    const proxyBefore = sys.proxy ? await sys.proxy.call<number>('requests') : 0;
     // The instances count the commands they send (a pipeline is one round trip): reset, run, read.
-    if (sys.redis) await Promise.all(sys.cpu.filter((p) => p !== sys.proxy).map((p) => p.call('commands')));
+    if (sys.countCommands) await Promise.all(sys.instances.map((p) => p.call('commands')));
     const cpu0 = await cpuNow(sys);
-    const r = await client.call('echo', { tag, rounds: ECHO_ROUNDS }, 180_000);
+    const r = await client.call('echo', { tag, rounds: ECHO_ROUNDS, stallMs: STALL_MS, maxMs: ECHO_MAX_MS }, 180_000);
     r.cpu = await cpuPer(sys, cpu0, r.roundTrips);
-    if (sys.redis && before) {
-      const d = diffStats(before, await commandStats(sys.redis));
-      const sent = await Promise.all(sys.cpu.filter((p) => p !== sys.proxy).map((p) => p.call('commands')));
+    r.warmupStalled = warm.stalled;
+    if (sys.countCommands && before) {
+      const d = diffStats(before, await commandStats(sys.redis!));
+      const sent = await Promise.all(sys.instances.map((p) => p.call('commands')));
       const roundTrips = sent.reduce((a, c) => a + c.roundTrips, 0);
-      const requests = (await sys.proxy!.call('requests')) - proxyBefore;
+      const requests = (await sys.proxy!.call<number>('requests')) - proxyBefore;
       const all = Object.values(d).reduce((a, v) => a + v, 0);
       r.redis = {
         requests,
+        requestsPerRoundTrip: requests / r.roundTrips,
         roundTripsPerRequest: roundTrips / requests,
         roundTripsPerRoundTrip: roundTrips / r.roundTrips,
         commandsPerRequest: all / requests,
+        commandsPerRoundTrip: all / r.roundTrips,
         commands: d,
       };
     }
     record('echo', sys.key, r);
     log(
-      `  echo ${sys.label}: ${r.perSec.toFixed(0)} rt/s, RTT p50 ${r.rtt.p50.toFixed(2)} p90 ${r.rtt.p90.toFixed(2)} p99 ${r.rtt.p99.toFixed(2)} ms; CPU per round trip: server ${r.cpu.serverUs.toFixed(0)} µs, client ${r.cpu.clientUs.toFixed(0)} µs${r.timeouts ? `; ${r.timeouts} timeouts` : ''}`,
+      `  echo ${sys.key}: ${r.perSec.toFixed(0)} rt/s (${r.roundTrips} in ${(r.ms / 1000).toFixed(1)} s), RTT p50 ${r.rtt.p50.toFixed(1)} p99 ${r.rtt.p99.toFixed(1)} ms; per round trip ${cpuText(r.cpu)}; stalled ${r.stalled} (warm-up ${warm.stalled}) of ${r.clients}, slowest client ${r.clientMax.max.toFixed(0)} ms`,
     );
   });
 }
 
 async function pushRun(sys: System): Promise<void> {
+  await fresh(sys);
   await withConns(sys, CLIENTS, async (tag, ids) => {
-    // A short warm-up push, not counted.
+    // A short warm-up push, not counted (but its stalls are).
+    let since = now();
     await sys.pusher.call('push', { sids: ids, ticks: 20, intervalMs: PUSH_INTERVAL_MS });
-    await client.call('collect', { tag, expected: 20, timeoutMs: 3_000 });
+    const warm = await client.call('collect', { tag, expected: 20, timeoutMs: 3_000, since, stallMs: STALL_MS }, 60_000);
     await client.call('reset', { tag });
     const cpu0 = await cpuNow(sys);
+    since = now();
     const p = await sys.pusher.call('push', { sids: ids, ticks: PUSH_TICKS, intervalMs: PUSH_INTERVAL_MS }, 60_000);
-    const r = await client.call('collect', { tag, expected: PUSH_TICKS, timeoutMs: 5_000 }, 30_000);
+    const r = await client.call('collect', { tag, expected: PUSH_TICKS, timeoutMs: 5_000, since, stallMs: STALL_MS }, 60_000);
     r.cpu = await cpuPer(sys, cpu0, r.received);
     r.server = p;
+    r.warmupStalled = warm.stalled;
+    r.warmupLost = warm.lost;
     record('push', sys.key, r);
     log(
-      `  push ${sys.label}: latency p50 ${r.latency.p50.toFixed(2)} p99 ${r.latency.p99.toFixed(2)} ms; lost ${r.lost} dup ${r.dup} out-of-order ${r.outOfOrder}; CPU per message: server ${r.cpu.serverUs.toFixed(0)} µs, client ${r.cpu.clientUs.toFixed(0)} µs`,
+      `  push ${sys.key}: latency p50 ${r.latency.p50.toFixed(1)} p99 ${r.latency.p99.toFixed(1)} ms; lost ${r.lost} dup ${r.dup} ooo ${r.outOfOrder}; per message ${cpuText(r.cpu)}; stalled ${r.stalled} (warm-up ${warm.stalled}), incomplete ${r.incomplete}, slowest client ${r.clientMax.max.toFixed(0)} ms`,
     );
   });
 }
 
 async function burstRun(sys: System): Promise<void> {
+  await fresh(sys);
   await withConns(sys, CLIENTS, async (tag, ids) => {
     const cpu0 = await cpuNow(sys);
+    const since = now();
     const p = await sys.pusher.call('burst', { sids: ids, count: BURST }, 120_000);
-    const r = await client.call('collect', { tag, expected: BURST, timeoutMs: 60_000 }, 90_000);
+    const r = await client.call('collect', { tag, expected: BURST, timeoutMs: 60_000, since, stallMs: STALL_MS }, 90_000);
     r.cpu = await cpuPer(sys, cpu0, r.received);
     r.server = p;
     record('burst', sys.key, r);
-    log(`  burst ${sys.label}: ${r.perSec.toFixed(0)} msg/s (${r.received} in ${r.spanMs.toFixed(0)} ms; server sent in ${p.ms.toFixed(0)} ms); lost ${r.lost} dup ${r.dup} ooo ${r.outOfOrder}; CPU per message: server ${r.cpu.serverUs.toFixed(1)} µs, client ${r.cpu.clientUs.toFixed(1)} µs`);
+    log(
+      `  burst ${sys.key}: ${r.perSec.toFixed(0)} msg/s (${r.received} in ${r.spanMs.toFixed(0)} ms; server sent in ${p.ms.toFixed(0)} ms); lost ${r.lost} dup ${r.dup} ooo ${r.outOfOrder}; per message ${cpuText(r.cpu)}; stalled ${r.stalled}, slowest client ${r.clientMax.max.toFixed(0)} ms`,
+    );
   });
 }
 
@@ -268,7 +385,7 @@ async function idleRun(sys: System, counts: number[]): Promise<void> {
   }
 }
 
-async function idleMeasure(sys: System, target: { proc: Proc; url: string; count: 'inflight' | 'clients' }, counts: number[]): Promise<void> {
+async function idleMeasure(sys: Pick<System, 'key' | 'label' | 'client' | 'stream' | 'fetch' | 'sharedAgent' | 'redis'>, target: { proc: Proc; url: string; count: 'inflight' | 'clients' }, counts: number[]): Promise<void> {
   const out: Record<string, any> = {};
   const snapDir = argv.get('heap-snapshots');
   if (snapDir) await target.proc.call('snapshot', { file: path.resolve(snapDir, `${sys.key}-0.heapsnapshot`) }, 120_000);
@@ -281,7 +398,7 @@ async function idleMeasure(sys: System, target: { proc: Proc; url: string; count
     for (const n of counts) {
       if (overBudget()) break;
       const t = now();
-      await client.call('open', { tag, system: sys.client, url: target.url, n: n - open, parallel: 50, stream: sys.stream, sharedAgent: sys.sharedAgent }, 300_000);
+      await client.call('open', { tag, system: sys.client, url: target.url, n: n - open, parallel: 50, stream: sys.stream, fetch: sys.fetch, sharedAgent: sys.sharedAgent }, 300_000);
       open = n;
       const reached = await waitFor(target.proc, target.count, baseCount + n, 30_000);
       await sleep(1_000);
@@ -298,7 +415,7 @@ async function idleMeasure(sys: System, target: { proc: Proc; url: string; count
         ...(redisBytes !== undefined ? { redisBytesPerSession: redisBytes } : {}),
       };
       log(
-        `  idle ${sys.label} ${n}: ${reached - baseCount} waiting; heap ${(out[n].heapPerSession / 1024).toFixed(2)} KiB/session, RSS ${(out[n].rssPerSession / 1024).toFixed(2)} KiB/session${redisBytes !== undefined ? `; Redis ${redisBytes.toFixed(0)} B/session` : ''}`,
+        `  idle ${sys.key} ${n}: ${reached - baseCount} waiting; heap ${(out[n].heapPerSession / 1024).toFixed(2)} KiB/session, RSS ${(out[n].rssPerSession / 1024).toFixed(2)} KiB/session${redisBytes !== undefined ? `; Redis ${redisBytes.toFixed(0)} B/session` : ''}`,
       );
     }
   } finally {
@@ -312,9 +429,150 @@ async function redisUsed(redis: Redis): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
 }
 
-/** Redis commands per protocol request, measured request type by request type on one instance. */
-async function costRun(instanceUrl: string, instance: Proc, redis: Redis, pusher: Proc, suffix = '', only?: string[]): Promise<void> {
-  const base = instanceUrl;
+// --- store cost ----------------------------------------------------------------------------
+
+/**
+ * What one operation costs in Redis, on a setup of its own (its own
+ * redis-server, two bidiweb instances without sweep timers behind the
+ * round-robin proxy), so nothing but the measured operations reaches that
+ * Redis: `INFO commandstats` deltas (every command Redis ran, inside scripts
+ * too), round trips counted in the instances (a pipeline is one), HTTP
+ * requests counted by the proxy, and redis-server's CPU.
+ */
+async function costScenario(): Promise<void> {
+  const { server: redisProc, client: redis } = await newRedis();
+  const env = { STORE: 'redis', REDIS_PORT: String(redisProc.port), PREFIX: 'cost:', SWEEP: '0' };
+  const a = await start('cost-1', 'server', ['bidi'], env);
+  const b = await start('cost-2', 'server', ['bidi'], env);
+  const proxy = await start('cost-proxy', 'proxy', ['rr', String(a.info.port), String(b.info.port)]);
+  const instances = [a.proc, b.proc];
+  const viaProxy = `http://127.0.0.1:${proxy.info.port}/session`;
+  const direct = `http://127.0.0.1:${a.info.port}/session`;
+  const stopped: Proc[] = [a.proc, b.proc, proxy.proc];
+  try {
+    const measure = async (name: string, unit: string, fn: () => Promise<{ ops: number; members?: number; note?: string; direct?: boolean }>) => {
+      if (overBudget()) {
+        results.errors.push(`cost ${name}: skipped, over the time budget`);
+        return;
+      }
+      await Promise.all(instances.map((p) => p.call('commands'))); // reset the instances' own counts
+      const req0 = await proxy.proc.call<number>('requests');
+      const before = await commandStats(redis);
+      const cpu0 = await redisCpuMs(redis);
+      const r = await fn();
+      await sleep(50); // let a last UNSUBSCRIBE go out
+      const d = diffStats(before, await commandStats(redis));
+      const redisMs = (await redisCpuMs(redis)) - cpu0;
+      const sent = await Promise.all(instances.map((p) => p.call('commands')));
+      const requests = (await proxy.proc.call<number>('requests')) - req0;
+      const ops = r.ops;
+      const all = Object.values(d).reduce((x, v) => x + v, 0);
+      const row = {
+        unit,
+        ops,
+        ...(r.members ? { members: r.members } : {}),
+        ...(r.note ? { note: r.note } : {}),
+        // Requests straight to an instance pass no proxy: not counted.
+        httpPerOp: r.direct ? undefined : requests / ops,
+        roundTripsPerOp: sent.reduce((x, c) => x + c.roundTrips, 0) / ops,
+        scriptCallsPerOp: count(d, SCRIPT_CALLS) / ops,
+        pubsubPerOp: count(d, PUBSUB) / ops,
+        publishPerOp: count(d, PUBLISH) / ops,
+        commandsPerOp: all / ops,
+        redisCpuUsPerOp: (redisMs * 1000) / ops,
+        commandstats: d,
+      };
+      results.cost[name] = row;
+      log(
+        `  cost ${name}: per ${unit}: ${row.roundTripsPerOp.toFixed(2)} round trips (${row.scriptCallsPerOp.toFixed(2)} script calls, ${row.pubsubPerOp.toFixed(2)} (un)subscribe), ${row.commandsPerOp.toFixed(1)} commands incl. inside scripts (${row.publishPerOp.toFixed(2)} PUBLISH); ${fmt(row.httpPerOp, 2)} HTTP requests; Redis CPU ${row.redisCpuUsPerOp.toFixed(0)} µs`,
+      );
+    };
+
+    // Echo round trips and pushes with the real client, through the proxy.
+    const clients: Array<[string, Partial<OpenOptions>]> = [
+      ['default client', {}],
+      ['stream: true', { stream: true }],
+    ];
+    for (const [what, opts] of clients) {
+      const sys = { client: 'bidi' as const, url: viaProxy, ...opts };
+      for (const n of [1, CLIENTS]) {
+        await withConns(sys, n, async (tag) => {
+          await client.call('echo', { tag, rounds: 10, stallMs: STALL_MS });
+          const rounds = n === 1 ? 100 : 40;
+          await measure(`echo round trip, ${n} client${n > 1 ? 's' : ''}, ${what}`, 'round trip', async () => {
+            const r = await client.call('echo', { tag, rounds, stallMs: STALL_MS }, 120_000);
+            return { ops: r.roundTrips, ...(r.stalled ? { note: `${r.stalled} stalled` } : {}) };
+          });
+        });
+        await withConns(sys, n, async (tag, ids) => {
+          await a.proc.call('push', { sids: ids, ticks: 5, intervalMs: 20 });
+          await client.call('collect', { tag, expected: 5, timeoutMs: 3_000, stallMs: STALL_MS });
+          await client.call('reset', { tag });
+          const ticks = 50;
+          await measure(`push delivered, ${n} client${n > 1 ? 's' : ''} (one broadcast per tick), ${what}`, 'delivered message', async () => {
+            const since = now();
+            await a.proc.call('push', { sids: ids, ticks, intervalMs: 20 }, 60_000);
+            const r = await client.call('collect', { tag, expected: ticks, timeoutMs: 5_000, since, stallMs: STALL_MS }, 60_000);
+            // The acks for the last messages go out with the next watch: give them a moment.
+            await sleep(200);
+            return { ops: r.received, ...(r.lost ? { note: `${r.lost} lost` } : {}) };
+          });
+        });
+      }
+    }
+
+    // hub.publish to groups of members that have no watch waiting (no wake-ups: the store's write cost alone).
+    const biggest = Math.max(0, ...GROUP_SIZES);
+    if (biggest > 0 && !overBudget()) {
+      const t = now();
+      const sids = await handshakes(direct, biggest, 25);
+      log(`  cost: ${sids.length} sessions opened for the groups in ${((now() - t) / 1000).toFixed(1)} s`);
+      for (const size of GROUP_SIZES) {
+        const group = `g${size}`;
+        const joined = await a.proc.call<number>('join', { sids: sids.slice(0, size), group }, 300_000);
+        const publishes = size >= 10_000 ? 2 : 5;
+        await measure(`hub.publish to a group of ${size}`, 'publish', async () => {
+          const r = await a.proc.call('publish', { group, count: publishes }, 300_000);
+          return { ops: publishes, members: joined, direct: true, note: `${(r.ms / publishes).toFixed(0)} ms per publish; ${r.failed} failed` };
+        });
+      }
+    }
+
+    // Protocol requests one by one, straight to one instance.
+    await protocolCost(direct, a.proc, measure);
+    // The same watches on an instance whose RedisStore keeps subscriptions (subscriptionLingerMs, if the store still has it).
+    if (!overBudget()) {
+      const l = await start('cost-linger', 'server', ['bidi'], { ...env, LINGER_MS: '30000' });
+      stopped.push(l.proc);
+      instances.push(l.proc);
+      await protocolCost(`http://127.0.0.1:${l.info.port}/session`, l.proc, measure, ', subscriptionLingerMs 30 s', ['GET watch, messages waiting', 'GET watch, waits, then woken by a push']);
+    }
+  } finally {
+    await Promise.all(stopped.map((p) => p.stop()));
+  }
+}
+
+/** Opens `n` bidiweb sessions by handshake alone (no client, no watch), `parallel` at a time; returns their sids. */
+async function handshakes(url: string, n: number, parallel: number): Promise<string[]> {
+  const sids: string[] = [];
+  const deadline = now() + 120_000;
+  await Promise.all(
+    Array.from({ length: Math.min(parallel, n) }, async () => {
+      while (sids.length < n && now() < deadline) {
+        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"v":1}' });
+        const body = (await res.json()) as { sid?: string };
+        if (res.status >= 300 || !body.sid) throw new Error(`handshake: ${res.status} ${JSON.stringify(body)}`);
+        sids.push(body.sid);
+      }
+    }),
+  );
+  return sids.slice(0, n);
+}
+
+type Measure = (name: string, unit: string, fn: () => Promise<{ ops: number; note?: string; direct?: boolean }>) => Promise<void>;
+
+/** Redis commands per protocol request, request type by request type, on one instance. */
+async function protocolCost(base: string, pusher: Proc, measure: Measure, suffix = '', only?: string[]): Promise<void> {
   const post = async (pathName: string, sid: string | undefined, body: unknown) => {
     const res = await fetch(base + pathName, {
       method: 'POST',
@@ -329,95 +587,110 @@ async function costRun(instanceUrl: string, instance: Proc, redis: Redis, pusher
     const res = await fetch(`${base}/watch?ack=${ack}&wait=${wait}`, { headers: { 'bidi-sid': sid } });
     return JSON.parse(await res.text());
   };
-  const measure = async (name: string, requests: number, fn: () => Promise<void>) => {
-    if (only && !only.includes(name)) return fn();
-    name += suffix;
-    await instance.call('commands'); // reset the process's own count
-    const before = await commandStats(redis);
-    await fn();
-    await sleep(50); // let the last UNSUBSCRIBE go out
-    const d = diffStats(before, await commandStats(redis));
-    const own = await instance.call('commands');
-    const all = Object.values(d).reduce((a, v) => a + v, 0);
-    const scripts = (d.evalsha ?? 0) + (d.eval ?? 0);
-    const pubsub = (d.subscribe ?? 0) + (d.unsubscribe ?? 0) + (d.ssubscribe ?? 0) + (d.sunsubscribe ?? 0);
-    const row = {
-      requests,
-      roundTripsPerRequest: own.roundTrips / requests,
-      scriptCallsPerRequest: scripts / requests,
-      pubsubPerRequest: pubsub / requests,
-      commandsPerRequest: all / requests,
-      commandstats: d,
-      sent: own.commands,
-    };
-    results.cost[name] = row;
-    log(
-      `  cost ${name}: ${row.roundTripsPerRequest.toFixed(2)} round trips/request (${row.scriptCallsPerRequest.toFixed(2)} script calls + ${row.pubsubPerRequest.toFixed(2)} (un)subscribe); ${row.commandsPerRequest.toFixed(1)} Redis commands incl. inside scripts`,
-    );
-  };
+  const m = (name: string, n: number, fn: () => Promise<void>, note?: string) =>
+    only && !only.includes(name)
+      ? fn()
+      : measure(name + suffix, 'request', async () => {
+          await fn();
+          return { ops: n, direct: true, ...(note ? { note } : {}) };
+        });
 
   const { sid } = await post('', undefined, { v: 1 });
   let seq = 0;
   const N = 100;
-  await measure('POST send, ack only', N, async () => {
+  await m('POST send, ack only', N, async () => {
     for (let i = 0; i < N; i++) await post('/send', sid, { ack: 0 });
   });
-  await measure('POST send, 1 message delivered', N, async () => {
+  await m('POST send, 1 message delivered', N, async () => {
     for (let i = 0; i < N; i++) await post('/send', sid, { msgs: [[++seq, { n: seq }]], ack: 0 });
   });
-  await measure('POST send, 10 messages delivered', N / 5, async () => {
+  await m('POST send, 10 messages delivered', N / 5, async () => {
     for (let i = 0; i < N / 5; i++) {
       const msgs = Array.from({ length: 10 }, () => [++seq, { n: seq }]);
       await post('/send', sid, { msgs, ack: 0 });
     }
   });
-  await measure('POST send, 1 message, handler sends 1', N, async () => {
+  await m('POST send, 1 message, handler sends 1', N, async () => {
     for (let i = 0; i < N; i++) await post('/send', sid, { msgs: [[++seq, { e: 1, n: seq }]], ack: 0 });
   });
   // N server messages are now waiting: each watch acks one more and returns the rest.
-  await measure('GET watch, messages waiting', N, async () => {
+  await m('GET watch, messages waiting', N, async () => {
     for (let i = 0; i < N; i++) await watch(sid, i, 1_000);
   });
   let ack = N;
-  await measure('GET watch, waits, then woken by a push', 20, async () => {
-    for (let i = 0; i < 20; i++) {
-      const w = watch(sid, ack, 5_000);
-      await sleep(20);
-      await pusher.call('burst', { sids: [sid], count: 1 });
-      const body = await w;
-      ack = body.msgs.length ? body.msgs[body.msgs.length - 1][0] : ack;
-    }
-  });
-  const c = results.cost['GET watch, waits, then woken by a push' + suffix];
-  if (c) c.note = 'includes the push itself (one append script) in every count';
+  await m(
+    'GET watch, waits, then woken by a push',
+    20,
+    async () => {
+      for (let i = 0; i < 20; i++) {
+        const w = watch(sid, ack, 5_000);
+        await sleep(20);
+        await pusher.call('burst', { sids: [sid], count: 1 });
+        const body = await w;
+        ack = body.msgs.length ? body.msgs[body.msgs.length - 1][0] : ack;
+      }
+    },
+    'includes the push itself (hub.broadcast to 1) in every count',
+  );
 }
 
-// --- table ---------------------------------------------------------------------------------
+// --- tables --------------------------------------------------------------------------------
 
 const fmt = (v: number | undefined, digits = 0) => (v === undefined || Number.isNaN(v) ? '–' : v.toFixed(digits));
 
-function medianOf(rows: any[] | undefined, pick: (r: any) => number): number | undefined {
-  if (!rows || rows.length === 0) return undefined;
-  return median(rows.map(pick));
+function medianOf(rows: any[] | undefined, pick: (r: any) => number | undefined): number | undefined {
+  const vals = (rows ?? []).map(pick).filter((v): v is number => v !== undefined);
+  return vals.length ? median(vals) : undefined;
 }
+
+type Scenario = 'echo' | 'push' | 'burst';
+const med = (scenario: Scenario, key: string, pick: (r: any) => number | undefined) => medianOf(results[scenario][key], pick);
 
 function table(systems: System[]): string {
   const lines: string[] = [];
-  const sum = (rows: any[] | undefined, k: string) => (rows ? rows.reduce((a, r) => a + r[k], 0) : undefined);
-  const faults = (rows: any[] | undefined) => (rows ? `${sum(rows, 'lost')} / ${sum(rows, 'dup')} / ${sum(rows, 'outOfOrder')}` : '–');
-  const m = (scenario: 'echo' | 'push' | 'burst', key: string, pick: (r: any) => number, digits = 0) => fmt(medianOf(results[scenario][key], pick), digits);
-  const n = (scenario: 'echo' | 'push' | 'burst', key: string) => (results[scenario][key] as any[] | undefined)?.length ?? 0;
+  const m = (scenario: Scenario, key: string, pick: (r: any) => number, digits = 0) => fmt(med(scenario, key, pick), digits);
+  const cpu = (scenario: Scenario, key: string) =>
+    results[scenario][key]?.length
+      ? `${m(scenario, key, (r) => r.cpu.serverUs)} (${m(scenario, key, (r) => r.cpu.instancesUs)} + ${m(scenario, key, (r) => r.cpu.proxyUs)} + ${m(scenario, key, (r) => r.cpu.redisUs)}) | ${m(scenario, key, (r) => r.cpu.clientUs)}`
+      : '– | –';
+  const cpu1 = (scenario: Scenario, key: string) =>
+    results[scenario][key]?.length ? `${m(scenario, key, (r) => r.cpu.serverUs, 1)} (${m(scenario, key, (r) => r.cpu.instancesUs, 1)} + ${m(scenario, key, (r) => r.cpu.proxyUs, 1)} + ${m(scenario, key, (r) => r.cpu.redisUs, 1)}) | ${m(scenario, key, (r) => r.cpu.clientUs, 1)}` : '– | –';
+  const n = (key: string) => Math.max(...(['echo', 'push', 'burst'] as const).map((s) => (results[s][key] as any[] | undefined)?.length ?? 0));
   lines.push(
-    `| system | echo rt/s | echo RTT p50 / p90 / p99 ms | echo CPU µs/rt server + client | push latency p50 / p99 ms | push lost / dup / ooo | burst msg/s | burst lost / dup / ooo | runs |`,
+    '| system | echo rt/s | echo RTT p50 / p99 ms | echo server CPU µs/rt (instances + proxy + Redis) | echo client CPU µs/rt | push p50 / p99 ms | push server CPU µs/msg | push client CPU µs/msg | burst msg/s | burst server CPU µs/msg | burst client CPU µs/msg | runs |',
+  );
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const s of systems) {
+    lines.push(
+      `| ${s.label} | ${m('echo', s.key, (r) => r.perSec)} | ${m('echo', s.key, (r) => r.rtt.p50, 1)} / ${m('echo', s.key, (r) => r.rtt.p99, 1)} | ${cpu('echo', s.key)} | ${m('push', s.key, (r) => r.latency.p50, 1)} / ${m('push', s.key, (r) => r.latency.p99, 1)} | ${cpu('push', s.key)} | ${m('burst', s.key, (r) => r.perSec)} | ${cpu1('burst', s.key)} | ${n(s.key)} |`,
+    );
+  }
+  lines.push('');
+  lines.push(
+    `Medians over the runs. echo: ${CLIENTS} clients × ${ECHO_ROUNDS} sequential round trips (no round starts after ${ECHO_MAX_MS / 1000} s); push: every ${PUSH_INTERVAL_MS} ms to each of ${CLIENTS} clients, ${PUSH_TICKS} times; burst: ${BURST} messages to each of ${CLIENTS} clients as fast as possible. Server CPU = every server process + the proxy + redis-server, per echo round trip or per delivered message.`,
+  );
+
+  // Stalls and faults, run by run.
+  lines.push('');
+  const perRun = (scenario: Scenario, key: string, pick: (r: any) => number) => (results[scenario][key] as any[] | undefined)?.map(pick).join(', ') ?? '–';
+  const worst = (scenario: Scenario, key: string) => {
+    const rows = results[scenario][key] as any[] | undefined;
+    return rows?.length ? fmt(Math.max(...rows.map((r) => r.clientMax.max))) : '–';
+  };
+  const faults = (scenario: Scenario, key: string) => {
+    const rows = results[scenario][key] as any[] | undefined;
+    const sum = (k: string) => rows!.reduce((a, r) => a + r[k], 0);
+    return rows?.length ? `${sum('lost')} / ${sum('dup')} / ${sum('outOfOrder')}` : '–';
+  };
+  lines.push(
+    `| system (stall = no echo / no push within ${STALL_MS / 1000} s; of ${CLIENTS} clients, per run) | echo stalled (warm-up) | echo slowest client ms | push stalled (warm-up) | push slowest client ms | push lost / dup / ooo | burst stalled | burst slowest client ms | burst lost / dup / ooo |`,
   );
   lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const s of systems) {
     lines.push(
-      `| ${s.label} | ${m('echo', s.key, (r) => r.perSec)} | ${m('echo', s.key, (r) => r.rtt.p50, 1)} / ${m('echo', s.key, (r) => r.rtt.p90, 1)} / ${m('echo', s.key, (r) => r.rtt.p99, 1)} | ${m('echo', s.key, (r) => r.cpu.serverUs)} + ${m('echo', s.key, (r) => r.cpu.clientUs)} | ${m('push', s.key, (r) => r.latency.p50, 2)} / ${m('push', s.key, (r) => r.latency.p99, 2)} | ${faults(results.push[s.key])} | ${m('burst', s.key, (r) => r.perSec)} | ${faults(results.burst[s.key])} | ${n('echo', s.key)} |`,
+      `| ${s.label} | ${perRun('echo', s.key, (r) => r.stalled)} (${perRun('echo', s.key, (r) => r.warmupStalled)}) | ${worst('echo', s.key)} | ${perRun('push', s.key, (r) => r.stalled)} (${perRun('push', s.key, (r) => r.warmupStalled)}) | ${worst('push', s.key)} | ${faults('push', s.key)} | ${perRun('burst', s.key, (r) => r.stalled)} | ${worst('burst', s.key)} | ${faults('burst', s.key)} |`,
     );
   }
-  lines.push('');
-  lines.push(`Medians over the runs. echo: ${CLIENTS} clients × ${ECHO_ROUNDS} sequential round trips; push: every ${PUSH_INTERVAL_MS} ms to each of ${CLIENTS} clients, ${PUSH_TICKS} times; burst: ${BURST} messages to each of ${CLIENTS} clients as fast as possible.`);
 
   const idleCounts = [...new Set(Object.values(results.idle).flatMap((o: any) => Object.keys(o).map(Number)))].sort((a, b) => a - b);
   if (idleCounts.length) {
@@ -429,89 +702,85 @@ function table(systems: System[]): string {
         `| ${label} | ${idleCounts.map((c) => (o?.[c] ? `${fmt(o[c].heapPerSession / 1024, 1)} / ${fmt(o[c].rssPerSession / 1024, 1)}${o[c].waiting < c ? ` (${o[c].waiting} waiting)` : ''}` : '–')).join(' | ')} |`,
       );
     if (results.floor.idle) idleRow('floor: plain Node HTTP, one held request', results.floor.idle);
-    for (const s of systems) if (results.idle[s.key]) idleRow(s.label, results.idle[s.key]);
+    for (const s of systems) if (results.idle[s.key]) idleRow(`${s.label} (one instance)`, results.idle[s.key]);
   }
   const f = results.floor;
   if (f.http || f.redis) {
     lines.push('');
     lines.push('| floor (same run) | value |');
     lines.push('| --- | ---: |');
-    if (f.http) {
-      lines.push(
-        `| plain Node HTTP POST, node:http client (${CLIENTS} clients × ${ECHO_ROUNDS}): rt/s; RTT p50 / p99 ms; CPU µs/rt server + client | ${fmt(f.http.perSec)}; ${fmt(f.http.rtt.p50, 1)} / ${fmt(f.http.rtt.p99, 1)}; ${fmt(f.http.cpu?.serverUs)} + ${fmt(f.http.cpu?.clientUs)} |`,
-      );
-    }
-    if (f.fetch) {
-      lines.push(
-        `| plain Node HTTP POST, global fetch client: rt/s; RTT p50 / p99 ms; CPU µs/rt server + client | ${fmt(f.fetch.perSec)}; ${fmt(f.fetch.rtt.p50, 1)} / ${fmt(f.fetch.rtt.p99, 1)}; ${fmt(f.fetch.cpu?.serverUs)} + ${fmt(f.fetch.cpu?.clientUs)} |`,
-      );
+    for (const [k, what] of [
+      ['http', 'node:http client'],
+      ['fetch', 'global fetch client'],
+    ] as const) {
+      if (f[k]) {
+        lines.push(
+          `| plain Node HTTP POST, ${what} (${CLIENTS} clients × ${ECHO_ROUNDS}): rt/s; RTT p50 / p99 ms; CPU µs/rt server + client | ${fmt(f[k].perSec)}; ${fmt(f[k].rtt.p50, 1)} / ${fmt(f[k].rtt.p99, 1)}; ${fmt(f[k].cpu?.serverUs)} + ${fmt(f[k].cpu?.clientUs)} |`,
+        );
+      }
     }
     if (f.redis) {
       lines.push(`| Redis PING (ioredis), sequential: RTT p50 / p99 ms | ${fmt(f.redis.rtt.p50, 3)} / ${fmt(f.redis.rtt.p99, 3)} |`);
       lines.push(`| Redis PING, ${CLIENTS} in parallel: per s | ${fmt(f.redis.perSec)} |`);
     }
   }
-  if (Object.keys(results.cost).length) {
-    lines.push('');
-    lines.push('| bidiweb + RedisStore, per protocol request | Redis round trips | script calls | (un)subscribe | Redis commands incl. inside scripts |');
-    lines.push('| --- | ---: | ---: | ---: | ---: |');
-    for (const [name, c] of Object.entries<any>(results.cost)) {
-      lines.push(`| ${name} | ${fmt(c.roundTripsPerRequest, 2)} | ${fmt(c.scriptCallsPerRequest, 2)} | ${fmt(c.pubsubPerRequest, 2)} | ${fmt(c.commandsPerRequest, 1)} |`);
-    }
-    for (const key of ['bidi-redis', 'bidi-redis-plain']) {
-      const e = medianOf(results.echo[key], (r) => r.redis?.roundTripsPerRequest);
-      if (e !== undefined) {
-        lines.push(
-          `| echo under load, ${results.systems[key]}: per HTTP request (per echo round trip) | ${fmt(e, 2)} (${fmt(medianOf(results.echo[key], (r) => r.redis?.roundTripsPerRoundTrip), 2)}) | | | ${fmt(medianOf(results.echo[key], (r) => r.redis?.commandsPerRequest), 1)} |`,
-        );
-      }
-    }
-  }
   return lines.join('\n');
 }
 
-function ratios(): string {
+function costTable(): string {
   const lines: string[] = [];
-  const med = (scenario: 'echo' | 'push' | 'burst', k: string, pick: (r: any) => number) => medianOf(results[scenario][k], pick);
-  const heap = (k: string, n: number) => results.idle[k]?.[n]?.heapPerSession as number | undefined;
-  const ratio = (a?: number, b?: number) => (a === undefined || b === undefined || !b ? '–' : `${(a / b).toFixed(2)}×`);
-  const pairs: Array<[string, string]> = [
-    ['bidi-mem', 'sio-poll'],
-    ['bidi-mem-plain', 'sio-poll'],
-    ['bidi-redis', 'sio-poll-sticky'],
-    ['bidi-redis-plain', 'sio-poll-sticky'],
-    ['bidi-mem', 'sio-ws'],
-  ];
-  lines.push('| bidiweb ÷ Socket.IO, same run | echo rt/s | echo CPU per rt | push p50 latency | burst msg/s | idle heap/session 1000 | idle heap/session 5000 |');
-  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
-  for (const [a, b] of pairs) {
-    if (!results.systems[a] || !results.systems[b]) continue;
-    const cpu = (k: string) => med('echo', k, (r) => r.cpu.serverUs + r.cpu.clientUs);
+  const rows = Object.entries<any>(results.cost);
+  const echoRows = Object.keys(results.echo).filter((k) => results.echo[k].some((r: any) => r.redis));
+  if (!rows.length && !echoRows.length) return '';
+  lines.push('| bidiweb + RedisStore: per operation | HTTP requests | Redis round trips | script calls | (un)subscribe | PUBLISH | Redis commands incl. inside scripts | Redis CPU µs |');
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const [name, c] of rows) {
+    const perMember = c.members ? ` (${fmt(c.commandsPerOp / c.members, 2)} per member)` : '';
     lines.push(
-      `| ${results.systems[a]} ÷ ${results.systems[b]} | ${ratio(med('echo', a, (r) => r.perSec), med('echo', b, (r) => r.perSec))} | ${ratio(cpu(a), cpu(b))} | ${ratio(med('push', a, (r) => r.latency.p50), med('push', b, (r) => r.latency.p50))} | ${ratio(med('burst', a, (r) => r.perSec), med('burst', b, (r) => r.perSec))} | ${ratio(heap(a, 1000), heap(b, 1000))} | ${ratio(heap(a, 5000), heap(b, 5000))} |`,
+      `| ${name}, per ${c.unit}${c.note ? ` (${c.note})` : ''} | ${fmt(c.httpPerOp, 2)} | ${fmt(c.roundTripsPerOp, 2)} | ${fmt(c.scriptCallsPerOp, 2)} | ${fmt(c.pubsubPerOp, 2)} | ${fmt(c.publishPerOp, 2)} | ${fmt(c.commandsPerOp, 1)}${perMember} | ${fmt(c.redisCpuUsPerOp)} |`,
     );
   }
+  for (const key of echoRows) {
+    const e = (pick: (r: any) => number) => medianOf(results.echo[key], (r) => (r.redis ? pick(r.redis) : undefined));
+    lines.push(
+      `| echo under load (${CLIENTS} clients), ${results.systems[key]}, per round trip | ${fmt(e((r) => r.requestsPerRoundTrip), 2)} | ${fmt(e((r) => r.roundTripsPerRoundTrip), 2)} | | | | ${fmt(e((r) => r.commandsPerRoundTrip), 1)} | |`,
+    );
+  }
+  lines.push('');
+  lines.push(
+    'Store-cost rows run on a setup of their own (own redis-server; two instances without sweep timers behind the round-robin proxy; protocol-request rows straight to one instance). Group members have no watch waiting, so a publish wakes nobody. "echo under load" rows come from the echo scenario (their counts include the instances\' sweeps).',
+  );
   return lines.join('\n');
+}
+
+function ratios(systems: System[]): string {
+  const lines: string[] = [];
+  const ratio = (a?: number, b?: number) => (a === undefined || b === undefined || !b ? '–' : `${(a / b).toFixed(2)}×`);
+  const heap = (k: string, n: number) => results.idle[k]?.[n]?.heapPerSession as number | undefined;
+  const rss = (k: string, n: number) => results.idle[k]?.[n]?.rssPerSession as number | undefined;
+  const idleN = Math.max(...IDLE);
+  lines.push(
+    `| system ÷ its reference, same run (medians) | echo rt/s | echo server CPU/rt | echo client CPU/rt | push p50 latency | push server CPU/msg | burst msg/s | burst server CPU/msg | idle heap / RSS per session at ${idleN} |`,
+  );
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const s of systems) {
+    const ref = SYSTEMS[s.key]?.reference;
+    if (!ref || !results.systems[ref]) continue;
+    const r = (scenario: Scenario, pick: (x: any) => number) => ratio(med(scenario, s.key, pick), med(scenario, ref, pick));
+    // Idle runs on one instance; for a multi-instance pair, compare with whatever idle row the reference tier has.
+    const idleRef = results.idle[ref] ? ref : SYSTEMS[ref]!.tier === 'multi' && results.idle['sio-poll'] ? 'sio-poll' : ref;
+    lines.push(
+      `| ${s.label} ÷ ${results.systems[ref]} | ${r('echo', (x) => x.perSec)} | ${r('echo', (x) => x.cpu.serverUs)} | ${r('echo', (x) => x.cpu.clientUs)} | ${r('push', (x) => x.latency.p50)} | ${r('push', (x) => x.cpu.serverUs)} | ${r('burst', (x) => x.perSec)} | ${r('burst', (x) => x.cpu.serverUs)} | ${ratio(heap(s.key, idleN), heap(idleRef, idleN))} / ${ratio(rss(s.key, idleN), rss(idleRef, idleN))} |`,
+    );
+  }
+  return lines.length > 2 ? lines.join('\n') : '';
 }
 
 // --- main ----------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
-  log(`bidiweb benchmarks: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  const only = new Set(list('systems', ['bidi-mem', 'bidi-redis', 'bidi-mem-plain', 'bidi-redis-plain', 'sio-poll', 'sio-poll-sticky', 'sio-ws']));
-
-  log('starting redis-server ×2 on free ports (one for bidiweb, one for the Socket.IO adapter)');
-  const bidiRedis = await startRedis();
-  redisServers.push(bidiRedis);
-  const sioRedis = await startRedis();
-  redisServers.push(sioRedis);
-  const bidiRedisClient = new Redis({ host: '127.0.0.1', port: bidiRedis.port });
-  const sioRedisClient = new Redis({ host: '127.0.0.1', port: sioRedis.port });
-  redisClients.push(bidiRedisClient, sioRedisClient);
-
-  log('starting the client process and the servers under test');
-  client = (await start('client', 'client', [], argv.get('bidi-fetch') === 'global' ? { BIDI_FETCH: 'global' } : {})).proc;
+async function startSystems(only: Set<string>): Promise<System[]> {
   const systems: System[] = [];
+  const add = (key: string, s: Omit<System, 'key' | 'label'>) => only.has(key) && systems.push({ key, label: SYSTEMS[key]!.label, ...s });
   let idleNo = 0;
   const idleBidi = (env: Record<string, string>): System['idle'] => ({
     count: 'inflight',
@@ -520,64 +789,103 @@ async function main(): Promise<void> {
       return { proc, url: `http://127.0.0.1:${info.port}/session` };
     },
   });
-  const idleSio = (count: 'inflight' | 'clients'): System['idle'] => ({
+  const idleSio = (count: 'inflight' | 'clients', env: Record<string, string> = {}): System['idle'] => ({
     count,
     start: async () => {
-      const { proc, info } = await start(`idle-${++idleNo}`, 'server', ['sio']);
+      const { proc, info } = await start(`idle-${++idleNo}`, 'server', ['sio'], env);
       return { proc, url: `http://127.0.0.1:${info.port}` };
     },
   });
-  if (only.has('bidi-mem') || only.has('bidi-mem-plain')) {
-    const { proc, info } = await start('bidi-mem', 'server', ['bidi'], { STORE: 'memory' });
-    const url = `http://127.0.0.1:${info.port}/session`;
-    if (only.has('bidi-mem'))
-      systems.push({ key: 'bidi-mem', label: 'bidiweb, memory ×1, streaming watch', client: 'bidi', stream: true, url, pusher: proc, idle: idleBidi({ STORE: 'memory' }), cpu: [proc] });
-    if (only.has('bidi-mem-plain'))
-      systems.push({ key: 'bidi-mem-plain', label: 'bidiweb, memory ×1, plain watch', client: 'bidi', stream: false, url, pusher: proc, idle: idleBidi({ STORE: 'memory' }), cpu: [proc] });
-  }
-  let redisInstance: { proc: Proc; url: string } | undefined;
-  if (only.has('bidi-redis') || only.has('bidi-redis-plain')) {
-    const env = { STORE: 'redis', REDIS_PORT: String(bidiRedis.port), PREFIX: 'bench:' };
-    const a = await start('bidi-redis-1', 'server', ['bidi'], env);
-    const b = await start('bidi-redis-2', 'server', ['bidi'], env);
-    const proxy = await start('proxy', 'proxy', [String(a.info.port), String(b.info.port)]);
-    const direct = `http://127.0.0.1:${a.info.port}/session`;
-    redisInstance = { proc: a.proc, url: direct };
-    const common = {
-      client: 'bidi' as const,
-      url: `http://127.0.0.1:${proxy.info.port}/session`,
-      pusher: a.proc,
-      redis: bidiRedisClient,
-      proxy: proxy.proc,
-      cpu: [a.proc, b.proc, proxy.proc],
-      cpuRedis: bidiRedisClient,
+  const any = (...keys: string[]) => keys.some((k) => only.has(k));
+
+  /**
+   * Two instances behind the proxy. `restart` replaces all three processes with fresh ones (`--fresh`) and
+   * points every system of the pair at them.
+   */
+  let pairNo = 0;
+  const pair = async (name: string, mode: 'bidi' | 'sio', proxyMode: 'rr' | 'sticky', env: Record<string, string>, urlPath: string) => {
+    const up = async () => {
+      const no = ++pairNo;
+      const a = await start(`${name}-1.${no}`, 'server', [mode], env);
+      const b = await start(`${name}-2.${no}`, 'server', [mode], env);
+      const proxy = await start(`${name}-lb.${no}`, 'proxy', [proxyMode, String(a.info.port), String(b.info.port)]);
+      return { url: `http://127.0.0.1:${proxy.info.port}${urlPath}`, pusher: a.proc, instances: [a.proc, b.proc], proxy: proxy.proc };
     };
-    if (only.has('bidi-redis'))
-      systems.push({ key: 'bidi-redis', label: 'bidiweb, Redis ×2 round-robin, streaming watch', stream: true, idle: idleBidi({ ...env, PREFIX: 'idle:' }), ...common });
-    if (only.has('bidi-redis-plain')) systems.push({ key: 'bidi-redis-plain', label: 'bidiweb, Redis ×2 round-robin, plain watch', stream: false, ...common });
-  }
-  if (only.has('sio-poll')) {
-    const { proc, info } = await start('sio-poll', 'server', ['sio']);
-    const url = `http://127.0.0.1:${info.port}`;
-    systems.push({ key: 'sio-poll', label: 'Socket.IO polling ×1', client: 'sio-polling', sharedAgent: true, url, pusher: proc, idle: idleSio('inflight'), cpu: [proc] });
-  }
-  if (only.has('sio-poll-sticky')) {
-    const { proc, info } = await start('sio-sticky', 'server', ['sio-sticky'], { ADAPTER: 'redis', REDIS_PORT: String(sioRedis.port), PREFIX: 'bench:', WORKERS: '2' });
-    systems.push({
-      key: 'sio-poll-sticky',
-      label: 'Socket.IO polling ×2 sticky + Redis streams',
+    const members: System[] = [];
+    const deployment = await up();
+    const restart = async () => {
+      const old = members[0]!;
+      await Promise.all([...old.instances, old.proxy!].map((p) => p.stop()));
+      const next = await up();
+      for (const m of members) Object.assign(m, next);
+    };
+    return { deployment, restart, members };
+  };
+
+  if (any('sio-proxy')) {
+    log('starting Socket.IO ×2 + Redis streams adapter (own redis-server) behind the proxy in sticky mode');
+    const { server, client: redis } = await newRedis();
+    const env = { ADAPTER: 'redis', REDIS_PORT: String(server.port), PREFIX: 'proxy:' };
+    const p = await pair('sio-proxy', 'sio', 'sticky', env, '');
+    add('sio-proxy', {
       client: 'sio-polling',
-      url: `http://127.0.0.1:${info.port}`,
-      pusher: proc,
-      cpu: [proc],
-      cpuRedis: sioRedisClient,
+      sharedAgent: true,
+      ...p.deployment,
+      redis,
+      restart: p.restart,
+      // Idle memory is per instance: measured here only when the single-instance reference is not run.
+      ...(only.has('sio-poll') ? {} : { idle: idleSio('inflight', env) }),
     });
+    p.members.push(...systems.filter((x) => x.key === 'sio-proxy'));
   }
-  if (only.has('sio-ws')) {
+  if (any('bidi-redis', 'bidi-redis-stream', 'bidi-redis-stream-http', 'bidi-redis-http')) {
+    log('starting bidiweb ×2 + RedisStore (own redis-server) behind the proxy in round-robin mode');
+    const { server, client: redis } = await newRedis();
+    const env = { STORE: 'redis', REDIS_PORT: String(server.port), PREFIX: 'bench:' };
+    const p = await pair('bidi-redis', 'bidi', 'rr', env, '/session');
+    const common = { client: 'bidi' as const, ...p.deployment, redis, countCommands: true, restart: p.restart };
+    add('bidi-redis', { ...common, idle: idleBidi({ ...env, PREFIX: 'idle:' }) });
+    add('bidi-redis-stream', { ...common, stream: true });
+    add('bidi-redis-stream-http', { ...common, stream: true, fetch: 'node-http' });
+    add('bidi-redis-http', { ...common, fetch: 'node-http' });
+    p.members.push(...systems.filter((x) => x.key.startsWith('bidi-redis')));
+  }
+  if (any('sio-sticky')) {
+    log('starting Socket.IO ×2 behind @socket.io/sticky + Redis streams adapter (own redis-server)');
+    const { server, client: redis } = await newRedis();
+    const { proc, info } = await start('sio-sticky', 'server', ['sio-sticky'], { ADAPTER: 'redis', REDIS_PORT: String(server.port), PREFIX: 'sticky:', WORKERS: '2' });
+    // A sticky primary routes connections, not requests: one keep-alive pool per socket (sharedAgent false).
+    add('sio-sticky', { client: 'sio-polling', url: `http://127.0.0.1:${info.port}`, pusher: proc, instances: [proc], redis });
+  }
+  if (any('sio-poll')) {
+    const { proc, info } = await start('sio-poll', 'server', ['sio']);
+    add('sio-poll', { client: 'sio-polling', sharedAgent: true, url: `http://127.0.0.1:${info.port}`, pusher: proc, instances: [proc], idle: idleSio('inflight') });
+  }
+  if (any('bidi-mem', 'bidi-mem-stream-http', 'bidi-mem-stream')) {
+    const { proc, info } = await start('bidi-mem', 'server', ['bidi'], { STORE: 'memory' });
+    const common = { client: 'bidi' as const, url: `http://127.0.0.1:${info.port}/session`, pusher: proc, instances: [proc] };
+    add('bidi-mem', { ...common, idle: idleBidi({ STORE: 'memory' }) });
+    add('bidi-mem-stream-http', { ...common, stream: true, fetch: 'node-http' });
+    add('bidi-mem-stream', { ...common, stream: true });
+  }
+  if (any('sio-ws')) {
     const { proc, info } = await start('sio-ws', 'server', ['sio']);
-    const url = `http://127.0.0.1:${info.port}`;
-    systems.push({ key: 'sio-ws', label: 'Socket.IO WebSocket ×1', client: 'sio-ws', url, pusher: proc, idle: idleSio('clients'), cpu: [proc] });
+    add('sio-ws', { client: 'sio-ws', url: `http://127.0.0.1:${info.port}`, pusher: proc, instances: [proc], idle: idleSio('clients') });
   }
+  // Table order: the catalogue's.
+  const order = Object.keys(SYSTEMS);
+  return systems.sort((x, y) => order.indexOf(x.key) - order.indexOf(y.key));
+}
+
+async function main(): Promise<void> {
+  log(`bidiweb benchmarks: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  noteLoad('start');
+  const needSystems = SCENARIOS.some((s) => ['echo', 'push', 'burst', 'idle'].includes(s));
+  const only = needSystems ? selectedSystems() : new Set<string>();
+
+  client = (await start('client', 'client', [])).proc;
+  log(`systems: ${[...only].join(', ') || 'none'}; scenarios: ${SCENARIOS.join(', ')}; ${ROUNDS} rounds; stall = ${STALL_MS} ms without an answer${FRESH ? '; fresh instances for every run' : ''}`);
+  const systems = await startSystems(only);
   for (const s of systems) results.systems[s.key] = s.label;
 
   const run = async (name: string, fn: () => Promise<void>) => {
@@ -594,13 +902,14 @@ async function main(): Promise<void> {
       log(`ERROR ${msg}`);
     }
   };
-  /** Each round visits every system; the order rotates so no system always goes first. */
+  /** Each round visits every system; the order rotates (and reverses every other round) so no system always goes first. */
   const alternate = async (scenario: string, fn: (s: System) => Promise<void>) => {
     for (let round = 0; round < ROUNDS; round++) {
       const order = systems.map((_, i) => systems[(i + round) % systems.length]!);
       if (round % 2 === 1) order.reverse();
       for (const s of order) await run(`${scenario} ${s.key}`, () => fn(s));
     }
+    noteLoad(`after ${scenario}`);
   };
 
   if (SCENARIOS.includes('floor')) {
@@ -608,58 +917,47 @@ async function main(): Promise<void> {
     await run('floor', async () => {
       const { proc, info } = await start('plain', 'server', ['plain']);
       const url = `http://127.0.0.1:${info.port}/echo`;
-      const plainSys = { cpu: [proc] } as unknown as System;
-      await client.call('floorNodeHttp', { url, clients: CLIENTS, rounds: ECHO_WARMUP });
-      let cpu0 = await cpuNow(plainSys);
-      results.floor.http = await client.call('floorNodeHttp', { url, clients: CLIENTS, rounds: ECHO_ROUNDS });
-      results.floor.http.cpu = await cpuPer(plainSys, cpu0, results.floor.http.roundTrips);
-      log(
-        `  plain HTTP (node:http client): ${results.floor.http.perSec.toFixed(0)} rt/s, RTT p50 ${results.floor.http.rtt.p50.toFixed(2)} p99 ${results.floor.http.rtt.p99.toFixed(2)} ms; CPU per round trip: server ${results.floor.http.cpu.serverUs.toFixed(0)} µs, client ${results.floor.http.cpu.clientUs.toFixed(0)} µs`,
-      );
-      await client.call('floorHttp', { url, clients: CLIENTS, rounds: ECHO_WARMUP });
-      cpu0 = await cpuNow(plainSys);
-      results.floor.fetch = await client.call('floorHttp', { url, clients: CLIENTS, rounds: ECHO_ROUNDS });
-      results.floor.fetch.cpu = await cpuPer(plainSys, cpu0, results.floor.fetch.roundTrips);
-      log(
-        `  plain HTTP (global fetch client): ${results.floor.fetch.perSec.toFixed(0)} rt/s, RTT p50 ${results.floor.fetch.rtt.p50.toFixed(2)} p99 ${results.floor.fetch.rtt.p99.toFixed(2)} ms; CPU per round trip: server ${results.floor.fetch.cpu.serverUs.toFixed(0)} µs, client ${results.floor.fetch.cpu.clientUs.toFixed(0)} µs`,
-      );
-      results.floor.redis = await client.call('floorRedis', { port: bidiRedis.port, n: 5_000, clients: CLIENTS });
+      const plainSys = { instances: [proc] };
+      for (const [key, cmd, what] of [
+        ['http', 'floorNodeHttp', 'node:http client'],
+        ['fetch', 'floorHttp', 'global fetch client'],
+      ] as const) {
+        await client.call(cmd, { url, clients: CLIENTS, rounds: ECHO_WARMUP });
+        const cpu0 = await cpuNow(plainSys);
+        const r = await client.call(cmd, { url, clients: CLIENTS, rounds: ECHO_ROUNDS });
+        r.cpu = await cpuPer(plainSys, cpu0, r.roundTrips);
+        results.floor[key] = r;
+        log(`  plain HTTP (${what}): ${r.perSec.toFixed(0)} rt/s, RTT p50 ${r.rtt.p50.toFixed(2)} p99 ${r.rtt.p99.toFixed(2)} ms; CPU per round trip: server ${r.cpu.serverUs.toFixed(0)} µs, client ${r.cpu.clientUs.toFixed(0)} µs`);
+      }
+      const { server } = await newRedis();
+      results.floor.redis = await client.call('floorRedis', { port: server.port, n: 5_000, clients: CLIENTS });
       log(`  Redis PING: RTT p50 ${results.floor.redis.rtt.p50.toFixed(3)} p99 ${results.floor.redis.rtt.p99.toFixed(3)} ms; ${results.floor.redis.perSec.toFixed(0)}/s with ${CLIENTS} in parallel`);
       await proc.stop();
     });
   }
-  if (SCENARIOS.includes('echo')) {
+  if (SCENARIOS.includes('echo') && systems.length) {
     log(`echo: ${CLIENTS} clients × ${ECHO_ROUNDS} sequential round trips (after ${ECHO_WARMUP} warm-up rounds)`);
     await alternate('echo', echoRun);
   }
-  if (SCENARIOS.includes('push')) {
+  if (SCENARIOS.includes('push') && systems.length) {
     log(`push: the server pushes to ${CLIENTS} clients every ${PUSH_INTERVAL_MS} ms, ${PUSH_TICKS} each`);
     await alternate('push', pushRun);
   }
-  if (SCENARIOS.includes('burst')) {
+  if (SCENARIOS.includes('burst') && systems.length) {
     log(`burst: ${CLIENTS} clients × ${BURST} pushed messages, as fast as possible`);
     await alternate('burst', burstRun);
   }
-  if (SCENARIOS.includes('cost') && redisInstance) {
-    log('store cost: Redis commands per protocol request (INFO commandstats deltas; one instance, direct)');
-    await run('cost', () => costRun(redisInstance!.url, redisInstance!.proc, bidiRedisClient, redisInstance!.proc));
-    // The same watches on an instance whose RedisStore keeps subscriptions (subscriptionLingerMs).
-    await run('cost (linger)', async () => {
-      const { proc, info } = await start('bidi-redis-linger', 'server', ['bidi'], { STORE: 'redis', REDIS_PORT: String(bidiRedis.port), PREFIX: 'bench:', LINGER_MS: '30000' });
-      await costRun(`http://127.0.0.1:${info.port}/session`, proc, bidiRedisClient, proc, ', subscriptionLingerMs 30 s', [
-        'GET watch, messages waiting',
-        'GET watch, waits, then woken by a push',
-      ]);
-      await proc.stop();
-    });
+  if (SCENARIOS.includes('cost')) {
+    log(`store cost: Redis round trips and commands per operation (own redis-server, INFO commandstats deltas); groups of ${GROUP_SIZES.join(', ')}`);
+    await run('cost', costScenario);
+    noteLoad('after cost');
   }
   if (SCENARIOS.includes('idle')) {
     log(`idle: ${IDLE.join(' and ')} open sessions with a waiting watch on one instance (heap and RSS after gc, in the server process)`);
     await run('idle floor', async () => {
       const { proc, info } = await start('plain-idle', 'server', ['plain']);
       const url = `http://127.0.0.1:${info.port}/hold`;
-      const floor = { key: 'floor', label: 'plain Node HTTP, a held request', client: 'hold', url, pusher: proc, cpu: [proc] } as System;
-      await idleMeasure(floor, { proc, url, count: 'inflight' }, IDLE);
+      await idleMeasure({ key: 'floor', label: 'plain Node HTTP, a held request', client: 'hold' }, { proc, url, count: 'inflight' }, IDLE);
       results.floor.idle = results.idle.floor;
       delete results.idle.floor;
       await proc.stop();
@@ -669,20 +967,31 @@ async function main(): Promise<void> {
       const counts = s.client === 'bidi' && IDLE_MAX > Math.max(...IDLE) ? [...IDLE, IDLE_MAX] : IDLE;
       await run(`idle ${s.key}`, () => idleRun(s, counts));
     }
+    noteLoad('after idle');
   }
 
+  results.proxies = Object.fromEntries(
+    await Promise.all(systems.filter((s) => s.proxy).map(async (s) => [s.key, await s.proxy!.call('stats').catch(() => undefined)] as const)),
+  );
   results.machine.loadavgEnd = os.loadavg();
   results.elapsedMs = now() - started;
-  const text = table(systems);
-  const ratioText = ratios();
+  const text = [table(systems), ratios(systems), costTable()].filter(Boolean).join('\n\n');
   results.table = text;
-  results.ratios = ratioText;
   const out = argv.get('out') ?? path.join(ROOT, 'bench', 'results', `${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`);
   mkdirSync(path.dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
-  process.stdout.write(`\n${text}\n\n${ratioText}\n\n`);
+  process.stdout.write(`\n${text}\n\n`);
+  process.stdout.write(`load average (1/5/15 min): ${results.loadavg.map((l: any) => `${l.at} ${l.load.join(' ')}`).join('; ')}\n\n`);
   if (results.errors.length) process.stdout.write(`errors:\n${results.errors.map((e: string) => `  - ${e}`).join('\n')}\n\n`);
-  log(`done in ${((now() - started) / 1000).toFixed(0)} s; load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; results in ${path.relative(ROOT, out)}`);
+  log(`done in ${((now() - started) / 1000).toFixed(0)} s; results in ${path.relative(ROOT, out)}`);
+}
+
+/** `--render=file.json`: the tables of an earlier run, from its raw results (e.g. after a change to the tables). */
+function render(file: string): void {
+  Object.assign(results, JSON.parse(readFileSync(file, 'utf8')));
+  const systems = Object.entries<string>(results.systems).map(([key, label]) => ({ key, label }) as System);
+  process.stdout.write(`${[table(systems), ratios(systems), costTable()].filter(Boolean).join('\n\n')}\n\n`);
+  process.stdout.write(`load average (1/5/15 min): ${(results.loadavg ?? []).map((l: any) => `${l.at} ${l.load.join(' ')}`).join('; ')}\n`);
 }
 
 async function shutdown(): Promise<void> {
@@ -698,7 +1007,7 @@ const hardStop = setTimeout(() => {
 hardStop.unref();
 
 process.on('SIGINT', () => void shutdown().finally(() => process.exit(130)));
-main()
+(argv.has('render') ? Promise.resolve(render(argv.get('render')!)) : main())
   .catch((err) => {
     console.error(err);
     process.exitCode = 1;

@@ -2,11 +2,14 @@
  * One server under test, in its own process (forked by bench/main.ts):
  *
  *   server.js plain                 a plain Node HTTP echo: the floor
- *   server.js bidi                  bidiweb over node:http (STORE=memory | redis)
- *   server.js sio                   Socket.IO 4 (ADAPTER=redis: redis streams adapter)
+ *   server.js bidi                  bidiweb over node:http (STORE=memory | redis;
+ *                                   SWEEP=0: no sweep timer; LINGER_MS: subscriptionLingerMs)
+ *   server.js sio                   Socket.IO 4 (ADAPTER=redis: redis streams adapter);
+ *                                   two of them behind bench/proxy.ts in sticky mode are
+ *                                   the multi-instance reference
  *   server.js sio-sticky            Socket.IO 4 in a cluster of WORKERS workers behind
  *                                   @socket.io/sticky (the primary is the balancer),
- *                                   with the redis streams adapter
+ *                                   with the redis streams adapter: the weaker baseline
  *
  * Every app does the same thing: echo what a client sends, and push to its
  * clients when the bench asks (`push`, `burst`). Messages carry `t`, a
@@ -109,16 +112,26 @@ async function bidi(): Promise<void> {
     const subscriber = new Redis({ host: '127.0.0.1', port: Number(env.REDIS_PORT), maxRetriesPerRequest: null });
     counter.wrap(redis);
     counter.wrap(subscriber);
-    store = new RedisStore({ redis, subscriber, prefix: env.PREFIX ?? 'bench:', subscriptionLingerMs: Number(env.LINGER_MS ?? 0) });
+    // Built untyped on purpose: store options come and go while the store changes; unknown ones are ignored.
+    const storeOptions: Record<string, unknown> = { redis, subscriber, prefix: env.PREFIX ?? 'bench:' };
+    if (env.LINGER_MS) storeOptions.subscriptionLingerMs = Number(env.LINGER_MS);
+    store = new RedisStore(storeOptions as unknown as ConstructorParameters<typeof RedisStore>[0]);
   }
   const server: BidiServer = createBidiServer({
     ...(store ? { store } : {}),
     ...(env.WAIT ? { wait: Number(env.WAIT) } : {}),
     limits: { maxSessions: 1_000_000 },
+    // SWEEP=0 (the store-cost instances): no sweep timer, so nothing but the measured requests reaches Redis.
+    ...(env.SWEEP ? { sweepInterval: Number(env.SWEEP) } : {}),
     onError: (err) => console.error('[bench bidi]', err),
     async onMessage(session, data) {
-      // Echo messages that ask for it; others are only delivered (for the store-cost counts).
-      if (data && typeof data === 'object' && (data as { e?: unknown }).e) await session.send(data);
+      // Echo messages that ask for it; others are only delivered (for the store-cost counts). Not awaited, as
+      // the README's echo: a server that stores a pending send with the delivery record does so. HANDLER_SEND=await
+      // (`--handler-send=await`): awaited, each send stored on its own before the delivery is recorded.
+      if (data && typeof data === 'object' && (data as { e?: unknown }).e) {
+        if (env.HANDLER_SEND === 'await') await session.send(data);
+        else void session.send(data).catch((err: unknown) => console.error('[bench bidi] send', err));
+      }
     },
   });
   const handle = createNodeHandler(server);
@@ -174,6 +187,29 @@ async function bidi(): Promise<void> {
         }),
       );
       return { failed, ms: now() - start };
+    },
+    /** Joins every sid to `group`, `inflight` at a time (store-cost setup). */
+    async join({ sids, group, inflight = 50 }: { sids: string[]; group: string; inflight?: number }) {
+      let next = 0;
+      let joined = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(inflight, sids.length) }, async () => {
+          while (next < sids.length) if (await server.hub.join(sids[next++]!, group)) joined++;
+        }),
+      );
+      return joined;
+    },
+    /** `count` sequential `hub.publish(group, …)` calls. */
+    async publish({ group, count }: { group: string; count: number }) {
+      const start = now();
+      let sent = 0;
+      let failed = 0;
+      for (let i = 0; i < count; i++) {
+        const r = await server.hub.publish(group, { g: group, i, t: now() });
+        sent += r.sent;
+        failed += r.failed.length;
+      }
+      return { sent, failed, ms: now() - start };
     },
     commands: () => counter.take(),
   });
