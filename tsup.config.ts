@@ -12,7 +12,7 @@ export default defineConfig({
   },
   format: ['esm', 'cjs'],
   dts: false, // declarations come from `tsc --emitDeclarationOnly` (scripts/build-types.mjs)
-  sourcemap: true,
+  sourcemap: false, // maps would point at src/, which is not shipped (and tsup's CJS maps carried absolute paths)
   clean: true,
   target: 'node20',
   external: ['express', 'ioredis', 'koa', /^@nestjs\//, 'reflect-metadata', 'rxjs'],

@@ -44,6 +44,10 @@ const outputs = [
 ];
 
 mkdirSync(outDir, { recursive: true });
+// The package is CommonJS; this marks bidiweb.esm.js as ESM for Node and
+// bundlers that import `bidiweb/browser/bidiweb.esm.js` through the exports
+// map. The IIFE build's point is its side effect (the `bidiweb` global).
+writeFileSync(path.join(outDir, 'package.json'), '{ "type": "module", "sideEffects": ["./bidiweb.min.js"] }\n');
 const rows = [];
 for (const o of outputs) {
   const result = await build({ ...common, format: o.format, ...(o.globalName ? { globalName: o.globalName } : {}) });

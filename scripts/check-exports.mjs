@@ -24,5 +24,11 @@ for (const [spec, names] of Object.entries(checks)) {
     }
   }
 }
+// The browser build is exported too (`bidiweb/browser/*`).
+const browser = await import('bidiweb/browser/bidiweb.esm.js');
+if (typeof browser.open !== 'function') {
+  console.error('bidiweb/browser/bidiweb.esm.js does not export open');
+  failed++;
+}
 if (failed) process.exit(1);
-console.log('exports load in ESM and CJS');
+console.log('exports load in ESM and CJS (and bidiweb/browser/bidiweb.esm.js)');

@@ -1,8 +1,9 @@
-import { Module } from '@nestjs/common';
+import { Logger, Module } from '@nestjs/common';
 import type { DynamicModule, ModuleMetadata, Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { BidiError } from '../core/errors';
 import { BidiServer } from '../core/server';
+import type { BidiOptions } from '../core/server';
 import type { Store } from '../core/store';
 import { MemoryStore } from '../core/stores/memory';
 import { BIDIWEB_OPTIONS, BIDIWEB_SERVER, BIDIWEB_STORE } from './constants';
@@ -26,7 +27,7 @@ const serverProvider: Provider = {
         throw new BidiError('INVALID_OPTIONS', `BidiWebModule options take no ${hook}: decorate a provider method with @${hook[0]!.toUpperCase()}${hook.slice(1)}() instead`);
       }
     }
-    return new BidiServer({ ...options, store, ...handlers.hooks() });
+    return new BidiServer({ ...options, onError: options.onError ?? logToNest(), store, ...handlers.hooks() });
   },
   inject: [BIDIWEB_OPTIONS, BIDIWEB_STORE, BidiWebHandlers],
 };
@@ -47,6 +48,21 @@ export class BidiWebModule {
   static forRootAsync(options: BidiWebModuleAsyncOptions): DynamicModule {
     return build(options.global, options.imports ?? [], [...optionsProviders(options), ...(options.extraProviders ?? [])]);
   }
+}
+
+/**
+ * Without an `onError` option, hook and store errors (a throwing `@OnMessage`
+ * handler among them) go to Nest's logger, so they follow the app's logger
+ * settings. Only the stack: store errors carry session keys (session ids)
+ * as properties, and sids are never logged.
+ */
+function logToNest(): NonNullable<BidiOptions['onError']> {
+  const logger = new Logger('BidiWeb');
+  return (error, { phase, seq }) => {
+    const where = seq === undefined ? `${phase} error` : `${phase} error (client message ${seq})`;
+    if (error instanceof Error) logger.error(`${where}: ${error.name}: ${error.message}`, error.stack);
+    else logger.error(`${where}: ${String(error)}`);
+  };
 }
 
 function build(global = true, imports: NonNullable<ModuleMetadata['imports']>, providers: Provider[]): DynamicModule {
