@@ -11,7 +11,7 @@ import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimit
 import { PROTOCOL_VERSION, STREAM_CONTENT_TYPE, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
 import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
-import type { AppendResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
+import type { AppendLimits, AppendResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
 import { newAppendId, newSessionId, newToken, utf8Length } from './util';
 
@@ -451,7 +451,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     const sid = readSessionId(req);
     await this.authorize(req, sid);
     const { ack, wait, stream } = parseWatch(req.query, this.wait, this.maxWait);
-    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, req.signal);
+    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, req.signal, this.limits);
     let handedOff = false;
     try {
       // Subscribe before the first read so no wake-up can fall between them.
@@ -577,7 +577,15 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     return {
       send: (sid, data, options) => this.sendJson(sid, serialize(data), options),
       broadcast,
-      publish: async (group, data) => broadcast(await this.store.members(group), data),
+      publish: async (group, data) => {
+        const json = serialize(data);
+        if (utf8Length(json) > this.limits.maxMessageBytes) {
+          throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
+        }
+        // Written once to the group's log; members pull it into their own logs (docs/STORE.md, "Groups").
+        const r = await this.store.publish(group, json, { maxEntries: this.limits.groupLogEntries, maxAgeMs: this.limits.groupLogMs }, newAppendId());
+        return { sent: r.members, failed: [] };
+      },
       close: (sid, reason = 'server') => this.closeSession(sid, reason),
       join: (sid, group) => this.store.join(sid, group),
       leave: (sid, group) => this.store.leave(sid, group),
@@ -740,6 +748,8 @@ class WatchRun {
     readonly deadline: number,
     private readonly maxMessages: number,
     private readonly signal: AbortSignal | undefined,
+    /** The unacked bounds, for the group entries a read pulls in. */
+    private readonly limits?: AppendLimits,
   ) {}
 
   async subscribe(): Promise<void> {
@@ -772,6 +782,7 @@ class WatchRun {
       watchToken: this.token,
       claim,
       maxMessages: this.maxMessages,
+      ...(this.limits ? { limits: { maxUnackedMessages: this.limits.maxUnackedMessages, maxUnackedBytes: this.limits.maxUnackedBytes } } : {}),
       ...(after !== undefined ? { after: Math.max(after, this.ack) } : {}),
     });
   }
