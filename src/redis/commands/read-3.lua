@@ -44,13 +44,17 @@ local ack = tonumber(ARGV[3])
 if ack > last then return {'invalid-ack', last} end
 
 local after = tonumber(ARGV[7])
-if not after then redis.call('HSET', s, 'seen', nowMs()) end
-local trimmed = trimLog(s, outKey, last, ack, channel, sharded)
+-- With a pull block this is the second call of one read: the first did the activity, the trim
+-- and the claim (and refreshed the TTLs), and does not need doing again.
+local continued = #ARGV >= 10
+if not after and not continued then redis.call('HSET', s, 'seen', nowMs()) end
+local trimmed = 0
+if not continued then trimmed = trimLog(s, outKey, last, ack, channel, sharded) end
 local status = f[1]
 local overrunAt = 0
 local groups = {}
 if status == 'open' and num(f[9]) > 0 then
-  if #ARGV >= 10 then
+  if continued then
     local len = redis.call('LLEN', outKey)
     local lbytes = num(f[8])
     if trimmed > 0 then lbytes = num(redis.call('HGET', s, 'lbytes')) end
@@ -107,5 +111,5 @@ else
   end
 end
 -- A tombstone keeps the expiry finish-close gave it.
-if f[1] ~= 'closed' and not after then touch({s, inKey, outKey}, f[7], 0) end
+if f[1] ~= 'closed' and not after and not continued then touch({s, inKey, outKey}, f[7], 0) end
 return result
