@@ -89,7 +89,12 @@ export interface SessionView<User = unknown, State = unknown> {
 export interface Hub<User = unknown, State = unknown> {
   send(sid: string, data: unknown, options?: SendOptions): Promise<number>;
   broadcast(sids: readonly string[], data: unknown): Promise<BroadcastResult>;
-  /** Send to every member of a group. */
+  /**
+   * Send to every member of a group: written once, whatever the group's size;
+   * each member gets it once, at its own next seq (README guarantee 12).
+   * `sent` is the number of members; `failed` is always empty (a member too
+   * far behind is closed with reason 'group-overrun' instead).
+   */
   publish(group: string, data: unknown): Promise<BroadcastResult>;
   close(sid: string, reason?: string): Promise<void>;
   join(sid: string, group: string): Promise<boolean>;
