@@ -103,6 +103,9 @@ interface GroupTail {
 /** Attempts of an append whose session's groups keep moving under it (another pull, a join) before it gives up. */
 const APPEND_ATTEMPTS = 8;
 
+/** Entries a close pulls per group at most: all a group log keeps, unless `groupLogEntries` was set above it. */
+const CLOSE_PULL_MAX = 10_000_000;
+
 /** Sweep rounds per call at most: each round re-scores the candidates that were not due yet. */
 const SWEEP_ROUNDS = 10;
 /** Longest subscribe() waits for Redis to confirm the subscription. */
@@ -356,9 +359,17 @@ export class RedisStore implements Store {
     return result;
   }
 
+  /** The close script; an open session in groups first answers its cursors, and its pending group entries are pulled before the marker. */
   async close(sid: string, input: CloseInput): Promise<CloseResult> {
     const k = this.keys.session(sid);
-    const r = (await this.redis.bidiClose(k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0)) as Reply;
+    const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0];
+    let r = (await this.redis.bidiClose(...args)) as Reply;
+    for (let attempt = 0; r[0] === 'groups'; attempt++) {
+      if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: close kept finding the session\'s groups changed under it');
+      // Every pending entry, whatever the unacked bounds: the group logs' retention bounds them.
+      const tails = await this.groupTails(namePairs(r, 1), CLOSE_PULL_MAX);
+      r = (await this.redis.bidiClose(...args, ...pullBlock(tails))) as Reply;
+    }
     if (r[0] === 'unknown') return { status: 'unknown' };
     const transitioned = r[1] === 1;
     const leased = r[2] === 1;

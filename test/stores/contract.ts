@@ -1540,6 +1540,29 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         expect(await info(sid)).toMatchObject({ status: 'open' });
       });
 
+      it('close pulls the pending entries first, whatever the unacked bounds: a publish before the close comes before its marker', async () => {
+        const g = uniqueGroup();
+        const sid = await open();
+        await store.join(sid, g);
+        await store.append(sid, ['"s1"'], ROOMY);
+        await store.publish(g, '"p1"', KEEP);
+        await store.publish(g, '"p2"', KEEP);
+        expect(await store.close(sid, { reason: 'bye' })).toMatchObject({ status: 'ok', transitioned: true, reason: 'bye' });
+        expect(await read(sid, { limits: { maxUnackedMessages: 1, maxUnackedBytes: 1 } })).toMatchObject({
+          msgs: [{ seq: 1, json: '"s1"' }, { seq: 2, json: '"p1"' }, { seq: 3, json: '"p2"' }],
+          close: { seq: 4, reason: 'bye' },
+        });
+      });
+
+      it('a close that finds the member overrun closes with reason group-overrun (the first reason)', async () => {
+        const g = uniqueGroup();
+        const sid = await open();
+        await store.join(sid, g);
+        for (let i = 1; i <= 3; i++) await store.publish(g, `"p${i}"`, { maxEntries: 1, maxAgeMs: LONG });
+        expect(await store.close(sid, { reason: 'bye' })).toMatchObject({ status: 'ok', transitioned: true, reason: GROUP_OVERRUN_REASON });
+        expect(await read(sid)).toMatchObject({ msgs: [], close: { seq: 1, reason: GROUP_OVERRUN_REASON } });
+      });
+
       it('closing and closed members pull nothing more', async () => {
         const g = uniqueGroup();
         const sid = await open();

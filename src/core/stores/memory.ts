@@ -89,6 +89,8 @@ interface GroupRecord {
   ids?: Array<{ id: string; members: number; gseq: number }>;
 }
 
+const UNBOUNDED: AppendLimits = { maxUnackedMessages: Infinity, maxUnackedBytes: Infinity };
+
 /** A group entry on its way into a member's log. */
 interface Pending extends GroupEntry {
   group: string;
@@ -249,7 +251,9 @@ export class MemoryStore implements Store {
     let transitioned = false;
     if (r.status === 'open') {
       transitioned = true;
-      this.beginClose(sid, r, input.reason);
+      // Publishes that resolved before the close come before its marker: pull them all (the group
+      // logs' retention bounds them). An overrun found here closes with its own reason.
+      if (this.pull(sid, r, UNBOUNDED, false, 0, 0) !== 'overrun') this.beginClose(sid, r, input.reason);
     }
     let leased = false;
     if (r.status === 'closing' && input.lease && (!this.leaseHeld(r) || r.leaseToken === input.lease.token)) {
