@@ -20,6 +20,7 @@ import { median, now } from './lib';
 const argv = new Map(process.argv.slice(2).map((a) => [a.replace(/^--/, '').split('=')[0]!, a.split('=')[1] ?? '']));
 const SIZES = (argv.get('sizes') ?? '10,1000,10000').split(',').map(Number);
 const PUBLISHES = Number(argv.get('publishes') ?? 5);
+const BURST = Number(argv.get('burst') ?? 20);
 const MSG = { text: 'hello, room', from: 'ada' };
 
 interface Stats {
@@ -125,13 +126,26 @@ async function main(): Promise<void> {
         rd.commands.push((ra.calls - rb.calls) / size);
         rd.scripts.push(((await scriptCalls(redis)) - rs) / size);
       }
+      // A burst: BURST publishes, then each member's read takes them all at once.
+      const burst = { commands: [] as number[], scripts: [] as number[] };
+      for (let p = 0; p < 3; p++) {
+        const bb = await commandStats(redis);
+        const bs = await scriptCalls(redis);
+        for (let i = 0; i < BURST; i++) await bidi.hub.publish(group, MSG);
+        await readAll();
+        const ba = await commandStats(redis);
+        burst.commands.push((ba.calls - bb.calls) / (size * BURST));
+        burst.scripts.push(((await scriptCalls(redis)) - bs) / (size * BURST));
+      }
       rows.push(
-        `| ${size.toLocaleString('en-US')} | ${median(pub.rts)} | ${median(pub.scripts)} | ${median(pub.commands)} | ${median(pub.redisMs).toFixed(2)} | ${median(pub.wallMs).toFixed(2)} | ${median(rd.scripts).toFixed(1)} | ${median(rd.commands).toFixed(1)} |`,
+        `| ${size.toLocaleString('en-US')} | ${median(pub.rts)} | ${median(pub.scripts)} | ${median(pub.commands)} | ${median(pub.redisMs).toFixed(2)} | ${median(pub.wallMs).toFixed(2)} | ${median(rd.scripts).toFixed(1)} | ${median(rd.commands).toFixed(1)} | ${median(burst.scripts).toFixed(2)} | ${median(burst.commands).toFixed(1)} |`,
       );
       console.error(rows[rows.length - 1]);
     }
-    console.log('| members | publish: round trips | script calls | Redis commands (scripts included) | Redis time, ms | wall time, ms | each member\'s read: script calls | commands |');
-    console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    console.log(
+      `| members | publish: round trips | script calls | Redis commands (scripts included) | Redis time, ms | wall time, ms | each member's next read: script calls | its commands | burst of ${BURST} publishes, then one read per member: script calls per member per message | commands per member per message |`,
+    );
+    console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const row of rows) console.log(row);
   } finally {
     await bidi.dispose();
