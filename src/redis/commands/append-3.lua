@@ -62,7 +62,7 @@ local len = redis.call('LLEN', outKey)
 local wasEmpty = len == 0
 if num(f[5]) > 0 then
   if #ARGV < 7 + k then return {'groups', unpack(groupCursors(s, f[5]))} end
-  local st, pn, pbytes = applyPulls(s, outKey, ARGV, 7 + k, f[5], len, lbytes, last, tonumber(ARGV[3]), tonumber(ARGV[4]), true, k, bytes)
+  local st, pn, pbytes = applyPulls(s, outKey, ARGV, 7 + k, f[5], len, lbytes, tonumber(ARGV[3]), tonumber(ARGV[4]), true, k, bytes)
   if st == 'stale' then return {'groups', unpack(groupCursors(s, f[5]))} end
   if st ~= 'ok' then return {st} end
   -- The pulled entries took seqs last + 1 .. last + pn; this send's come after them.

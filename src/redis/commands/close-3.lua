@@ -41,7 +41,7 @@ if status == 'open' then
   if num(f[9]) > 0 then
     if #ARGV < 6 then return {'groups', unpack(groupCursors(s, f[9]))} end
     local len = redis.call('LLEN', KEYS[3])
-    local st, n, bytes = applyPulls(s, KEYS[3], ARGV, 6, f[9], len, num(f[10]), last, math.huge, math.huge, true, 0, 0)
+    local st, n, bytes = applyPulls(s, KEYS[3], ARGV, 6, f[9], len, num(f[10]), math.huge, math.huge, true, 0, 0)
     if st ~= 'ok' and st ~= 'overrun' then return {'groups', unpack(groupCursors(s, f[9]))} end
     if st == 'overrun' then
       reason = 'group-overrun'

@@ -58,7 +58,7 @@ if status == 'open' and num(f[9]) > 0 then
     local len = redis.call('LLEN', outKey)
     local lbytes = num(f[8])
     if trimmed > 0 then lbytes = num(redis.call('HGET', s, 'lbytes')) end
-    local st, n, bytes = applyPulls(s, outKey, ARGV, 10, f[9], len, lbytes, last, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
+    local st, n, bytes = applyPulls(s, outKey, ARGV, 10, f[9], len, lbytes, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
     if st == 'overrun' then
       beginClose(s, inKey, OVERRUN_REASON, last, channel, sharded)
       status = 'closing'

@@ -147,6 +147,9 @@ end
   the unacked bounds (`all`: every entry of every group the session is in,
   plus `extraN` messages of `extraB` bytes, must fit, else nothing moves).
 
+  `gn`: the session's group count; `len`, `lbytes`: its log's length and
+  bytes now. The caller records the new last seq and bytes.
+
   Returns status, messages added, bytes added:
     'ok'       entries (maybe none) appended at seqs last + 1 ..., cursors moved
     'full'     (`all`) not everything fits: nothing changed
@@ -155,7 +158,7 @@ end
     'overrun'  a group's log no longer holds entries this session never pulled:
                nothing changed; the caller closes the session
 ]]
-local function applyPulls(s, outKey, args, i, gn, len, lbytes, last, maxN, maxB, all, extraN, extraB)
+local function applyPulls(s, outKey, args, i, gn, len, lbytes, maxN, maxB, all, extraN, extraB)
   local P = tonumber(args[i])
   i = i + 1
   local hdr = {}
