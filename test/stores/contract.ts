@@ -1442,6 +1442,23 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         expect(r.jsons).toEqual(['"s1"', '"p1"', '"p2"', '"s2"', '"p3"', '"s3"', '"s4"']);
       });
 
+      it('appendMany (a broadcast) also puts a member\'s earlier publishes first, per session', async () => {
+        const g = uniqueGroup();
+        const a = await open();
+        const b = await open();
+        const loner = await open();
+        await store.join(a, g);
+        await store.join(b, g);
+        await store.publish(g, '"p1"', KEEP);
+        expect(await store.appendMany([a, loner, b], '"all"', ROOMY, newToken())).toEqual([
+          { status: 'ok', firstSeq: 2, lastSeq: 2 },
+          { status: 'ok', firstSeq: 1, lastSeq: 1 },
+          { status: 'ok', firstSeq: 2, lastSeq: 2 },
+        ]);
+        for (const sid of [a, b]) expect((await drainReads(sid)).jsons).toEqual(['"p1"', '"all"']);
+        expect((await drainReads(loner)).jsons).toEqual(['"all"']);
+      });
+
       it('keeps each group\'s order for a member of several groups, with contiguous seqs', async () => {
         const g1 = uniqueGroup();
         const g2 = uniqueGroup();
@@ -1561,6 +1578,21 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         for (let i = 1; i <= 3; i++) await store.publish(g, `"p${i}"`, { maxEntries: 1, maxAgeMs: LONG });
         expect(await store.close(sid, { reason: 'bye' })).toMatchObject({ status: 'ok', transitioned: true, reason: GROUP_OVERRUN_REASON });
         expect(await read(sid)).toMatchObject({ msgs: [], close: { seq: 1, reason: GROUP_OVERRUN_REASON } });
+      });
+
+      it('a group left empty drops its log; members joining later start from a new log', async () => {
+        const g = uniqueGroup();
+        const a = await open();
+        await store.join(a, g);
+        expect(await store.publish(g, '"p1"', KEEP)).toMatchObject({ gseq: 1 });
+        await store.leave(a, g);
+        expect(await store.publish(g, '"nobody"', KEEP)).toEqual({ status: 'ok', members: 0, gseq: 0 });
+        const b = await open();
+        await store.join(b, g);
+        await store.join(a, g);
+        expect(await store.publish(g, '"p2"', KEEP)).toEqual({ status: 'ok', members: 2, gseq: 1 });
+        expect((await drainReads(b)).jsons).toEqual(['"p2"']);
+        expect((await drainReads(a)).jsons).toEqual(['"p2"']);
       });
 
       it('closing and closed members pull nothing more', async () => {
