@@ -305,6 +305,11 @@ export class RedisStore implements Store {
           for (const listener of [...w.listeners]) listener({ type: 'message' });
         });
         w.groups.set(group, sub);
+        // A subscription that failed is tried again by the next read, not remembered.
+        const failed = sub;
+        sub.catch(() => {
+          if (w.groups.get(group) === failed) w.groups.delete(group);
+        });
       }
       waits.push(sub);
     }
@@ -438,17 +443,28 @@ export class RedisStore implements Store {
     if (!w) this.watched.set(sid, (w = { listeners: new Set(), groups: new Map() }));
     const entry: Listener = (event) => listener(event);
     w.listeners.add(entry);
-    const unsubscribe = await this.subs.add(this.keys.session(sid).channel, listener);
+    let unsubscribe: Unsubscribe;
+    try {
+      unsubscribe = await this.subs.add(this.keys.session(sid).channel, listener);
+    } catch (err) {
+      this.unwatch(sid, w, entry);
+      throw err;
+    }
     let done = false;
     return () => {
       if (done) return;
       done = true;
       unsubscribe();
-      w.listeners.delete(entry);
-      if (w.listeners.size > 0 || this.watched.get(sid) !== w) return;
-      this.watched.delete(sid);
-      for (const sub of w.groups.values()) void sub.then((u) => u());
+      this.unwatch(sid, w, entry);
     };
+  }
+
+  /** A listener of a watched session left: the last one takes the session's group subscriptions with it. */
+  private unwatch(sid: string, w: { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }, entry: Listener): void {
+    w.listeners.delete(entry);
+    if (w.listeners.size > 0 || this.watched.get(sid) !== w) return;
+    this.watched.delete(sid);
+    for (const sub of w.groups.values()) sub.then((u) => u(), () => {});
   }
 
   async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {
