@@ -78,11 +78,6 @@ export class RedisKeys {
     const members = this.group(group);
     return { members, log: `${members}:log`, meta: `${members}:m`, channel: `${members}:ev` };
   }
-
-  /** The field of the session hash that records membership of `group`. */
-  static groupField(group: string): string {
-    return `g:${group}`;
-  }
 }
 
 // --- Cluster slots (to group pipelines by node) -------------------------------------
