@@ -171,10 +171,14 @@ async function bidi(): Promise<void> {
       return { failed, ms: now() - start };
     },
     /**
-     * `count` messages to each sid, as fast as the store takes them: one broadcast per message, up to
-     * `inflight` broadcasts at a time (they stay in order: one store connection runs them in call order).
+     * `count` messages to each sid, as fast as the store takes them, up to `inflight` at a time (they stay
+     * in order: one store connection runs them in call order). As Socket.IO's `io.emit` fans out to a room,
+     * the sids first join one group (not timed) and each message is one `hub.publish` to it, written once
+     * whatever the group's size; BURST_FANOUT=broadcast: one `hub.broadcast(sids)` per message instead.
      */
     async burst({ sids, count, inflight = BURST_INFLIGHT }: { sids: string[]; count: number; inflight?: number }) {
+      const group = env.BURST_FANOUT === 'broadcast' ? undefined : `burst-${process.pid}-${now().toFixed(0)}`;
+      if (group) await Promise.all(sids.map((sid) => server.hub.join(sid, group)));
       const start = now();
       let failed = 0;
       let next = 0;
@@ -182,11 +186,14 @@ async function bidi(): Promise<void> {
         Array.from({ length: Math.min(inflight, count) }, async () => {
           while (next < count) {
             const i = next++;
-            failed += (await server.hub.broadcast(sids, { i, t: now() })).failed.length;
+            const r = group ? await server.hub.publish(group, { i, t: now() }) : await server.hub.broadcast(sids, { i, t: now() });
+            failed += r.failed.length;
           }
         }),
       );
-      return { failed, ms: now() - start };
+      const ms = now() - start;
+      if (group) await Promise.all(sids.map((sid) => server.hub.leave(sid, group)));
+      return { failed, ms };
     },
     /** Joins every sid to `group`, `inflight` at a time (store-cost setup). */
     async join({ sids, group, inflight = 50 }: { sids: string[]; group: string; inflight?: number }) {

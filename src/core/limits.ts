@@ -22,6 +22,10 @@ export interface Limits {
   maxSessions: number;
   /** Bytes of JSON for `session.user` plus `session.state`. */
   maxSessionDataBytes: number;
+  /** Entries a group's log keeps for members that have not pulled them yet (`hub.publish`). */
+  groupLogEntries: number;
+  /** Longest a group's log keeps an entry, ms. A member that falls further behind is closed ('group-overrun'). */
+  groupLogMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -35,6 +39,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxMessagesPerResponse: 500,
   maxSessions: 100_000,
   maxSessionDataBytes: 64 * 1024,
+  groupLogEntries: 1024,
+  groupLogMs: 10 * 60 * 1000,
 });
 
 export const DEFAULT_WAIT_MS = 25_000;

@@ -94,6 +94,11 @@ export class Outbox {
     this.report(err);
   }
 
+  /** The commit could not take them (the session is in groups): store them with a plain append now. */
+  async appendNow(items: Queued[]): Promise<void> {
+    if (items.length > 0) await this.appendAll(items);
+  }
+
   /** The delivery is over: later sends go straight to the store, after what is still queued. */
   async close(): Promise<void> {
     this.deferring = false;

@@ -12,7 +12,7 @@ import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, PROTOCOL_VERSION, STREAM_CONTENT_TYP
 import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
 import { leaseLost, Outbox } from './outbox';
-import type { AppendResult, CommitResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
+import type { AppendLimits, AppendResult, CommitResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
 import { newAppendId, newSessionId, newToken, utf8Length } from './util';
 
@@ -96,7 +96,12 @@ export interface SessionView<User = unknown, State = unknown> {
 export interface Hub<User = unknown, State = unknown> {
   send(sid: string, data: unknown, options?: SendOptions): Promise<number>;
   broadcast(sids: readonly string[], data: unknown): Promise<BroadcastResult>;
-  /** Send to every member of a group. */
+  /**
+   * Send to every member of a group: written once, whatever the group's size;
+   * each member gets it once, at its own next seq (README guarantee 12).
+   * `sent` is the number of members; `failed` is always empty (a member too
+   * far behind is closed with reason 'group-overrun' instead).
+   */
   publish(group: string, data: unknown): Promise<BroadcastResult>;
   close(sid: string, reason?: string): Promise<void>;
   join(sid: string, group: string): Promise<boolean>;
@@ -398,10 +403,9 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
           }
           const newState = this.stateToSave(session, savedState);
           const last = i === batch.length - 1;
-          const sends = await outbox.take();
-          let r: CommitResult;
-          try {
-            r = await this.store.commit(sid, {
+          let sends = await outbox.take();
+          const commit = () =>
+            this.store.commit(sid, {
               token,
               seq: msg.seq,
               stateJson: newState,
@@ -410,12 +414,21 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
               maxDeliver: this.limits.maxMessagesPerRequest,
               ...(sends.length > 0 ? { sends: { msgs: sends.map((q) => q.json), limits: this.limits } } : {}),
             });
+          let r: CommitResult;
+          try {
+            r = await commit();
+            if (r.status === 'pull') {
+              // A group member: its sends go after the groups' entries, by append, before the record.
+              await outbox.appendNow(sends);
+              sends = [];
+              r = await commit();
+            }
           } catch (err) {
             outbox.fail(sends, err);
             throw err;
           }
           lease.renewedAt = Date.now();
-          if (r.status === 'lost') {
+          if (r.status === 'lost' || r.status === 'pull') {
             outbox.fail(sends, leaseLost());
             return clientAck;
           }
@@ -523,7 +536,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     const sid = readSessionId(req);
     await this.authorize(req, sid);
     const { ack, wait, stream } = parseWatch(req.query, this.wait, this.maxWait);
-    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, req.signal);
+    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, req.signal, this.limits);
     let handedOff = false;
     try {
       // Subscribe before the first read so no wake-up can fall between them.
@@ -662,7 +675,16 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     return {
       send: (sid, data, options) => this.sendJson(sid, serialize(data), options),
       broadcast,
-      publish: async (group, data) => broadcast(await this.store.members(group), data),
+      publish: async (group, data) => {
+        const json = serialize(data);
+        if (utf8Length(json) > this.limits.maxMessageBytes) {
+          throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
+        }
+        await this.flushOutboxes();
+        // Written once to the group's log; members pull it into their own logs (docs/STORE.md, "Groups").
+        const r = await this.store.publish(group, json, { maxEntries: this.limits.groupLogEntries, maxAgeMs: this.limits.groupLogMs }, newAppendId());
+        return { sent: r.members, failed: [] };
+      },
       close: (sid, reason = 'server') => this.closeSession(sid, reason),
       join: (sid, group) => this.store.join(sid, group),
       leave: (sid, group) => this.store.leave(sid, group),
@@ -828,6 +850,8 @@ class WatchRun {
     readonly deadline: number,
     private readonly maxMessages: number,
     private readonly signal: AbortSignal | undefined,
+    /** The unacked bounds, for the group entries a read pulls in. */
+    private readonly limits?: AppendLimits,
   ) {}
 
   async subscribe(): Promise<void> {
@@ -860,6 +884,7 @@ class WatchRun {
       watchToken: this.token,
       claim,
       maxMessages: this.maxMessages,
+      ...(this.limits ? { limits: { maxUnackedMessages: this.limits.maxUnackedMessages, maxUnackedBytes: this.limits.maxUnackedBytes } } : {}),
       ...(after !== undefined ? { after: Math.max(after, this.ack) } : {}),
     });
   }

@@ -103,6 +103,12 @@ export interface CommitSent {
 export type CommitResult =
   /** The lease is gone (expired and taken, or the session vanished): stop delivering. */
   | { status: 'lost' }
+  /**
+   * Only with `sends`, on an open session that is a member of a group: nothing changed. Group
+   * entries published before the sends must come first, which the commit does not pull: append
+   * the sends (`append` pulls), then commit again without them.
+   */
+  | { status: 'pull' }
   /** Session is closing: the caller keeps the lease and must run onClose, then finishClose. */
   | { status: 'closing'; clientAck: number; reason: string; userJson: string; stateJson: string; sent?: CommitSent }
   /** `deliver` non-empty: keep going, lease extended. Empty with `next`: lease released. `sent` only when the input had `sends`. */
@@ -130,6 +136,11 @@ export interface ReadInput {
   claim: boolean;
   maxMessages: number;
   /**
+   * The session's unacked bounds, for the group entries this read pulls into
+   * its log (see `Store.publish`). Default: the default limits.
+   */
+  limits?: AppendLimits;
+  /**
    * A streaming watch's re-read: return only messages with a seq above this
    * (it sent the ones before). Trims nothing (only `ack` trims), and is not
    * activity: `lastSeen` and expiries stay as the stream's first read left
@@ -150,6 +161,25 @@ export type ReadResult =
       /** Present once the session is closing or closed. */
       close?: { seq: number; reason: string };
     };
+
+/** How long a group's log keeps an entry: both bounds apply, whichever trims first. */
+export interface GroupRetention {
+  /** Newest entries kept. */
+  maxEntries: number;
+  /** Entries older than this are dropped, ms (at the next publish). */
+  maxAgeMs: number;
+}
+
+/** The close reason of a member whose group log moved past entries it had not pulled yet. */
+export const GROUP_OVERRUN_REASON = 'group-overrun';
+
+export type PublishResult = {
+  status: 'ok';
+  /** Members of the group when the entry was written (0: nothing was written). */
+  members: number;
+  /** The entry's number in the group's log (0 when nothing was written). */
+  gseq: number;
+};
 
 export interface CloseInput {
   reason: string;
@@ -247,7 +277,17 @@ export interface Store {
   subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe>;
   /** Read-only look at sessions (missing ones are null). */
   inspect(sids: string[]): Promise<Array<SessionInfo | null>>;
-  /** Group membership, for fan-out to rooms. Closed sessions leave their groups. */
+  /**
+   * One message to every member of a group, written once (the group's log),
+   * whatever the group's size; each member pulls it into its own log, in its
+   * own seq order, at its next `read` or `append` (see docs/STORE.md, "Groups").
+   * Wakes members' watches. `id` as for `append`: a repeat writes nothing more.
+   */
+  publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult>;
+  /**
+   * Group membership, for fan-out to rooms. A member gets the entries published
+   * after its join (none from before). Closed sessions leave their groups.
+   */
   join(sid: string, group: string): Promise<boolean>;
   leave(sid: string, group: string): Promise<void>;
   members(group: string): Promise<string[]>;

@@ -12,11 +12,26 @@
  *   bidi:{sessions}         ZSET   sid -> when to look at it again (expiry sweep, maxSessions)
  *   bidi:{sessions}:sweep   STRING the store-wide sweep lease
  *   bidi:group:{<group>}    SET    the sids in a group
+ *   bidi:group:{<group>}:log LIST  the group's log: '<time µs>|<json>' entries, oldest first
+ *   bidi:group:{<group>}:m  HASH   the log's counters (epoch, last gseq, oldest time, publish ids)
+ *   bidi:group:{<group>}:ev channel: one wake-up per publish, for watches of members
  *
  * The `{...}` hash tags put every key of one session (and its channel) in one
  * Redis Cluster slot, so one Lua script can touch them all; the two
- * store-wide keys share the tag `{sessions}` so the sweep script can use both.
+ * store-wide keys share the tag `{sessions}` so the sweep script can use both;
+ * a group's keys share the group's own tag.
  */
+
+export interface GroupKeys {
+  /** The sids in the group (SET). */
+  members: string;
+  /** The group's log (LIST). */
+  log: string;
+  /** The log's counters (HASH). */
+  meta: string;
+  /** Pub/sub channel: one wake-up per publish. */
+  channel: string;
+}
 
 export interface SessionKeys {
   /** The session record (HASH). */
@@ -59,9 +74,9 @@ export class RedisKeys {
     return `${this.prefix}group:{${group}}`;
   }
 
-  /** The field of the session hash that records membership of `group`. */
-  static groupField(group: string): string {
-    return `g:${group}`;
+  groupKeys(group: string): GroupKeys {
+    const members = this.group(group);
+    return { members, log: `${members}:log`, meta: `${members}:m`, channel: `${members}:ev` };
   }
 }
 

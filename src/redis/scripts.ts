@@ -18,7 +18,12 @@ import create from './commands/create-2.lua';
 import expireCheck from './commands/expire-check-3.lua';
 import finishClose from './commands/finish-close-3.lua';
 import session from './commands/includes/session.lua';
+import groupJoin from './commands/group-join-2.lua';
+import groupLeave from './commands/group-leave-3.lua';
+import groupTail from './commands/group-tail-2.lua';
 import join from './commands/join-1.lua';
+import leave from './commands/leave-1.lua';
+import publish from './commands/publish-3.lua';
 import read from './commands/read-3.lua';
 import receive from './commands/receive-3.lua';
 import renew from './commands/renew-1.lua';
@@ -41,6 +46,11 @@ export const SCRIPTS = {
   bidiFinishClose: { numberOfKeys: 3, lua: session + finishClose },
   bidiExpireCheck: { numberOfKeys: 3, lua: session + expireCheck },
   bidiJoin: { numberOfKeys: 1, lua: join },
+  bidiLeave: { numberOfKeys: 1, lua: leave },
+  bidiGroupJoin: { numberOfKeys: 2, lua: groupJoin },
+  bidiGroupLeave: { numberOfKeys: 3, lua: groupLeave },
+  bidiGroupTail: { numberOfKeys: 2, lua: groupTail },
+  bidiPublish: { numberOfKeys: 3, lua: publish },
   bidiAdmit: { numberOfKeys: 1, lua: admit },
   bidiSweep: { numberOfKeys: 2, lua: sweep },
 } satisfies Record<string, ScriptDefinition>;

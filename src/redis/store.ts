@@ -17,6 +17,8 @@ import type {
   CommitSent,
   CreateInput,
   CreateResult,
+  GroupRetention,
+  PublishResult,
   ReadInput,
   ReadResult,
   ReceiveInput,
@@ -31,6 +33,8 @@ import type {
   Unsubscribe,
 } from '../core/store';
 import { BidiError } from '../core/errors';
+import { GROUP_OVERRUN_REASON } from '../core/store';
+import { DEFAULT_LIMITS } from '../core/limits';
 import { keySlot, RedisKeys } from './keys';
 import type { ScriptedRedis, ScriptName } from './scripts';
 import { defineScripts } from './scripts';
@@ -89,6 +93,22 @@ interface BatchItem {
   add(pipeline: ScriptedPipeline): void;
 }
 
+/** What a group's log holds after a member's cursor (group-tail-2's answer). */
+interface GroupTail {
+  group: string;
+  cursor: string;
+  epoch: string;
+  /** 'c': every entry after the cursor is here; 'p': the first ones; 'o': overrun. */
+  state: string;
+  entries: Array<{ gseq: number; t: number; json: string }>;
+}
+
+/** Attempts of an append whose session's groups keep moving under it (another pull, a join) before it gives up. */
+const APPEND_ATTEMPTS = 8;
+
+/** Entries a close pulls per group at most: all a group log keeps, unless `groupLogEntries` was set above it. */
+const CLOSE_PULL_MAX = 10_000_000;
+
 /** Sweep rounds per call at most: each round re-scores the candidates that were not due yet. */
 const SWEEP_ROUNDS = 10;
 /**
@@ -110,6 +130,12 @@ export class RedisStore implements Store {
   private readonly tombstoneMs?: number;
   private readonly safetyTtl: (idleMs: number) => number;
   private readonly subs: Subscriptions;
+  /**
+   * Sessions this store has listeners for, and the group channels it listens
+   * to on their behalf (learnt from reads): a publish wakes them with one
+   * message on the group's channel, whatever the group's size.
+   */
+  private readonly watched = new Map<string, { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }>();
 
   constructor(options: RedisStoreOptions) {
     if (!options || !options.redis) throw new TypeError('bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
@@ -182,7 +208,8 @@ export class RedisStore implements Store {
     const r = (await this.redis.bidiCommit(...args)) as Reply;
     switch (r[0]) {
       case 'lost':
-        return { status: 'lost' };
+      case 'pull':
+        return { status: r[0] };
       case 'closing': {
         const result: CommitResult = { status: 'closing', clientAck: Number(r[1]), reason: String(r[2]), userJson: String(r[3]), stateJson: String(r[4]) };
         const sent = commitSent(r, 5);
@@ -205,28 +232,117 @@ export class RedisStore implements Store {
   }
 
   async append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult> {
-    const k = this.keys.session(sid);
-    const r = (await this.redis.bidiAppend(k.s, k.out, k.aids, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, appendIdArg(id), ...msgs)) as Reply;
-    return appendResult(r);
+    return (await this.appendAll([sid], msgs, limits, appendIdArg(id)))[0]!;
   }
 
   /** One pipeline (one round trip; on a Cluster, one per node, in parallel) for any number of sessions. */
   async appendMany(sids: string[], msg: string, limits: AppendLimits, id?: string): Promise<AppendResult[]> {
     if (sids.length === 0) return [];
-    const idArg = appendIdArg(id);
-    const keys = sids.map((sid) => this.keys.session(sid));
-    const replies = await this.batch(
-      keys.map((k) => ({
-        key: k.s,
-        add: (p) => p.bidiAppend(k.s, k.out, k.aids, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, idArg, msg),
-      })),
-    );
-    return replies.map((r) => appendResult(r as Reply));
+    return this.appendAll(sids, [msg], limits, appendIdArg(id));
   }
 
+  /**
+   * The append script on each session; those in groups answer with their
+   * groups first (nothing changed), so: read those groups' logs after their
+   * cursors (one pipeline), then append again with the entries, which go
+   * before the messages. A session whose groups moved meanwhile answers with
+   * its groups again.
+   */
+  private async appendAll(sids: string[], msgs: string[], limits: AppendLimits, idArg: string): Promise<AppendResult[]> {
+    const keys = sids.map((sid) => this.keys.session(sid));
+    const results: AppendResult[] = new Array(sids.length);
+    const blocks = new Map<number, Arg[]>();
+    const args = (i: number): Arg[] => {
+      const k = keys[i]!;
+      return [k.s, k.out, k.aids, k.channel, this.sharded, limits.maxUnackedMessages, limits.maxUnackedBytes, idArg, msgs.length, ...msgs, ...(blocks.get(i) ?? [])];
+    };
+    let todo = sids.map((_, i) => i);
+    for (let attempt = 0; todo.length > 0; attempt++) {
+      if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: append kept finding the session\'s groups changed under it');
+      const replies =
+        todo.length === 1 && sids.length === 1
+          ? [await this.redis.bidiAppend(...args(todo[0]!))]
+          : await this.batch(todo.map((i) => ({ key: keys[i]!.s, add: (p: ScriptedPipeline) => p.bidiAppend(...args(i)) })));
+      const again: Array<[number, Array<[string, string]>]> = [];
+      for (let j = 0; j < todo.length; j++) {
+        const i = todo[j]!;
+        const r = replies[j] as Reply;
+        if (r[0] === 'groups') again.push([i, namePairs(r, 1)]);
+        else if (r[0] === 'overrun') {
+          await this.close(sids[i]!, { reason: GROUP_OVERRUN_REASON });
+          results[i] = { status: 'closed' };
+        } else results[i] = appendResult(r);
+      }
+      if (again.length > 0) {
+        const wanted = new Map<string, [string, string]>();
+        for (const [, cursors] of again) for (const c of cursors) wanted.set(c.join('\n'), c);
+        const tails = await this.groupTails([...wanted.values()], limits.maxUnackedMessages);
+        const byCursor = new Map(tails.map((t) => [`${t.group}\n${t.cursor}`, t]));
+        for (const [i, cursors] of again) blocks.set(i, pullBlock(cursors.map((c) => byCursor.get(c.join('\n'))!)));
+      }
+      todo = again.map(([i]) => i);
+    }
+    return results;
+  }
+
+  async publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult> {
+    const g = this.keys.groupKeys(group);
+    const r = (await this.redis.bidiPublish(g.members, g.log, g.meta, g.channel, this.sharded, retention.maxEntries, retention.maxAgeMs, appendIdArg(id), msg)) as Reply;
+    return { status: 'ok', members: Number(r[0]), gseq: Number(r[1]) };
+  }
+
+  /** The entries of each group's log after a member's cursor (read-only; one pipeline, on a Cluster one per node). */
+  private async groupTails(cursors: Array<[string, string]>, max: number): Promise<GroupTail[]> {
+    const replies = await this.batch(
+      cursors.map(([group, cursor]) => {
+        const g = this.keys.groupKeys(group);
+        return { key: g.log, add: (p: ScriptedPipeline) => p.bidiGroupTail(g.log, g.meta, cursor, max) };
+      }),
+    );
+    return replies.map((reply, i) => {
+      const r = reply as Reply;
+      const from = Number(r[1]);
+      const entries: GroupTail['entries'] = [];
+      for (let j = 3; j + 1 < r.length; j += 2) entries.push({ gseq: from + 1 + (j - 3) / 2, t: Number(r[j]), json: String(r[j + 1]) });
+      return { group: cursors[i]![0], cursor: cursors[i]![1], epoch: String(r[0]), state: String(r[2]), entries };
+    });
+  }
+
+  /** Listens to the channels of the session's groups on behalf of its listeners here; resolves once they are active. */
+  private async watchGroups(sid: string, groups: string[]): Promise<void> {
+    const w = this.watched.get(sid);
+    if (!w) return;
+    const waits: Array<Promise<Unsubscribe>> = [];
+    for (const group of groups) {
+      let sub = w.groups.get(group);
+      if (!sub) {
+        sub = this.subs.add(this.keys.groupKeys(group).channel, () => {
+          for (const listener of [...w.listeners]) listener({ type: 'message' });
+        });
+        w.groups.set(group, sub);
+        // A subscription that failed is tried again by the next read, not remembered.
+        const failed = sub;
+        sub.catch(() => {
+          if (w.groups.get(group) === failed) w.groups.delete(group);
+        });
+      }
+      waits.push(sub);
+    }
+    await Promise.all(waits);
+  }
+
+  /**
+   * The read script; for a session in groups it also answers their cursors:
+   * then (once this store listens to those groups' channels for the session's
+   * listeners, so no publish after this point goes unnoticed) read the
+   * groups' logs after the cursors and, if they hold anything, read again
+   * with those entries, which the script appends under a compare-and-set on
+   * each cursor.
+   */
   async read(sid: string, input: ReadInput): Promise<ReadResult> {
     const k = this.keys.session(sid);
-    const r = (await this.redis.bidiRead(
+    const limits = input.limits ?? DEFAULT_LIMITS;
+    const args: Arg[] = [
       k.s,
       k.in,
       k.out,
@@ -236,21 +352,44 @@ export class RedisStore implements Store {
       input.watchToken,
       input.claim ? '1' : '0',
       input.maxMessages,
-      ...(input.after !== undefined ? [input.after] : []),
-    )) as Reply;
+      input.after ?? '',
+      limits.maxUnackedMessages,
+      limits.maxUnackedBytes,
+    ];
+    let r = (await this.redis.bidiRead(...args)) as Reply;
+    if (r[0] === 'ok' && Number(r[6]) > 0) {
+      const cursors = namePairs(r, 7, Number(r[6]));
+      await this.watchGroups(sid, cursors.map(([group]) => group));
+      const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
+      if (tails.length > 0) {
+        args[7] = '0'; // claimed (or not) by the first call
+        r = (await this.redis.bidiRead(...args, ...pullBlock(tails))) as Reply;
+        // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
+        if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);
+      }
+    }
     if (r[0] === 'unknown') return { status: 'unknown' };
     if (r[0] === 'invalid-ack') return { status: 'invalid-ack', lastSeq: Number(r[1]) };
-    const first = Number(r[5]);
+    const at = 7 + 2 * Number(r[6]);
+    const first = Number(r[at]);
     const msgs: StoredMessage[] = [];
-    for (let i = 6; i < r.length; i++) msgs.push({ seq: first + i - 6, json: String(r[i]) });
+    for (let i = at + 1; i < r.length; i++) msgs.push({ seq: first + i - at - 1, json: String(r[i]) });
     const result: ReadResult = { status: 'ok', msgs, clientAck: Number(r[1]), superseded: r[2] === 1 };
     if (Number(r[3]) > 0) result.close = { seq: Number(r[3]), reason: String(r[4]) };
     return result;
   }
 
+  /** The close script; an open session in groups first answers its cursors, and its pending group entries are pulled before the marker. */
   async close(sid: string, input: CloseInput): Promise<CloseResult> {
     const k = this.keys.session(sid);
-    const r = (await this.redis.bidiClose(k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0)) as Reply;
+    const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0];
+    let r = (await this.redis.bidiClose(...args)) as Reply;
+    for (let attempt = 0; r[0] === 'groups'; attempt++) {
+      if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: close kept finding the session\'s groups changed under it');
+      // Every pending entry, whatever the unacked bounds: the group logs' retention bounds them.
+      const tails = await this.groupTails(namePairs(r, 1), CLOSE_PULL_MAX);
+      r = (await this.redis.bidiClose(...args, ...pullBlock(tails))) as Reply;
+    }
     if (r[0] === 'unknown') return { status: 'unknown' };
     const transitioned = r[1] === 1;
     const leased = r[2] === 1;
@@ -267,8 +406,8 @@ export class RedisStore implements Store {
     if (r[0] !== 'ok') return;
     const items: BatchItem[] = [{ key: this.keys.sessions, add: (p) => p.zrem(this.keys.sessions, sid) }];
     for (const group of r.slice(1)) {
-      const g = this.keys.group(String(group));
-      items.push({ key: g, add: (p) => p.srem(g, sid) });
+      const g = this.keys.groupKeys(String(group));
+      items.push({ key: g.members, add: (p) => p.bidiGroupLeave(g.members, g.log, g.meta, sid) });
     }
     await this.batch(items);
   }
@@ -314,8 +453,33 @@ export class RedisStore implements Store {
   }
 
   /** Resolves once Redis confirmed the (S)SUBSCRIBE, or at once when this store already listens to the session. */
-  subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe> {
-    return this.subs.add(this.keys.session(sid).channel, listener);
+  async subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe> {
+    let w = this.watched.get(sid);
+    if (!w) this.watched.set(sid, (w = { listeners: new Set(), groups: new Map() }));
+    const entry: Listener = (event) => listener(event);
+    w.listeners.add(entry);
+    let unsubscribe: Unsubscribe;
+    try {
+      unsubscribe = await this.subs.add(this.keys.session(sid).channel, listener);
+    } catch (err) {
+      this.unwatch(sid, w, entry);
+      throw err;
+    }
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      unsubscribe();
+      this.unwatch(sid, w, entry);
+    };
+  }
+
+  /** A listener of a watched session left: the last one takes the session's group subscriptions with it. */
+  private unwatch(sid: string, w: { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }, entry: Listener): void {
+    w.listeners.delete(entry);
+    if (w.listeners.size > 0 || this.watched.get(sid) !== w) return;
+    this.watched.delete(sid);
+    for (const sub of w.groups.values()) sub.then((u) => u(), () => {});
   }
 
   async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {
@@ -333,34 +497,27 @@ export class RedisStore implements Store {
   }
 
   /**
-   * The group set first, then the session's own record of it (a script that
-   * refuses a session that is not open); a refusal takes the set entry back
-   * unless the session was already a member. This order leaves no entry
-   * behind when the session finishes closing at the same moment.
+   * The group's side first (the set, and where its log stands: the member's
+   * cursor), then the session's own record of it (a script that refuses a
+   * session that is not open); a refusal takes the set entry back unless the
+   * session was already a member. This order leaves no entry behind when the
+   * session finishes closing at the same moment.
    */
   async join(sid: string, group: string): Promise<boolean> {
-    const g = this.keys.group(group);
-    const s = this.keys.record(sid);
-    let joined: number;
-    if (this.cluster) {
-      await this.redis.sadd(g, sid);
-      joined = (await this.redis.bidiJoin(s, group)) as number;
-    } else {
-      const p = this.redis.pipeline() as ScriptedPipeline;
-      p.sadd(g, sid);
-      p.bidiJoin(s, group);
-      joined = (await execPipeline(p))[1] as number;
-    }
-    if (joined === 0) await this.redis.srem(g, sid);
+    const g = this.keys.groupKeys(group);
+    const k = this.keys.session(sid);
+    const at = (await this.redis.bidiGroupJoin(g.members, g.meta, sid)) as Reply;
+    const joined = (await this.redis.bidiJoin(k.s, group, `${at[0]}:${at[1]}`, k.channel, this.sharded)) as number;
+    if (joined === 0) await this.redis.bidiGroupLeave(g.members, g.log, g.meta, sid);
     return joined === 1;
   }
 
   async leave(sid: string, group: string): Promise<void> {
-    const g = this.keys.group(group);
+    const g = this.keys.groupKeys(group);
     const s = this.keys.record(sid);
     await this.batch([
-      { key: s, add: (p) => p.hdel(s, RedisKeys.groupField(group)) },
-      { key: g, add: (p) => p.srem(g, sid) },
+      { key: s, add: (p) => p.bidiLeave(s, group) },
+      { key: g.members, add: (p) => p.bidiGroupLeave(g.members, g.log, g.meta, sid) },
     ]);
   }
 
@@ -434,6 +591,36 @@ async function execPipeline(p: ChainableCommander): Promise<unknown[]> {
 function pairs(r: Reply, from: number): StoredMessage[] {
   const out: StoredMessage[] = [];
   for (let i = from; i + 1 < r.length; i += 2) out.push({ seq: Number(r[i]), json: String(r[i + 1]) });
+  return out;
+}
+
+/** `count` (default: to the end) name, value pairs from index `from` of a reply. */
+function namePairs(r: Reply, from: number, count = (r.length - from) / 2): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i < count; i++) out.push([String(r[from + 2 * i]), String(r[from + 2 * i + 1])]);
+  return out;
+}
+
+/**
+ * The pull block the session scripts take (applyPulls in
+ * commands/includes/session.lua): the groups with the cursors their tails
+ * were read at, then every entry, interleaved across groups by publish time
+ * (each group's own entries stay in their order, whatever the clocks do).
+ */
+function pullBlock(tails: GroupTail[]): Arg[] {
+  const out: Arg[] = [tails.length];
+  const all: Array<{ gi: number; gseq: number; t: number; json: string }> = [];
+  tails.forEach((tail, gi) => {
+    out.push(tail.group, tail.cursor, tail.epoch, tail.state);
+    let t = -Infinity;
+    for (const e of tail.entries) {
+      t = Math.max(t, e.t);
+      all.push({ gi: gi + 1, gseq: e.gseq, t, json: e.json });
+    }
+  });
+  all.sort((a, b) => a.t - b.t); // stable
+  out.push(all.length);
+  for (const e of all) out.push(e.gi, e.gseq, e.json);
   return out;
 }
 

@@ -9,9 +9,11 @@
  * resend the commands whose replies it lost; every store script must be safe
  * to run twice (test/chaos/redis-resend.test.ts pins each one down).
  *
- * It runs twice: with plain watches, and with streaming watches of which the
- * balancer cuts 5 % midway (status, headers and part of the frames, then a
- * reset).
+ * It runs three times: with plain watches, with streaming watches of which
+ * the balancer cuts 5 % midway (status, headers and part of the frames, then
+ * a reset), and in groups mode (server → client traffic as publishes to 4
+ * groups, each member pulling every one of its group's 100 items once, in
+ * order).
  */
 import { formatReport, runChaos } from './run';
 
@@ -20,11 +22,12 @@ jest.setTimeout(180_000);
 const SEED = Number(process.env.SEED ?? 20_240_601);
 
 const VARIANTS = [
-  { name: 'plain watches', stream: false, cutStream: 0 },
-  { name: 'streaming watches, 5 % of responses cut midway', stream: true, cutStream: 0.05 },
+  { name: 'plain watches', stream: false, cutStream: 0, groups: undefined },
+  { name: 'streaming watches, 5 % of responses cut midway', stream: true, cutStream: 0.05, groups: undefined },
+  { name: 'groups: 100 publishes to each of 4 groups of 5 members, instead of pushes', stream: false, cutStream: 0, groups: 4 },
 ];
 
-describe.each(VARIANTS)('chaos, short: $name', ({ stream, cutStream }) => {
+describe.each(VARIANTS)('chaos, short: $name', ({ stream, cutStream, groups }) => {
   it(`20 sessions × 100 messages each way under faults, a SIGKILL and a Redis crash: nothing lost, duplicated or reordered (seed ${SEED})`, async () => {
     const lines: string[] = [];
     const report = await runChaos({
@@ -34,6 +37,7 @@ describe.each(VARIANTS)('chaos, short: $name', ({ stream, cutStream }) => {
       instances: 3,
       faults: { dropRequest: 0.1, dropResponse: 0.1, duplicate: 0.05, maxDelayMs: 50, cutStream },
       stream,
+      groups,
       killAtProgress: [0.3],
       redisRestartAt: 0.6,
       redisRestartSignal: 'kill',

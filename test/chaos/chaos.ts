@@ -25,6 +25,9 @@
  *   --no-resend     RESEND=0    instances' ioredis with autoResendUnfulfilledCommands: false
  *                               (and a commandTimeout): the other way to configure ioredis
  *   --stream        STREAM=1    clients use streaming watches (combine with --cut to cut them midway)
+ *   --groups N      GROUPS      groups mode: sessions join N groups, and the server → client
+ *                               traffic is MESSAGES publishes per group (written once, pulled
+ *                               by every member) instead of pushes per session; default 0 (off)
  *   --no-redis-restart          skip the Redis crash
  *   --json FILE     JSON        also write the report as JSON
  *
@@ -73,6 +76,7 @@ async function main(): Promise<void> {
     redisRestartSignal: signal,
     resend: !(process.argv.includes('--no-resend') || process.env.RESEND === '0'),
     stream: process.argv.includes('--stream') || process.env.STREAM === '1',
+    groups: Math.floor(num('groups', 'GROUPS', 0)) || undefined,
     durationMs: num('duration', 'DURATION', 900) * 1000,
     drainMs: num('drain', 'DRAIN', 120) * 1000,
     progressEveryMs: 5000,

@@ -167,6 +167,40 @@ describe('a store command whose reply is lost (Redis crash after fsync, or a net
     for (const sid of sids) expect(await log(sid)).toEqual(['"warm-up"', '"news"']);
   });
 
+  it('hub.publish whose reply is lost writes the group log once: each member gets the message once', async () => {
+    const sids = [await newSession(), await newSession()];
+    for (const sid of sids) await server.hub.join(sid, 'resend-room');
+    await server.hub.publish('resend-room', 'warm-up');
+    expect(await cut(() => server.hub.publish('resend-room', 'news'))).toEqual({ sent: 2, failed: [] });
+    await server.hub.publish('resend-room', 'after');
+    for (const sid of sids) expect(await log(sid)).toEqual(['"warm-up"', '"news"', '"after"']);
+  });
+
+  it('a read whose pull reply is lost pulls each group entry once (the cursor compare-and-set refuses the repeat)', async () => {
+    const sid = await newSession();
+    await server.hub.join(sid, 'resend-pull');
+    await server.hub.publish('resend-pull', 'one');
+    expect(await log(sid)).toEqual(['"one"']);
+    await server.hub.publish('resend-pull', 'cut-this-pull');
+    const before = cutter.cuts;
+    cutter.arm('cut-this-pull');
+    expect(await log(sid)).toEqual(['"one"', '"cut-this-pull"']);
+    expect(cutter.cuts).toBe(before + 1);
+    expect(await log(sid)).toEqual(['"one"', '"cut-this-pull"']);
+    expect((await store.inspect([sid]))[0]).toMatchObject({ lastSeq: 2 });
+  });
+
+  it('a send whose pull-and-append reply is lost stores the group entry and the message once, in order', async () => {
+    const sid = await newSession();
+    await server.hub.join(sid, 'resend-send');
+    await server.hub.publish('resend-send', 'cut-this-send-pull');
+    const before = cutter.cuts;
+    cutter.arm('cut-this-send-pull');
+    expect(await server.hub.send(sid, 'mine')).toBe(2);
+    expect(cutter.cuts).toBe(before + 1);
+    expect(await log(sid)).toEqual(['"cut-this-send-pull"', '"mine"']);
+  });
+
   it('open whose create reply is lost answers 201, and the session it names is the one created', async () => {
     expect((await request('POST', '', undefined, { v: 1 })).status).toBe(201);
     const before = cutter.cuts;

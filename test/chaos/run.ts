@@ -60,6 +60,14 @@ export interface ChaosOptions {
   durationMs: number;
   /** Then wait this long at most for what is in flight (ms). */
   drainMs: number;
+  /**
+   * Groups mode: sessions join `groups` groups (session k joins group k mod
+   * groups at open) and the server → client traffic is `messages`
+   * publishes to each group (written once, pulled by every member) instead
+   * of pushes to each session. Each member must get its group's items 1..n
+   * once, in order, at contiguous seqs.
+   */
+  groups?: number;
   /** Most client messages sent and not yet acked, per session. */
   outstanding?: number;
   progressEveryMs?: number;
@@ -212,6 +220,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         requestTimeoutMs: 10_000,
         closeTimeoutMs: 30_000,
         ...(o.stream ? { stream: true } : {}),
+        ...(o.groups ? { meta: { group: `g${k % o.groups}` } } : {}),
       });
       const run: SessionRun = {
         k,
@@ -233,8 +242,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         },
       };
       client.on('message', (data: unknown, info: { seq: number }) => {
-        const d = data as { k: number; s: number; t: number };
-        run.received.push([info.seq, d.k === k ? d.s : -1, Date.now() - d.t]);
+        const d = data as { k: number; s: number; t: number; g?: number };
+        const mine = o.groups ? d.g === k % o.groups : d.k === k;
+        run.received.push([info.seq, mine ? d.s : -1, Date.now() - d.t]);
         run.kick();
       });
       client.on('retry', (r: RetryInfo) => {
@@ -264,9 +274,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     // --- chaos agents ----------------------------------------------------------------------------
     const total = 2 * o.sessions * o.messages;
+    /** Groups mode: items 1..n published and confirmed, per group. */
+    const published = Array.from({ length: o.groups ?? 0 }, () => 0);
     const progress = () => {
       let n = 0;
-      for (const r of runs) n += r.acked + r.confirmed.size;
+      for (const r of runs) n += r.acked + (o.groups ? published[r.k % o.groups]! : r.confirmed.size);
       return n / total;
     };
     let trafficOver = false;
@@ -408,7 +420,51 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       }
     };
 
-    await Promise.all(runs.filter((r) => r.sid).flatMap((r) => (process.env.CHAOS_NO_PUSH ? [sender(r)] : [sender(r), pusher(r)])));
+    /** Groups mode: one publisher per group, one publish in flight, retried under its id until answered. */
+    const publisher = async (g: number) => {
+      const rand = rng(o.seed * 15485863 + g);
+      const members = runs.filter((r) => r.k % o.groups! === g);
+      const stillGoing = () => Date.now() < deadline && members.some((r) => !r.closeEvent);
+      for (let item = 1; item <= o.messages && stillGoing(); item++) {
+        // Stay well within the group log's retention of the slowest member.
+        while (stillGoing() && members.some((r) => !r.closeEvent && published[g]! - r.received.length >= outstanding * 2)) await nextEvent(members.find((r) => !r.closeEvent)!);
+        const pushId = `g${g}-${item}`;
+        let delay = 10;
+        let answered = false;
+        for (let attempt = 0; stillGoing(); attempt++) {
+          if (attempt > 0) {
+            pushRetries++;
+            await sleep(Math.floor(rand() * delay));
+            delay = Math.min(delay * 2, 500);
+          }
+          pushRequests++;
+          try {
+            const reply = await fetch(base + '/publish', {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ group: `g${g}`, pushId, item: { g, s: item } }),
+              signal: AbortSignal.timeout(15_000),
+            });
+            await reply.text();
+            if (reply.status === 200) {
+              answered = true;
+              break;
+            }
+          } catch {
+            // dropped, cut, timed out: retry with the same id
+          }
+        }
+        if (!answered) break;
+        published[g] = item;
+        if (item % 10 === 0) await sleep(Math.floor(rand() * 10));
+      }
+    };
+
+    const live = runs.filter((r) => r.sid);
+    await Promise.all([
+      ...live.map((r) => sender(r)),
+      ...(o.groups ? Array.from({ length: o.groups }, (_, g) => publisher(g)) : process.env.CHAOS_NO_PUSH ? [] : live.map((r) => pusher(r))),
+    ]);
     capped = Date.now() >= deadline;
     const drainUntil = Date.now() + o.drainMs;
     // Wait for what is in flight: every send acked, every confirmed push delivered.
@@ -416,7 +472,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       runs.every(
         (r) =>
           !!r.closeEvent ||
-          (r.acked + r.rejected >= r.sent && r.received.length >= maxSeq(r.confirmed)),
+          (r.acked + r.rejected >= r.sent && r.received.length >= (o.groups ? published[r.k % o.groups]! : maxSeq(r.confirmed))),
       );
     while (!settled() && Date.now() < drainUntil) await sleep(50);
     const trafficMs = Date.now() - trafficStart;
@@ -497,6 +553,33 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (closes !== null) {
         onCloseRuns++;
         if (Number(closes) > 1) onCloseRepeated++;
+      }
+
+      // server → client, groups mode: the group's items 1..published, once each, in order, at contiguous seqs
+      if (o.groups) {
+        const lastSeq = info?.lastSeq ?? 0;
+        const n = published[r.k % o.groups]!;
+        s2c.sent += n;
+        const gotSeq = new Set<number>();
+        const gotItem = new Set<number>();
+        let maxItem = 0;
+        for (const [seq, item, latency] of r.received) {
+          if (gotSeq.has(seq) || gotItem.has(item)) {
+            s2c.duplicated++;
+            continue;
+          }
+          if (item < 0) integrityErrors.push(`s2c session ${r.k}: seq ${seq} carried another group's item`);
+          gotSeq.add(seq);
+          gotItem.add(item);
+          if (item < maxItem) s2c.reordered++;
+          maxItem = Math.max(maxItem, item);
+          if (item <= n) s2c.delivered++;
+          s2cLat.push(latency);
+        }
+        for (let item = 1; item <= n; item++) if (!gotItem.has(item)) s2c.lost++;
+        // Every seq the session assigned was one of its group's items, and it got each one.
+        for (let seq = 1; seq <= lastSeq; seq++) if (!gotSeq.has(seq)) integrityErrors.push(`s2c session ${r.k}: seq ${seq} assigned, never delivered`);
+        continue;
       }
 
       // server → client

@@ -297,6 +297,24 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
           expect(got.close).toMatchObject({ seq: 5, reason: 'done' });
         });
 
+        it('a group member: a publish that resolved before the handler sent comes first', async () => {
+          const { t, wire } = await serve({
+            async onOpen(session) {
+              await session.join('room');
+            },
+            onMessage(session, data) {
+              session.send({ reply: data });
+            },
+          });
+          const sid = await wire.openSid();
+          await t.hub.publish('room', 'news');
+          expect((await wire.send(sid, [[1, 'hi']])).body).toEqual({ ack: 1 });
+          expect((await wire.collect(sid, 2)).msgs).toEqual([
+            [1, 'news'],
+            [2, { reply: 'hi' }],
+          ]);
+        });
+
         it('a delivery record lost in a crash takes its sends with it: the redelivered message sends them once', async () => {
           let failNextCommit = false;
           let crashed = false;
@@ -381,6 +399,83 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
         expect(result.sent).toBe(19);
         expect(result.failed.map((f) => f.code).sort()).toEqual(['SESSION_CLOSED', 'UNKNOWN_SESSION']);
         for (const sid of sids.slice(1)) expect((await wire.collect(sid, 1)).msgs).toEqual([[1, { hi: true }]]);
+      });
+    });
+
+    describe('groups: publish writes once, each member gets it once in its order (invariant 12)', () => {
+      it('reaches every member once, after what was sent before it and before what is sent after it; not non-members', async () => {
+        const { t, wire } = await serve({
+          onOpen: (session, req) => ((req.meta as { room?: boolean })?.room ? session.join('room') : undefined),
+          async onMessage(session, data) {
+            // In a handler: a publish, then a send of its own; the member sees them in that order.
+            await t.hub.publish('room', { said: data });
+            await session.send({ ok: data });
+          },
+        });
+        const open = (room: boolean) => wire.openSid({ room });
+        const a = await open(true);
+        const b = await open(true);
+        const outsider = await open(false);
+        await t.hub.send(a, 'direct');
+        expect(await t.hub.publish('room', 'p1')).toEqual({ sent: 2, failed: [] });
+        await wire.send(a, [[1, 'x']]);
+        expect(await t.hub.publish('room', 'p2')).toEqual({ sent: 2, failed: [] });
+        expect((await wire.collect(a, 5)).msgs).toEqual([
+          [1, 'direct'],
+          [2, 'p1'],
+          [3, { said: 'x' }],
+          [4, { ok: 'x' }],
+          [5, 'p2'],
+        ]);
+        expect((await wire.collect(b, 3)).msgs).toEqual([
+          [1, 'p1'],
+          [2, { said: 'x' }],
+          [3, 'p2'],
+        ]);
+        const r = await wire.watch(outsider, 0, 0);
+        expect(r.body.msgs).toEqual([]);
+        // Acked: nothing comes twice.
+        expect((await wire.watch(a, 5, 0)).body.msgs).toEqual([]);
+      });
+
+      it('wakes a waiting watch as soon as a publish reaches its group, also one made before the join', async () => {
+        const { t, wire } = await serve();
+        const sid = await wire.openSid();
+        const started = Date.now();
+        const pending = wire.watch(sid, 0, 5000);
+        await sleep(50);
+        expect(await t.hub.join(sid, 'news')).toBe(true);
+        await sleep(50);
+        await t.hub.publish('news', 'extra');
+        const r = await pending;
+        expect(r.body.msgs).toEqual([[1, 'extra']]);
+        expect(Date.now() - started).toBeLessThan(4000);
+        const again = wire.watch(sid, 1, 5000);
+        await sleep(50);
+        await t.hub.publish('news', 'second');
+        expect((await again).body.msgs).toEqual([[2, 'second']]);
+        expect(Date.now() - started).toBeLessThan(8000);
+      });
+
+      it('closes a member that falls behind the group log with reason group-overrun, after what it had; onClose runs', async () => {
+        const closes: string[] = [];
+        const { t, wire } = await serve({ limits: { groupLogEntries: 3 }, onClose: (_s, reason) => void closes.push(reason) });
+        const slow = await wire.openSid();
+        const fast = await wire.openSid();
+        await t.hub.join(slow, 'feed');
+        await t.hub.join(fast, 'feed');
+        await t.hub.send(slow, 'before');
+        let ack = 0;
+        for (let i = 1; i <= 5; i++) {
+          await t.hub.publish('feed', i);
+          const r = await wire.watch(fast, ack, 0);
+          ack += r.body.msgs.length;
+        }
+        expect(ack).toBe(5);
+        const got = await wire.collect(slow, 1);
+        expect(got).toEqual({ msgs: [[1, 'before']], close: { seq: 2, reason: 'group-overrun' } });
+        await t.sweep();
+        expect(closes).toEqual(['group-overrun']);
       });
     });
 

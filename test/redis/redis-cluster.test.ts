@@ -116,6 +116,41 @@ describe('RedisStore on Redis Cluster: specifics', () => {
     unsubscribe();
   });
 
+  it('groups: the group keys share their own slot; a publish is one script and one SPUBLISH on that shard; members on other shards pull it and wake', async () => {
+    const { store, redis, prefix } = make();
+    const keys = new RedisKeys(prefix);
+    const g = keys.groupKeys('room');
+    const slots = await Promise.all([g.members, g.log, g.meta, g.channel].map((key) => redis.cluster('KEYSLOT', key)));
+    expect(new Set(slots).size).toBe(1);
+    expect(slots[0]).toBe(keySlot(g.members));
+    const groupNode = (redis as Cluster).slots[keySlot(g.members)]![0];
+    // Members whose sessions live on the other nodes.
+    const sids: string[] = [];
+    while (sids.length < 4) {
+      const sid = await open(store);
+      if ((redis as Cluster).slots[keySlot(keys.record(sid))]![0] !== groupNode) sids.push(sid);
+    }
+    for (const sid of sids) expect(await store.join(sid, 'room')).toBe(true);
+    const woken: string[] = [];
+    // A watch subscribes, then reads (which makes the store listen to the group's channel).
+    const unsubscribe = await store.subscribe(sids[0]!, (e) => woken.push(e.type));
+    await store.read(sids[0]!, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 });
+    woken.length = 0;
+    const before = await Promise.all(cluster.nodes.map((n) => statsOf(n.port)));
+    expect(await store.publish('room', '"hi"', { maxEntries: 10, maxAgeMs: 60_000 }, 'p1')).toEqual({ status: 'ok', members: 4, gseq: 1 });
+    const after = await Promise.all(cluster.nodes.map((n) => statsOf(n.port)));
+    const delta = (name: string) => after.reduce((sum, a, i) => sum + (a[name] ?? 0) - (before[i]![name] ?? 0), 0);
+    expect([delta('evalsha') + delta('eval'), delta('spublish'), delta('publish')]).toEqual([1, 1, 0]);
+    for (let i = 0; i < 100 && woken.length < 1; i++) await sleep(5);
+    expect(woken).toContain('message');
+    for (const sid of sids) {
+      expect(await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 })).toMatchObject({ msgs: [{ seq: 1, json: '"hi"' }] });
+    }
+    // A send to a member comes after the publish it followed.
+    expect(await store.append(sids[1]!, ['"after"'], ROOMY, 'a1')).toEqual({ status: 'ok', firstSeq: 2, lastSeq: 2 });
+    unsubscribe();
+  });
+
   it('appendMany sends one pipeline per node, all at once', async () => {
     const { store, redis } = make();
     const sids = await Promise.all(Array.from({ length: 60 }, () => open(store)));

@@ -100,7 +100,7 @@ describe('key layout', () => {
     expect(keySlot(`${prefix}{sessions}`)).toBe(keySlot(`${prefix}{sessions}:sweep`));
     // The session record: one hash, group membership as a field.
     expect(await redis.type(k.s)).toBe('hash');
-    expect(await redis.hget(k.s, 'g:room')).toBe('');
+    expect(await redis.hget(k.s, 'g:room')).toBe(':0'); // its cursor: the group had no log yet
     expect(await redis.type(k.in)).toBe('hash');
     expect(await redis.type(k.out)).toBe('list');
   });

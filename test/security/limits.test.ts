@@ -20,6 +20,8 @@ const DOCUMENTED: Limits = {
   maxMessagesPerResponse: 500,
   maxSessions: 100_000,
   maxSessionDataBytes: 64 * 1024,
+  groupLogEntries: 1024,
+  groupLogMs: 10 * 60 * 1000,
 };
 
 /** A session record's size in the memory store, as the store itself counts it (test-only peek). */

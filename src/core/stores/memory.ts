@@ -1,4 +1,4 @@
-import { APPEND_IDS_REMEMBERED } from '../store';
+import { APPEND_IDS_REMEMBERED, GROUP_OVERRUN_REASON } from '../store';
 import type {
   AppendLimits,
   AppendResult,
@@ -9,6 +9,8 @@ import type {
   CommitSent,
   CreateInput,
   CreateResult,
+  GroupRetention,
+  PublishResult,
   ReadInput,
   ReadResult,
   ReceiveInput,
@@ -22,6 +24,7 @@ import type {
   SweptSession,
   Unsubscribe,
 } from '../store';
+import { DEFAULT_LIMITS } from '../limits';
 import { utf8Length } from '../util';
 
 export interface MemoryStoreOptions {
@@ -54,13 +57,46 @@ interface SessionRecord {
   closeSeq: number;
   closeReason: string;
   closedAt: number;
-  groups?: Set<string>;
+  /** The groups the session is in, each with its cursor: the last group entry pulled into `log`. */
+  groups?: Map<string, GroupCursor>;
   /** The create call's token, so that a repeat of it answers ok. */
   createToken?: string;
   /** The last commit that carried messages: what became of them (answered again to a repeat). */
   lastCommitSent?: { seq: number; sent: CommitSent };
   /** The last appends that carried an id, newest last, with the seqs they got. */
   appends?: Array<{ id: string; firstSeq: number; lastSeq: number }>;
+}
+
+/** Where a member stands in a group's log. `epoch` 0: the group had no log at the join. */
+interface GroupCursor {
+  epoch: number;
+  gseq: number;
+}
+
+interface GroupEntry {
+  gseq: number;
+  at: number;
+  /** Store-wide publish order, to interleave the entries of several groups. */
+  order: number;
+  json: string;
+}
+
+interface GroupRecord {
+  members: Set<string>;
+  /** Tells this log apart from an earlier one of the same name (a group left empty is dropped with its log). */
+  epoch: number;
+  /** gseq of the newest entry ever written; `log` holds the retained tail, ascending. */
+  last: number;
+  log: GroupEntry[];
+  /** The last publish ids, with the answers they got. */
+  ids?: Array<{ id: string; members: number; gseq: number }>;
+}
+
+const UNBOUNDED: AppendLimits = { maxUnackedMessages: Infinity, maxUnackedBytes: Infinity };
+
+/** A group entry on its way into a member's log. */
+interface Pending extends GroupEntry {
+  group: string;
 }
 
 /**
@@ -70,7 +106,9 @@ interface SessionRecord {
  */
 export class MemoryStore implements Store {
   private readonly sessions = new Map<string, SessionRecord>();
-  private readonly groups = new Map<string, Set<string>>();
+  private readonly groups = new Map<string, GroupRecord>();
+  private nextEpoch = 1;
+  private publishes = 0;
   /** Per session, its listeners (an array: lighter than a Set for the usual one or two). */
   private readonly listeners = new Map<string, Array<(event: StoreEvent) => void>>();
   private readonly now: () => number;
@@ -152,6 +190,8 @@ export class MemoryStore implements Store {
     const r = this.sessions.get(sid);
     if (!r || r.leaseToken !== input.token || r.status === 'closed') return { status: 'lost' };
     const sends = input.sends && input.sends.msgs.length > 0 ? input.sends : undefined;
+    // A member of groups appends its own sends after pulling the groups' entries (as RedisStore must).
+    if (sends && r.status === 'open' && r.groups && r.groups.size > 0 && input.seq === r.clientAck + 1) return { status: 'pull' };
     let sent: CommitSent | undefined;
     if (input.seq === r.clientAck + 1) {
       const json = r.inbound?.get(input.seq);
@@ -222,6 +262,7 @@ export class MemoryStore implements Store {
     if (input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
     if (input.after === undefined) r.lastSeen = this.now(); // a stream's re-read is not activity
     this.trim(sid, r, input.ack);
+    this.pull(sid, r, input.limits ?? DEFAULT_LIMITS, false, 0, 0);
     if (input.claim) {
       r.watcher = input.watchToken;
       this.emit(sid, { type: 'watch', token: input.watchToken });
@@ -244,7 +285,9 @@ export class MemoryStore implements Store {
     let transitioned = false;
     if (r.status === 'open') {
       transitioned = true;
-      this.beginClose(sid, r, input.reason);
+      // Publishes that resolved before the close come before its marker: pull them all (the group
+      // logs' retention bounds them). An overrun found here closes with its own reason.
+      if (this.pull(sid, r, UNBOUNDED, false, 0, 0) !== 'overrun') this.beginClose(sid, r, input.reason);
     }
     let leased = false;
     if (r.status === 'closing' && input.lease && (!this.leaseHeld(r) || r.leaseToken === input.lease.token)) {
@@ -263,7 +306,7 @@ export class MemoryStore implements Store {
     r.closedAt = this.now();
     r.inbound = undefined;
     r.inboundBytes = 0;
-    if (r.groups) for (const group of r.groups) this.removeMember(group, sid);
+    if (r.groups) for (const group of r.groups.keys()) this.removeMember(group, sid);
     r.groups = undefined;
     this.openCount--;
   }
@@ -312,13 +355,40 @@ export class MemoryStore implements Store {
     });
   }
 
+  async publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult> {
+    const g = this.groups.get(group);
+    if (!g) return { status: 'ok', members: 0, gseq: 0 };
+    const seen = id === undefined ? undefined : g.ids?.find((x) => x.id === id);
+    if (seen) return { status: 'ok', members: seen.members, gseq: seen.gseq };
+    const now = this.now();
+    g.last++;
+    g.log.push({ gseq: g.last, at: now, order: ++this.publishes, json: msg });
+    // Retention, whichever bound trims more: count, then age.
+    let drop = Math.max(0, g.log.length - retention.maxEntries);
+    while (drop < g.log.length && now - g.log[drop]!.at > retention.maxAgeMs) drop++;
+    if (drop > 0) g.log.splice(0, drop);
+    if (id !== undefined) {
+      const ids = (g.ids ??= []);
+      if (ids.length >= APPEND_IDS_REMEMBERED) ids.shift();
+      ids.push({ id, members: g.members.size, gseq: g.last });
+    }
+    // One wake-up per member watched here: no write to any member.
+    for (const sid of g.members) if (this.listeners.has(sid)) this.emit(sid, { type: 'message' });
+    return { status: 'ok', members: g.members.size, gseq: g.last };
+  }
+
   async join(sid: string, group: string): Promise<boolean> {
     const r = this.live(sid);
     if (!r || r.status !== 'open') return false;
-    (r.groups ??= new Set()).add(group);
-    let members = this.groups.get(group);
-    if (!members) this.groups.set(group, (members = new Set()));
-    members.add(sid);
+    const groups = (r.groups ??= new Map());
+    if (groups.has(group)) return true; // a member already: its cursor stays
+    let g = this.groups.get(group);
+    if (!g) this.groups.set(group, (g = { members: new Set(), epoch: this.nextEpoch++, last: 0, log: [] }));
+    // Entries published from now on are the member's; none from before.
+    groups.set(group, { epoch: g.epoch, gseq: g.last });
+    g.members.add(sid);
+    // A watch waiting now learns of the group at its next read.
+    this.emit(sid, { type: 'message' });
     return true;
   }
 
@@ -328,7 +398,7 @@ export class MemoryStore implements Store {
   }
 
   async members(group: string): Promise<string[]> {
-    return [...(this.groups.get(group) ?? [])];
+    return [...(this.groups.get(group)?.members ?? [])];
   }
 
   async dispose(): Promise<void> {
@@ -353,10 +423,57 @@ export class MemoryStore implements Store {
   }
 
   private removeMember(group: string, sid: string): void {
-    const members = this.groups.get(group);
-    if (!members) return;
-    members.delete(sid);
-    if (members.size === 0) this.groups.delete(group);
+    const g = this.groups.get(group);
+    if (!g) return;
+    g.members.delete(sid);
+    // Nobody left to read its log: drop it (a later join starts a new epoch).
+    if (g.members.size === 0) this.groups.delete(group);
+  }
+
+  /**
+   * Moves the session's pending group entries (those after its cursors) into
+   * its log, in publish-time order across groups, each group's in its order,
+   * taking the next seqs and advancing the cursors. `all` false (a read):
+   * as many as fit the unacked bounds. `all` true (an append of `extra`
+   * messages of `extraBytes`): every pending entry and the extra messages
+   * must fit, else nothing moves and the answer is 'full'. A member whose
+   * cursor fell behind a group's retained log starts closing ('overrun').
+   */
+  private pull(sid: string, r: SessionRecord, limits: AppendLimits, all: boolean, extra: number, extraBytes: number): 'ok' | 'full' | 'overrun' {
+    if (!r.groups || r.status !== 'open') return 'ok';
+    const pending: Pending[] = [];
+    for (const [group, cursor] of r.groups) {
+      const g = this.groups.get(group);
+      if (!g) continue;
+      const from = cursor.epoch === g.epoch ? cursor.gseq : 0;
+      if (g.last <= from) continue;
+      const first = g.log.length > 0 ? g.log[0]!.gseq : g.last + 1;
+      if (first > from + 1) {
+        this.beginClose(sid, r, GROUP_OVERRUN_REASON);
+        return 'overrun';
+      }
+      for (let i = from + 1 - first; i < g.log.length; i++) pending.push({ ...g.log[i]!, group });
+    }
+    if (pending.length === 0) return 'ok';
+    // Stable: entries of one group keep their order; groups interleave by publish time.
+    pending.sort((a, b) => a.order - b.order);
+    let n = 0;
+    let bytes = 0;
+    while (n < pending.length) {
+      const b = utf8Length(pending[n]!.json);
+      if (r.log.length + n + 1 > limits.maxUnackedMessages || r.logBytes + bytes + b > limits.maxUnackedBytes) break;
+      bytes += b;
+      n++;
+    }
+    if (all && (n < pending.length || r.log.length + n + extra > limits.maxUnackedMessages || r.logBytes + bytes + extraBytes > limits.maxUnackedBytes)) {
+      return 'full';
+    }
+    for (let i = 0; i < n; i++) {
+      const e = pending[i]!;
+      this.push(r, e.json);
+      r.groups.set(e.group, { epoch: this.groups.get(e.group)!.epoch, gseq: e.gseq });
+    }
+    return 'ok';
   }
 
   private leaseHeld(r: SessionRecord): boolean {
@@ -404,7 +521,10 @@ export class MemoryStore implements Store {
     if (r.status !== 'open') return { status: 'closed' };
     let bytes = 0;
     for (const json of msgs) bytes += utf8Length(json);
-    if (r.log.length + msgs.length > limits.maxUnackedMessages || r.logBytes + bytes > limits.maxUnackedBytes) {
+    // Group entries published before this send come before it: pull them all first (or refuse).
+    const pulled = this.pull(sid, r, limits, true, msgs.length, bytes);
+    if (pulled === 'overrun') return { status: 'closed' };
+    if (pulled === 'full' || r.log.length + msgs.length > limits.maxUnackedMessages || r.logBytes + bytes > limits.maxUnackedBytes) {
       return { status: 'full' };
     }
     const firstSeq = r.lastSeq + 1;

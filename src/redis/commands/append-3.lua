@@ -12,6 +12,12 @@
   The record's `an` field counts the entries, so keeping 32 means dropping
   the last entry, found in one pattern match rather than by counting.
 
+  A session in groups first pulls every group entry it has not pulled yet
+  (a publish that resolved before this send comes before it): without a pull
+  block the script answers {'groups', ...} and changes nothing; the caller
+  reads those groups' logs and calls again with the entries (see applyPulls
+  in includes/session.lua). They and the messages must all fit, or 'full'.
+
   KEYS[1] s     session record (HASH)
   KEYS[2] out   server log (LIST)
   KEYS[3] aids  recent append ids (STRING)
@@ -19,14 +25,19 @@
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] maxUnackedMessages   ARGV[4] maxUnackedBytes
   ARGV[5] append id ('' = none; otherwise [A-Za-z0-9_-]+, checked by the caller)
-  ARGV[6..] messages (JSON)
+  ARGV[6] k, the number of messages   ARGV[7 .. 6 + k] messages (JSON)
+  ARGV[7 + k ..] pull block (absent: none given)
 
   Returns {'unknown'} | {'closed'} | {'full'} (and marks the record: the next trim publishes 'a') | {'ok', firstSeq, lastSeq}
+    | {'groups', group, cursor, ...}  the session is in groups and the block is
+                                      absent or out of date: nothing changed
+    | {'overrun'}  a group's log dropped entries the session never pulled:
+                   nothing changed; the caller closes the session
   Events: 'm' on ok (not on a repeat).
 ]]
 local APPEND_IDS, APPEND_IDS_MS = 32, 600000
 local s, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an')
+local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an', 'gn')
 if not f[1] then return {'unknown'} end
 local id = ARGV[5]
 local aids
@@ -41,19 +52,29 @@ if id ~= '' then
 end
 if f[1] ~= 'open' then return {'closed'} end
 local last, lbytes = num(f[2]), num(f[3])
-local n = #ARGV - 5
+local k = tonumber(ARGV[6])
+local n = k
 local bytes = 0
-for i = 6, #ARGV do
+for i = 7, 6 + k do
   bytes = bytes + #ARGV[i]
 end
 local len = redis.call('LLEN', outKey)
+local wasEmpty = len == 0
+if num(f[5]) > 0 then
+  if #ARGV < 7 + k then return {'groups', unpack(groupCursors(s, f[5]))} end
+  local st, pn, pbytes = applyPulls(s, outKey, ARGV, 7 + k, f[5], len, lbytes, tonumber(ARGV[3]), tonumber(ARGV[4]), true, k, bytes)
+  if st == 'stale' then return {'groups', unpack(groupCursors(s, f[5]))} end
+  if st ~= 'ok' then return {st} end
+  -- The pulled entries took seqs last + 1 .. last + pn; this send's come after them.
+  last, lbytes, len = last + pn, lbytes + pbytes, len + pn
+end
 if len + n > tonumber(ARGV[3]) or lbytes + bytes > tonumber(ARGV[4]) then
   -- A sender may now wait for room: the next trim wakes it (see trimLog).
   redis.call('HSET', s, 'wr', 1)
   return {'full'}
 end
-for i = 6, #ARGV, 1000 do
-  redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+for i = 7, 6 + k, 1000 do
+  redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, 6 + k)))
 end
 if id ~= '' then
   -- The count restarts with the list when the list expired.
@@ -76,7 +97,7 @@ else
 end
 -- Not activity (the client did nothing): the log simply lives as long as the record. A log that
 -- existed already has the record's expiry (every activity extends all the session's keys together).
-if len == 0 and n > 0 then
+if wasEmpty then
   local ttl = redis.call('PTTL', s)
   if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
 end

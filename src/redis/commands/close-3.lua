@@ -8,25 +8,53 @@
   KEYS[2] in   inbound buffer (HASH)
   KEYS[3] out  server log (LIST; only its TTL may be extended)
 
+  An open session in groups first pulls every pending group entry (a
+  publish that resolved before the close comes before the marker), whatever
+  the unacked bounds (the group logs' retention bounds them): without a pull
+  block the script answers {'groups', ...} and changes nothing; the caller
+  reads those groups' logs and calls again with the entries (applyPulls in
+  includes/session.lua). An overrun found there closes with reason
+  'group-overrun' (the first reason: the member had lost entries already).
+
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] reason    ARGV[4] lease token ('' = do not lease)   ARGV[5] lease ms
+  ARGV[6..] pull block (absent: none given)
 
   Returns
     {'unknown'}
+    {'groups', group, cursor, ...}  an open session in groups, and the block is
+                                    absent or out of date: nothing changed
     {'ok', transitioned (0/1), leased (0/1), reason, userJson, stateJson, checkAt}
       checkAt: when a sweep should look at the session again (the lease
       expiry, or now when nobody holds the lease); 0 for a closed session.
   Events: 'c' on the transition.
 ]]
 local s, inKey = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', s, 'status', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl')
+local f = redis.call('HMGET', s, 'status', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl', 'gn', 'lbytes')
 if not f[1] then return {'unknown'} end
 local now = nowMs()
 local status, reason = f[1], f[5]
 local transitioned, leased = 0, 0
 if status == 'open' then
   reason = ARGV[3]
-  beginClose(s, inKey, reason, num(f[2]), ARGV[1], ARGV[2])
+  local last = num(f[2])
+  if num(f[9]) > 0 then
+    if #ARGV < 6 then return {'groups', unpack(groupCursors(s, f[9]))} end
+    local len = redis.call('LLEN', KEYS[3])
+    local st, n, bytes = applyPulls(s, KEYS[3], ARGV, 6, f[9], len, num(f[10]), math.huge, math.huge, true, 0, 0)
+    if st ~= 'ok' and st ~= 'overrun' then return {'groups', unpack(groupCursors(s, f[9]))} end
+    if st == 'overrun' then
+      reason = 'group-overrun'
+    elseif n > 0 then
+      last = last + n
+      redis.call('HSET', s, 'last', last, 'lbytes', num(f[10]) + bytes)
+      if len == 0 then
+        local ttl = redis.call('PTTL', s)
+        if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+      end
+    end
+  end
+  beginClose(s, inKey, reason, last, ARGV[1], ARGV[2])
   status = 'closing'
   transitioned = 1
 end

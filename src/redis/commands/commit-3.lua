@@ -25,6 +25,8 @@
 
   Returns
     {'lost'}   the token does not hold the lease (or the session is gone or closed); nothing stored
+    {'pull'}   messages given, but the session is in groups: nothing changed (append them, which
+               pulls the groups' entries first, then commit without them)
     {'closing', clientAck, reason, userJson, stateJson, stored, first, refused}   run onClose, then finish-close
     {'ok', clientAck, stored, first, refused, seq, json, ...}   pairs: keep delivering; none with next: lease released
   stored: -1 when the call carried no messages, else how many were appended
@@ -32,8 +34,11 @@
   Events: 'm' when messages were appended.
 ]]
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp')
+local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn')
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end
+-- A member of groups must pull their entries before its own sends (a cross-slot step this script
+-- cannot take): change nothing; the caller appends the sends, then commits without them.
+if #ARGV > 11 and f[1] == 'open' and num(f[13]) > 0 and tonumber(ARGV[2]) == num(f[3]) + 1 then return {'pull'} end
 
 local cack = num(f[3])
 local seq = tonumber(ARGV[2])

@@ -15,7 +15,10 @@
     lease, leaseUntil          delivery / onClose lease: token and expiry, ms
     watcher                    token of the current watch
     closeSeq, closeReason, closedAt
-    g:<group>                  one field per group the session joined (kept, inert, in the tombstone)
+    g:<group>                  one field per group the session joined, holding its cursor
+                               '<epoch>:<gseq>': the last entry of that group's log pulled
+                               into this session's log (kept, inert, in the tombstone)
+    gn                         how many groups the session is in (0: reads skip groups)
     closer                     in a tombstone: the token that finished the close
     ct                         the create call's token (a resent create answers ok)
     an                         how many ids the append-id list (KEYS aids) holds
@@ -131,3 +134,99 @@ local function beginClose(s, inKey, reason, last, channel, sharded)
   notify(channel, sharded, 'c')
 end
 
+
+-- The session's groups and cursors as a flat list name, cursor, ... ({} when it is in none).
+local function groupCursors(s, gn)
+  local out = {}
+  if num(gn) <= 0 then return out end
+  local fields = redis.call('HKEYS', s)
+  local names = {}
+  for i = 1, #fields do
+    if string.sub(fields[i], 1, 2) == 'g:' then names[#names + 1] = fields[i] end
+  end
+  if #names == 0 then return out end
+  local cursors = redis.call('HMGET', s, unpack(names))
+  for i = 1, #names do
+    out[#out + 1] = string.sub(names[i], 3)
+    out[#out + 1] = cursors[i]
+  end
+  return out
+end
+
+--[[
+  Group entries into the session's log: the compare-and-set half of a pull
+  (docs/STORE.md, "Groups"). The caller read the entries after the session's
+  cursors from the groups' own logs (other Cluster slots) and passes them as
+  a pull block in args from index i:
+
+    P, then P x (group, cursor it read, group epoch, state), state 'c' (the
+       block holds every entry after the cursor), 'p' (only the first ones: the
+       caller reads at most the unacked bound) or 'o' (overrun: the group's
+       log dropped entries after the cursor),
+    N, then N x (group index 1..P, gseq, json), ascending within each group,
+       groups interleaved in publish-time order
+
+  A group whose cursor is no longer the one the caller read (another pull got
+  there first, or the session left) is skipped: nothing is pulled twice, so a
+  resent call changes nothing more. Entries go in block order while they fit
+  the unacked bounds (`all`: every entry of every group the session is in,
+  plus `extraN` messages of `extraB` bytes, must fit, else nothing moves).
+
+  `gn`: the session's group count; `len`, `lbytes`: its log's length and
+  bytes now. The caller records the new last seq and bytes.
+
+  Returns status, messages added, bytes added:
+    'ok'       entries (maybe none) appended at seqs last + 1 ..., cursors moved
+    'full'     (`all`) not everything fits: nothing changed
+    'stale'    (`all`) the block does not cover the session's groups with their
+               current cursors: nothing changed, read the groups again
+    'overrun'  a group's log no longer holds entries this session never pulled:
+               nothing changed; the caller closes the session
+]]
+local function applyPulls(s, outKey, args, i, gn, len, lbytes, maxN, maxB, all, extraN, extraB)
+  local P = tonumber(args[i])
+  i = i + 1
+  local hdr = {}
+  local current = 0
+  for g = 1, P do
+    local cur = redis.call('HGET', s, 'g:' .. args[i])
+    local h = { name = args[i], epoch = args[i + 2], ok = cur == args[i + 1], upto = nil }
+    if h.ok then
+      current = current + 1
+      if args[i + 3] == 'o' then return 'overrun', 0, 0 end
+      if all and args[i + 3] ~= 'c' then return 'full', 0, 0 end
+    end
+    hdr[g] = h
+    i = i + 4
+  end
+  if all and current < num(gn) then return 'stale', 0, 0 end
+  local N = tonumber(args[i])
+  i = i + 1
+  local take, n, bytes, stopped = {}, 0, 0, false
+  for k = 1, N do
+    local h = hdr[tonumber(args[i])]
+    if h.ok and not stopped then
+      local json = args[i + 2]
+      if len + n + 1 > maxN or lbytes + bytes + #json > maxB then
+        if all then return 'full', 0, 0 end
+        -- Stop at the first entry that does not fit: what is taken stays a prefix of every group's entries.
+        stopped = true
+      else
+        take[#take + 1] = json
+        n = n + 1
+        bytes = bytes + #json
+        h.upto = args[i + 1]
+      end
+    end
+    i = i + 3
+  end
+  if all and (len + n + extraN > maxN or lbytes + bytes + extraB > maxB) then return 'full', 0, 0 end
+  for k = 1, #take, 1000 do
+    redis.call('RPUSH', outKey, unpack(take, k, math.min(k + 999, #take)))
+  end
+  for g = 1, P do
+    local h = hdr[g]
+    if h.ok and h.upto then redis.call('HSET', s, 'g:' .. h.name, h.epoch .. ':' .. h.upto) end
+  end
+  return 'ok', n, bytes
+end

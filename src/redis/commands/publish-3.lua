@@ -1,0 +1,82 @@
+--[[
+  publish: one message to a group, written once to the group's log whatever
+  the group's size (its own Cluster slot). Members pull it into their own
+  logs at their next read or send (group-tail-2, then applyPulls). One
+  wake-up on the group's channel, which watches of members subscribe to.
+
+  KEYS[1] members  the group's sids (SET)
+  KEYS[2] log      entries '<time µs>|<json>', oldest first (LIST)
+  KEYS[3] meta     HASH: e (epoch: when this log began, so a log dropped and
+                   begun again is told apart), last (gseq of the newest
+                   entry), t0 (time, ms, of the oldest entry, or older),
+                   ids ('|id:gseq:members' of the last 32 publishes, newest
+                   first), idn (their count)
+
+  ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
+  ARGV[3] maxEntries   ARGV[4] maxAgeMs
+  ARGV[5] publish id ('' = none; otherwise [A-Za-z0-9_-]+, checked by the caller)
+  ARGV[6] message (JSON)
+
+  Retention: at most maxEntries entries, none older than maxAgeMs (trimmed
+  here, at each publish). Safe to run twice: a known id answers as its first
+  run and writes nothing.
+
+  Returns {members, gseq}: the group's size and the entry's gseq; {0, 0}
+  when the group has no members (nothing is written).
+]]
+local PUBLISH_IDS = 32
+local membersKey, logKey, metaKey = KEYS[1], KEYS[2], KEYS[3]
+local id = ARGV[5]
+local f = redis.call('HMGET', metaKey, 'e', 'last', 't0', 'ids', 'idn')
+if id ~= '' and f[4] then
+  local at = string.find(f[4], '|' .. id .. ':', 1, true)
+  if at then
+    local gseq, members = string.match(f[4], '^(%d+):(%d+)', at + #id + 2)
+    return {tonumber(members), tonumber(gseq)}
+  end
+end
+local members = redis.call('SCARD', membersKey)
+if members == 0 then return {0, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch, last, t0, ids, idn = f[1], tonumber(f[2]) or 0, tonumber(f[3]), f[4] or '', tonumber(f[5]) or 0
+if not epoch then
+  epoch, last, t0, ids, idn = t[1] .. '.' .. t[2], 0, now, '', 0
+  redis.call('DEL', logKey)
+end
+last = last + 1
+local len = redis.call('RPUSH', logKey, t[1] .. string.format('%06d', tonumber(t[2])) .. '|' .. ARGV[6])
+local maxEntries, maxAge = tonumber(ARGV[3]), tonumber(ARGV[4])
+if len > maxEntries then
+  redis.call('LTRIM', logKey, len - maxEntries, -1)
+  len = maxEntries
+end
+-- By age: t0 is a lower bound of the oldest entry's time, so most publishes look at nothing.
+if t0 == nil or now - t0 > maxAge then
+  while len > 1 do
+    local head = redis.call('LINDEX', logKey, 0)
+    local at = math.floor(tonumber(string.sub(head, 1, string.find(head, '|', 1, true) - 1)) / 1000)
+    if now - at <= maxAge then
+      t0 = at
+      break
+    end
+    redis.call('LPOP', logKey)
+    len = len - 1
+  end
+  if len <= 1 then t0 = now end
+end
+if id ~= '' then
+  ids = '|' .. id .. ':' .. last .. ':' .. members .. ids
+  idn = idn + 1
+  if idn > PUBLISH_IDS then
+    ids = string.match(ids, '^(.*)|')
+    idn = PUBLISH_IDS
+  end
+end
+redis.call('HSET', metaKey, 'e', epoch, 'last', last, 't0', t0, 'ids', ids, 'idn', idn)
+if ARGV[2] == '1' then
+  redis.call('SPUBLISH', ARGV[1], 'm')
+else
+  redis.call('PUBLISH', ARGV[1], 'm')
+end
+return {members, last}
