@@ -625,7 +625,7 @@ async function protocolCost(base: string, pusher: Proc, measure: Measure, suffix
       for (let i = 0; i < 20; i++) {
         const w = watch(sid, ack, 5_000);
         await sleep(20);
-        await pusher.call('burst', { sids: [sid], count: 1 });
+        await pusher.call('burst', { sids: [sid], count: 1, fanout: 'broadcast' });
         const body = await w;
         ack = body.msgs.length ? body.msgs[body.msgs.length - 1][0] : ack;
       }

@@ -174,10 +174,10 @@ async function bidi(): Promise<void> {
      * `count` messages to each sid, as fast as the store takes them, up to `inflight` at a time (they stay
      * in order: one store connection runs them in call order). As Socket.IO's `io.emit` fans out to a room,
      * the sids first join one group (not timed) and each message is one `hub.publish` to it, written once
-     * whatever the group's size; BURST_FANOUT=broadcast: one `hub.broadcast(sids)` per message instead.
+     * whatever the group's size; `fanout: 'broadcast'` (or BURST_FANOUT=broadcast): one `hub.broadcast(sids)` per message instead.
      */
-    async burst({ sids, count, inflight = BURST_INFLIGHT }: { sids: string[]; count: number; inflight?: number }) {
-      const group = env.BURST_FANOUT === 'broadcast' ? undefined : `burst-${process.pid}-${now().toFixed(0)}`;
+    async burst({ sids, count, inflight = BURST_INFLIGHT, fanout = env.BURST_FANOUT }: { sids: string[]; count: number; inflight?: number; fanout?: string }) {
+      const group = fanout === 'broadcast' ? undefined : `burst-${process.pid}-${now().toFixed(0)}`;
       if (group) await Promise.all(sids.map((sid) => server.hub.join(sid, group)));
       const start = now();
       let failed = 0;
