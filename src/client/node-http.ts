@@ -15,7 +15,11 @@
 import type * as Http from 'node:http';
 import type { FetchBodyReader, FetchInitLike, FetchLike, FetchResponseLike } from './types';
 
-type HttpModule = typeof Http;
+/** What the transport takes from `node:http` and `node:https`. */
+export interface HttpModule {
+  request(url: string, options: Http.RequestOptions, callback: (res: Http.IncomingMessage) => void): Http.ClientRequest;
+  Agent: new (options: Http.AgentOptions) => Http.Agent;
+}
 
 interface NodeProcess {
   versions?: { node?: string };
@@ -51,10 +55,7 @@ export function nodeDefaultFetch(): FetchLike | undefined {
 /** A {@link FetchLike} over the given http and https modules, each with its own keep-alive agent. */
 export function createNodeFetch(http: HttpModule, https: HttpModule): FetchLike {
   // Idle sockets of a keep-alive agent are unref'd: they never keep the process alive.
-  const agents = {
-    http: new http.Agent({ keepAlive: true }),
-    https: new (https as unknown as { Agent: typeof Http.Agent }).Agent({ keepAlive: true }),
-  };
+  const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
   return (url: string, init: FetchInitLike): Promise<FetchResponseLike> =>
     new Promise<FetchResponseLike>((resolve, reject) => {
       const secure = url.startsWith('https:');

@@ -254,7 +254,16 @@ export class Transport {
       if (spec.onFrame && res.status === 200 && (res.headers.get('content-type') ?? '').startsWith(STREAM_TYPE)) {
         const heartbeat = res.headers.get(HEARTBEAT_HEADER);
         const limit = silenceLimitMs(heartbeat);
-        if (firstByte !== undefined) expectFirstByte(firstByteLimitMs(heartbeat));
+        if (firstByte !== undefined) {
+          const firstLimit = firstByteLimitMs(heartbeat);
+          // The server answers a watch's headers at once: late headers mean the whole response was held.
+          if (Date.now() - started >= firstLimit) {
+            lateMs = firstLimit;
+            ctl.abort();
+            throw new BufferedStreamError(firstLimit);
+          }
+          expectFirstByte(firstLimit);
+        }
         await readFrames(
           res,
           ctl.signal,
