@@ -12,13 +12,31 @@
  * out of dist/browser altogether). Where it is unavailable the client keeps
  * the global `fetch`.
  */
-import type * as Http from 'node:http';
 import type { FetchBodyReader, FetchInitLike, FetchLike, FetchResponseLike } from './types';
+
+// The few shapes of node:http used here, written out: the client imports nothing, not even types.
+interface NodeResponseStream {
+  statusCode?: number;
+  headers: Record<string, string | string[] | undefined>;
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  destroy(): unknown;
+}
+interface NodeRequest {
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  end(body?: string): unknown;
+}
+/** Loose on purpose, so that node:http's own (wider) options type fits. */
+interface NodeRequestOptions {
+  method?: string;
+  headers?: unknown;
+  agent?: unknown;
+  signal?: unknown;
+}
 
 /** What the transport takes from `node:http` and `node:https`. */
 export interface HttpModule {
-  request(url: string, options: Http.RequestOptions, callback: (res: Http.IncomingMessage) => void): Http.ClientRequest;
-  Agent: new (options: Http.AgentOptions) => Http.Agent;
+  request(url: string, options: NodeRequestOptions, callback: (res: NodeResponseStream) => void): NodeRequest;
+  Agent: new (options: { keepAlive: boolean }) => object;
 }
 
 interface NodeProcess {
@@ -67,7 +85,7 @@ export function createNodeFetch(http: HttpModule, https: HttpModule): FetchLike 
       // A string body: its byte length, so the request is not chunked. (keepalive and cache are browser notions.)
       if (init.body !== undefined) headers['Content-Length'] = Buffer.byteLength(init.body);
       const mod = secure ? https : http;
-      let req: Http.ClientRequest;
+      let req: NodeRequest;
       try {
         req = mod.request(url, { method: init.method, headers, agent: secure ? agents.https : agents.http, signal: init.signal }, (res) => {
           resolve(new NodeResponse(res));
@@ -91,7 +109,7 @@ class NodeResponse implements FetchResponseLike {
   private failed?: Error;
   private waiter?: () => void;
 
-  constructor(private readonly res: Http.IncomingMessage) {
+  constructor(private readonly res: NodeResponseStream) {
     this.status = res.statusCode ?? 0;
     const h = res.headers;
     this.headers = {
@@ -108,7 +126,7 @@ class NodeResponse implements FetchResponseLike {
       this.ended = true;
       this.poke();
     });
-    res.on('error', (err) => this.fail(err));
+    res.on('error', (err: Error) => this.fail(err));
     // Closed before its end (a reset connection, an abort): whoever waits for more must hear of it.
     res.on('close', () => {
       if (!this.ended) this.fail(new Error('the connection closed before the response ended'));
