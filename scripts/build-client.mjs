@@ -23,7 +23,23 @@ const entry = path.join(root, 'src', 'client', 'index.ts');
 const outDir = path.join(root, 'dist', 'browser');
 const clientDir = path.join(root, 'src', 'client') + path.sep;
 
+// The Node transport (src/client/node-http.ts) never runs in a browser: leave it out of these bundles.
+const nodeHttp = path.join(root, 'src', 'client', 'node-http.ts');
+const withoutNodeTransport = {
+  name: 'without-node-transport',
+  setup(b) {
+    b.onResolve({ filter: /\/node-http$/ }, (args) =>
+      path.resolve(args.resolveDir, args.path + '.ts') === nodeHttp ? { path: nodeHttp, namespace: 'browser-stub' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'browser-stub' }, () => ({
+      contents: 'export const nodeDefaultFetch = () => undefined;',
+      loader: 'js',
+    }));
+  },
+};
+
 const common = {
+  plugins: [withoutNodeTransport],
   entryPoints: [entry],
   bundle: true,
   minify: true,
@@ -51,7 +67,9 @@ writeFileSync(path.join(outDir, 'package.json'), '{ "type": "module", "sideEffec
 const rows = [];
 for (const o of outputs) {
   const result = await build({ ...common, format: o.format, ...(o.globalName ? { globalName: o.globalName } : {}) });
-  const foreign = Object.keys(result.metafile.inputs).filter((f) => !path.resolve(root, f).startsWith(clientDir));
+  const foreign = Object.keys(result.metafile.inputs)
+    .filter((f) => !f.startsWith('browser-stub:'))
+    .filter((f) => !path.resolve(root, f).startsWith(clientDir));
   if (foreign.length > 0) {
     console.error(`build-client: ${o.file} would bundle files outside src/client: ${foreign.join(', ')}`);
     process.exit(1);

@@ -1,7 +1,8 @@
 /**
  * bidiweb client: an ordered, exactly-once, bidirectional message session
- * over short plain-HTTP requests. Zero dependencies; browsers and Node >= 20
- * (global `fetch`, `AbortController`, `setTimeout`).
+ * over short plain-HTTP requests. Zero dependencies; browsers (native
+ * `fetch`) and Node >= 20 (its own node:http transport from 20.16 on, else
+ * the global `fetch`).
  *
  * ```ts
  * import { open } from 'bidiweb/client';

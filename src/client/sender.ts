@@ -90,6 +90,7 @@ export class Sender {
   /** Lowered when the server answers 413 to a batch of several messages. */
   private perRequestCap = Infinity;
   private drainWaiters: (() => void)[] = [];
+  private settleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly host: SenderHost,
@@ -162,12 +163,18 @@ export class Sender {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
-  /** Stops POSTing (in-flight POSTs are cancelled); the queue is kept. */
-  halt(): void {
+  /**
+   * Stops POSTing; the queue is kept. In-flight POSTs are cancelled, unless
+   * `keepInflight`: then they run to their answer and the acks they carry
+   * still resolve their messages (see {@link settled}).
+   */
+  halt(keepInflight = false): void {
+    if (!keepInflight) {
+      for (const ctl of this.inflightCtls) ctl.abort();
+      this.inflightCtls.clear();
+    }
     if (this.halted) return;
     this.halted = true;
-    for (const ctl of this.inflightCtls) ctl.abort();
-    this.inflightCtls.clear();
     this.cancelResendTimer?.();
     this.cancelResendTimer = undefined;
     if (this.inBackoff) {
@@ -175,6 +182,12 @@ export class Sender {
       this.host.retryDone('send');
     }
     this.notifyDrained();
+  }
+
+  /** Resolves when no POST is in flight. */
+  settled(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settleWaiters.push(resolve));
   }
 
   /** Rejects every queued message with `err` and empties the queue. */
@@ -269,8 +282,13 @@ export class Sender {
     } finally {
       this.inflight--;
       this.inflightCtls.delete(ctl);
+      if (this.inflight === 0) for (const w of this.settleWaiters.splice(0)) w();
     }
-    if (this.halted) return;
+    if (this.halted) {
+      // Halted with this POST kept in flight (the server is closing the session): its ack still counts.
+      if (outcome.kind === 'ok') this.onAck(outcome.body.ack);
+      return;
+    }
 
     switch (outcome.kind) {
       case 'ok': {

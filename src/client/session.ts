@@ -26,10 +26,12 @@ export const DEFAULT_LIMITS: Readonly<Required<Omit<ServerLimits, 'inboundBuffer
 const DEFAULT_WAIT_MS = 25_000;
 /** A DELETE always gets at least this long, even when `closeTimeoutMs` is used up by the drain. */
 const MIN_DELETE_TIMEOUT_MS = 1_000;
+/** After a server close, how long the client waits for the answers of POSTs in flight before it ends. */
+const SEND_SETTLE_MS = 2_000;
 
 interface ResolvedOptions {
   wait?: number;
-  stream: boolean;
+  stream: boolean | 'auto';
   maxInflight: number;
   initialDelayMs: number;
   maxDelayMs: number;
@@ -55,11 +57,17 @@ function resolveOptions(o: ClientOptions): ResolvedOptions {
     resendAfterMs: option('resendAfterMs', o.resendAfterMs, 2_000, 1),
     closeTimeoutMs: option('closeTimeoutMs', o.closeTimeoutMs, 5_000, 0),
     requestTimeoutMs: option('requestTimeoutMs', o.requestTimeoutMs, 30_000, 1),
-    stream: o.stream === true,
+    stream: streamOption(o.stream),
     closeOnPageHide: o.closeOnPageHide !== false,
   };
   if (o.wait !== undefined) out.wait = option('wait', o.wait, 0, 0);
   return out;
+}
+
+function streamOption(value: unknown): boolean | 'auto' {
+  if (value === undefined || value === 'auto') return 'auto';
+  if (typeof value !== 'boolean') throw new RangeError("bidiweb: option stream must be true, false or 'auto'");
+  return value;
 }
 
 function parseLimits(value: unknown): ServerLimits {
@@ -160,8 +168,9 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       gone: () => this.onSendGone(),
       deliver: (data, seq) => this.events.emit('message', data as TIn, { seq }),
       ack: (value) => this.sender.onAck(value),
-      closeMarkerSeen: () => this.sender.halt(),
-      closed: (marker) => this.end(closeEventFor(marker)),
+      // No new POSTs, but those in flight may carry the ack of a message whose handler closed the session.
+      closeMarkerSeen: () => this.sender.halt(true),
+      closed: (marker) => void this.endAfterSends(closeEventFor(marker)),
     };
     this.sender = new Sender(this.host, {
       maxInflight: this.opts.maxInflight,
@@ -188,6 +197,14 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
   /** Bytes (UTF-8 length of the JSON) of the messages sent but not yet acked by the server. */
   get bufferedAmount(): number {
     return this.sender.bufferedAmount;
+  }
+
+  /**
+   * True while watches stream (`stream: true`, or `'auto'` until a stream
+   * showed no byte in time); false before the session is open.
+   */
+  get streaming(): boolean {
+    return this.watcher?.streaming ?? false;
   }
 
   /** True while some request (open, send, watch or close) waits in backoff before a retry. */
@@ -378,6 +395,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       sid,
       waitMs,
       stream: this.opts.stream,
+      onStreamOff: (error) => this.events.emit('error', error),
       initialDelayMs: this.opts.initialDelayMs,
       maxDelayMs: this.opts.maxDelayMs,
     });
@@ -422,6 +440,17 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       code: 'CLIENT',
       reason: unacked ? `closed by the client; ${unacked} unacked message(s) discarded` : 'closed by the client',
     });
+  }
+
+  /**
+   * The server closed the session and every message before its close marker
+   * was delivered: end once the POSTs in flight got their answer (bounded),
+   * so a `send()` whose handler closed the session resolves rather than
+   * rejects. A streaming watch brings the close marker before the POST's answer.
+   */
+  private async endAfterSends(event: CloseEvent): Promise<void> {
+    await this.until(this.sender.settled(), Date.now() + Math.min(SEND_SETTLE_MS, this.opts.requestTimeoutMs));
+    this.end(event);
   }
 
   /** Waits for `p`, the end of the session, or the deadline, whichever comes first. */

@@ -4,6 +4,7 @@
  */
 import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError, describe } from './errors';
+import { nodeDefaultFetch } from './node-http';
 import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
 
 /** The request header that carries the session id. */
@@ -50,6 +51,13 @@ export interface RequestSpec {
    * `200` answered as a stream (`application/x-ndjson`), as it arrives.
    */
   onFrame?: (frame: unknown) => void;
+  /**
+   * With `onFrame` (`stream: 'auto'`): the stream must show a byte (a frame or
+   * a heartbeat) within {@link firstByteLimitMs} of the request, or the
+   * request is aborted with {@link BufferedStreamError}: something between
+   * client and server holds the response back.
+   */
+  verifyStream?: boolean;
 }
 
 const STREAM_TYPE = 'application/x-ndjson';
@@ -61,15 +69,50 @@ export const MISSED_HEARTBEATS = 3;
 /** Timer slack, a stalled event loop, a retransmitted packet: never abort a live stream for those. */
 export const SILENCE_MARGIN_MS = 1_000;
 
+/** The heartbeat interval a streaming watch announced (`Bidi-Heartbeat`), ms; `0` for none. */
+function announcedHeartbeatMs(heartbeat: string | null): number {
+  if (heartbeat === null || !/^\d{1,9}$/.test(heartbeat.trim())) return 0;
+  return Number(heartbeat.trim());
+}
+
 /**
  * How long a streaming watch may stay silent before it is taken as dead:
  * `MISSED_HEARTBEATS` heartbeats plus a margin, or `0` (never) when the
  * response announces no heartbeat (an older server, or heartbeats off).
  */
 export function silenceLimitMs(heartbeat: string | null): number {
-  if (heartbeat === null || !/^\d{1,9}$/.test(heartbeat.trim())) return 0;
-  const ms = Number(heartbeat.trim());
+  const ms = announcedHeartbeatMs(heartbeat);
   return ms > 0 ? MISSED_HEARTBEATS * ms + SILENCE_MARGIN_MS : 0;
+}
+
+/** Slack on top of the announced heartbeat before a stream that showed nothing is taken as buffered. */
+export const FIRST_BYTE_MARGIN_MS = 2_000;
+/** The server's default `heartbeatMs`: the first-byte limit before the response announces its own. */
+const DEFAULT_HEARTBEAT_MS = 5_000;
+
+/**
+ * How long after its request a verified stream must show its first byte: the
+ * server writes a frame at once or a heartbeat after `heartbeatMs` (announced
+ * in `Bidi-Heartbeat`; the default 5 s until the headers say otherwise), plus
+ * a margin; never later than the stream would be taken as dead anyway. A
+ * stream without heartbeats gets the default: an idle one cannot prove that
+ * nothing buffers it.
+ */
+export function firstByteLimitMs(heartbeat: string | null): number {
+  const ms = announcedHeartbeatMs(heartbeat);
+  if (ms === 0) return DEFAULT_HEARTBEAT_MS + FIRST_BYTE_MARGIN_MS;
+  return Math.min(ms + FIRST_BYTE_MARGIN_MS, silenceLimitMs(heartbeat));
+}
+
+/**
+ * A streaming watch showed no byte in time (`stream: 'auto'`): a proxy or
+ * platform between client and server buffers responses. The session watches
+ * without streaming from then on.
+ */
+export class BufferedStreamError extends BidiClientError {
+  constructor(limitMs: number) {
+    super('TIMEOUT', `watch: no byte of the stream within ${limitMs} ms; something between client and server buffers responses`);
+  }
 }
 
 /** Byte length of the UTF-8 encoding of `s`. */
@@ -130,6 +173,12 @@ export class Transport {
     fetchImpl: FetchLike | undefined,
   ) {
     this.base = splitBaseUrl(baseUrl);
+    // An explicit fetch wins; in Node the node:http transport (far cheaper than undici's fetch); else the platform's.
+    const node = fetchImpl === undefined ? nodeDefaultFetch() : undefined;
+    if (node) {
+      this.fetchImpl = node;
+      return;
+    }
     const impl = fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
     if (typeof impl !== 'function') {
       throw new TypeError('bidiweb: no fetch implementation (pass options.fetch)');
@@ -167,6 +216,22 @@ export class Transport {
     }, Math.max(0, spec.timeoutMs));
     /** Set when a stream went silent past its heartbeats (see readFrames). */
     let silentMs = 0;
+    /** With verifyStream: aborts the request if no byte of a stream came in time; `lateMs` says it did. */
+    let lateMs = 0;
+    let firstByte: ReturnType<typeof setTimeout> | undefined;
+    const started = Date.now();
+    const expectFirstByte = (limitMs: number): void => {
+      clearTimeout(firstByte);
+      firstByte = setTimeout(() => {
+        lateMs = limitMs;
+        ctl.abort();
+      }, Math.max(0, started + limitMs - Date.now()));
+    };
+    const heardFirstByte = (): void => {
+      clearTimeout(firstByte);
+      firstByte = undefined;
+    };
+    if (spec.verifyStream && spec.onFrame) expectFirstByte(firstByteLimitMs(null));
     try {
       let headers: Record<string, string>;
       const option = this.headers;
@@ -187,13 +252,32 @@ export class Transport {
         ctl.signal,
       );
       if (spec.onFrame && res.status === 200 && (res.headers.get('content-type') ?? '').startsWith(STREAM_TYPE)) {
-        const limit = silenceLimitMs(res.headers.get(HEARTBEAT_HEADER));
-        await readFrames(res, ctl.signal, spec.onFrame, limit, () => {
-          silentMs = limit;
-          ctl.abort();
-        });
+        const heartbeat = res.headers.get(HEARTBEAT_HEADER);
+        const limit = silenceLimitMs(heartbeat);
+        if (firstByte !== undefined) {
+          const firstLimit = firstByteLimitMs(heartbeat);
+          // The server answers a watch's headers at once: late headers mean the whole response was held.
+          if (Date.now() - started >= firstLimit) {
+            lateMs = firstLimit;
+            ctl.abort();
+            throw new BufferedStreamError(firstLimit);
+          }
+          expectFirstByte(firstLimit);
+        }
+        await readFrames(
+          res,
+          ctl.signal,
+          spec.onFrame,
+          limit,
+          () => {
+            silentMs = limit;
+            ctl.abort();
+          },
+          heardFirstByte,
+        );
         return { status: 200, body: undefined, streamed: true };
       }
+      heardFirstByte(); // a plain answer: nothing to verify
       const text = await abortable(res.text(), ctl.signal);
       let body: unknown;
       if (text !== '') {
@@ -209,6 +293,7 @@ export class Transport {
       return reply;
     } catch (err) {
       if (signal?.aborted) throw new AbortedError();
+      if (lateMs) throw new BufferedStreamError(lateMs);
       if (err instanceof BidiClientError) throw err;
       const what = `${spec.method} ${spec.path || '/'}`;
       if (timedOut) throw new BidiClientError('TIMEOUT', `${what} timed out after ${spec.timeoutMs} ms`);
@@ -218,6 +303,7 @@ export class Transport {
       throw new BidiClientError('NETWORK_ERROR', `${what} failed: ${describe(err)}`, { cause: err });
     } finally {
       clearTimeout(timer);
+      clearTimeout(firstByte);
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -251,7 +337,8 @@ function requestHeaders(extra: Record<string, string | undefined> | undefined, s
  * a readable body (a fetch that only has `text()`), the frames come when the
  * response ends. With `silenceMs`, a body from which no byte came for that
  * long calls `onSilent` (which aborts `signal`): one timer per stream, moved
- * on lazily rather than reset per chunk.
+ * on lazily rather than reset per chunk. `onFirstByte` is called once, with
+ * the first chunk.
  */
 async function readFrames(
   res: FetchResponseLike,
@@ -259,6 +346,7 @@ async function readFrames(
   onFrame: (frame: unknown) => void,
   silenceMs: number,
   onSilent: () => void,
+  onFirstByte: () => void,
 ): Promise<void> {
   const emit = (line: string): void => {
     if (line === '') return;
@@ -273,6 +361,7 @@ async function readFrames(
   const reader = res.body?.getReader();
   if (!reader) {
     const text = await abortable(res.text(), signal);
+    onFirstByte();
     for (const line of text.split('\n')) emit(line);
     return;
   }
@@ -280,6 +369,7 @@ async function readFrames(
   let pending = '';
   let finished = false;
   let heardAt = Date.now();
+  let heard = false;
   let watchdog: ReturnType<typeof setTimeout> | undefined;
   const check = (): void => {
     const quiet = Date.now() - heardAt;
@@ -296,6 +386,10 @@ async function readFrames(
       if (signal.aborted) throw new AbortedError();
       const { done, value } = await abortable(reader.read(), signal);
       if (done) break;
+      if (!heard) {
+        heard = true;
+        onFirstByte();
+      }
       heardAt = Date.now();
       pending += decoder.decode(value, { stream: true });
       let nl: number;

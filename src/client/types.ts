@@ -149,25 +149,45 @@ export interface ClientOptions {
   headers?: HeadersOption;
   /** Any JSON value, sent once in the open request (`meta`); the server's open hook sees it. */
   meta?: unknown;
-  /** fetch implementation. Default `globalThis.fetch`. */
+  /**
+   * fetch implementation; when given, every request goes through it. Default:
+   * in Node (≥ 20.16, not under jsdom), a built-in transport over `node:http`
+   * / `node:https` with keep-alive agents shared by all sessions of the
+   * process — about a third of the client CPU per request of Node's global
+   * `fetch` (undici); elsewhere (browsers, workers, runtimes without
+   * `process.getBuiltinModule`) `globalThis.fetch`.
+   */
   fetch?: FetchLike;
   /** Watch wait in ms. Default: the server's `wait` from the open response (clamped to `limits.maxWait`). */
   wait?: number;
   /**
    * Streaming watch: ask the server (`stream=1`) to keep each watch response
    * open and write every new batch of messages on it as a frame, until the
-   * wait ends, instead of answering once per batch. Fewer requests and lower
-   * latency when messages are frequent. Default `false`: a proxy that buffers
-   * responses would hold the frames back until the wait ends; turn it on when
-   * nothing between the client and the server buffers (or it is told not to,
-   * e.g. nginx `proxy_buffering off`, which the server's `X-Accel-Buffering: no`
-   * also asks for). A server without streaming answers the plain way, which
-   * the client handles as usual. A stream that announces heartbeats
-   * (`Bidi-Heartbeat`) and then stays silent for 3 of them plus 1 s is taken
-   * as dead (its upstream died behind a proxy that kept the connection): it
-   * is aborted and the client watches again (a `TIMEOUT` error, a `watch` retry).
+   * wait ends, instead of answering once per batch: fewer requests, and
+   * pushes arrive with the latency of one write instead of one request.
+   *
+   * - `'auto'` (default): stream, and check every stream: it must show a
+   *   byte (a frame, or the heartbeat the server writes after `heartbeatMs`,
+   *   announced in `Bidi-Heartbeat`) within that heartbeat + 2 s of the
+   *   request (7 s without an announced heartbeat). One that does not is
+   *   held back by something in between (a proxy or platform that buffers
+   *   responses, or a server that does not stream): it is aborted, an
+   *   `error` (`TIMEOUT`) is emitted, and the session watches without
+   *   streaming from then on (`session.streaming` turns `false`). Nothing is
+   *   lost: the next watch asks again from the same ack. Behind a buffering
+   *   proxy a session's first pushes thus wait up to that limit once.
+   * - `true`: always stream, unchecked (nothing in between buffers, or it is
+   *   told not to, e.g. nginx `proxy_buffering off`, which the server's
+   *   `X-Accel-Buffering: no` also asks for).
+   * - `false`: never stream (one response per batch).
+   *
+   * A server without streaming answers the plain way, which the client
+   * handles as usual. A stream that announces heartbeats and then stays
+   * silent for 3 of them plus 1 s is taken as dead (its upstream died behind
+   * a proxy that kept the connection): it is aborted and the client watches
+   * again (a `TIMEOUT` error, a `watch` retry).
    */
-  stream?: boolean;
+  stream?: boolean | 'auto';
   /** Maximum concurrent send POSTs. Default 4. */
   maxInflight?: number;
   /** Backoff for network errors, 5xx and 429 (429 honours `Retry-After`). */

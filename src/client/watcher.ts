@@ -11,7 +11,7 @@
  */
 import { Backoff, TimerSet } from './backoff';
 import { AbortedError, BidiClientError } from './errors';
-import { classify, type Outcome, type Transport } from './transport';
+import { BufferedStreamError, classify, type Outcome, type Transport } from './transport';
 import { protocolError, sessionLost } from './sender';
 import type { CloseEvent, Operation } from './types';
 
@@ -53,8 +53,14 @@ export interface WatcherHost {
 export interface WatcherOptions {
   sid: string;
   waitMs: number;
-  /** Ask for streaming watches (`stream=1`). */
-  stream?: boolean;
+  /**
+   * Ask for streaming watches (`stream=1`): `true`; `'auto'`, and watch
+   * without streaming for the rest of the session once a stream showed no
+   * byte in time (something in between buffers); `false`/absent: never.
+   */
+  stream?: boolean | 'auto';
+  /** Called once when `'auto'` turned streaming off. */
+  onStreamOff?: (error: BidiClientError) => void;
   initialDelayMs: number;
   maxDelayMs: number;
 }
@@ -73,12 +79,20 @@ export class Watcher {
   /** Set after a send got 410: watch with wait=0 until the close marker shows, else the session is closed. */
   private probing = false;
   private supersededInARow = 0;
+  /** Watches ask for streaming (until `'auto'` finds a stream buffered). */
+  private streamOn: boolean;
 
   constructor(
     private readonly host: WatcherHost,
     private readonly opts: WatcherOptions,
   ) {
     this.backoff = new Backoff(opts.initialDelayMs, opts.maxDelayMs);
+    this.streamOn = opts.stream === true || opts.stream === 'auto';
+  }
+
+  /** True while watches ask for streaming. */
+  get streaming(): boolean {
+    return this.streamOn;
   }
 
   /** True once the server is known to be closing the session (close marker seen, or probing after a 410). */
@@ -112,7 +126,7 @@ export class Watcher {
     while (!this.stopped) {
       const ctl = (this.ctl = new AbortController());
       const wait = this.probing ? 0 : this.opts.waitMs;
-      const streaming = this.opts.stream === true && !this.probing;
+      const streaming = this.streamOn && !this.probing;
       const stream: StreamState = { superseded: false, frames: 0 };
       const started = Date.now();
       let outcome: Outcome;
@@ -125,6 +139,7 @@ export class Watcher {
           timeoutMs: wait + WATCH_TIMEOUT_MARGIN_MS,
           signal: ctl.signal,
           ...(streaming ? { onFrame: (frame: unknown) => this.onFrame(frame, stream) } : {}),
+          ...(streaming && this.opts.stream === 'auto' ? { verifyStream: true } : {}),
         });
         if (reply.streamed) {
           if (this.stopped) return;
@@ -143,6 +158,13 @@ export class Watcher {
       } catch (err) {
         if (this.stopped) return;
         if (err instanceof AbortedError) continue; // replaced by probe()
+        if (err instanceof BufferedStreamError) {
+          // Its frames (if any) are held somewhere in between; the next watch asks for them again
+          // from the same ack, answered the plain way: no backoff, nothing lost.
+          this.streamOn = false;
+          this.opts.onStreamOff?.(err);
+          continue;
+        }
         outcome = { kind: 'retry', error: err as BidiClientError };
       }
       if (this.stopped) return;
