@@ -21,7 +21,16 @@
  *                    { type: 'presence', nicks: [...] }      the room's members, sorted
  *                    { type: 'said', id, from, text, at, cid? }
  *                                                            `id` is stable across a redelivery and in history
- *                    { type: 'error', message }              a message of ours was refused
+ *                    { type: 'error', message, code? }       a message of ours was refused; code 'nick-taken':
+ *                                                            our nick is someone else's in the room, and the
+ *                                                            server closes the session (reason 'nick-taken')
+ *
+ * A nick is unique in its room (compared case-insensitively, see nickKey):
+ * the open request of a second "ann" is refused with 409 while an open
+ * session of the room has it. That check reads the store, so it holds across
+ * instances; two opens racing on the same nick can both pass it, and are
+ * settled when they announce (see `announce`): every session checks again
+ * there, once it is in the store, and the later one loses.
  *
  * Why `hello`: `onOpen` runs before the session exists in the store, so the
  * room's member list cannot include the newcomer yet. The announcement
@@ -55,6 +64,8 @@ export interface ChatUser {
 export interface ChatState {
   /** The room has seen our `joined` notice. */
   announced?: boolean;
+  /** Our nick was taken by the time we announced: the session is closing, ignore what else it sent. */
+  refused?: boolean;
 }
 
 export interface SaidMessage {
@@ -72,7 +83,7 @@ export type ChatMessage =
   | { type: 'left'; nick: string; at: number }
   | { type: 'presence'; nicks: string[] }
   | SaidMessage
-  | { type: 'error'; message: string };
+  | { type: 'error'; message: string; code?: 'nick-taken' };
 
 export interface ChatOptions {
   /** Where sessions, rooms and histories live. Default: a new in-memory store (one process). */
@@ -104,6 +115,22 @@ export function validNick(value: unknown): string | null {
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(nick)) return null;
   return nick;
+}
+
+/**
+ * What makes two nicks the same person to a reader: case and compatibility
+ * forms (full-width letters, ligatures) do not count, so "Ann" and "ＡＮＮ"
+ * cannot sit next to "ann".
+ */
+export function nickKey(nick: string): string {
+  return nick.normalize('NFKC').toLowerCase();
+}
+
+/** The close reason (and error code) of a session whose nick was taken by the time it announced. */
+export const NICK_TAKEN = 'nick-taken';
+
+export function nickTakenMessage(nick: string, room: string): string {
+  return `the nick "${nick}" is taken in #${room}: choose another`;
 }
 
 export function validRoom(value: unknown): string | null {
@@ -151,13 +178,27 @@ export function chatBidiOptions(
     options.history === false ? null : new RoomHistory<SaidMessage>(store, options.history === true ? {} : options.history);
 
   // Read from the store on every call: no in-process room state.
-  async function presence(room: string): Promise<ChatMessage> {
+  async function openMembers(room: string): Promise<Array<{ sid: string; user: ChatUser }>> {
     const h = hub();
     const sids = await h.members(roomGroup(room));
     const views = sids.length > 0 ? await h.inspect(sids) : [];
-    const nicks = new Set<string>();
-    for (const v of views) if (v?.status === 'open' && v.user) nicks.add(v.user.nick);
+    const out: Array<{ sid: string; user: ChatUser }> = [];
+    views.forEach((v, i) => {
+      if (v?.status === 'open' && v.user) out.push({ sid: sids[i]!, user: v.user });
+    });
+    return out;
+  }
+
+  async function presence(room: string): Promise<ChatMessage> {
+    // A set: a nick raced in twice shows once until the loser's close (see announce).
+    const nicks = new Set((await openMembers(room)).map((m) => m.user.nick));
     return { type: 'presence', nicks: [...nicks].sort((a, b) => a.localeCompare(b)) };
+  }
+
+  /** Whether an open session other than `self` has this nick in the room. */
+  async function nickTaken(room: string, nick: string, self?: string): Promise<boolean> {
+    const key = nickKey(nick);
+    return (await openMembers(room)).some((m) => m.sid !== self && nickKey(m.user.nick) === key);
   }
 
   async function publish(room: string, msg: ChatMessage): Promise<void> {
@@ -188,14 +229,26 @@ export function chatBidiOptions(
     return { type: 'history', lines: lines.slice(first) };
   }
 
-  async function announce(session: ServerSession<ChatUser, ChatState>): Promise<void> {
+  /** Announces the session; false when its nick turned out to be taken (the session is closing then). */
+  async function announce(session: ServerSession<ChatUser, ChatState>): Promise<boolean> {
     const { nick, room } = session.user;
+    // The open-time check cannot see a session opened at the same moment on another
+    // instance. Here both are in the store and members of the room, so whichever of
+    // two namesakes checks second sees the first and gives way: never both stay
+    // (in a close race both may give way, and both pages ask for another nick).
+    if (await nickTaken(room, nick, session.id)) {
+      session.state.refused = true;
+      await session.send({ type: 'error', code: NICK_TAKEN, message: nickTakenMessage(nick, room) } satisfies ChatMessage);
+      await session.close(NICK_TAKEN);
+      return false;
+    }
     session.state.announced = true;
     // After our join (done at open): see history.ts for why no line can fall between.
     const past = await historyMessage(room);
     if (past) await session.send(past);
     await publish(room, { type: 'joined', nick, at: Date.now() });
     await publish(room, await presence(room));
+    return true;
   }
 
   return {
@@ -209,6 +262,8 @@ export function chatBidiOptions(
     async onOpen(session, { meta }) {
       session.user = chatUserFromMeta(meta);
       session.state = { announced: false };
+      const { nick, room } = session.user;
+      if (await nickTaken(room, nick)) throw reject(409, nickTakenMessage(nick, room));
       await session.join(roomGroup(session.user.room));
     },
 
@@ -218,7 +273,8 @@ export function chatBidiOptions(
     },
 
     async onMessage(session, data, { seq }) {
-      if (!session.state.announced) await announce(session);
+      if (session.state.refused) return;
+      if (!session.state.announced && !(await announce(session))) return;
       const msg = (data ?? {}) as { type?: unknown; text?: unknown; cid?: unknown };
       switch (msg.type) {
         case 'hello':

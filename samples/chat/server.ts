@@ -19,7 +19,7 @@ import type { BidiExpressMiddleware } from '../../src/express';
 import { createChatServer, type ChatOptions, type ChatState, type ChatUser } from './chat';
 import { lazyClientBundle, REPO_ROOT } from './client-bundle';
 
-export { NICK_MAX, ROOM_PATTERN, TEXT_MAX, chatUserFromMeta, messageId, roomGroup, validNick, validRoom } from './chat';
+export { NICK_MAX, NICK_TAKEN, ROOM_PATTERN, TEXT_MAX, chatUserFromMeta, messageId, nickKey, nickTakenMessage, roomGroup, validNick, validRoom } from './chat';
 export type { ChatMessage, ChatState, ChatUser, SaidMessage } from './chat';
 
 export interface ChatAppOptions extends ChatOptions {

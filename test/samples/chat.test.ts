@@ -9,9 +9,9 @@ import type { BidiClientSession, FetchLike } from '../../src/client';
 import Redis from 'ioredis';
 import { MemoryStore } from '../../src/core/stores/memory';
 import type { Store } from '../../src/core/store';
-import { newToken } from '../../src/core/util';
+import { newSessionId, newToken } from '../../src/core/util';
 import { RedisStore } from '../../src/redis';
-import { createChatApp } from '../../samples/chat/server';
+import { createChatApp, NICK_TAKEN, roomGroup } from '../../samples/chat/server';
 import type { ChatApp } from '../../samples/chat/server';
 import { isHistorySid, RoomHistory } from '../../samples/chat/history';
 import { createChatFunctions } from '../../samples/serverless/functions';
@@ -45,22 +45,26 @@ class RawSession {
   readonly received: any[] = [];
   close?: { seq: number; reason: string };
 
-  private constructor(private readonly sid: string) {}
+  private constructor(
+    private readonly sid: string,
+    private readonly base: string,
+  ) {}
 
-  static async open(meta: unknown): Promise<RawSession> {
-    const res = await fetch(`${base}/session`, {
+  /** Opens at `at` (default: the chat app of this file); every later request goes there too. */
+  static async open(meta: unknown, at = base): Promise<RawSession> {
+    const res = await fetch(`${at}/session`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ v: 1, meta }),
     });
     const body = await res.json();
     if (res.status !== 201) throw Object.assign(new Error(body.error?.message), { status: res.status, body });
-    return new RawSession(body.sid);
+    return new RawSession(body.sid, at);
   }
 
   async send(data: unknown): Promise<number> {
     const seq = ++this.seq;
-    const res = await fetch(`${base}/session/send`, {
+    const res = await fetch(`${this.base}/session/send`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'bidi-sid': this.sid },
       body: JSON.stringify({ msgs: [[seq, data]], ack: this.ack }),
@@ -76,7 +80,7 @@ class RawSession {
     const deadline = Date.now() + timeoutMs;
     while (!until(this.received) && !this.close) {
       if (Date.now() > deadline) throw new Error(`timed out; got ${JSON.stringify(this.received)}`);
-      const res = await fetch(`${base}/session/watch?ack=${this.ack}&wait=1000`, { headers: { 'bidi-sid': this.sid } });
+      const res = await fetch(`${this.base}/session/watch?ack=${this.ack}&wait=1000`, { headers: { 'bidi-sid': this.sid } });
       expect(res.status).toBe(200);
       const body = await res.json();
       for (const [seq, data] of body.msgs) {
@@ -90,7 +94,7 @@ class RawSession {
   }
 
   async closeSession(): Promise<void> {
-    const res = await fetch(`${base}/session`, { method: 'DELETE', headers: { 'bidi-sid': this.sid } });
+    const res = await fetch(`${this.base}/session`, { method: 'DELETE', headers: { 'bidi-sid': this.sid } });
     expect(res.status).toBe(200);
   }
 
@@ -168,6 +172,103 @@ describe('chat sample, bare protocol', () => {
     });
     expect(res.status).toBe(400);
     expect((await res.json()).error.code).toBe('REJECTED');
+  });
+});
+
+const openStatus = async (meta: unknown, at = base) => {
+  const res = await fetch(`${at}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ v: 1, meta }) });
+  const body = await res.json();
+  if (res.status === 201) await fetch(`${at}/session`, { method: 'DELETE', headers: { 'bidi-sid': body.sid } });
+  return { status: res.status, body };
+};
+
+describe('chat sample, one nick per room', () => {
+  test('a taken nick is refused at open with 409 and a message, whatever its case; other rooms and a freed nick are fine', async () => {
+    const ann = await RawSession.open({ nick: 'ann', room: 'nick-room' });
+    await ann.send({ type: 'hello' });
+    await ann.receiveUntil((m) => lastPresence(m)?.includes('ann'));
+    for (const nick of ['ann', '  ANN ', 'Ann', '\uff41\uff4e\uff4e' /* full-width */]) {
+      const { status, body } = await openStatus({ nick, room: 'nick-room' });
+      expect(status).toBe(409);
+      expect(body.error).toMatchObject({ code: 'REJECTED', message: `the nick "${nick.trim()}" is taken in #nick-room: choose another` });
+    }
+    // What the page gets from the client: a REJECTED close with that message as the reason.
+    const twin = join('ann', 'nick-room');
+    await expect(twin.opened).rejects.toMatchObject({ code: 'REJECTED', status: 409 });
+    expect(twin.closed).toEqual([expect.objectContaining({ code: 'REJECTED', reason: 'the nick "ann" is taken in #nick-room: choose another' })]);
+    expect((await openStatus({ nick: 'ann', room: 'nick-elsewhere' })).status).toBe(201);
+    expect((await openStatus({ nick: 'anna', room: 'nick-room' })).status).toBe(201);
+    expect(lastPresence(ann.received)).toEqual(['ann']);
+
+    await ann.closeSession();
+    expect((await openStatus({ nick: 'ann', room: 'nick-room' })).status).toBe(201);
+  });
+
+  test('namesakes that both got past the open check (opened at once): the one that checks second is closed with nick-taken', async () => {
+    // The session another instance created while our open was being checked: in the
+    // store and a member of the room, as bidiweb leaves it after its open.
+    const store = chat.middleware.server.store;
+    const dan = await RawSession.open({ nick: 'dan', room: 'nick-race' });
+    const other = newSessionId();
+    expect(
+      await store.create({ sid: other, userJson: JSON.stringify({ nick: 'Dan', room: 'nick-race' }), stateJson: '{"announced":false}', initial: [], idleMs: 60_000, maxSessions: 1_000_000 }),
+    ).toEqual({ status: 'ok' });
+    expect(await store.join(other, roomGroup('nick-race'))).toBe(true);
+
+    await dan.send({ type: 'hello' });
+    await dan.receiveUntil(() => false);
+    expect(dan.close).toMatchObject({ reason: NICK_TAKEN });
+    // Told why, never announced, nothing said.
+    expect(dan.received).toEqual([{ type: 'error', code: NICK_TAKEN, message: 'the nick "dan" is taken in #nick-race: choose another' }]);
+    expect(await store.members(roomGroup('nick-race'))).toEqual([other]);
+    expect((await store.inspect([other]))[0]).toMatchObject({ status: 'open' });
+    await store.close(other, { reason: 'test' });
+  });
+
+  test('across two instances on one Redis: namesakes opened at the same moment, one on each, never both stay', async () => {
+    const redisServer = await startRedis();
+    const prefix = `nick${newToken()}:`;
+    const conns = [new Redis(redisServer.port, '127.0.0.1'), new Redis(redisServer.port, '127.0.0.1')];
+    const apps = conns.map((redis) => createChatApp({ store: new RedisStore({ redis, prefix }), sweepInterval: 0, history: false }));
+    const servers = await Promise.all(apps.map((c) => new Promise<Server>((resolve) => {
+      const s = c.app.listen(0, () => resolve(s));
+    })));
+    const bases = servers.map((s) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`);
+    let bothOpened = 0;
+    try {
+      for (let round = 0; round < 12; round++) {
+        const room = `race-${round}`;
+        const opens = await Promise.allSettled(bases.map((at) => RawSession.open({ nick: 'eve', room }, at)));
+        const opened = opens.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+        for (const o of opens) if (o.status === 'rejected') expect((o.reason as { status: number }).status).toBe(409);
+        expect(opened.length).toBeGreaterThanOrEqual(1);
+        if (opened.length === 2) bothOpened++;
+        await Promise.all(opened.map((s) => s.send({ type: 'hello' })));
+        await Promise.all(opened.map((s) => s.receiveUntil((m) => ofType('joined')(m).length > 0)));
+        const stayed = opened.filter((s) => !s.close);
+        // Exactly one in the usual case; none when both checked at the very same moment (each saw the other).
+        expect(stayed.length).toBeLessThanOrEqual(1);
+        for (const s of opened.filter((x) => x.close)) {
+          expect(s.close!.reason).toBe(NICK_TAKEN);
+          expect(ofType('joined')(s.received)).toEqual([]);
+        }
+        for (const s of stayed) {
+          await s.receiveUntil((m) => lastPresence(m)?.length === 1);
+          expect(lastPresence(s.received)).toEqual(['eve']);
+          await s.closeSession();
+        }
+      }
+      // The opens did race past the open-time check (so the announce-time check was what decided).
+      expect(bothOpened).toBeGreaterThan(0);
+    } finally {
+      for (const s of servers) {
+        s.closeAllConnections();
+        await new Promise<void>((resolve) => s.close(() => resolve()));
+      }
+      for (const c of apps) await c.middleware.server.dispose();
+      await Promise.all(conns.map((c) => c.quit().catch(() => c.disconnect())));
+      await redisServer.stop();
+    }
   });
 });
 
