@@ -63,6 +63,10 @@ export function createChatApp(options: ChatAppOptions = {}): ChatApp {
     }
     res.type('text/javascript; charset=utf-8').setHeader('cache-control', 'no-cache').send(code);
   });
+  // Browsers that ignore the page's <link rel="icon"> (and tools) still ask for /favicon.ico.
+  app.get('/favicon.ico', (_req, res) => {
+    res.redirect(301, '/favicon.svg');
+  });
   app.use(
     express.static(path.join(root, 'samples', 'chat', 'public'), {
       index: 'index.html',

@@ -525,6 +525,19 @@ describe('chat sample, static files', () => {
     expect(typeof sandbox.bidiweb.open).toBe('function');
   });
 
+  test('a favicon: the page links /favicon.svg, and /favicon.ico leads there (no 404)', async () => {
+    const html = await (await fetch(`${base}/`)).text();
+    expect(html).toContain('<link rel="icon" href="favicon.svg" type="image/svg+xml">');
+    const svg = await fetch(`${base}/favicon.svg`);
+    expect(svg.status).toBe(200);
+    expect(svg.headers.get('content-type')).toMatch(/^image\/svg\+xml/);
+    expect(await svg.text()).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    const ico = await fetch(`${base}/favicon.ico`, { redirect: 'manual' });
+    expect(ico.status).toBe(301);
+    expect(ico.headers.get('location')).toBe('/favicon.svg');
+    expect((await fetch(`${base}/favicon.ico`)).status).toBe(200);
+  });
+
   test('GET /app.js and /style.css', async () => {
     const js = await fetch(`${base}/app.js`);
     expect(js.status).toBe(200);

@@ -7,7 +7,9 @@
 // - each line of ours: li.mine[data-state] = sending → acked (the send() promise
 //   resolved: the server's handler has it) or failed; li.pending until the room's
 //   copy came back (then it takes its place in the room's order);
-// - every line: li.said[data-id] (stable id: history and live copies are shown once).
+// - every line: li.said[data-id] (stable id: history and live copies are shown once);
+// - after Leave, or when the room refused our nick, the room panel (#chat) is hidden
+//   and the join form is back (#join-error says why the nick was refused).
 (function () {
   'use strict';
 
@@ -21,6 +23,7 @@
 
   var session = null;
   var me = null;          // { nick, room }
+  var refusal = null;     // the server's message when our nick was taken (chat.ts: code 'nick-taken')
   var seen = new Set();   // ids of 'said' lines shown
   var cidCounter = 0;
 
@@ -174,7 +177,10 @@
         renderPresence(Array.isArray(m.nicks) ? m.nicks : []);
         break;
       case 'error':
-        notice(m.message, Date.now(), 'error');
+        // Our nick turned out to be taken (a namesake joined at the same moment): the
+        // server closes the session next, and the close handler shows this on the join form.
+        if (m.code === 'nick-taken') refusal = String(m.message);
+        else notice(m.message, Date.now(), 'error');
         break;
     }
   }
@@ -187,13 +193,24 @@
       case 'EXPIRED': return 'the session expired';
       case 'SESSION_LOST': return 'the server lost the session (restarted?)';
       case 'SESSION_CLOSED': return 'the server closed the session';
-      case 'SERVER': return 'closed by the server: ' + ev.reason;
+      case 'SERVER': return ev.reason === 'nick-taken' ? 'the nick is taken' : 'closed by the server: ' + ev.reason;
       default: return ev.reason || ev.code;
     }
   }
 
+  /** Back to the join form with no room shown: after Leave, or when the room refused us. */
+  function showJoinOnly() {
+    els.chat.hidden = true;
+    els.messages.textContent = '';
+    renderPresence([]);
+    els.count.textContent = '';
+    els.roomTitle.textContent = '';
+    els.via.textContent = '';
+  }
+
   function connect(nick, room) {
     me = { nick: nick, room: room };
+    refusal = null;
     seen = new Set();
     els.messages.textContent = '';
     renderPresence([]);
@@ -283,12 +300,21 @@
       els.messages.querySelectorAll('li.pending[data-state="sending"]').forEach(function (li) {
         setLineState(li, 'failed', 'not sent: ' + why);
       });
-      if (els.chat.hidden) {
+      var nickTaken = ev.code === 'SERVER' && ev.reason === 'nick-taken';
+      if (els.chat.hidden || nickTaken) {
         // Never got in: show why on the join form.
-        els.joinError.textContent = ev.code === 'REJECTED' ? ev.reason : 'could not join: ' + why;
+        els.joinError.textContent = nickTaken
+          ? refusal || 'the nick "' + me.nick + '" is taken in #' + me.room + ': choose another'
+          : ev.code === 'REJECTED' ? ev.reason : 'could not join: ' + why;
         els.joinError.hidden = false;
+        showJoinOnly();
+        if (ev.status === 409 || nickTaken) els.nick.select();
+      } else if (ev.code === 'CLIENT') {
+        // Left: the old room goes away; the status line says "closed: you left".
+        showJoinOnly();
       } else {
-        notice(ev.code === 'CLIENT' ? 'you left the room' : 'disconnected: ' + why, Date.now(), ev.code === 'CLIENT' ? '' : 'error');
+        // Lost: keep the transcript, say why, offer to join again.
+        notice('disconnected: ' + why, Date.now(), 'error');
       }
       els.join.hidden = false;
       els.join.querySelector('button').textContent = 'Join again';
