@@ -1,58 +1,169 @@
 /**
- * A plain round-robin HTTP load balancer for the cluster demo: no sticky
- * sessions, no health checks — every request goes to the next backend, so
- * one chat session's requests land on every instance in turn. Streams bodies
- * both ways and cancels the backend request when the client goes away (a
- * watch whose browser left stops waiting). A backend that cannot be reached
- * answers 502; the bidiweb client retries it (on the next backend).
+ * A round-robin HTTP load balancer for the cluster demo: no sticky sessions —
+ * every request goes to the next backend, so one chat session's requests land
+ * on every instance in turn. Streams responses and cancels the backend
+ * request when the client goes away (a watch whose browser left stops
+ * waiting).
+ *
+ * A dead backend is skipped, as real balancers do (nginx's passive checks,
+ * HAProxy's `observe layer4`): a request whose connection to a backend fails
+ * (refused, unreachable, not accepted within `connectTimeoutMs`) marks that
+ * backend down and is sent to the next live one — safe, since the failed
+ * backend received nothing. A down backend gets no traffic; a TCP health
+ * check every `healthIntervalMs` puts it back once it accepts connections.
+ * A failure after the connection was made (the backend died mid-request)
+ * cannot be retried blindly — the backend may have acted on it — and answers
+ * 502, which the bidiweb client retries itself.
+ *
+ * Request bodies are read whole before forwarding (bidiweb's are small: 1 MiB
+ * at most by default) so that a refused request can be replayed.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+
+export interface BalancerOptions {
+  /** Interface to listen on. Default 127.0.0.1. */
+  host?: string;
+  /** How often a backend that is down is probed (a TCP connect), ms. Default 1000. */
+  healthIntervalMs?: number;
+  /** A backend that has not accepted the connection by then counts as down, ms. Default 2000. */
+  connectTimeoutMs?: number;
+  /** Largest request body forwarded (read whole, for a replay), bytes; above it: 413. Default 4 MiB. */
+  maxBodyBytes?: number;
+  /** Told when a backend leaves or rejoins the rotation (index into `backends`). */
+  onChange?(index: number, up: boolean): void;
+}
 
 export interface Balancer {
   port: number;
-  /** Requests sent to each backend so far. */
+  /** Requests sent to each backend so far (health checks not counted). */
   counts: number[];
+  /** Whether each backend is in the rotation. */
+  up: boolean[];
+  stats: {
+    /** Requests sent to another backend after their first choice refused the connection. */
+    retried: number;
+    /** Requests answered 502: no backend took them, or one failed mid-request. */
+    badGateway: number;
+  };
   close(): Promise<void>;
 }
 
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer'];
 
-export function startBalancer(backends: number[], port: number, host = '127.0.0.1'): Promise<Balancer> {
+export function startBalancer(backends: number[], port: number, options: BalancerOptions = {}): Promise<Balancer> {
+  const host = options.host ?? '127.0.0.1';
+  const healthIntervalMs = options.healthIntervalMs ?? 1000;
+  const connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+  const maxBodyBytes = options.maxBodyBytes ?? 4 * 1024 * 1024;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
   const counts = backends.map(() => 0);
+  const up = backends.map(() => true);
+  const stats = { retried: 0, badGateway: 0 };
+  const probes = new Map<number, NodeJS.Timeout>();
+  let closed = false;
   let next = 0;
 
+  function markDown(index: number): void {
+    if (!up[index] || closed) return;
+    up[index] = false;
+    options.onChange?.(index, false);
+    const probe = setInterval(() => {
+      void canConnect(backends[index]!, connectTimeoutMs).then((ok) => {
+        if (!ok || closed || up[index]) return;
+        clearInterval(probe);
+        probes.delete(index);
+        up[index] = true;
+        options.onChange?.(index, true);
+      });
+    }, healthIntervalMs);
+    probe.unref();
+    probes.set(index, probe);
+  }
+
+  /** The next live backend in round-robin order that this request has not tried yet. */
+  function pick(tried: Set<number>): number | undefined {
+    for (let k = 0; k < backends.length; k++) {
+      const index = (next + k) % backends.length;
+      if (up[index] && !tried.has(index)) {
+        next = index + 1;
+        return index;
+      }
+    }
+    return undefined;
+  }
+
   const server = http.createServer((req, res) => {
-    const index = next++ % backends.length;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= maxBodyBytes) chunks.push(chunk);
+      else if (!res.headersSent) reply(res, 413, 'PAYLOAD_TOO_LARGE', 'request body too large for the balancer');
+    });
+    req.on('end', () => {
+      if (size <= maxBodyBytes) forward(req, res, Buffer.concat(chunks), new Set());
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+
+  function forward(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer, tried: Set<number>): void {
+    if (res.destroyed) return; // the client went away meanwhile
+    const index = pick(tried);
+    if (index === undefined) {
+      stats.badGateway++;
+      reply(res, 502, 'BAD_GATEWAY', 'no backend available');
+      return;
+    }
+    if (tried.size > 0) stats.retried++;
+    tried.add(index);
     counts[index]!++;
-    const headers = { ...req.headers };
+    const headers: http.OutgoingHttpHeaders = { ...req.headers };
     for (const h of HOP_BY_HOP) delete headers[h];
     headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
-    const upstream = http.request(
-      { host: '127.0.0.1', port: backends[index], method: req.method, path: req.url, headers, agent },
-      (up) => {
-        const out = { ...up.headers };
-        for (const h of HOP_BY_HOP) delete out[h];
-        res.writeHead(up.statusCode ?? 502, out);
-        up.pipe(res);
-      },
-    );
+    if (body.length > 0 || headers['content-length'] !== undefined) headers['content-length'] = String(body.length);
+
+    let connected = false;
+    let connectTimer: NodeJS.Timeout | undefined;
+    const upstream = http.request({ host: '127.0.0.1', port: backends[index], method: req.method, path: req.url, headers, agent }, (answer) => {
+      const out = { ...answer.headers };
+      for (const h of HOP_BY_HOP) delete out[h];
+      res.writeHead(answer.statusCode ?? 502, out);
+      answer.pipe(res);
+    });
+    upstream.on('socket', (socket) => {
+      // A kept-alive socket is connected already; a new one must connect in time.
+      if (!socket.connecting) {
+        connected = true;
+        return;
+      }
+      connectTimer = setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), connectTimeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(connectTimer);
+        connected = true;
+      });
+    });
     upstream.on('error', () => {
+      clearTimeout(connectTimer);
+      if (!connected) {
+        // Nothing reached the backend: take it out of the rotation, try the next one.
+        markDown(index);
+        forward(req, res, body, tried);
+        return;
+      }
       if (!res.headersSent) {
-        res.writeHead(502, { 'content-type': 'application/json' });
-        res.end('{"error":{"code":"BAD_GATEWAY","message":"backend unavailable"}}');
+        stats.badGateway++;
+        reply(res, 502, 'BAD_GATEWAY', 'backend failed');
       } else {
         res.destroy();
       }
     });
     // The client went away before the answer: cancel the backend request.
-    res.on('close', () => {
+    res.once('close', () => {
       if (!res.writableFinished) upstream.destroy();
     });
-    req.pipe(upstream);
-  });
-  server.keepAliveTimeout = 65_000;
+    upstream.end(body);
+  }
 
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -60,13 +171,37 @@ export function startBalancer(backends: number[], port: number, host = '127.0.0.
       resolve({
         port: (server.address() as AddressInfo).port,
         counts,
+        up,
+        stats,
         close: () =>
           new Promise<void>((done) => {
+            closed = true;
+            for (const probe of probes.values()) clearInterval(probe);
+            probes.clear();
             server.close(() => done());
             server.closeAllConnections();
             agent.destroy();
           }),
       });
     });
+  });
+}
+
+function reply(res: http.ServerResponse, status: number, code: string, message: string): void {
+  res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+  res.end(JSON.stringify({ error: { code, message } }));
+}
+
+/** The health check: does the port accept a TCP connection? */
+function canConnect(port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => done(true));
   });
 }

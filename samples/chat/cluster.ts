@@ -1,6 +1,7 @@
 /**
- * The chat on three instances over Redis, behind a plain round-robin
- * balancer — the talk's architecture on one machine:
+ * The chat on three instances over Redis, behind a round-robin balancer
+ * (./balancer.ts: no stickiness; skips an instance that refuses connections)
+ * — the talk's architecture on one machine:
  *
  *   npm run chat:cluster                 # http://localhost:3000
  *   PORT=8080 npm run chat:cluster
@@ -11,7 +12,9 @@
  *
  * Every request of every session may land on any instance; the page shows
  * which one answered last ("via instance-2"). Open two tabs and chat; kill
- * one instance (its pid is printed) and watch the pages carry on.
+ * one instance (its pid is printed) and watch the pages carry on: the
+ * balancer takes it out of the rotation at its first refused connection,
+ * sends that request to another instance, and probes it every second.
  *
  * It starts its own `redis-server` (on PATH) on a free port with a throwaway
  * data directory — never the machine's Redis on 6379 — and stops everything
@@ -187,7 +190,12 @@ async function main(): Promise<void> {
       balancer = await startBalancer(
         instances.map((i) => i.port),
         port,
-        process.env.HOST ?? '127.0.0.1',
+        {
+          host: process.env.HOST ?? '127.0.0.1',
+          onChange: (index, up) => {
+            if (!stopping) console.log(`[cluster] balancer: instance-${index + 1} ${up ? 'is back: in the rotation again' : 'refuses connections: skipped until it answers again'}`);
+          },
+        },
       );
     } catch (err) {
       throw new Error(`cannot listen on port ${port}: ${(err as Error).message} (set PORT)`);

@@ -2,7 +2,7 @@
  * Smoke test of the chat sample (samples/chat/server.ts): the real Express
  * app on a free port, sessions opened over real HTTP.
  */
-import type { Server } from 'node:http';
+import http, { type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import vm from 'node:vm';
 import type { BidiClientSession, FetchLike } from '../../src/client';
@@ -15,6 +15,7 @@ import { createChatApp, NICK_TAKEN, roomGroup } from '../../samples/chat/server'
 import type { ChatApp } from '../../samples/chat/server';
 import { isHistorySid, RoomHistory } from '../../samples/chat/history';
 import { createChatFunctions } from '../../samples/serverless/functions';
+import { startBalancer } from '../../samples/chat/balancer';
 import { twoInARoom } from '../helpers/chat-scenario';
 import { openWatched, waitFor } from '../helpers/client-session';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -550,4 +551,130 @@ describe('chat sample, static files', () => {
 
 test('no errors were logged', () => {
   expect(logged).toEqual([]);
+});
+
+describe('chat:cluster balancer (samples/chat/balancer.ts)', () => {
+  /** A backend that answers with its name and the request's body. */
+  const backend = (name: string, port = 0, seen: string[] = []) =>
+    new Promise<Server>((resolve) => {
+      const s = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', () => {
+          seen.push(`${req.method} ${req.url} ${body}`);
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ name, body }));
+        });
+      });
+      s.listen(port, '127.0.0.1', () => resolve(s));
+    });
+  const portOf = (s: Server) => (s.address() as AddressInfo).port;
+  const stop = async (s: Server) => {
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  };
+  /** A port nothing listens on (connections are refused). */
+  const deadPort = async () => {
+    const s = await backend('gone');
+    const port = portOf(s);
+    await stop(s);
+    return port;
+  };
+  const post = async (url: string, body: string) => {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'text/plain' }, body });
+    return { status: res.status, json: await res.json() };
+  };
+
+  test('a backend that refuses connections is skipped, the request retried on the next one, and it rejoins once it accepts again', async () => {
+    const a = await backend('a');
+    const c = await backend('c');
+    const dead = await deadPort();
+    const changes: Array<[number, boolean]> = [];
+    const lb = await startBalancer([portOf(a), dead, portOf(c)], 0, { healthIntervalMs: 100, onChange: (i, up) => changes.push([i, up]) });
+    const url = `http://127.0.0.1:${lb.port}/x`;
+    let revived: Server | undefined;
+    try {
+      const answers = [];
+      for (let i = 0; i < 9; i++) answers.push(await post(url, `body ${i}`));
+      // Every request answered by a live backend, with its own body (replayed after the refusal).
+      expect(answers.map((r) => r.status)).toEqual(Array(9).fill(200));
+      expect(answers.map((r) => r.json.body)).toEqual(Array.from({ length: 9 }, (_, i) => `body ${i}`));
+      expect(new Set(answers.map((r) => r.json.name))).toEqual(new Set(['a', 'c']));
+      // The dead one was tried once, then left out.
+      expect(lb.counts[1]).toBe(1);
+      expect(lb.up).toEqual([true, false, true]);
+      expect(lb.stats).toEqual({ retried: 1, badGateway: 0 });
+      expect(changes).toEqual([[1, false]]);
+
+      // It comes back: the health check puts it in the rotation again.
+      const seen: string[] = [];
+      revived = await backend('b', dead, seen);
+      await waitFor('the health check to see b', () => lb.up[1] === true);
+      const after = [];
+      for (let i = 0; i < 6; i++) after.push(await post(url, `again ${i}`));
+      expect(after.filter((r) => r.json.name === 'b')).toHaveLength(2);
+      expect(seen).toHaveLength(2);
+      expect(changes).toEqual([[1, false], [1, true]]);
+    } finally {
+      await lb.close();
+      for (const s of [a, c, revived]) if (s) await stop(s);
+    }
+  });
+
+  test('a backend that dies while in use: requests carry on over the others', async () => {
+    const servers = [await backend('a'), await backend('b'), await backend('c')];
+    const lb = await startBalancer(servers.map(portOf), 0, { healthIntervalMs: 100 });
+    const url = `http://127.0.0.1:${lb.port}/x`;
+    try {
+      for (let i = 0; i < 6; i++) expect((await post(url, `warm ${i}`)).status).toBe(200);
+      expect(lb.counts).toEqual([2, 2, 2]); // kept-alive connections to each
+      await stop(servers[1]!);
+      const answers = [];
+      for (let i = 0; i < 12; i++) answers.push(await post(url, `after ${i}`));
+      expect(answers.map((r) => r.status)).toEqual(Array(12).fill(200));
+      expect(answers.map((r) => r.json.body)).toEqual(Array.from({ length: 12 }, (_, i) => `after ${i}`));
+      expect(lb.up).toEqual([true, false, true]);
+      expect(lb.counts[1]).toBe(3); // the two before, and the one request that found it dead
+    } finally {
+      await lb.close();
+      await stop(servers[0]!);
+      await stop(servers[2]!);
+    }
+  });
+
+  test('no backend takes the request: 502 with a JSON error', async () => {
+    const lb = await startBalancer([await deadPort(), await deadPort()], 0, { healthIntervalMs: 60_000 });
+    try {
+      const res = await fetch(`http://127.0.0.1:${lb.port}/session`);
+      expect(res.status).toBe(502);
+      expect(await res.json()).toEqual({ error: { code: 'BAD_GATEWAY', message: 'no backend available' } });
+      expect(lb.up).toEqual([false, false]);
+      expect(lb.counts).toEqual([1, 1]);
+    } finally {
+      await lb.close();
+    }
+  });
+
+  test('a backend that fails after it got the request is not retried elsewhere (it may have acted on it): 502', async () => {
+    let got = 0;
+    const breaking = http.createServer((req) => {
+      got++;
+      req.socket.destroy();
+    });
+    await new Promise<void>((resolve) => breaking.listen(0, '127.0.0.1', () => resolve()));
+    const other = await backend('other');
+    const lb = await startBalancer([portOf(breaking), portOf(other)], 0);
+    try {
+      const res = await fetch(`http://127.0.0.1:${lb.port}/session/send`, { method: 'POST', body: 'x' });
+      expect(res.status).toBe(502);
+      expect(got).toBe(1);
+      expect(lb.counts).toEqual([1, 0]);
+      expect(lb.up).toEqual([true, true]); // it accepts connections: not down
+      expect(lb.stats).toEqual({ retried: 0, badGateway: 1 });
+    } finally {
+      await lb.close();
+      await stop(breaking);
+      await stop(other);
+    }
+  });
 });
