@@ -11,9 +11,11 @@
  * backend down and is sent to the next live one — safe, since the failed
  * backend received nothing. A down backend gets no traffic; a TCP health
  * check every `healthIntervalMs` puts it back once it accepts connections.
- * A failure after the connection was made (the backend died mid-request)
- * cannot be retried blindly — the backend may have acted on it — and answers
- * 502, which the bidiweb client retries itself.
+ * A failure after the connection was made (the backend died mid-request) is
+ * retried on another backend only for an idempotent method (a watch is a
+ * GET) and only while nothing was sent to the client; a POST may have been
+ * acted on, so it answers 502, which the bidiweb client retries itself (its
+ * sends carry seqs: a repeat is deduplicated).
  *
  * Request bodies are read whole before forwarding (bidiweb's are small: 1 MiB
  * at most by default) so that a refused request can be replayed.
@@ -41,7 +43,7 @@ export interface Balancer {
   /** Whether each backend is in the rotation. */
   up: boolean[];
   stats: {
-    /** Requests sent to another backend after their first choice refused the connection. */
+    /** Requests sent again to another backend (their first choice refused the connection, or failed an idempotent one). */
     retried: number;
     /** Requests answered 502: no backend took them, or one failed mid-request. */
     badGateway: number;
@@ -49,6 +51,8 @@ export interface Balancer {
   close(): Promise<void>;
 }
 
+/** Methods a request of which may be sent again after a backend failed with it (as nginx's `proxy_next_upstream`). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer'];
 
 export function startBalancer(backends: number[], port: number, options: BalancerOptions = {}): Promise<Balancer> {
@@ -148,6 +152,11 @@ export function startBalancer(backends: number[], port: number, options: Balance
       if (!connected) {
         // Nothing reached the backend: take it out of the rotation, try the next one.
         markDown(index);
+        forward(req, res, body, tried);
+        return;
+      }
+      if (!res.headersSent && IDEMPOTENT.has(req.method ?? '')) {
+        // It died with the request in hand (e.g. a held watch): safe to ask another.
         forward(req, res, body, tried);
         return;
       }

@@ -8,8 +8,13 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import Redis from 'ioredis';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { newSessionId } from '../../src/core/util';
+import { RedisStore } from '../../src/redis';
+import { startBalancer } from '../../samples/chat/balancer';
 import { bundleEntry } from '../../samples/chat/bundle';
+import { roomGroup } from '../../samples/chat/chat';
 import { startChatInstance, type ChatInstance } from '../../samples/chat/cluster';
 import { startProxy, type Proxy } from '../helpers/proxy';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -25,6 +30,8 @@ let proxy: Proxy;
 let browser: Browser;
 const contexts: BrowserContext[] = [];
 const stderr: string[] = [];
+/** Every answer of 400 or more any page got, except where a test expects them (409 of a refused nick). */
+const failedResponses: string[] = [];
 
 beforeAll(async () => {
   redis = await startRedis();
@@ -57,7 +64,20 @@ async function newPage(): Promise<{ context: BrowserContext; page: Page; served:
   contexts.push(context);
   const page = await context.newPage();
   page.on('pageerror', (err) => stderr.push(`pageerror: ${err.message}`));
+  page.on('response', (res) => {
+    if (res.status() >= 400 && res.status() !== 409) failedResponses.push(`${res.status()} ${res.request().method()} ${res.url()}`);
+  });
   return { context, page, served: recordInstances(page) };
+}
+
+const presenceOf = (page: Page) => page.$$eval('#presence li', (els) => els.map((e) => e.textContent));
+const visible = (page: Page, id: string) => page.$eval(`#${id}`, (e) => !(e as HTMLElement).hidden);
+
+/** Fills the join form and submits it, waiting for nothing. */
+async function submitJoin(page: Page, nick: string, room: string): Promise<void> {
+  await page.fill('#nick', nick);
+  await page.fill('#room', room);
+  await page.click('#join button[type="submit"]');
 }
 
 const texts = (ls: Array<{ text: string }>) => ls.map((l) => l.text);
@@ -176,6 +196,141 @@ test('closing a tab ends its session at once (keepalive DELETE on pagehide): the
   // checks the request itself.)
 });
 
-test('no page errors', () => {
+test('Leave takes the old room off the page: only the join form is left', async () => {
+  const ann = await newPage();
+  const bob = await newPage();
+  await join(ann.page, proxy.url, 'ann', 'leave-room');
+  await join(bob.page, proxy.url, 'bob', 'leave-room');
+  await say(ann.page, 'bye soon');
+  await waitForTexts(bob.page, ['bye soon']);
+  await bob.page.click('#leave');
+  await waitForStatus(bob.page, 'closed', /you left/);
+  expect(await visible(bob.page, 'chat')).toBe(false);
+  expect(await visible(bob.page, 'join')).toBe(true);
+  expect(await bob.page.$eval('#room-title', (e) => e.textContent)).toBe('');
+  expect(await bob.page.$$eval('#messages li', (els) => els.length)).toBe(0);
+  expect(await presenceOf(bob.page)).toEqual([]);
+  expect(await bob.page.$eval('#join button[type="submit"]', (e) => e.textContent)).toBe('Join again');
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await bob.page.screenshot({ path: path.join(ARTIFACTS, 'chat-after-leave.png') });
+  await ann.page.waitForFunction(() => document.getElementById('count')!.textContent === '(1)');
+
+  // Joining another room shows that room only.
+  await join(bob.page, proxy.url, 'bob', 'leave-other');
+  expect(await bob.page.$eval('#room-title', (e) => e.textContent)).toBe('#leave-other');
+  expect(texts(await lines(bob.page))).toEqual([]);
+});
+
+test('a nick taken in the room is refused with the reason on the join form; the room keeps one of it', async () => {
+  const room = 'nick-taken';
+  const ann = await newPage();
+  const twin = await newPage();
+  await join(ann.page, proxy.url, 'ann', room);
+  await twin.page.goto(`${proxy.url}/#${room}`);
+  await submitJoin(twin.page, 'Ann', room);
+  await waitForStatus(twin.page, 'closed');
+  await twin.page.waitForSelector('#join-error:not([hidden])');
+  expect(await twin.page.$eval('#join-error', (e) => e.textContent)).toBe('the nick "Ann" is taken in #nick-taken: choose another');
+  expect(await twin.page.$eval('#status', (e) => (e as HTMLElement).dataset.code)).toBe('REJECTED');
+  expect(await visible(twin.page, 'chat')).toBe(false);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await twin.page.screenshot({ path: path.join(ARTIFACTS, 'chat-nick-taken.png') });
+  expect(await presenceOf(ann.page)).toEqual(['ann']);
+
+  // Another nick gets in.
+  await submitJoin(twin.page, 'ann2', room);
+  await twin.page.waitForSelector('#chat:not([hidden])');
+  await ann.page.waitForFunction(() => document.getElementById('count')!.textContent === '(2)');
+  expect(await presenceOf(ann.page)).toEqual(['ann', 'ann2']);
+  expect(await visible(twin.page, 'join-error')).toBe(false);
+});
+
+test('a namesake that got in at the same moment on another instance: the page is told at its hello and goes back to the join form', async () => {
+  const room = 'nick-race';
+  const { page } = await newPage();
+  // Hold the page's first send (its hello) until "another instance" has opened a session with
+  // the same nick: what a racing open leaves in the store (created, a member of the room).
+  const redisConn = new Redis(redis.url);
+  const store = new RedisStore({ redis: redisConn, prefix: 'e2e:' });
+  let held = false;
+  await page.route('**/session/send', async (route) => {
+    if (!held) {
+      held = true;
+      const sid = newSessionId();
+      await store.create({ sid, userJson: JSON.stringify({ nick: 'zoe', room }), stateJson: '{"announced":false}', initial: [], idleMs: 60_000, maxSessions: 1_000_000 });
+      await store.join(sid, roomGroup(room));
+    }
+    await route.continue();
+  });
+  try {
+    await page.goto(`${proxy.url}/#${room}`);
+    await submitJoin(page, 'zoe', room);
+    await waitForStatus(page, 'closed', /nick is taken/);
+    expect(await page.$eval('#status', (e) => (e as HTMLElement).dataset.code)).toBe('SERVER');
+    expect(await page.$eval('#join-error', (e) => e.textContent)).toBe('the nick "zoe" is taken in #nick-race: choose another');
+    expect(await visible(page, 'chat')).toBe(false);
+    expect(await visible(page, 'join')).toBe(true);
+  } finally {
+    await store.dispose();
+    await redisConn.quit();
+  }
+});
+
+test('the page has a favicon (no 404)', async () => {
+  const { page } = await newPage();
+  await page.goto(`${proxy.url}/`);
+  const icon = await page.evaluate(async () => {
+    const href = (document.querySelector('link[rel="icon"]') as HTMLLinkElement).href;
+    const res = await fetch(href);
+    const ico = await fetch('/favicon.ico');
+    return { status: res.status, type: res.headers.get('content-type'), ico: ico.status };
+  });
+  expect(icon).toEqual({ status: 200, type: expect.stringMatching(/^image\/svg\+xml/), ico: 200 });
+});
+
+test('chat:cluster balancer: an instance killed mid-chat is skipped; the pages carry on with no 502', async () => {
+  const room = 'dead-instance';
+  const own = [
+    await startChatInstance(bundle, { REDIS_URL: redis.url, INSTANCE: 'b-1', PREFIX: 'e2e:', WAIT: '3000' }),
+    await startChatInstance(bundle, { REDIS_URL: redis.url, INSTANCE: 'b-2', PREFIX: 'e2e:', WAIT: '3000' }),
+    await startChatInstance(bundle, { REDIS_URL: redis.url, INSTANCE: 'b-3', PREFIX: 'e2e:', WAIT: '3000' }),
+  ];
+  const lb = await startBalancer(own.map((i) => i.port), 0, { healthIntervalMs: 500 });
+  const url = `http://127.0.0.1:${lb.port}`;
+  const badGateway: string[] = [];
+  try {
+    const ann = await newPage();
+    const bob = await newPage();
+    for (const p of [ann.page, bob.page]) p.on('response', (res) => res.status() === 502 && badGateway.push(res.url()));
+    await join(ann.page, url, 'ann', room);
+    await join(bob.page, url, 'bob', room);
+    await say(ann.page, 'before the crash');
+    await waitForTexts(bob.page, ['before the crash']);
+
+    own[1]!.child.kill('SIGKILL');
+    await own[1]!.stop();
+    const after = Array.from({ length: 6 }, (_, i) => `after the crash ${i + 1}`);
+    for (let i = 0; i < after.length; i++) await say(i % 2 ? bob.page : ann.page, after[i]!);
+    await waitForTexts(ann.page, after);
+    await waitForTexts(bob.page, after);
+    for (const p of [ann.page, bob.page]) {
+      expect(texts(await lines(p))).toEqual(['before the crash', ...after]);
+    }
+    expect(lb.up).toEqual([true, false, true]);
+    const deadCount = lb.counts[1];
+    for (let i = 0; i < 4; i++) await say(ann.page, `later ${i}`);
+    await waitForTexts(bob.page, ['later 0', 'later 1', 'later 2', 'later 3']);
+    expect(lb.counts[1]).toBe(deadCount); // no request went to it any more
+    expect(lb.counts[0]! + lb.counts[2]!).toBeGreaterThan(10);
+    expect(badGateway).toEqual([]);
+    await waitForStatus(ann.page, 'open', undefined, 20_000);
+  } finally {
+    await lb.close();
+    await Promise.all(own.map((i) => i.stop()));
+  }
+});
+
+test('no page errors, no failed requests (favicon included)', () => {
   expect(stderr).toEqual([]);
+  expect(failedResponses).toEqual([]);
 });

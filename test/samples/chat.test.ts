@@ -655,7 +655,7 @@ describe('chat:cluster balancer (samples/chat/balancer.ts)', () => {
     }
   });
 
-  test('a backend that fails after it got the request is not retried elsewhere (it may have acted on it): 502', async () => {
+  test('a backend that fails after it got the request: a POST is not sent elsewhere (it may have acted on it: 502), a GET is', async () => {
     let got = 0;
     const breaking = http.createServer((req) => {
       got++;
@@ -671,6 +671,16 @@ describe('chat:cluster balancer (samples/chat/balancer.ts)', () => {
       expect(lb.counts).toEqual([1, 0]);
       expect(lb.up).toEqual([true, true]); // it accepts connections: not down
       expect(lb.stats).toEqual({ retried: 0, badGateway: 1 });
+      // A GET (a watch) is idempotent: sent again to the next backend. (Round robin: the
+      // first goes to `other`, the second to `breaking` first.)
+      for (let i = 0; i < 2; i++) {
+        const watch = await fetch(`http://127.0.0.1:${lb.port}/session/watch?ack=0`);
+        expect(watch.status).toBe(200);
+        expect(await watch.json()).toMatchObject({ name: 'other' });
+      }
+      expect(got).toBe(2);
+      expect(lb.counts).toEqual([2, 2]);
+      expect(lb.stats).toEqual({ retried: 1, badGateway: 1 });
     } finally {
       await lb.close();
       await stop(breaking);
