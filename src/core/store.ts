@@ -130,6 +130,12 @@ export interface ReadInput {
   claim: boolean;
   maxMessages: number;
   /**
+   * Stop adding messages once their JSON would pass this many bytes (UTF-8); the first message
+   * always comes. Absent: no byte budget. Applied where the log is read, so a large unacked log
+   * is never copied whole for one response.
+   */
+  maxBytes?: number;
+  /**
    * A streaming watch's re-read: return only messages with a seq above this
    * (it sent the ones before). Trims nothing (only `ack` trims), and is not
    * activity: `lastSeen` and expiries stay as the stream's first read left

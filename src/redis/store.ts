@@ -228,7 +228,8 @@ export class RedisStore implements Store {
       input.watchToken,
       input.claim ? '1' : '0',
       input.maxMessages,
-      ...(input.after !== undefined ? [input.after] : []),
+      input.after ?? '',
+      input.maxBytes ?? 0,
     )) as Reply;
     if (r[0] === 'unknown') return { status: 'unknown' };
     if (r[0] === 'invalid-ack') return { status: 'invalid-ack', lastSeq: Number(r[1]) };

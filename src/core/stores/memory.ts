@@ -231,7 +231,19 @@ export class MemoryStore implements Store {
     if (!superseded && r.log.length > 0) {
       // The log is contiguous: the message with seq `after + 1` is at index `after + 1 - log[0].seq`.
       const start = input.after === undefined ? 0 : Math.max(0, input.after + 1 - r.log[0]!.seq);
-      msgs = r.log.slice(start, start + input.maxMessages);
+      let end = Math.min(r.log.length, start + input.maxMessages);
+      if (input.maxBytes !== undefined) {
+        // The first message always goes (one may be up to maxMessageBytes); then up to the budget.
+        let bytes = 0;
+        for (let i = start; i < end; i++) {
+          bytes += utf8Length(r.log[i]!.json);
+          if (bytes > input.maxBytes && i > start) {
+            end = i;
+            break;
+          }
+        }
+      }
+      msgs = r.log.slice(start, end);
     }
     const result: ReadResult = { status: 'ok', msgs, clientAck: r.clientAck, superseded };
     if (r.status !== 'open') result.close = { seq: r.closeSeq, reason: r.closeReason };

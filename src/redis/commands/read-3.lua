@@ -13,7 +13,9 @@
   ARGV[7] after (optional): a streaming watch's re-read. Return only messages
           with a seq above it (the stream sent the ones before); trims
           nothing, and is not activity ('seen' and the TTLs stay as the
-          stream's first read left them: a stream lasts at most maxWait)
+          stream's first read left them: a stream lasts at most maxWait); '' = none
+  ARGV[8] maxBytes: stop before a message that would take the returned JSON
+          past this many bytes (the first message always comes); 0 = no budget
 
   Returns
     {'unknown'}
@@ -55,10 +57,28 @@ else
   if after and after >= first then skip = after - first + 1 end
   result[6] = first + skip
   local max = tonumber(ARGV[6])
-  if len > skip and max > 0 then
+  local maxBytes = tonumber(ARGV[8]) or 0
+  if len > skip and max > 0 and maxBytes <= 0 then
     local msgs = redis.call('LRANGE', outKey, skip, skip + max - 1)
     for i = 1, #msgs do
       result[#result + 1] = msgs[i]
+    end
+  elseif len > skip and max > 0 then
+    -- In slices, so a large log is never copied whole for a small budget.
+    local bytes, n, i, full = 0, 0, skip, false
+    while not full and n < max and i < len do
+      local msgs = redis.call('LRANGE', outKey, i, i + math.min(max - n, 16) - 1)
+      if #msgs == 0 then break end
+      for j = 1, #msgs do
+        bytes = bytes + #msgs[j]
+        if n > 0 and bytes > maxBytes then
+          full = true
+          break
+        end
+        result[#result + 1] = msgs[j]
+        n = n + 1
+      end
+      i = i + #msgs
     end
   end
 end
