@@ -9,6 +9,8 @@
  * parse them.
  */
 
+import type { OpenLimit, OpenLimiter } from './open-limit';
+
 /** A message as stored: its sequence number and its JSON text. */
 export interface StoredMessage {
   seq: number;
@@ -257,6 +259,12 @@ export interface Store {
   join(sid: string, group: string): Promise<boolean>;
   leave(sid: string, group: string): Promise<void>;
   members(group: string): Promise<string[]>;
+  /**
+   * A limiter for session opens per client key, counted in this store (so
+   * across instances). Optional: without it the server applies no open rate
+   * limit unless the app passes `openLimiter`.
+   */
+  openLimiter?(limit: OpenLimit): OpenLimiter;
   /** Release connections and timers. */
   dispose?(): Promise<void>;
 }

@@ -18,6 +18,8 @@ const DOCUMENTED: Limits = {
   maxUnackedMessages: 1024,
   maxUnackedBytes: 4 * 1024 * 1024,
   maxMessagesPerResponse: 500,
+  maxResponseBytes: 256 * 1024,
+  maxJsonDepth: 64,
   maxSessions: 100_000,
   maxSessionDataBytes: 64 * 1024,
 };

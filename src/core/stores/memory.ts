@@ -23,6 +23,9 @@ import type {
   Unsubscribe,
 } from '../store';
 import { utf8Length } from '../util';
+import RateLimiterMemory from 'rate-limiter-flexible/lib/RateLimiterMemory.js';
+import type { OpenLimit, OpenLimiter } from '../open-limit';
+import { openLimiterFrom } from '../open-limit';
 
 export interface MemoryStoreOptions {
   /** Clock, for tests. Default `Date.now`. */
@@ -214,6 +217,11 @@ export class MemoryStore implements Store {
 
   async appendMany(sids: string[], msg: string, limits: AppendLimits, id?: string): Promise<AppendResult[]> {
     return sids.map((sid) => this.appendOne(sid, [msg], limits, id));
+  }
+
+  /** Open rate limits in this process (a fixed window per key, expired by rate-limiter-flexible's own timers). */
+  openLimiter(limit: OpenLimit): OpenLimiter {
+    return openLimiterFrom(new RateLimiterMemory({ points: limit.opens, duration: limit.perSeconds }));
   }
 
   async read(sid: string, input: ReadInput): Promise<ReadResult> {
