@@ -29,8 +29,8 @@ async function listen(app: express.Express): Promise<{ url: string; close: () =>
 }
 
 /** A raw POST with exact body bytes (fetch would re-encode a string). */
-async function postBytes(url: string, body: Uint8Array, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+async function postBytes(url: string, body: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: new Uint8Array(body) });
   return { status: res.status, body: await res.json() };
 }
 
