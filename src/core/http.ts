@@ -129,12 +129,15 @@ export class CorsPolicy {
    */
   check(req: BidiRequest): { crossOrigin: boolean; allowed: boolean; origin: string | null; hostRefused?: boolean } {
     const origin = req.headers.get('origin');
-    const host = req.headers.get('host');
     if (!origin) {
       const site = req.headers.get('sec-fetch-site');
-      if (site !== null && site !== 'none' && host && !this.hostAllowed(hostName(host))) return { crossOrigin: true, allowed: false, origin, hostRefused: true };
+      if (site !== null && site !== 'none') {
+        const host = req.headers.get('host');
+        if (host && !this.hostAllowed(hostName(host))) return { crossOrigin: true, allowed: false, origin, hostRefused: true };
+      }
       return { crossOrigin: false, allowed: true, origin };
     }
+    const host = req.headers.get('host');
     let originHost: string | null = null;
     try {
       originHost = new URL(origin).host;

@@ -6,6 +6,7 @@
  */
 import { BidiError, BidiServer, DEFAULT_LIMITS, MemoryStore, type Limits } from '../../src/core';
 import { gcFunction } from '../fuzz/fuzz';
+import { bidiRequest } from '../model/harness';
 import { call, openSid } from './util';
 
 /** The defaults as docs/SECURITY.md and the README document them. */
@@ -43,6 +44,8 @@ describe('limits and their defaults', () => {
       maxMessageBytes: DOCUMENTED.maxMessageBytes,
       maxMessagesPerRequest: DOCUMENTED.maxMessagesPerRequest,
       inboundWindow: DOCUMENTED.inboundWindow,
+      maxResponseBytes: DOCUMENTED.maxResponseBytes,
+      maxJsonDepth: DOCUMENTED.maxJsonDepth,
       maxWait: 55_000,
       idleTimeout: 120_000,
     });
@@ -162,6 +165,26 @@ describe('limits and their defaults', () => {
     expect(r.body.msgs.map((m: [number]) => m[0])).toEqual([1, 2, 3, 4]);
     const next = await call(server, 'GET', '/session/watch', { sid, query: { ack: 4, wait: 0 } });
     expect(next.body.msgs.map((m: [number]) => m[0])).toEqual([5, 6]);
+    await server.dispose();
+  });
+
+  it('maxResponseBytes: a plain or streamed watch carries at most that many bytes of messages (one message always); the client watches again', async () => {
+    const { server } = make({ limits: { ...small, maxMessagesPerResponse: 100, maxUnackedMessages: 100, maxUnackedBytes: 100_000, maxResponseBytes: 2_500 } });
+    const sid = await openSid(server);
+    const msg = (i: number) => String(i).padStart(998, '-'); // 1 000 bytes of JSON each
+    for (let i = 1; i <= 7; i++) await server.hub.send(sid, msg(i));
+    const r = await call(server, 'GET', '/session/watch', { sid, query: { ack: 0, wait: 0 } });
+    expect(r.body.msgs.map((m: [number]) => m[0])).toEqual([1, 2]);
+    expect((await call(server, 'GET', '/session/watch', { sid, query: { ack: 2, wait: 0 } })).body.msgs.map((m: [number]) => m[0])).toEqual([3, 4]);
+    // A stream: the same budget over all its frames, then it ends (the next watch acks them).
+    const res = (await server.handle({ ...bidiRequest('GET', '/session/watch', { headers: { 'bidi-sid': sid }, query: { ack: 4, wait: 300, stream: 1 } }), canStream: true }))!;
+    const frames = [res.body];
+    for (let chunk = await res.stream!.next(); chunk !== null; chunk = await res.stream!.next()) frames.push(chunk);
+    const streamed = frames.filter((f) => f.trim()).flatMap((f) => JSON.parse(f).msgs.map((m: [number]) => m[0]));
+    expect(streamed).toEqual([5, 6]);
+    // One message above the budget still goes, alone.
+    await server.hub.send(sid, 'x'.repeat(1_020));
+    expect((await call(server, 'GET', '/session/watch', { sid, query: { ack: 7, wait: 0 } })).body.msgs.map((m: [number]) => m[0])).toEqual([8]);
     await server.dispose();
   });
 
