@@ -20,8 +20,9 @@ export interface Limits {
   maxMessagesPerResponse: number;
   /**
    * Bytes of messages in one watch response, plain or streamed (the client watches again for
-   * more). A response always carries at least one message, so one message of up to
-   * `maxMessageBytes` still goes out. Bounds what a watch that is never read can hold.
+   * more): messages are added until they reach it, so a response carries less than
+   * `maxResponseBytes + maxMessageBytes`, and always at least one message. Bounds what a watch
+   * that is never read can hold.
    */
   maxResponseBytes: number;
   /**

@@ -132,9 +132,10 @@ export interface ReadInput {
   claim: boolean;
   maxMessages: number;
   /**
-   * Stop adding messages once their JSON would pass this many bytes (UTF-8); the first message
-   * always comes. Absent: no byte budget. Applied where the log is read, so a large unacked log
-   * is never copied whole for one response.
+   * Stop adding messages once their JSON has reached this many bytes (UTF-8): the message that
+   * reaches it still comes, so the first always does, and a read cut by the budget has always
+   * reached it (a stream can tell it must end). Absent: no byte budget. Applied where the log is
+   * read, so a large unacked log is never copied whole for one response.
    */
   maxBytes?: number;
   /**

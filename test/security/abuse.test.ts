@@ -9,6 +9,7 @@ import express from 'express';
 import Redis from 'ioredis';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { open } from '../../src/client';
 import { BidiServer, MemoryStore, toFetchHandler, type BidiRequest } from '../../src/core';
 import { openLimiterFrom } from '../../src/core/open-limit';
 import { bidiWeb } from '../../src/express';
@@ -237,5 +238,26 @@ describe('fair admission: an open rate limit per client key', () => {
       expect(await conns[0]!.pttl('rl:open:203.0.113.77')).toBeGreaterThan(0);
       for (const s of servers) await s.dispose();
     });
+  });
+});
+
+describe('the byte budget of a watch, seen by the reference client', () => {
+  it.each([false, true])('a 3.8 MB backlog comes through 256 KiB watches in order, each message once (stream: %s)', async (stream) => {
+    const app = express();
+    const mw = bidiWeb({ sweepInterval: 0, wait: 1_000 });
+    app.use(mw);
+    const { url, close } = await listen(app);
+    const s = open(`${url}/session`, { stream });
+    try {
+      await new Promise<void>((r) => s.on('open', () => r()));
+      const got: number[] = [];
+      const all = new Promise<void>((r) => s.on('message', (m: any) => void (got.push(m.i), got.length === 250 && r())));
+      for (let i = 1; i <= 250; i++) await mw.hub.send(s.id!, { i, pad: 'p'.repeat(15_000) });
+      await all;
+      expect(got).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
+    } finally {
+      await s.close();
+      await close();
+    }
   });
 });

@@ -169,22 +169,25 @@ describe('limits and their defaults', () => {
   });
 
   it('maxResponseBytes: a plain or streamed watch carries at most that many bytes of messages (one message always); the client watches again', async () => {
-    const { server } = make({ limits: { ...small, maxMessagesPerResponse: 100, maxUnackedMessages: 100, maxUnackedBytes: 100_000, maxResponseBytes: 2_500 } });
+    const { server } = make({ limits: { ...small, maxMessageBytes: 4_000, maxMessagesPerResponse: 100, maxUnackedMessages: 100, maxUnackedBytes: 100_000, maxResponseBytes: 2_500 } });
     const sid = await openSid(server);
     const msg = (i: number) => String(i).padStart(998, '-'); // 1 000 bytes of JSON each
-    for (let i = 1; i <= 7; i++) await server.hub.send(sid, msg(i));
-    const r = await call(server, 'GET', '/session/watch', { sid, query: { ack: 0, wait: 0 } });
-    expect(r.body.msgs.map((m: [number]) => m[0])).toEqual([1, 2]);
-    expect((await call(server, 'GET', '/session/watch', { sid, query: { ack: 2, wait: 0 } })).body.msgs.map((m: [number]) => m[0])).toEqual([3, 4]);
-    // A stream: the same budget over all its frames, then it ends (the next watch acks them).
-    const res = (await server.handle({ ...bidiRequest('GET', '/session/watch', { headers: { 'bidi-sid': sid }, query: { ack: 4, wait: 300, stream: 1 } }), canStream: true }))!;
+    for (let i = 1; i <= 9; i++) await server.hub.send(sid, msg(i));
+    const seqs = (r: { body: { msgs: Array<[number]> } }) => r.body.msgs.map((m) => m[0]);
+    // Messages until their bytes reach the budget: 3 000 ≥ 2 500.
+    expect(seqs(await call(server, 'GET', '/session/watch', { sid, query: { ack: 0, wait: 0 } }))).toEqual([1, 2, 3]);
+    expect(seqs(await call(server, 'GET', '/session/watch', { sid, query: { ack: 3, wait: 0 } }))).toEqual([4, 5, 6]);
+    // A stream: the same budget over all its frames; it ends as soon as it is spent (long before its
+    // 30 s wait: the test would time out), and the next watch acks them.
+    const res = (await server.handle({ ...bidiRequest('GET', '/session/watch', { headers: { 'bidi-sid': sid }, query: { ack: 6, wait: 30_000, stream: 1 } }), canStream: true }))!;
     const frames = [res.body];
     for (let chunk = await res.stream!.next(); chunk !== null; chunk = await res.stream!.next()) frames.push(chunk);
     const streamed = frames.filter((f) => f.trim()).flatMap((f) => JSON.parse(f).msgs.map((m: [number]) => m[0]));
-    expect(streamed).toEqual([5, 6]);
+    expect(streamed).toEqual([7, 8, 9]);
     // One message above the budget still goes, alone.
-    await server.hub.send(sid, 'x'.repeat(1_020));
-    expect((await call(server, 'GET', '/session/watch', { sid, query: { ack: 7, wait: 0 } })).body.msgs.map((m: [number]) => m[0])).toEqual([8]);
+    await server.hub.send(sid, 'x'.repeat(3_000));
+    await server.hub.send(sid, 'y');
+    expect(seqs(await call(server, 'GET', '/session/watch', { sid, query: { ack: 9, wait: 0 } }))).toEqual([10]);
     await server.dispose();
   });
 

@@ -241,14 +241,14 @@ export class MemoryStore implements Store {
       const start = input.after === undefined ? 0 : Math.max(0, input.after + 1 - r.log[0]!.seq);
       let end = Math.min(r.log.length, start + input.maxMessages);
       if (input.maxBytes !== undefined) {
-        // The first message always goes (one may be up to maxMessageBytes); then up to the budget.
+        // Messages until their bytes reach the budget (so the first always goes).
         let bytes = 0;
         for (let i = start; i < end; i++) {
-          bytes += utf8Length(r.log[i]!.json);
-          if (bytes > input.maxBytes && i > start) {
+          if (bytes >= input.maxBytes) {
             end = i;
             break;
           }
+          bytes += utf8Length(r.log[i]!.json);
         }
       }
       msgs = r.log.slice(start, end);

@@ -14,8 +14,8 @@
           with a seq above it (the stream sent the ones before); trims
           nothing, and is not activity ('seen' and the TTLs stay as the
           stream's first read left them: a stream lasts at most maxWait); '' = none
-  ARGV[8] maxBytes: stop before a message that would take the returned JSON
-          past this many bytes (the first message always comes); 0 = no budget
+  ARGV[8] maxBytes: stop once the returned JSON reaches this many bytes (the
+          message that reaches it comes, so the first always does); 0 = none
 
   Returns
     {'unknown'}
@@ -70,11 +70,11 @@ else
       local msgs = redis.call('LRANGE', outKey, i, i + math.min(max - n, 16) - 1)
       if #msgs == 0 then break end
       for j = 1, #msgs do
-        bytes = bytes + #msgs[j]
-        if n > 0 and bytes > maxBytes then
+        if bytes >= maxBytes then
           full = true
           break
         end
+        bytes = bytes + #msgs[j]
         result[#result + 1] = msgs[j]
         n = n + 1
       end
