@@ -12,6 +12,8 @@ import type { AddressInfo } from 'node:net';
 import { open } from '../../src/client';
 import { BidiServer, MemoryStore, toFetchHandler, type BidiRequest } from '../../src/core';
 import { openLimiterFrom } from '../../src/core/open-limit';
+import { jsonDeeperThan } from '../../src/core/protocol';
+import fc from 'fast-check';
 import { bidiWeb } from '../../src/express';
 import { RedisStore } from '../../src/redis';
 import { bidiRequest } from '../model/harness';
@@ -52,6 +54,21 @@ describe('one validation for every JSON a client sends', () => {
       errors.mockRestore();
       await server.dispose();
     }
+  });
+
+  it('the depth scan of the body text agrees with the depth of the parsed value (strings, escapes, brackets in strings)', () => {
+    const depth = (v: unknown): number => {
+      if (typeof v !== 'object' || v === null) return 0;
+      let d = 0;
+      for (const k in v) d = Math.max(d, depth((v as Record<string, unknown>)[k]));
+      return d + 1;
+    };
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 8 }), fc.integer({ min: 0, max: 10 }), (v, max) => jsonDeeperThan(JSON.stringify(v), max) === depth(v) > max),
+      { numRuns: 3_000, seed: 13 },
+    );
+    expect(jsonDeeperThan('["\\\\",[["a\\"[[["]]]', 2)).toBe(true); // ["\\",[["a\"[[["]]]: a backslash escaped, then an escaped quote
+    expect(jsonDeeperThan('["\\\\\\"[[[[",[1]]', 2)).toBe(false);
   });
 
   it('meta may nest maxJsonDepth levels, not one more (wherever the nesting is)', async () => {
