@@ -142,7 +142,10 @@ async function connect(system: SystemKind, url: string, opts: ConnectOptions): P
       close: () => s.close(),
     };
     s.on('message', (data) => onData(conn, data));
-    s.on('error', () => {});
+    // BENCH_DEBUG=1: print the client's errors (a stream 'auto' fell back, retries) to see why a run is slow.
+    s.on('error', (e) => {
+      if (process.env.BENCH_DEBUG) console.error('[client error]', e.code, e.message);
+    });
     await within(
       new Promise<void>((resolve, reject) => {
         s.once('open', () => resolve());

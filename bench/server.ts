@@ -191,9 +191,9 @@ async function bidi(): Promise<void> {
           }
         }),
       );
-      const ms = now() - start;
-      if (group) await Promise.all(sids.map((sid) => server.hub.leave(sid, group)));
-      return { failed, ms };
+      // No leave afterwards: leaving drops what a member has not pulled yet (docs/STORE.md, "Groups"); the
+      // group is fresh per burst, and its log goes with its members' sessions.
+      return { failed, ms: now() - start };
     },
     /** Joins every sid to `group`, `inflight` at a time (store-cost setup). */
     async join({ sids, group, inflight = 50 }: { sids: string[]; group: string; inflight?: number }) {

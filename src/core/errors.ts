@@ -21,6 +21,7 @@ export type BidiErrorCode =
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'SEQ_OUT_OF_WINDOW'
   | 'TOO_MANY_SESSIONS'
+  | 'TOO_MANY_OPENS'
   | 'SEND_WINDOW_FULL'
   | 'SEND_TIMEOUT'
   | 'STORE_UNAVAILABLE'
@@ -47,6 +48,8 @@ const STATUS: Record<BidiErrorCode, number> = {
   UNSUPPORTED_MEDIA_TYPE: 415,
   SEQ_OUT_OF_WINDOW: 429,
   TOO_MANY_SESSIONS: 429,
+  // One client key opened too many sessions lately (the open rate limit): it retries after Retry-After.
+  TOO_MANY_OPENS: 429,
   // Server-side send() failures: never sent to a client as such.
   SEND_WINDOW_FULL: 503,
   SEND_TIMEOUT: 503,

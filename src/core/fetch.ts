@@ -4,10 +4,22 @@
  */
 import { BidiError } from './errors';
 import type { BidiRequest, BidiStream } from './http';
+import { decodeUtf8 } from './protocol';
 import type { BidiOptions, BidiServer } from './server';
 import { createBidiServer } from './server';
 
-export type FetchHandler = (request: Request) => Promise<Response>;
+export type FetchHandler = (request: Request, ...platform: any[]) => Promise<Response>;
+
+export interface FetchHandlerOptions {
+  /**
+   * The client's address, from what the platform passes beside the request
+   * (Deno: `(req, info) => info.remoteAddr.hostname`; Bun: `(req, server) =>
+   * server.requestIP(req)?.address`). It keys the open rate limit (the
+   * `clientKey` option); without it that limit applies only where
+   * `clientKey` gives a key.
+   */
+  remoteAddress?(request: Request, ...platform: any[]): string | undefined;
+}
 
 /** Reads a Fetch body as text, stopping past `limit` bytes. */
 async function readLimited(request: Request, limit: number): Promise<string> {
@@ -31,12 +43,17 @@ async function readLimited(request: Request, limit: number): Promise<string> {
     all.set(c, offset);
     offset += c.byteLength;
   }
-  return new TextDecoder().decode(all);
+  return decodeUtf8(all);
 }
 
-export function fetchRequestToBidi(request: Request): BidiRequest {
+/**
+ * `remoteAddress`: the client's address where the runtime knows it (Fetch's
+ * `Request` does not carry it); it keys the open rate limit.
+ */
+export function fetchRequestToBidi(request: Request, remoteAddress?: string): BidiRequest {
   const url = new URL(request.url);
   return {
+    remoteAddress,
     method: request.method,
     path: url.pathname,
     query: url.searchParams,
@@ -70,10 +87,11 @@ function streamBody(first: string, stream: BidiStream): ReadableStream<Uint8Arra
  * Wrap a server (or options to build one) as a Fetch handler. Requests
  * outside the mount path get a 404 JSON error.
  */
-export function toFetchHandler(serverOrOptions: BidiServer<any, any> | BidiOptions<any, any>): FetchHandler {
+export function toFetchHandler(serverOrOptions: BidiServer<any, any> | BidiOptions<any, any>, options: FetchHandlerOptions = {}): FetchHandler {
   const server = 'handle' in serverOrOptions ? (serverOrOptions as BidiServer<any, any>) : createBidiServer(serverOrOptions);
-  return async (request) => {
-    const res = (await server.handle(fetchRequestToBidi(request))) ?? {
+  const { remoteAddress } = options;
+  return async (request, ...rest: unknown[]) => {
+    const res = (await server.handle(fetchRequestToBidi(request, remoteAddress?.(request, ...rest)))) ?? {
       status: 404,
       headers: { 'content-type': 'application/json; charset=utf-8' },
       body: JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such path' } }),

@@ -23,6 +23,8 @@ export interface BidiRequest {
   signal?: AbortSignal;
   /** The framework's own request object, handed to hooks untouched. */
   raw?: unknown;
+  /** The peer's address where the adapter knows it (Node: the socket's); the default key of the open rate limit. */
+  remoteAddress?: string;
   /**
    * The adapter can write a {@link BidiResponse.stream} (frames as they come,
    * not buffered). Without it a client's `stream=1` watch is answered the
@@ -70,21 +72,71 @@ export function jsonResponse(status: number, body: string, extra?: Record<string
   return { status, headers: extra ? { ...JSON_HEADERS, ...extra } : { ...JSON_HEADERS }, body };
 }
 
+const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
+
+/**
+ * The default of `allowedHosts`: names a DNS-rebinding page cannot put in
+ * the Host header, because it is not the attacker's name: `localhost`,
+ * `*.localhost` (browsers resolve these to loopback themselves) and IP
+ * literals.
+ */
+function defaultHostAllowed(hostname: string): boolean {
+  return hostname === 'localhost' || hostname.endsWith('.localhost') || hostname.startsWith('[') || IPV4.test(hostname);
+}
+
+/** The Host header's name part, lower-cased: `Example.com:8080` → `example.com`, `[::1]:3000` → `[::1]`. */
+function hostName(host: string): string {
+  const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.lastIndexOf(':');
+  return (end > 0 ? host.slice(0, end) : host).toLowerCase();
+}
+
 /** Decides cross-origin access. Closed unless origins are configured. */
 export class CorsPolicy {
   private readonly allowHeaders: string;
+  private readonly hostAllowed: (hostname: string) => boolean;
 
-  constructor(private readonly options: CorsOptions = {}) {
+  /** `allowedHosts`: see BidiOptions.allowedHosts. */
+  constructor(
+    private readonly options: CorsOptions = {},
+    allowedHosts?: readonly string[] | 'any',
+  ) {
     if (options.origins === '*' && options.credentials) {
       throw new Error("cors: credentials cannot be combined with origins '*'");
     }
     this.allowHeaders = ['content-type', SID_HEADER, ...(options.allowHeaders ?? [])].join(', ');
+    if (allowedHosts === 'any') this.hostAllowed = () => true;
+    else if (allowedHosts === undefined) this.hostAllowed = defaultHostAllowed;
+    else {
+      if (!Array.isArray(allowedHosts)) throw new Error("allowedHosts must be an array of host names or 'any'");
+      const exact = new Set<string>();
+      const suffixes: string[] = [];
+      for (const h of allowedHosts) {
+        const name = String(h).toLowerCase();
+        if (name.startsWith('.')) suffixes.push(name);
+        else exact.add(name);
+      }
+      this.hostAllowed = (hostname) => exact.has(hostname) || suffixes.some((s) => hostname.endsWith(s) || hostname === s.slice(1));
+    }
   }
 
-  /** `null` for same-origin or non-browser requests; `true`/`false` for cross-origin ones. */
-  check(req: BidiRequest): { crossOrigin: boolean; allowed: boolean; origin: string | null } {
+  /**
+   * `crossOrigin: false` for same-origin and non-browser requests. Same-origin
+   * means the Origin matches the Host *and* the Host is allowed: a Host the
+   * client chose is no proof of which server it reached (DNS rebinding).
+   * A browser request without Origin (a same-origin GET: only
+   * `Sec-Fetch-Site` tells it from a non-browser client) to a Host that is
+   * not allowed is refused.
+   */
+  check(req: BidiRequest): { crossOrigin: boolean; allowed: boolean; origin: string | null; hostRefused?: boolean } {
     const origin = req.headers.get('origin');
-    if (!origin) return { crossOrigin: false, allowed: true, origin };
+    if (!origin) {
+      const site = req.headers.get('sec-fetch-site');
+      if (site !== null && site !== 'none') {
+        const host = req.headers.get('host');
+        if (host && !this.hostAllowed(hostName(host))) return { crossOrigin: true, allowed: false, origin, hostRefused: true };
+      }
+      return { crossOrigin: false, allowed: true, origin };
+    }
     const host = req.headers.get('host');
     let originHost: string | null = null;
     try {
@@ -92,7 +144,11 @@ export class CorsPolicy {
     } catch {
       // "null" or garbage: treat as a foreign origin
     }
-    if (host && originHost === host) return { crossOrigin: false, allowed: true, origin };
+    if (host && originHost === host) {
+      if (this.hostAllowed(hostName(host))) return { crossOrigin: false, allowed: true, origin };
+      const allowed = this.allows(origin);
+      return { crossOrigin: true, allowed, origin, hostRefused: !allowed };
+    }
     return { crossOrigin: true, allowed: this.allows(origin), origin };
   }
 

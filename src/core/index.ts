@@ -9,7 +9,9 @@ export type { BidiOptions, BroadcastResult, ErrorPhase, Hub, MessageInfo, OpenRe
 export { ServerSession } from './session';
 export type { SendOptions, WhenFull } from './session';
 export { toFetchHandler, fetchRequestToBidi } from './fetch';
-export type { FetchHandler } from './fetch';
+export type { FetchHandler, FetchHandlerOptions } from './fetch';
+export { DEFAULT_OPEN_LIMIT, openLimiterFrom } from './open-limit';
+export type { OpenLimit, OpenLimiter, RateLimiterLike } from './open-limit';
 export { MemoryStore } from './stores/memory';
 export type { MemoryStoreOptions } from './stores/memory';
 export type * from './store';

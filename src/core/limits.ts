@@ -18,6 +18,18 @@ export interface Limits {
   maxUnackedBytes: number;
   /** Messages returned by one watch response (the client watches again for more). */
   maxMessagesPerResponse: number;
+  /**
+   * Bytes of messages in one watch response, plain or streamed (the client watches again for
+   * more): messages are added until they reach it, so a response carries less than
+   * `maxResponseBytes + maxMessageBytes`, and always at least one message. Bounds what a watch
+   * that is never read can hold.
+   */
+  maxResponseBytes: number;
+  /**
+   * Nesting depth of a client message's data and of `meta` (400 BAD_REQUEST). Checked on the
+   * request text before it is parsed, so deeper JSON never reaches a handler.
+   */
+  maxJsonDepth: number;
   /** Open sessions in the store (429 TOO_MANY_SESSIONS). */
   maxSessions: number;
   /** Bytes of JSON for `session.user` plus `session.state`. */
@@ -37,6 +49,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxUnackedMessages: 1024,
   maxUnackedBytes: 4 * 1024 * 1024,
   maxMessagesPerResponse: 500,
+  maxResponseBytes: 256 * 1024,
+  maxJsonDepth: 64,
   maxSessions: 100_000,
   maxSessionDataBytes: 64 * 1024,
   groupLogEntries: 1024,

@@ -19,7 +19,64 @@ export function isJsonContentType(value: string | null): boolean {
   return type === 'application/json';
 }
 
-/** Reads and parses a JSON object body, enforcing the body limit and the content type. */
+/** Strict: a body that is not valid UTF-8 is refused, never patched with U+FFFD behind the app's back. */
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Adapters decode request bodies with this: invalid UTF-8 → 400 BAD_REQUEST. */
+export function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return utf8Decoder.decode(bytes);
+  } catch {
+    throw new BidiError('BAD_REQUEST', 'request body is not valid UTF-8');
+  }
+}
+
+/**
+ * The body's wrapper levels above a message's data: the body object, `msgs`
+ * and the `[seq, data]` pair. `meta` sits one level down and is checked
+ * exactly in {@link parseOpen}.
+ */
+const BODY_LEVELS = 3;
+
+/**
+ * Whether JSON text nests arrays and objects more than `max` levels deep
+ * (brackets inside strings do not count). One pass, no allocation; it runs
+ * before `JSON.parse`, so deeper data never reaches a handler, `send()` or a
+ * state save (where `JSON.stringify` would overflow the stack).
+ */
+export function jsonDeeperThan(text: string, max: number): boolean {
+  // Each level takes at least one character.
+  if (text.length <= max) return false;
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // A string: jump to its closing quote (indexOf is much faster than a loop here), one not
+      // escaped by an odd number of backslashes.
+      for (;;) {
+        const q = text.indexOf('"', i + 1);
+        if (q === -1) return false; // unterminated: JSON.parse refuses it
+        let b = q - 1;
+        while (text.charCodeAt(b) === 0x5c) b--;
+        i = q;
+        if ((q - 1 - b) % 2 === 0) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/** Whether a parsed JSON value nests more than `max` levels (a scalar: 0, `[]`: 1). */
+function valueDeeperThan(value: unknown, max: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (max === 0) return true;
+  for (const key in value) if (valueDeeperThan((value as Record<string, unknown>)[key], max - 1)) return true;
+  return false;
+}
+
+/** Reads and parses a JSON object body, enforcing the body limit, the nesting limit and the content type. */
 export async function readJsonObject(req: BidiRequest, limits: Limits): Promise<Record<string, unknown>> {
   if (!isJsonContentType(req.headers.get('content-type'))) {
     throw new BidiError('UNSUPPORTED_MEDIA_TYPE', 'request body must be application/json');
@@ -29,6 +86,9 @@ export async function readJsonObject(req: BidiRequest, limits: Limits): Promise<
     throw new BidiError('BODY_TOO_LARGE', `request body exceeds ${limits.maxBodyBytes} bytes`);
   }
   const text = await req.text(limits.maxBodyBytes);
+  if (jsonDeeperThan(text, limits.maxJsonDepth + BODY_LEVELS)) {
+    throw new BidiError('BAD_REQUEST', `JSON nested more than ${limits.maxJsonDepth} levels deep`);
+  }
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -56,9 +116,14 @@ export interface OpenBody {
   meta: unknown;
 }
 
-export function parseOpen(body: Record<string, unknown>): OpenBody {
+export function parseOpen(body: Record<string, unknown>, limits: Pick<Limits, 'maxJsonDepth'>): OpenBody {
   if (body.v !== PROTOCOL_VERSION) {
-    throw new BidiError('UNSUPPORTED_VERSION', `protocol version ${JSON.stringify(body.v ?? null)} is not supported; this server speaks v${PROTOCOL_VERSION}`);
+    // `v` is client input: echo it only when it is a short scalar.
+    const v = typeof body.v === 'number' || (typeof body.v === 'string' && body.v.length <= 16) ? JSON.stringify(body.v) : 'that';
+    throw new BidiError('UNSUPPORTED_VERSION', `protocol version ${v} is not supported; this server speaks v${PROTOCOL_VERSION}`);
+  }
+  if (valueDeeperThan(body.meta, limits.maxJsonDepth)) {
+    throw new BidiError('BAD_REQUEST', `"meta" is nested more than ${limits.maxJsonDepth} levels deep`);
   }
   return { meta: body.meta === undefined ? null : body.meta };
 }

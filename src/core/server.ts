@@ -12,6 +12,8 @@ import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, PROTOCOL_VERSION, STREAM_CONTENT_TYP
 import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
 import { leaseLost, Outbox } from './outbox';
+import type { OpenLimit, OpenLimiter } from './open-limit';
+import { DEFAULT_OPEN_LIMIT, defaultClientKey } from './open-limit';
 import type { AppendLimits, AppendResult, CommitResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
 import { newAppendId, newSessionId, newToken, utf8Length } from './util';
@@ -77,6 +79,35 @@ export interface BidiOptions<User = unknown, State extends object = Record<strin
    * 0 = no heartbeats. Default 5 000.
    */
   heartbeatMs?: number;
+  /**
+   * Node adapters: a response whose client takes no bytes for this long while a write waits
+   * (the client stopped reading) is destroyed, ms, so a reader that never reads holds its
+   * response's memory only this long. 0 = never. Default 30 000.
+   */
+  drainTimeout?: number;
+  /**
+   * Session opens allowed per client key (429 TOO_MANY_OPENS with Retry-After past it), counted
+   * in the store so every instance shares the budget. `false`: no limit. Default 30 per 10 s.
+   */
+  openLimit?: OpenLimit | false;
+  /**
+   * The client key of the open limit. Default: the peer's address (none on loopback, where the
+   * peer is a local proxy). Behind a proxy, read the header it sets, e.g.
+   * `(req) => req.headers.get('x-real-ip')` — only a header your proxy overwrites, never one a
+   * client can choose. Return null for no limit on that request; `false` turns keys off.
+   */
+  clientKey?: ((request: BidiRequest) => string | null | undefined) | false;
+  /** Replaces the store's open limiter (e.g. a rate-limiter-flexible limiter wrapped by `openLimiterFrom`). */
+  openLimiter?: OpenLimiter;
+  /**
+   * Host names (the Host header without its port) that same-origin requests may name: a request
+   * whose Origin matches its Host counts as same-origin only for these, so a DNS-rebinding page
+   * (Origin and Host both its own name) is cross-origin and refused. A leading dot allows
+   * subdomains (`.example.com`). `'any'`: trust every Host (only for a server no browser can
+   * reach under a name an attacker controls). Default: `localhost` (and `*.localhost`) and IP
+   * addresses. See docs/SECURITY.md, "DNS rebinding".
+   */
+  allowedHosts?: readonly string[] | 'any';
 }
 
 export interface BroadcastResult {
@@ -112,6 +143,10 @@ export interface Hub<User = unknown, State = unknown> {
 }
 
 const CLOSE_REASON_MAX = 256;
+/** Default error logging: one line per kind of error per minute, and how many it left out. */
+const LOG_INTERVAL_MS = 60_000;
+/** Kinds remembered for that (bounded, whatever a client sends); past it new kinds share one. */
+const LOG_KINDS_MAX = 100;
 /** How often a waiting send() looks for room when the store cannot wake it. */
 const SEND_POLL_MS = 250;
 
@@ -123,6 +158,13 @@ const SEND_POLL_MS = 250;
  * than the request per wait a plain watch costs.
  */
 const DEFAULT_HEARTBEAT_MS = 5_000;
+
+/**
+ * 30 s without a byte taken: far longer than a slow mobile link needs to
+ * take some of a 256 KiB response, short enough that sockets which never read
+ * cannot pile up their responses for long.
+ */
+const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 
 interface HeldLease {
   sid: string;
@@ -138,6 +180,8 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   readonly path: string;
   readonly limits: Limits;
   readonly hub: Hub<User, State>;
+  /** See {@link BidiOptions.drainTimeout}; read by the Node bridge. */
+  readonly drainTimeout: number;
   private readonly options: BidiOptions<User, State>;
   private readonly cors: CorsPolicy;
   private readonly wait: number;
@@ -147,6 +191,10 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   private readonly sendTimeout: number;
   private readonly heartbeatMs: number;
   private readonly backend: SessionBackend;
+  private readonly openLimiter?: OpenLimiter;
+  private readonly clientKey: ((request: BidiRequest) => string | null | undefined) | false;
+  /** Default console logging, per kind of error: the first is logged, the rest counted per interval. */
+  private readonly logged = new Map<string, { since: number; suppressed: number }>();
   private sweepTimer?: ReturnType<typeof setInterval>;
   private readonly sweepToken = newToken();
   private readonly streamLimits: StreamLimits;
@@ -171,11 +219,21 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     this.sendTimeout = positive('sendTimeout', options.sendTimeout ?? 30_000);
     // Above the longest wait a heartbeat could never be due: the stream ends first.
     this.heartbeatMs = positive('heartbeatMs', options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, MAX_WAIT_CAP_MS);
-    this.cors = new CorsPolicy(options.cors);
+    this.drainTimeout = positive('drainTimeout', options.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS);
+    this.cors = new CorsPolicy(options.cors, options.allowedHosts);
+    this.clientKey = options.clientKey ?? defaultClientKey;
+    const openLimit = options.openLimit ?? DEFAULT_OPEN_LIMIT;
+    if (openLimit) {
+      positive('openLimit.opens', openLimit.opens);
+      positive('openLimit.perSeconds', openLimit.perSeconds);
+      if (openLimit.opens < 1 || openLimit.perSeconds < 1) throw new BidiError('INVALID_OPTIONS', 'openLimit.opens and openLimit.perSeconds must be at least 1');
+      this.openLimiter = options.openLimiter ?? this.store.openLimiter?.(openLimit);
+    }
     this.streamLimits = {
       // A stream ends while the client can still ack before the unacked bounds are reached.
       messages: Math.max(1, Math.min(this.limits.maxMessagesPerResponse, Math.ceil(this.limits.maxUnackedMessages / 2))),
-      bytes: Math.max(1, Math.ceil(this.limits.maxUnackedBytes / 2)),
+      // A stream is one response: the same byte budget as a plain watch.
+      bytes: Math.max(1, Math.min(this.limits.maxResponseBytes, Math.ceil(this.limits.maxUnackedBytes / 2))),
     };
     this.backend = {
       send: (sid, json, opts) => this.sendJson(sid, json, opts),
@@ -202,7 +260,18 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     const cors = this.cors.check(req);
     const corsHeaders = cors.crossOrigin && cors.allowed ? this.cors.headers(cors.origin!) : undefined;
     try {
-      if (cors.crossOrigin && !cors.allowed) throw new BidiError('CORS_FORBIDDEN', 'cross-origin requests from this origin are not allowed');
+      if (cors.crossOrigin && !cors.allowed) {
+        if (cors.hostRefused) {
+          // Most likely the app's own page on a host it did not list: say so to the operator (logged once per
+          // interval by the default reporter), not only to the page.
+          const host = JSON.stringify((req.headers.get('host') ?? '').slice(0, 100));
+          if (!this.options.onError) {
+            this.logLimited('request', `refused a request for Host ${host}: it is not in allowedHosts (set allowedHosts to your site's host names; see docs/SECURITY.md)`, 'warning');
+          }
+          throw new BidiError('CORS_FORBIDDEN', 'this Host is not in allowedHosts');
+        }
+        throw new BidiError('CORS_FORBIDDEN', 'cross-origin requests from this origin are not allowed');
+      }
       if (req.method === 'OPTIONS' && route !== 'unknown') {
         return { status: 204, headers: cors.crossOrigin ? this.cors.preflightHeaders(cors.origin!) : { allow: allowed(route) }, body: '' };
       }
@@ -292,7 +361,8 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   // --- open --------------------------------------------------------------------
 
   private async open(req: BidiRequest): Promise<BidiResponse> {
-    const { meta } = parseOpen(await readJsonObject(req, this.limits));
+    if (this.openLimiter && this.clientKey) await this.admit(req, this.openLimiter, this.clientKey);
+    const { meta } = parseOpen(await readJsonObject(req, this.limits), this.limits);
     const sid = newSessionId();
     const pending = new PendingSessionBackend(serialize);
     const session = new ServerSession<User, State>(sid, undefined as User, {} as State, pending);
@@ -333,11 +403,30 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         maxMessagesPerRequest: this.limits.maxMessagesPerRequest,
         inboundWindow: this.limits.inboundWindow,
         inboundBufferBytes: this.limits.inboundBufferBytes,
+        maxResponseBytes: this.limits.maxResponseBytes,
+        maxJsonDepth: this.limits.maxJsonDepth,
         maxWait: this.maxWait,
         idleTimeout: this.idleTimeout,
       },
     });
     return jsonResponse(201, body);
+  }
+
+  /** The open rate limit: one client key may not open more than its budget (see open-limit.ts). */
+  private async admit(req: BidiRequest, limiter: OpenLimiter, clientKey: (request: BidiRequest) => string | null | undefined): Promise<void> {
+    const key = clientKey(req);
+    if (!key) return;
+    let waitMs: number;
+    try {
+      waitMs = await limiter.take(key);
+    } catch (err) {
+      // The limiter's store failed: admit (the session's own store call decides, and fails the same way if it is down).
+      this.report(err, { phase: 'open' });
+      return;
+    }
+    if (waitMs > 0) {
+      throw new BidiError('TOO_MANY_OPENS', 'this client opened too many sessions lately; retry later', { retryAfter: Math.ceil(waitMs / 1000) });
+    }
   }
 
   // --- client → server -------------------------------------------------------------
@@ -536,7 +625,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     const sid = readSessionId(req);
     await this.authorize(req, sid);
     const { ack, wait, stream } = parseWatch(req.query, this.wait, this.maxWait);
-    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, req.signal, this.limits);
+    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, this.limits.maxResponseBytes, req.signal, this.limits);
     let handedOff = false;
     try {
       // Subscribe before the first read so no wake-up can fall between them.
@@ -733,7 +822,30 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     }
     // The stack only: errors from store clients carry their command's arguments
     // (session keys, so session ids) as properties, and sids are never logged.
-    console.error(`[bidiweb] ${context.phase} error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    this.logLimited(context.phase, error instanceof Error ? (error.stack ?? error.message) : String(error), 'error');
+  }
+
+  /**
+   * The default log. A client that can cause an error must not flood it: the first of a kind (phase
+   * and first line) per interval is logged, with how many were left out since the last one.
+   */
+  private logLimited(phase: ErrorPhase, text: string, level: 'error' | 'warning'): void {
+    let kind = phase + ':' + text.slice(0, Math.min(200, (text + '\n').indexOf('\n')));
+    const now = Date.now();
+    if (!this.logged.has(kind) && this.logged.size >= LOG_KINDS_MAX) {
+      for (const [k, v] of this.logged) if (now - v.since >= LOG_INTERVAL_MS && v.suppressed === 0) this.logged.delete(k);
+      // Still full: many kinds at once (a client varying its input); they share one line.
+      if (this.logged.size >= LOG_KINDS_MAX) kind = 'other';
+    }
+    const seen = this.logged.get(kind);
+    if (seen && now - seen.since < LOG_INTERVAL_MS) {
+      seen.suppressed++;
+      return;
+    }
+    const suppressed = seen?.suppressed ?? 0;
+    this.logged.set(kind, { since: now, suppressed: 0 });
+    const more = suppressed > 0 ? ` (and ${suppressed} more like it in the last ${Math.round((now - seen!.since) / 1000)} s, not logged)` : '';
+    console.error(`[bidiweb] ${phase} ${level}${more}: ${text}`);
   }
 }
 
@@ -849,6 +961,7 @@ class WatchRun {
     private readonly ack: number,
     readonly deadline: number,
     private readonly maxMessages: number,
+    private readonly maxBytes: number,
     private readonly signal: AbortSignal | undefined,
     /** The unacked bounds, for the group entries a read pulls in. */
     private readonly limits?: AppendLimits,
@@ -877,13 +990,15 @@ class WatchRun {
     this.wake?.();
   };
 
-  read(claim: boolean, after?: number): Promise<ReadResult> {
+  /** `maxBytes`: a stream's budget left (default: the whole response budget). */
+  read(claim: boolean, after?: number, maxBytes = this.maxBytes): Promise<ReadResult> {
     this.seen = this.news;
     return this.store.read(this.sid, {
       ack: this.ack,
       watchToken: this.token,
       claim,
       maxMessages: this.maxMessages,
+      maxBytes,
       ...(this.limits ? { limits: { maxUnackedMessages: this.limits.maxUnackedMessages, maxUnackedBytes: this.limits.maxUnackedBytes } } : {}),
       ...(after !== undefined ? { after: Math.max(after, this.ack) } : {}),
     });
@@ -1025,7 +1140,7 @@ class WatchStream implements BidiStream {
           this.ending = true;
           return watchBody([], this.clientAck, { superseded: true }) + '\n';
         }
-        const r = await this.run.read(false, this.after);
+        const r = await this.run.read(false, this.after, Math.max(1, this.limits.bytes - this.streamedBytes));
         if (this.done) return null;
         if (r.status !== 'ok') {
           // The session vanished mid-stream (or the store lost it): tell the client as a 4xx would.

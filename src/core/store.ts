@@ -9,6 +9,8 @@
  * parse them.
  */
 
+import type { OpenLimit, OpenLimiter } from './open-limit';
+
 /** A message as stored: its sequence number and its JSON text. */
 export interface StoredMessage {
   seq: number;
@@ -140,6 +142,13 @@ export interface ReadInput {
    * its log (see `Store.publish`). Default: the default limits.
    */
   limits?: AppendLimits;
+  /**
+   * Stop adding messages once their JSON has reached this many bytes (UTF-8): the message that
+   * reaches it still comes, so the first always does, and a read cut by the budget has always
+   * reached it (a stream can tell it must end). Absent: no byte budget. Applied where the log is
+   * read, so a large unacked log is never copied whole for one response.
+   */
+  maxBytes?: number;
   /**
    * A streaming watch's re-read: return only messages with a seq above this
    * (it sent the ones before). Trims nothing (only `ack` trims), and is not
@@ -291,6 +300,12 @@ export interface Store {
   join(sid: string, group: string): Promise<boolean>;
   leave(sid: string, group: string): Promise<void>;
   members(group: string): Promise<string[]>;
+  /**
+   * A limiter for session opens per client key, counted in this store (so
+   * across instances). Optional: without it the server applies no open rate
+   * limit unless the app passes `openLimiter`.
+   */
+  openLimiter?(limit: OpenLimit): OpenLimiter;
   /** Release connections and timers. */
   dispose?(): Promise<void>;
 }

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BidiError } from '../core/errors';
 import type { BidiRequest, BidiResponse, HeaderReader } from '../core/http';
+import { decodeUtf8 } from '../core/protocol';
 import type { BidiServer } from '../core/server';
 
 class NodeHeaders implements HeaderReader {
@@ -59,7 +60,11 @@ function readBody(req: IncomingMessage, limit: number, parsedBody?: unknown): Pr
     };
     const onEnd = () => {
       cleanup();
-      resolve(Buffer.concat(chunks).toString('utf8'));
+      try {
+        resolve(decodeUtf8(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+      } catch (err) {
+        reject(err);
+      }
     };
     const onError = (err: Error) => {
       cleanup();
@@ -115,6 +120,10 @@ class NodeBidiRequest implements BidiRequest {
     return readBody(this.req, limit, this.parsedBody);
   }
 
+  get remoteAddress(): string | undefined {
+    return this.req.socket.remoteAddress;
+  }
+
   get signal(): AbortSignal {
     if (!this.controller) {
       const c = (this.controller = new AbortController());
@@ -131,14 +140,20 @@ class NodeBidiRequest implements BidiRequest {
   }
 }
 
-export function writeBidiResponse(res: ServerResponse, response: BidiResponse): void {
+export interface WriteOptions {
+  /** Destroy the response when its client takes no bytes for this long while a write waits, ms; 0 = never. Default 30 000. */
+  drainTimeout?: number;
+}
+
+export function writeBidiResponse(res: ServerResponse, response: BidiResponse, options: WriteOptions = {}): void {
   const { stream } = response;
+  const drainTimeout = options.drainTimeout ?? 30_000;
   if (res.headersSent || res.destroyed) {
     stream?.close();
     return;
   }
   if (stream) {
-    writeStream(res, response, stream);
+    writeStream(res, response, stream, drainTimeout);
     return;
   }
   if (response.status === 204) {
@@ -150,13 +165,47 @@ export function writeBidiResponse(res: ServerResponse, response: BidiResponse): 
   headers['content-length'] = Buffer.byteLength(response.body);
   res.writeHead(response.status, headers);
   res.end(response.body);
+  // Handed whole to the kernel (the usual case): nothing waits, no timer.
+  if (!res.writableFinished) destroyIfStuck(res, drainTimeout, 'finish');
+}
+
+/**
+ * Until `res` emits `until` ('finish': all written; 'drain': room again),
+ * checks every `ms` whether the client took any bytes; a response that made
+ * no progress for a whole `ms` is destroyed, which frees what it holds.
+ */
+function destroyIfStuck(res: ServerResponse, ms: number, until: 'finish' | 'drain'): void {
+  const socket = res.socket;
+  if (ms <= 0 || !socket) return;
+  let queued = socket.writableLength;
+  const timer = setInterval(() => {
+    const now = socket.writableLength;
+    if (now > 0 && now >= queued) {
+      stop();
+      // A reset, not a close: the kernel drops what it still queues for this peer at once,
+      // instead of keeping it for a peer that does not read.
+      socket.resetAndDestroy();
+      res.destroy();
+      return;
+    }
+    queued = now;
+  }, ms);
+  timer.unref();
+  const stop = () => {
+    clearInterval(timer);
+    res.off(until, stop);
+    res.off('close', stop);
+  };
+  res.on(until, stop);
+  res.on('close', stop);
 }
 
 /** A streaming watch: headers and the first frame at once, then each frame as it comes, unbuffered. */
-function writeStream(res: ServerResponse, response: BidiResponse, stream: NonNullable<BidiResponse['stream']>): void {
+function writeStream(res: ServerResponse, response: BidiResponse, stream: NonNullable<BidiResponse['stream']>, drainTimeout: number): void {
   res.writeHead(response.status, response.headers);
-  if (response.body) res.write(response.body);
-  else res.flushHeaders();
+  if (response.body) {
+    if (!res.write(response.body)) destroyIfStuck(res, drainTimeout, 'drain');
+  } else res.flushHeaders();
   let gone = false;
   const onClose = () => {
     gone = true;
@@ -168,6 +217,7 @@ function writeStream(res: ServerResponse, response: BidiResponse, stream: NonNul
       const chunk = await stream.next();
       if (chunk === null || gone) break;
       if (!res.write(chunk)) {
+        destroyIfStuck(res, drainTimeout, 'drain');
         await new Promise<void>((resolve) => {
           const done = () => {
             res.off('drain', done);
@@ -181,7 +231,10 @@ function writeStream(res: ServerResponse, response: BidiResponse, stream: NonNul
     }
     res.off('close', onClose);
     stream.close();
-    if (!gone) res.end();
+    if (!gone) {
+      res.end();
+      if (!res.writableFinished) destroyIfStuck(res, drainTimeout, 'finish');
+    }
   })();
 }
 
@@ -192,7 +245,7 @@ export function createNodeHandler(server: BidiServer<any, any>): NodeHandler {
   return async (req, res, raw, parsedBody) => {
     const response = await server.handle(toBidiRequest(req, res, raw, parsedBody));
     if (!response) return false;
-    writeBidiResponse(res, response);
+    writeBidiResponse(res, response, { drainTimeout: server.drainTimeout });
     return true;
   };
 }

@@ -35,6 +35,9 @@ import type {
 import { BidiError } from '../core/errors';
 import { GROUP_OVERRUN_REASON } from '../core/store';
 import { DEFAULT_LIMITS } from '../core/limits';
+import type { OpenLimit, OpenLimiter } from '../core/open-limit';
+import { openLimiterFrom } from '../core/open-limit';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { keySlot, RedisKeys } from './keys';
 import type { ScriptedRedis, ScriptName } from './scripts';
 import { defineScripts } from './scripts';
@@ -136,11 +139,13 @@ export class RedisStore implements Store {
    * message on the group's channel, whatever the group's size.
    */
   private readonly watched = new Map<string, { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }>();
+  private readonly prefix: string;
 
   constructor(options: RedisStoreOptions) {
     if (!options || !options.redis) throw new TypeError('bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
     this.redis = defineScripts(options.redis);
-    this.keys = new RedisKeys(options.prefix ?? 'bidi:');
+    this.prefix = options.prefix ?? 'bidi:';
+    this.keys = new RedisKeys(this.prefix);
     this.cluster = isCluster(options.redis);
     this.tombstoneMs = options.tombstoneMs;
     const safety = options.safetyTtlMs;
@@ -355,6 +360,7 @@ export class RedisStore implements Store {
       input.after ?? '',
       limits.maxUnackedMessages,
       limits.maxUnackedBytes,
+      input.maxBytes ?? 0,
     ];
     let r = (await this.redis.bidiRead(...args)) as Reply;
     if (r[0] === 'ok' && Number(r[6]) > 0) {
@@ -523,6 +529,14 @@ export class RedisStore implements Store {
 
   async members(group: string): Promise<string[]> {
     return this.redis.smembers(this.keys.group(group));
+  }
+
+  /**
+   * Open rate limits counted in Redis (one key per client key, `<prefix>open:<key>`, expiring with
+   * its window), so every instance shares them. On a Cluster each key lives on its own slot.
+   */
+  openLimiter(limit: OpenLimit): OpenLimiter {
+    return openLimiterFrom(new RateLimiterRedis({ storeClient: this.redis, keyPrefix: this.prefix + 'open', points: limit.opens, duration: limit.perSeconds }));
   }
 
   /** Drops every listener and closes the subscriber connection if the store made it. The command connection is yours to close. */

@@ -66,7 +66,7 @@ export const DOCUMENTED: Record<number, string[]> = {
   410: ['SESSION_CLOSED'],
   413: ['BODY_TOO_LARGE', 'MESSAGE_TOO_LARGE', 'TOO_MANY_MESSAGES'],
   415: ['UNSUPPORTED_MEDIA_TYPE'],
-  429: ['SEQ_OUT_OF_WINDOW', 'TOO_MANY_SESSIONS'],
+  429: ['SEQ_OUT_OF_WINDOW', 'TOO_MANY_SESSIONS', 'TOO_MANY_OPENS'],
 };
 
 /** A gc() even without --expose-gc. */
@@ -284,6 +284,36 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
         '{"v":1.0}',
         '{"v":1,"meta":"' + 'm'.repeat(int(0, 5000)) + '"}',
       ]);
+    /** Bytes that are not UTF-8: a bad continuation, an overlong form, a CESU surrogate half, 0xff. */
+    const badUtf8 = () => Buffer.from(pick([[0xc3, 0x28], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xff], [0xe2, 0x82], [0xf8, 0x88, 0x80, 0x80, 0x80]]));
+    /**
+     * Issue 13, findings 4–7: invalid UTF-8, nesting just past maxJsonDepth (and brackets in
+     * strings, which do not nest), and a DNS-rebinding origin (Origin and Host both its own name).
+     */
+    const hostile = (): Req => {
+      const { headers, own: sid } = sidHeader();
+      const json = { ...headers, 'content-type': 'application/json' };
+      const depth = limits.maxJsonDepth + pick([-1, 0, 1, 2, 50]);
+      switch (int(0, 5)) {
+        case 0:
+          return { kind: 'hostile-utf8', method: 'POST', path: '/session', headers: json, body: Buffer.concat([Buffer.from('{"v":1,"meta":"'), badUtf8(), Buffer.from('"}')]) };
+        case 1:
+          return { kind: 'hostile-utf8', method: 'POST', path: '/session/send', headers: json, body: Buffer.concat([Buffer.from('{"msgs":[[1,"'), badUtf8(), Buffer.from('"]]}')]), own: sid };
+        case 2:
+          return { kind: 'hostile-depth', method: 'POST', path: '/session', headers: json, body: '{"v":1,"meta":' + deep(depth) + '}' };
+        case 3:
+          return { kind: 'hostile-depth', method: 'POST', path: '/session/send', headers: json, body: `{"msgs":[[${int(1, 3)},${deep(depth)}]]}`, own: sid };
+        case 4:
+          return { kind: 'hostile-depth', method: 'POST', path: '/session/send', headers: json, body: JSON.stringify({ msgs: [[int(1, 3), '[{'.repeat(int(100, 5000))]] }), own: sid };
+        default: {
+          const evil = `evil.example:${port}`;
+          const method = pick(['POST', 'GET', 'DELETE']);
+          const path = method === 'GET' ? '/session/watch?ack=0&wait=0' : pick(['/session', '/session/send']);
+          const browser: Record<string, string> = method === 'GET' && chance(0.5) ? { 'sec-fetch-site': 'same-origin' } : { origin: `http://${evil}` };
+          return { kind: 'hostile-rebinding', method, path, headers: { ...json, host: evil, ...browser }, body: method === 'GET' ? undefined : '{"v":1,"msgs":[]}' };
+        }
+      }
+    };
     const watchQuery = () => {
       const ack = pick<string | null>(['0', '1', '-1', '1.5', 'abc', '', '999999999999999', '9999999999999999', '1e3', '0x10', ' 1', null, '00', '5']);
       const wait = pick<string | null>([null, '0', '0', '1', '-5', 'x', '60000', '99999999999999999', '10']);
@@ -337,6 +367,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
         const { headers } = sidHeader();
         return { kind: 'headers', method: 'POST', path: '/session/send', headers: { ...headers, 'content-type': 'application/json', 'x-junk': 'j'.repeat(int(1, 8000)), 'content-length-x': '5' }, body: '{"msgs":[]}' };
       }
+      if (r < 0.93) return hostile();
       const { headers, own: sid } = sidHeader();
       const raw = pick<Req['raw']>(['truncate', 'truncate', 'slow', 'garbage', 'badchunk']);
       let [body] = sendBody(sid);

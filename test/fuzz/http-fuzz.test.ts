@@ -32,7 +32,7 @@ it(`6 000 generated requests: no crash, no 5xx, only documented 4xx, real traffi
   expect(report.traffic.c2s).toBe(400);
   expect(report.traffic.s2c).toBe(400);
   // Every kind of request was generated, and the server answered with a spread of documented errors.
-  for (const kind of ['open', 'send', 'watch', 'close', 'method-path', 'oversized', 'cross-origin', 'raw-truncate', 'raw-slow', 'raw-garbage']) {
+  for (const kind of ['open', 'send', 'watch', 'close', 'method-path', 'oversized', 'cross-origin', 'raw-truncate', 'raw-slow', 'raw-garbage', 'hostile-utf8', 'hostile-depth', 'hostile-rebinding']) {
     expect(report.kinds[kind] ?? 0).toBeGreaterThan(0);
   }
   for (const key of ['400 BAD_REQUEST', '400 MISSING_SESSION_ID', '400 INVALID_ACK', '404 UNKNOWN_SESSION', '413 BODY_TOO_LARGE', '415 UNSUPPORTED_MEDIA_TYPE', '403 CORS_FORBIDDEN', '405 METHOD_NOT_ALLOWED']) {

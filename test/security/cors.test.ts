@@ -12,9 +12,9 @@ import { call, openSid } from './util';
 
 const HOST = { host: 'app.example' };
 
-function make(cors?: CorsOptions, onMessage?: (d: unknown) => void) {
+function make(cors?: CorsOptions, onMessage?: (d: unknown) => void, allowedHosts: readonly string[] | 'any' = ['app.example']) {
   const store = new MemoryStore();
-  return { store, server: new BidiServer({ store, sweepInterval: 0, cors, onMessage: (_s, d) => onMessage?.(d) }) };
+  return { store, server: new BidiServer({ store, sweepInterval: 0, cors, allowedHosts, onMessage: (_s, d) => onMessage?.(d) }) };
 }
 
 describe('CORS, closed by default', () => {
@@ -95,5 +95,67 @@ describe('JSON-only bodies', () => {
     expect([inUrl.status, inUrl.body.error.code]).toEqual([400, 'MISSING_SESSION_ID']);
     expect(delivered).toEqual([]);
     await mw.server.dispose();
+  });
+});
+
+describe('DNS rebinding: same-origin needs an allowed Host', () => {
+  // A rebinding page at http://evil.example:PORT whose name now resolves to this server's address:
+  // its requests carry Origin and Host both evil.example:PORT, so "Origin matches Host" proves nothing.
+  const EVIL = { host: 'evil.example:8080', origin: 'http://evil.example:8080' };
+
+  it('by default (localhost and IP addresses only) refuses Origin = Host = evil.example:port: no open, no send with a known sid, no watch', async () => {
+    const store = new MemoryStore();
+    const delivered: unknown[] = [];
+    const server = new BidiServer({ store, sweepInterval: 0, onMessage: (_s, d) => void delivered.push(d) });
+    const sid = await openSid(server); // a session of someone else, its sid known to the attacker
+    const open = await call(server, 'POST', '/session', { body: { v: 1 }, headers: EVIL });
+    expect([open.status, open.body.error.code, open.body.error.message]).toEqual([403, 'CORS_FORBIDDEN', 'this Host is not in allowedHosts']);
+    const send = await call(server, 'POST', '/session/send', { sid, body: { msgs: [[1, 'x']] }, headers: EVIL });
+    expect([send.status, send.body.error.code]).toEqual([403, 'CORS_FORBIDDEN']);
+    // A same-origin GET carries no Origin, but a browser says Sec-Fetch-Site.
+    const watch = await call(server, 'GET', '/session/watch', { sid, query: { ack: 0, wait: 0 }, headers: { host: EVIL.host, 'sec-fetch-site': 'same-origin' } });
+    expect([watch.status, watch.body.error.code]).toEqual([403, 'CORS_FORBIDDEN']);
+    expect(delivered).toEqual([]);
+    expect(store.size).toBe(1);
+    await server.dispose();
+  });
+
+  it('the default trusts localhost, *.localhost and IP literals as same-origin (dev servers, the chat sample)', async () => {
+    const server = new BidiServer({ sweepInterval: 0 });
+    for (const host of ['localhost:3000', 'app.localhost:3000', '127.0.0.1:3000', '[::1]:3000', '10.1.2.3']) {
+      const r = await call(server, 'POST', '/session', { body: { v: 1 }, headers: { host, origin: `http://${host.toLowerCase()}` } });
+      expect([host, r.status]).toEqual([host, 201]);
+      expect(r.headers['access-control-allow-origin']).toBeUndefined();
+      const w = await call(server, 'GET', '/session/watch', { sid: r.body.sid, query: { ack: 0, wait: 0 }, headers: { host, 'sec-fetch-site': 'same-origin' } });
+      expect(w.status).toBe(200);
+    }
+    await server.dispose();
+  });
+
+  it("allowedHosts names the server's hosts (a leading dot: subdomains); 'any' trusts every Host; a cors origin still works", async () => {
+    const named = new BidiServer({ sweepInterval: 0, allowedHosts: ['app.example', '.corp.example'] });
+    for (const host of ['app.example', 'app.example:8443', 'x.corp.example', 'corp.example']) {
+      expect((await call(named, 'POST', '/session', { body: { v: 1 }, headers: { host, origin: `https://${host}` } })).status).toBe(201);
+    }
+    expect((await call(named, 'POST', '/session', { body: { v: 1 }, headers: EVIL })).status).toBe(403);
+    expect((await call(named, 'POST', '/session', { body: { v: 1 }, headers: { host: 'localhost:3000', origin: 'http://localhost:3000' } })).status).toBe(403);
+    const any = new BidiServer({ sweepInterval: 0, allowedHosts: 'any' });
+    expect((await call(any, 'POST', '/session', { body: { v: 1 }, headers: EVIL })).status).toBe(201);
+    // Listing the app's own origin in cors admits it as an allowed cross-origin caller.
+    const listed = new BidiServer({ sweepInterval: 0, cors: { origins: ['https://app.example'] } });
+    const r = await call(listed, 'POST', '/session', { body: { v: 1 }, headers: { host: 'app.example', origin: 'https://app.example' } });
+    expect([r.status, r.headers['access-control-allow-origin']]).toEqual([201, 'https://app.example']);
+    // Non-browser clients (no Origin, no Sec-Fetch-Site) are not judged by Host.
+    expect((await call(named, 'POST', '/session', { body: { v: 1 }, headers: { host: 'evil.example' } })).status).toBe(201);
+    for (const s of [named, any, listed]) await s.dispose();
+  });
+
+  it('over Express with real sockets: Origin and Host both evil.example:port get 403', async () => {
+    const app = express();
+    app.use(bidiWeb({ sweepInterval: 0 }));
+    const r = await request(app).post('/session').set('host', 'evil.example:8080').set('origin', 'http://evil.example:8080').send({ v: 1 });
+    expect([r.status, r.body.error.code]).toEqual([403, 'CORS_FORBIDDEN']);
+    const ok = await request(app).post('/session').set('origin', 'http://127.0.0.1').set('host', '127.0.0.1').send({ v: 1 });
+    expect(ok.status).toBe(201);
   });
 });

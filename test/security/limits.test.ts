@@ -6,6 +6,7 @@
  */
 import { BidiError, BidiServer, DEFAULT_LIMITS, MemoryStore, type Limits } from '../../src/core';
 import { gcFunction } from '../fuzz/fuzz';
+import { bidiRequest } from '../model/harness';
 import { call, openSid } from './util';
 
 /** The defaults as docs/SECURITY.md and the README document them. */
@@ -18,6 +19,8 @@ const DOCUMENTED: Limits = {
   maxUnackedMessages: 1024,
   maxUnackedBytes: 4 * 1024 * 1024,
   maxMessagesPerResponse: 500,
+  maxResponseBytes: 256 * 1024,
+  maxJsonDepth: 64,
   maxSessions: 100_000,
   maxSessionDataBytes: 64 * 1024,
   groupLogEntries: 1024,
@@ -43,6 +46,8 @@ describe('limits and their defaults', () => {
       maxMessageBytes: DOCUMENTED.maxMessageBytes,
       maxMessagesPerRequest: DOCUMENTED.maxMessagesPerRequest,
       inboundWindow: DOCUMENTED.inboundWindow,
+      maxResponseBytes: DOCUMENTED.maxResponseBytes,
+      maxJsonDepth: DOCUMENTED.maxJsonDepth,
       maxWait: 55_000,
       idleTimeout: 120_000,
     });
@@ -162,6 +167,29 @@ describe('limits and their defaults', () => {
     expect(r.body.msgs.map((m: [number]) => m[0])).toEqual([1, 2, 3, 4]);
     const next = await call(server, 'GET', '/session/watch', { sid, query: { ack: 4, wait: 0 } });
     expect(next.body.msgs.map((m: [number]) => m[0])).toEqual([5, 6]);
+    await server.dispose();
+  });
+
+  it('maxResponseBytes: a plain or streamed watch carries at most that many bytes of messages (one message always); the client watches again', async () => {
+    const { server } = make({ limits: { ...small, maxMessageBytes: 4_000, maxMessagesPerResponse: 100, maxUnackedMessages: 100, maxUnackedBytes: 100_000, maxResponseBytes: 2_500 } });
+    const sid = await openSid(server);
+    const msg = (i: number) => String(i).padStart(998, '-'); // 1 000 bytes of JSON each
+    for (let i = 1; i <= 9; i++) await server.hub.send(sid, msg(i));
+    const seqs = (r: { body: { msgs: Array<[number]> } }) => r.body.msgs.map((m) => m[0]);
+    // Messages until their bytes reach the budget: 3 000 ≥ 2 500.
+    expect(seqs(await call(server, 'GET', '/session/watch', { sid, query: { ack: 0, wait: 0 } }))).toEqual([1, 2, 3]);
+    expect(seqs(await call(server, 'GET', '/session/watch', { sid, query: { ack: 3, wait: 0 } }))).toEqual([4, 5, 6]);
+    // A stream: the same budget over all its frames; it ends as soon as it is spent (long before its
+    // 30 s wait: the test would time out), and the next watch acks them.
+    const res = (await server.handle({ ...bidiRequest('GET', '/session/watch', { headers: { 'bidi-sid': sid }, query: { ack: 6, wait: 30_000, stream: 1 } }), canStream: true }))!;
+    const frames = [res.body];
+    for (let chunk = await res.stream!.next(); chunk !== null; chunk = await res.stream!.next()) frames.push(chunk);
+    const streamed = frames.filter((f) => f.trim()).flatMap((f) => JSON.parse(f).msgs.map((m: [number]) => m[0]));
+    expect(streamed).toEqual([7, 8, 9]);
+    // One message above the budget still goes, alone.
+    await server.hub.send(sid, 'x'.repeat(3_000));
+    await server.hub.send(sid, 'y');
+    expect(seqs(await call(server, 'GET', '/session/watch', { sid, query: { ack: 9, wait: 0 } }))).toEqual([10]);
     await server.dispose();
   });
 

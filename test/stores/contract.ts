@@ -909,6 +909,38 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         expect(r2.status === 'ok' && seqsOf(r2.msgs)).toEqual([3, 4]);
       });
 
+      it('stops adding messages once their bytes (UTF-8) reach maxBytes, so at least one comes', async () => {
+        // 10-byte messages, one of 11 bytes in UTF-8 (é takes 2), and one bigger than the budget.
+        const ten = (c: string) => JSON.stringify(c.repeat(8));
+        const sid = await open({ initial: [ten('a'), ten('b'), JSON.stringify('é'.repeat(1) + 'c'.repeat(7)), ten('d'), JSON.stringify('x'.repeat(40)), ten('e')] });
+        const r = await read(sid, { maxBytes: 20 });
+        expect(r.status === 'ok' && seqsOf(r.msgs)).toEqual([1, 2]);
+        const r1 = await read(sid, { maxBytes: 21 });
+        expect(r1.status === 'ok' && seqsOf(r1.msgs)).toEqual([1, 2, 3]); // the message that passes it comes
+        // 11 bytes reach 11: the fourth message waits for the next read.
+        const r2 = await read(sid, { ack: 2, maxBytes: 11 });
+        expect(r2.status === 'ok' && seqsOf(r2.msgs)).toEqual([3]);
+        const r3 = await read(sid, { ack: 2, maxBytes: 12 });
+        expect(r3.status === 'ok' && seqsOf(r3.msgs)).toEqual([3, 4]);
+        // A message above the budget still comes, alone.
+        const r4 = await read(sid, { ack: 4, maxBytes: 20 });
+        expect(r4.status === 'ok' && r4.msgs).toEqual([{ seq: 5, json: JSON.stringify('x'.repeat(40)) }]);
+        // With a stream's `after` too, and with maxMessages the tighter bound.
+        const again = await open({ initial: [ten('a'), ten('b'), ten('c'), ten('d'), JSON.stringify('x'.repeat(40)), ten('e')] });
+        const watcher = newToken();
+        await read(again, { watchToken: watcher });
+        const r5 = await read(again, { watchToken: watcher, claim: false, after: 3, maxBytes: 1_000, maxMessages: 2 });
+        expect(r5.status === 'ok' && seqsOf(r5.msgs)).toEqual([4, 5]);
+        const r6 = await read(again, { watchToken: watcher, claim: false, after: 3, maxBytes: 11 });
+        expect(r6.status === 'ok' && seqsOf(r6.msgs)).toEqual([4, 5]);
+        const r6b = await read(again, { watchToken: watcher, claim: false, after: 3, maxBytes: 10 });
+        expect(r6b.status === 'ok' && seqsOf(r6b.msgs)).toEqual([4]);
+        // A long log in a small budget (the store reads it in slices).
+        const many = await open({ initial: Array.from({ length: 100 }, (_, i) => JSON.stringify(i.toString().padStart(8, '0'))) });
+        const r7 = await read(many, { maxBytes: 355 });
+        expect(r7.status === 'ok' && seqsOf(r7.msgs)).toEqual(Array.from({ length: 36 }, (_, i) => i + 1));
+      });
+
       it('rejects an ack above the last seq, trimming nothing', async () => {
         const sid = await open({ initial: ['1', '2'] });
         expect(await read(sid, { ack: 3 })).toEqual({ status: 'invalid-ack', lastSeq: 2 });

@@ -26,6 +26,9 @@ import type {
 } from '../store';
 import { DEFAULT_LIMITS } from '../limits';
 import { utf8Length } from '../util';
+import RateLimiterMemory from 'rate-limiter-flexible/lib/RateLimiterMemory.js';
+import type { OpenLimit, OpenLimiter } from '../open-limit';
+import { openLimiterFrom } from '../open-limit';
 
 export interface MemoryStoreOptions {
   /** Clock, for tests. Default `Date.now`. */
@@ -256,6 +259,11 @@ export class MemoryStore implements Store {
     return sids.map((sid) => this.appendOne(sid, [msg], limits, id));
   }
 
+  /** Open rate limits in this process (a fixed window per key, expired by rate-limiter-flexible's own timers). */
+  openLimiter(limit: OpenLimit): OpenLimiter {
+    return openLimiterFrom(new RateLimiterMemory({ points: limit.opens, duration: limit.perSeconds }));
+  }
+
   async read(sid: string, input: ReadInput): Promise<ReadResult> {
     const r = this.live(sid);
     if (!r) return { status: 'unknown' };
@@ -272,7 +280,19 @@ export class MemoryStore implements Store {
     if (!superseded && r.log.length > 0) {
       // The log is contiguous: the message with seq `after + 1` is at index `after + 1 - log[0].seq`.
       const start = input.after === undefined ? 0 : Math.max(0, input.after + 1 - r.log[0]!.seq);
-      msgs = r.log.slice(start, start + input.maxMessages);
+      let end = Math.min(r.log.length, start + input.maxMessages);
+      if (input.maxBytes !== undefined) {
+        // Messages until their bytes reach the budget (so the first always goes).
+        let bytes = 0;
+        for (let i = start; i < end; i++) {
+          if (bytes >= input.maxBytes) {
+            end = i;
+            break;
+          }
+          bytes += utf8Length(r.log[i]!.json);
+        }
+      }
+      msgs = r.log.slice(start, end);
     }
     const result: ReadResult = { status: 'ok', msgs, clientAck: r.clientAck, superseded };
     if (r.status !== 'open') result.close = { seq: r.closeSeq, reason: r.closeReason };

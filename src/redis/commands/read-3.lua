@@ -21,7 +21,9 @@
           nothing, and is not activity ('seen' and the TTLs stay as the
           stream's first read left them: a stream lasts at most maxWait)
   ARGV[8] maxUnackedMessages   ARGV[9] maxUnackedBytes (bounds for pulled entries)
-  ARGV[10..] pull block (absent: pull nothing, answer the groups)
+  ARGV[10] maxBytes: stop once the returned JSON reaches this many bytes (the
+          message that reaches it comes, so the first always does); 0 = none
+  ARGV[11..] pull block (absent: pull nothing, answer the groups)
 
   Returns
     {'unknown'}
@@ -47,7 +49,7 @@ if ack > last then return {'invalid-ack', last} end
 local after = tonumber(ARGV[7])
 -- With a pull block this is the second call of one read: the first did the activity, the trim
 -- and the claim (and refreshed the TTLs), and does not need doing again.
-local continued = #ARGV >= 10
+local continued = #ARGV >= 11
 -- A stream's re-read (`after`) is not activity: it neither marks the session seen nor extends its keys.
 local now = (not after and not continued) and nowMs() or nil
 local trimmed = 0
@@ -60,7 +62,7 @@ if status == 'open' and num(f[9]) > 0 then
     local len = redis.call('LLEN', outKey)
     local lbytes = num(f[8])
     if trimmed > 0 then lbytes = num(redis.call('HGET', s, 'lbytes')) end
-    local st, n, bytes = applyPulls(s, outKey, ARGV, 10, f[9], len, lbytes, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
+    local st, n, bytes = applyPulls(s, outKey, ARGV, 11, f[9], len, lbytes, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
     if st == 'overrun' then
       beginClose(s, inKey, OVERRUN_REASON, last, channel, sharded)
       status = 'closing'
@@ -111,10 +113,28 @@ else
   if after and after >= first then skip = after - first + 1 end
   result[#result + 1] = first + skip
   local max = tonumber(ARGV[6])
-  if len > skip and max > 0 then
+  local maxBytes = tonumber(ARGV[10]) or 0
+  if len > skip and max > 0 and maxBytes <= 0 then
     local msgs = redis.call('LRANGE', outKey, skip, skip + max - 1)
     for i = 1, #msgs do
       result[#result + 1] = msgs[i]
+    end
+  elseif len > skip and max > 0 then
+    -- In slices, so a large log is never copied whole for a small budget.
+    local bytes, n, i, full = 0, 0, skip, false
+    while not full and n < max and i < len do
+      local msgs = redis.call('LRANGE', outKey, i, i + math.min(max - n, 16) - 1)
+      if #msgs == 0 then break end
+      for j = 1, #msgs do
+        if bytes >= maxBytes then
+          full = true
+          break
+        end
+        bytes = bytes + #msgs[j]
+        result[#result + 1] = msgs[j]
+        n = n + 1
+      end
+      i = i + #msgs
     end
   end
 end
