@@ -4,7 +4,10 @@ import type { CloseCode } from './types';
  * What a {@link BidiClientError} is about.
  *
  * - a {@link CloseCode}: the session ended (pending `send()` promises reject
- *   with the close event's code and reason);
+ *   with the close event's code and reason), among them `INVALID_REQUEST` (a
+ *   request that cannot be made: no retry) and `RETRY_EXHAUSTED` (the retry
+ *   budget is spent); `SESSION_LOST` also rejects the unacked sends of a
+ *   session that `reopen: true` replaces;
  * - `NETWORK_ERROR`, `TIMEOUT`, `HTTP_ERROR` (5xx, 429, 408), `BAD_RESPONSE`
  *   (a 2xx whose body is not what the protocol says), `HEADERS_ERROR` (the
  *   `headers` option threw): transient errors, emitted as `error` while the
