@@ -63,10 +63,16 @@ export class AbortedError extends Error {
 
 /** A short description of anything thrown. */
 export function describe(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
+  // Not `instanceof Error`: errors of another realm (node:http's, in a vm or a test runner) count too.
+  if (isErrorLike(err)) return err.message || err.name || 'Error';
   try {
     return String(err);
   } catch {
     return 'unknown error';
   }
+}
+
+/** An `Error` of any realm: an object with a string `message`. */
+export function isErrorLike(err: unknown): err is { message: string; name?: string; code?: unknown; cause?: unknown } {
+  return typeof err === 'object' && err !== null && typeof (err as { message?: unknown }).message === 'string';
 }

@@ -3,7 +3,7 @@
  * classification of responses into success / retry / fatal.
  */
 import { parseRetryAfter } from './backoff';
-import { AbortedError, BidiClientError, describe } from './errors';
+import { AbortedError, BidiClientError, describe, isErrorLike } from './errors';
 import { nodeDefaultFetch } from './node-http';
 import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
 
@@ -221,7 +221,7 @@ export function isInvalidRequest(err: unknown): boolean {
   for (let e = err, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && INVALID_REQUEST_CODES.has(code)) return true;
-    if (e instanceof TypeError && INVALID_REQUEST_MESSAGE.test(e.message)) return true;
+    if (isErrorLike(e) && e.name === 'TypeError' && INVALID_REQUEST_MESSAGE.test(e.message)) return true;
   }
   return false;
 }
@@ -229,7 +229,7 @@ export function isInvalidRequest(err: unknown): boolean {
 /** `describe(err)`, plus its cause's (undici's "fetch failed" says nothing by itself). */
 function describeWithCause(err: unknown): string {
   const text = describe(err);
-  const cause = err instanceof Error ? (err as { cause?: unknown }).cause : undefined;
+  const cause = isErrorLike(err) ? err.cause : undefined;
   if (cause === undefined || cause === null) return text;
   const more = describe(cause);
   return more && !text.includes(more) ? `${text} (${more})` : text;
