@@ -164,7 +164,8 @@ export interface RetryOptions {
    * this plus `requestTimeoutMs` after it. Default 300000 (5 minutes): longer
    * than a deploy, a server restart or a network switch, and than the
    * server's default `idleTimeout` (2 minutes), after which an unreachable
-   * session is expired on the server anyway. `Infinity` retries forever.
+   * session is expired on the server anyway. A server's `Retry-After` that
+   * reaches past it ends the run too. `Infinity` retries forever.
    */
   maxElapsedMs?: number;
 }
