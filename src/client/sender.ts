@@ -356,7 +356,7 @@ export class Sender {
           this.perRequestCap = Math.max(1, Math.floor(batch.length / 2));
           this.requeue(batch);
         } else {
-          this.host.fail(protocolError('send', status, errorCode, message));
+          this.host.fail(protocolError(this.host.transport.describe({ method: 'POST', path: '/send' }), status, errorCode, message));
         }
         break;
       }
@@ -444,11 +444,11 @@ export function sessionLost(status: number, errorCode?: string): CloseEvent {
   };
 }
 
-/** The close event for a non-retryable 4xx. */
-export function protocolError(op: Operation, status: number, errorCode: string | undefined, message: string): CloseEvent {
+/** The close event for a non-retryable 4xx to `request` (`POST http://host/session/send`). */
+export function protocolError(request: string, status: number, errorCode: string | undefined, message: string): CloseEvent {
   return {
     code: 'PROTOCOL_ERROR',
-    reason: `${op} failed with HTTP ${status}${errorCode ? ` ${errorCode}` : ''}: ${message}`,
+    reason: `${request} failed with HTTP ${status}${errorCode ? ` ${errorCode}` : ''}: ${message}`,
     status,
     ...(errorCode !== undefined ? { errorCode } : {}),
   };

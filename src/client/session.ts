@@ -487,7 +487,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
         if (outcome.kind === 'ok' && (typeof outcome.body.sid !== 'string' || outcome.body.sid === '')) {
           outcome = {
             kind: 'retry',
-            error: new BidiClientError('BAD_RESPONSE', `open: HTTP ${reply.status} without a sid`, { status: reply.status }),
+            error: new BidiClientError('BAD_RESPONSE', `${reply.request ?? 'open'}: HTTP ${reply.status} without a sid`, { status: reply.status }),
           };
         }
       } catch (err) {

@@ -19,6 +19,8 @@ export interface Reply {
   retryAfterMs?: number;
   /** A streaming watch answered: its frames went to `onFrame`; `body` is undefined. */
   streamed?: boolean;
+  /** The request, as error messages name it (`POST http://host/session/send`). */
+  request?: string;
 }
 
 /** What to do with a reply. */
@@ -381,7 +383,7 @@ export class Transport {
           },
           heardFirstByte,
         );
-        return { status: 200, body: undefined, streamed: true };
+        return { status: 200, body: undefined, streamed: true, request: this.describe(spec) };
       }
       heardFirstByte(); // a plain answer: nothing to verify
       const text = await abortable(res.text(), ctl.signal);
@@ -393,7 +395,7 @@ export class Transport {
           body = undefined;
         }
       }
-      const reply: Reply = { status: res.status, body };
+      const reply: Reply = { status: res.status, body, request: this.describe(spec) };
       const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
       if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
       return reply;
@@ -547,15 +549,16 @@ export function isRetryableStatus(status: number): boolean {
  */
 export function classify(reply: Reply, op: Operation): Outcome {
   const { status, body } = reply;
+  const label = reply.request ?? op;
   if (status >= 200 && status < 300) {
     if (body && typeof body === 'object' && !Array.isArray(body)) return { kind: 'ok', body: body as Record<string, unknown> };
     return {
       kind: 'retry',
-      error: new BidiClientError('BAD_RESPONSE', `${op}: HTTP ${status} without a JSON object body`, { status }),
+      error: new BidiClientError('BAD_RESPONSE', `${label}: HTTP ${status} without a JSON object body`, { status }),
     };
   }
   const { code, message } = errorFields(body);
-  const text = `${op}: HTTP ${status}${code ? ` ${code}` : ''}${message ? `: ${message}` : ''}`;
+  const text = `${label}: HTTP ${status}${code ? ` ${code}` : ''}${message ? `: ${message}` : ''}`;
   if (status >= 400 && status < 500 && !isRetryableStatus(status)) {
     return {
       kind: 'fatal',

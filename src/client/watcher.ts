@@ -191,7 +191,7 @@ export class Watcher {
         const { status, errorCode, message } = outcome;
         if (status === 404 && errorCode === 'UNKNOWN_SESSION') this.host.fail(sessionLost(status, errorCode));
         else if (status === 410) this.host.fail(sessionClosed(status, errorCode, this.marker));
-        else this.host.fail(protocolError('watch', status, errorCode, message));
+        else this.host.fail(protocolError(this.host.transport.describe({ method: 'GET', path: '/watch' }), status, errorCode, message));
         return;
       }
 

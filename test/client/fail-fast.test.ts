@@ -9,7 +9,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { bidiWeb, type BidiOptions } from '../../src/express';
+import { bidiWeb, reject, type BidiOptions } from '../../src/express';
 import {
   open,
   BidiClientError,
@@ -231,6 +231,29 @@ describe('invalid requests close the session at once: INVALID_REQUEST, pending s
     const ev = await within(2_000, closed(s));
     expect(ev).toMatchObject({ code: 'INVALID_REQUEST', reason: expect.stringMatching(reason) });
     expect((await rejection(pending)).code).toBe('INVALID_REQUEST');
+  });
+
+  test('every error message names the method and URL: HTTP errors and PROTOCOL_ERROR too', async () => {
+    let refuse = false;
+    let unavailable = 1;
+    const h = await startServer({
+      onOpen: () => {
+        if (unavailable-- > 0) throw new Error('the hook failed'); // a 500
+      },
+      authorize: () => {
+        if (refuse) throw reject(403, 'bad token');
+      },
+    });
+    const s = connect(h.base);
+    const errors: BidiClientError[] = [];
+    s.on('error', (e) => errors.push(e));
+    await opened(s);
+    expect(errors[0]?.message).toMatch(new RegExp(`^POST ${h.base.replace(/[.]/g, '\\.')}: HTTP 500 INTERNAL: internal error$`));
+    refuse = true;
+    const err = await within(5_000, rejection(s.send('x')));
+    expect(err.code).toBe('PROTOCOL_ERROR');
+    expect(err.message).toMatch(new RegExp(`^(POST|GET) ${h.base.replace(/[.]/g, '\\.')}/(send|watch) failed with HTTP 403 \\w+: bad token$`));
+    expect(err.message).not.toContain(s.id!);
   });
 
   test('network errors are not invalid requests', () => {
