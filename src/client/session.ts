@@ -696,8 +696,14 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
  * await s.close();
  * ```
  *
- * @param url     the server's base URL (where the bidiweb middleware is mounted)
+ * @param url     the server's base URL (where the bidiweb middleware is mounted):
+ *                absolute http(s), or relative to the page in a browser
  * @param options see {@link ClientOptions}
+ * @throws TypeError at once for a programmer error that no retry could fix: a
+ *         URL that is not that, a static `headers` object with an invalid
+ *         name or value, `meta` that JSON cannot represent; RangeError for an
+ *         invalid numeric option. (Later invalid requests close the session
+ *         with `INVALID_REQUEST`.)
  */
 export function open<TIn = unknown, TOut = unknown>(url: string, options?: ClientOptions): BidiClientSession<TIn, TOut> {
   return new BidiClientSession<TIn, TOut>(url, options);

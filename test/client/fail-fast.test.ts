@@ -507,6 +507,26 @@ describe('reopen: true', () => {
     expect(closes).toBe(1);
   });
 
+  test('15 reopens of one session: no listener piles up (the suite fails on a MaxListenersExceededWarning)', async () => {
+    const h = await startServer({ wait: 50 });
+    const s = connect(h.base, { reopen: true });
+    await opened(s);
+    const ids = new Set([s.id]);
+    for (let i = 0; i < 15; i++) {
+      // A push seen: a watch of this session succeeded, so its loss starts a new run of reopens.
+      const pushed = new Promise<void>((resolve) => s.once('message', () => resolve()));
+      await h.mw.hub.send(s.id!, i);
+      await within(5_000, pushed);
+      const reopened = new Promise<ReopenInfo>((resolve) => s.once('reopen', resolve));
+      h.swap({ wait: 50 });
+      expect((await within(5_000, reopened)).attempt).toBe(1); // each lost session had a watch succeed first
+      await s.send(i);
+      ids.add(s.id);
+    }
+    expect(ids.size).toBe(16);
+    expect(s.state).toBe('open');
+  });
+
   test('without reopen, SESSION_LOST closes the session (the default)', async () => {
     const h = await startServer();
     const s = connect(h.base);
