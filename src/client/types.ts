@@ -222,7 +222,11 @@ export interface ClientOptions {
   stream?: boolean | 'auto';
   /** Maximum concurrent send POSTs. Default 4. */
   maxInflight?: number;
-  /** Backoff for network errors, 5xx and 429 (429 honours `Retry-After`). */
+  /**
+   * Backoff for network errors, timeouts, 5xx, 408 and 429 (429 honours
+   * `Retry-After`), and the retry budget after which the session closes with
+   * `RETRY_EXHAUSTED` (default: 5 minutes of failures in a row).
+   */
   retry?: RetryOptions;
   /**
    * A message that was POSTed and answered `200` but is still unacked after
