@@ -15,6 +15,8 @@ export const MAX_RETRY_AFTER_MS = 5 * 60_000;
 export class Backoff {
   /** Consecutive failures since the last `reset()`. */
   attempt = 0;
+  /** When the first of those failures was counted (ms since epoch); 0 after `reset()`. */
+  since = 0;
 
   constructor(
     private readonly initialDelayMs: number,
@@ -24,7 +26,7 @@ export class Backoff {
 
   /** Counts one more failure and returns how long to wait before the next try. */
   next(retryAfterMs?: number): number {
-    this.attempt++;
+    if (this.attempt++ === 0) this.since = Date.now();
     const bound = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** Math.min(this.attempt - 1, 40));
     const jittered = Math.floor(this.random() * bound);
     if (retryAfterMs === undefined) return jittered;
@@ -33,7 +35,30 @@ export class Backoff {
 
   reset(): void {
     this.attempt = 0;
+    this.since = 0;
   }
+}
+
+/** How long a run of failures may go on (see `RetryOptions.maxAttempts` / `maxElapsedMs`). */
+export interface RetryBudget {
+  maxAttempts: number;
+  maxElapsedMs: number;
+}
+
+/**
+ * Why the run of failures counted by `backoff` (its `next()` just returned
+ * `delayMs`) may not be retried, or `undefined` if it may: `attempt` attempts
+ * made, or the retry would start more than `maxElapsedMs` after the run began.
+ */
+export function overBudget(backoff: Backoff, delayMs: number, budget: RetryBudget, now = Date.now()): string | undefined {
+  const elapsed = now - backoff.since;
+  if (backoff.attempt >= budget.maxAttempts) {
+    return `gave up after ${backoff.attempt} attempt(s) in ${elapsed} ms (retry.maxAttempts ${budget.maxAttempts})`;
+  }
+  if (elapsed + delayMs > budget.maxElapsedMs) {
+    return `gave up after ${backoff.attempt} attempt(s) in ${elapsed} ms (retry.maxElapsedMs ${budget.maxElapsedMs})`;
+  }
+  return undefined;
 }
 
 /**

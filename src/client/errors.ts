@@ -4,7 +4,10 @@ import type { CloseCode } from './types';
  * What a {@link BidiClientError} is about.
  *
  * - a {@link CloseCode}: the session ended (pending `send()` promises reject
- *   with the close event's code and reason);
+ *   with the close event's code and reason), among them `INVALID_REQUEST` (a
+ *   request that cannot be made: no retry) and `RETRY_EXHAUSTED` (the retry
+ *   budget is spent); `SESSION_LOST` also rejects the unacked sends of a
+ *   session that `reopen: true` replaces;
  * - `NETWORK_ERROR`, `TIMEOUT`, `HTTP_ERROR` (5xx, 429, 408), `BAD_RESPONSE`
  *   (a 2xx whose body is not what the protocol says), `HEADERS_ERROR` (the
  *   `headers` option threw): transient errors, emitted as `error` while the
@@ -60,10 +63,16 @@ export class AbortedError extends Error {
 
 /** A short description of anything thrown. */
 export function describe(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
+  // Not `instanceof Error`: errors of another realm (node:http's, in a vm or a test runner) count too.
+  if (isErrorLike(err)) return err.message || err.name || 'Error';
   try {
     return String(err);
   } catch {
     return 'unknown error';
   }
+}
+
+/** An `Error` of any realm: an object with a string `message`. */
+export function isErrorLike(err: unknown): err is { message: string; name?: string; code?: unknown; cause?: unknown } {
+  return typeof err === 'object' && err !== null && typeof (err as { message?: unknown }).message === 'string';
 }

@@ -28,6 +28,7 @@ export type {
   FetchResponseLike,
   HeadersOption,
   MessageInfo,
+  ReopenInfo,
   Operation,
   RetryInfo,
   RetryOptions,

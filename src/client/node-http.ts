@@ -79,7 +79,8 @@ export function createNodeFetch(http: HttpModule, https: HttpModule): FetchLike 
     new Promise<FetchResponseLike>((resolve, reject) => {
       const secure = url.startsWith('https:');
       if (!secure && !url.startsWith('http:')) {
-        reject(new TypeError(`bidiweb: the Node transport needs an http: or https: URL, got ${url.slice(0, 40)}`));
+        const err = new TypeError(`bidiweb: the Node transport needs an http: or https: URL, got ${url.slice(0, 40)}`);
+        reject(Object.assign(err, { code: 'ERR_INVALID_URL_SCHEME' })); // a programmer error: not retried
         return;
       }
       const headers: Record<string, string | number> = { ...init.headers };

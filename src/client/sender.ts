@@ -18,7 +18,7 @@
  */
 import { Backoff, TimerSet } from './backoff';
 import { AbortedError, BidiClientError } from './errors';
-import { classify, type Transport } from './transport';
+import { classify, thrownOutcome, type Transport } from './transport';
 import type { CloseEvent, Operation, ServerLimits } from './types';
 
 /** What the sender needs from its session. */
@@ -27,8 +27,12 @@ export interface SenderHost {
   readonly timers: TimerSet;
   /** The session's ack of the server → client stream (sent along as `ack`). */
   serverAck(): number;
-  /** A transient error; a new backoff of `delayMs` starts when `attempt` is given. */
-  retry(op: Operation, error: BidiClientError, attempt?: number, delayMs?: number): void;
+  /**
+   * A transient error. With `backoff` (whose `next()` gave `delayMs`) a new
+   * backoff starts: returns false if the retry budget is spent, and then the
+   * session has ended.
+   */
+  retry(op: Operation, error: BidiClientError, backoff?: Backoff, delayMs?: number): boolean;
   retryDone(op: Operation): void;
   /** The session must end. */
   fail(event: CloseEvent): void;
@@ -129,10 +133,35 @@ export class Sender {
     return promise;
   }
 
-  /** Starts POSTing (messages queued before open go out now). */
+  /**
+   * Starts POSTing (messages queued before open go out now). A message queued
+   * before open that the server's limits refuse is rejected with
+   * `MESSAGE_TOO_LARGE`, as `send()` would have done after open, and the
+   * others are renumbered to keep the seqs contiguous: nothing was POSTed
+   * yet, so no seq has been seen by the server.
+   */
   start(sid: string, limits: ServerLimits): void {
     this.sid = sid;
     this.limits = limits;
+    if (this.queue.some((m) => tooLarge(m.bytes, limits) !== undefined)) {
+      const kept: Outgoing[] = [];
+      for (const m of this.queue.splice(0)) {
+        const problem = tooLarge(m.bytes, limits);
+        if (problem === undefined) {
+          m.seq = kept.length + 1;
+          kept.push(m);
+        } else {
+          this.bufferedAmount -= m.bytes;
+          m.reject(new BidiClientError('MESSAGE_TOO_LARGE', `send: ${problem}`));
+        }
+      }
+      this.queue.push(...kept);
+      this.nextSeq = kept.length + 1;
+      if (kept.length === 0) {
+        this.bufferedAmount = 0;
+        this.notifyDrained();
+      }
+    }
     this.schedulePump();
   }
 
@@ -278,7 +307,7 @@ export class Sender {
       outcome = classify(reply, 'send');
     } catch (err) {
       if (err instanceof AbortedError || signal.aborted) return;
-      outcome = { kind: 'retry', error: err as BidiClientError };
+      outcome = thrownOutcome(err);
     } finally {
       this.inflight--;
       this.inflightCtls.delete(ctl);
@@ -308,6 +337,9 @@ export class Sender {
         this.requeue(batch);
         this.enterBackoff(outcome.error, outcome.retryAfterMs);
         break;
+      case 'invalid':
+        this.host.fail({ code: 'INVALID_REQUEST', reason: outcome.error.message });
+        return;
       case 'fatal': {
         const { status, errorCode, message } = outcome;
         if (status === 404 && errorCode === 'UNKNOWN_SESSION') {
@@ -324,7 +356,7 @@ export class Sender {
           this.perRequestCap = Math.max(1, Math.floor(batch.length / 2));
           this.requeue(batch);
         } else {
-          this.host.fail(protocolError('send', status, errorCode, message));
+          this.host.fail(protocolError(this.host.transport.describe({ method: 'POST', path: '/send' }), status, errorCode, message));
         }
         break;
       }
@@ -344,7 +376,8 @@ export class Sender {
     }
     this.inBackoff = true;
     const delay = this.backoff.next(retryAfterMs);
-    this.host.retry('send', error, this.backoff.attempt, delay);
+    // Budget spent: the session ended (halt() has undone inBackoff).
+    if (!this.host.retry('send', error, this.backoff, delay) || this.halted) return;
     this.host.timers.after(
       delay,
       () => {
@@ -383,6 +416,24 @@ export class Sender {
   }
 }
 
+/** Room for `{"msgs":[[seq,`, `]],"ack":N}` around one message: a body of one message needs this much more. */
+const ONE_MESSAGE_OVERHEAD = 64;
+
+/**
+ * Why the server would refuse a message of `bytes` (UTF-8 length of its
+ * JSON) whatever the client does (413), or `undefined` if it fits: above
+ * `maxMessageBytes`, or too large for a request body even alone.
+ */
+export function tooLarge(bytes: number, limits: ServerLimits): string | undefined {
+  if (bytes > limits.maxMessageBytes) {
+    return `the message is ${bytes} bytes, the server accepts at most ${limits.maxMessageBytes} (limits.maxMessageBytes)`;
+  }
+  if (bytes + ONE_MESSAGE_OVERHEAD > limits.maxBodyBytes) {
+    return `the message is ${bytes} bytes, too large for a request body of at most ${limits.maxBodyBytes} bytes (limits.maxBodyBytes)`;
+  }
+  return undefined;
+}
+
 /** The close event for a 404 UNKNOWN_SESSION. */
 export function sessionLost(status: number, errorCode?: string): CloseEvent {
   return {
@@ -393,11 +444,11 @@ export function sessionLost(status: number, errorCode?: string): CloseEvent {
   };
 }
 
-/** The close event for a non-retryable 4xx. */
-export function protocolError(op: Operation, status: number, errorCode: string | undefined, message: string): CloseEvent {
+/** The close event for a non-retryable 4xx to `request` (`POST http://host/session/send`). */
+export function protocolError(request: string, status: number, errorCode: string | undefined, message: string): CloseEvent {
   return {
     code: 'PROTOCOL_ERROR',
-    reason: `${op} failed with HTTP ${status}${errorCode ? ` ${errorCode}` : ''}: ${message}`,
+    reason: `${request} failed with HTTP ${status}${errorCode ? ` ${errorCode}` : ''}: ${message}`,
     status,
     ...(errorCode !== undefined ? { errorCode } : {}),
   };

@@ -1,13 +1,15 @@
-import { Backoff, TimerSet } from './backoff';
+import { Backoff, overBudget, TimerSet, type RetryBudget } from './backoff';
 import { Emitter, type Listener } from './emitter';
 import { AbortedError, BidiClientError, describe } from './errors';
-import { Sender, type SenderHost } from './sender';
-import { classify, Transport, utf8Length, type Outcome } from './transport';
+import { Sender, tooLarge, type SenderHost } from './sender';
+import { classify, headerProblem, resolveBaseUrl, thrownOutcome, Transport, utf8Length, type Outcome } from './transport';
 import type {
   ClientEvents,
   ClientOptions,
   CloseEvent,
+  HeadersOption,
   Operation,
+  ReopenInfo,
   ServerLimits,
   SessionState,
 } from './types';
@@ -28,6 +30,8 @@ const DEFAULT_WAIT_MS = 25_000;
 const MIN_DELETE_TIMEOUT_MS = 1_000;
 /** After a server close, how long the client waits for the answers of POSTs in flight before it ends. */
 const SEND_SETTLE_MS = 2_000;
+/** Default `retry.maxElapsedMs`: see `RetryOptions.maxElapsedMs` for why. */
+const DEFAULT_MAX_ELAPSED_MS = 300_000;
 
 interface ResolvedOptions {
   wait?: number;
@@ -39,6 +43,8 @@ interface ResolvedOptions {
   closeTimeoutMs: number;
   requestTimeoutMs: number;
   closeOnPageHide: boolean;
+  budget: RetryBudget;
+  reopen: boolean;
 }
 
 function option(name: string, value: unknown, fallback: number, min: number): number {
@@ -59,9 +65,32 @@ function resolveOptions(o: ClientOptions): ResolvedOptions {
     requestTimeoutMs: option('requestTimeoutMs', o.requestTimeoutMs, 30_000, 1),
     stream: streamOption(o.stream),
     closeOnPageHide: o.closeOnPageHide !== false,
+    budget: {
+      maxAttempts: Math.floor(limitOption('retry.maxAttempts', o.retry?.maxAttempts, Infinity, 1)),
+      maxElapsedMs: limitOption('retry.maxElapsedMs', o.retry?.maxElapsedMs, DEFAULT_MAX_ELAPSED_MS, 0),
+    },
+    reopen: o.reopen === true,
   };
   if (o.wait !== undefined) out.wait = option('wait', o.wait, 0, 0);
   return out;
+}
+
+/** Like `option`, and `Infinity` is allowed (no limit). */
+function limitOption(name: string, value: unknown, fallback: number, min: number): number {
+  if (value === Infinity) return value;
+  return option(name, value, fallback, min);
+}
+
+/** Static headers are checked when the session is created: a bad one is a bug at the call of `open()`. */
+function checkStaticHeaders(headers: HeadersOption | undefined): void {
+  if (headers === undefined || typeof headers === 'function') return;
+  if (typeof headers !== 'object' || headers === null) throw new TypeError('bidiweb: options.headers must be an object or a function');
+  for (const name of Object.keys(headers)) {
+    const value = headers[name];
+    if (value === undefined) continue;
+    const problem = headerProblem(name, String(value));
+    if (problem) throw new TypeError(`bidiweb: options.headers: ${problem}`);
+  }
 }
 
 function streamOption(value: unknown): boolean | 'auto' {
@@ -123,9 +152,18 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
   private readonly events: Emitter<ClientEvents<TIn>>;
   private readonly transport: Transport;
   private readonly timers = new TimerSet();
-  private readonly host: SenderHost & WatcherHost;
-  private readonly sender: Sender;
+  /** The host of the current server session's sender and watcher (a new one per reopen). */
+  private host!: SenderHost & WatcherHost;
+  private sender!: Sender;
   private watcher?: Watcher;
+  /** Counts server sessions (reopens): callbacks of a lost session's sender and watcher are ignored. */
+  private generation = 0;
+  /** A watch of the current server session succeeded (a loss after that starts a new run of reopens). */
+  private proven = false;
+  /** Delays between reopens; its run counts sessions lost in a row before a watch succeeded. */
+  private readonly reopenBackoff: Backoff;
+  /** Set from a loss until the new session opened: the `reopen` event's argument. */
+  private reopening?: ReopenInfo;
   private readonly metaJson?: string;
   /** Aborted when the session ends: cancels the open request and sleeps (a DELETE in flight runs to its answer or timeout). */
   private readonly lifetime = new AbortController();
@@ -144,12 +182,17 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
    * Prefer {@link open}. Starts opening the session at once.
    *
    * @param url     the server's base URL, e.g. `https://example.com/session`
-   *                (a query string is kept on every request)
-   * @throws TypeError if `meta` is not JSON-serialisable or there is no fetch;
-   *         RangeError for an invalid numeric option
+   *                (a query string is kept on every request): absolute
+   *                http(s), or, in a browser, relative to the page
+   * @throws TypeError for a URL that is not that (a relative URL in Node,
+   *         `'localhost:3000/session'`, ...), a static `headers` object with
+   *         an invalid name or value, `meta` that is not JSON-serialisable, or
+   *         no fetch; RangeError for an invalid numeric option
    */
   constructor(url: string, options: ClientOptions = {}) {
     if (typeof url !== 'string' || url === '') throw new TypeError('bidiweb: open(url) needs a URL string');
+    const base = resolveBaseUrl(url);
+    checkStaticHeaders(options.headers);
     this.opts = resolveOptions(options);
     if (options.meta !== undefined) {
       const json = JSON.stringify(options.meta);
@@ -157,29 +200,9 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       this.metaJson = json;
     }
     this.events = new Emitter<ClientEvents<TIn>>((event, err) => this.onListenerError(event, err));
-    this.transport = new Transport(url, options.headers, options.fetch);
-    this.host = {
-      transport: this.transport,
-      timers: this.timers,
-      serverAck: () => this.watcher?.delivered ?? 0,
-      retry: (op, error, attempt, delayMs) => this.onRetry(op, error, attempt, delayMs),
-      retryDone: (op) => void this.backingOff.delete(op),
-      fail: (event) => this.end(event),
-      gone: () => this.onSendGone(),
-      deliver: (data, seq) => this.events.emit('message', data as TIn, { seq }),
-      ack: (value) => this.sender.onAck(value),
-      // No new POSTs, but those in flight may carry the ack of a message whose handler closed the session.
-      closeMarkerSeen: () => this.sender.halt(true),
-      closed: (marker) => void this.endAfterSends(closeEventFor(marker)),
-    };
-    this.sender = new Sender(this.host, {
-      maxInflight: this.opts.maxInflight,
-      resendAfterMs: this.opts.resendAfterMs,
-      maxResendDelayMs: Math.max(this.opts.resendAfterMs, this.opts.maxDelayMs),
-      requestTimeoutMs: this.opts.requestTimeoutMs,
-      initialDelayMs: this.opts.initialDelayMs,
-      maxDelayMs: this.opts.maxDelayMs,
-    });
+    this.transport = new Transport(base, options.headers, options.fetch);
+    this.reopenBackoff = new Backoff(this.opts.initialDelayMs, this.opts.maxDelayMs);
+    this.incarnate();
     this.watchPage();
     void this.runOpen();
   }
@@ -249,7 +272,10 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
    *   close event's `code` and `reason` if the session ends first. It rejects
    *   at once when the state is `closing` or `closed`, with `INVALID_MESSAGE`
    *   for a value JSON cannot represent, and with `MESSAGE_TOO_LARGE` above the
-   *   server's `maxMessageBytes` (known once open; these two consume no seq).
+   *   server's `maxMessageBytes` (or too large for its `maxBodyBytes` even
+   *   alone). The limits are known once open: a message sent before is checked
+   *   when the open response arrives and rejected the same way, and the
+   *   session carries on. These rejections consume no seq.
    *   Rejections caused by the end of the session are marked handled, so a
    *   fire-and-forget `send()` never produces an unhandled rejection.
    */
@@ -271,14 +297,9 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
       return Promise.reject(new BidiClientError('INVALID_MESSAGE', 'send: the message is not JSON-serialisable'));
     }
     const bytes = utf8Length(json);
-    if (this._limits && bytes > this._limits.maxMessageBytes) {
-      return Promise.reject(
-        new BidiClientError(
-          'MESSAGE_TOO_LARGE',
-          `send: the message is ${bytes} bytes, the server accepts at most ${this._limits.maxMessageBytes}`,
-        ),
-      );
-    }
+    // Before open the limits are unknown: the sender checks queued messages when they arrive.
+    const problem = this._limits && tooLarge(bytes, this._limits);
+    if (problem) return Promise.reject(new BidiClientError('MESSAGE_TOO_LARGE', `send: ${problem}`));
     return this.sender.enqueue(json, bytes);
   }
 
@@ -333,12 +354,119 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     });
   }
 
-  /** A transient error; with `attempt`/`delayMs` a backoff starts (emits `error`, then `retry`). */
-  private onRetry(op: Operation, error: BidiClientError, attempt?: number, delayMs?: number): void {
-    if (this._closeEvent) return;
-    if (attempt !== undefined && delayMs !== undefined) this.backingOff.add(op);
+  /**
+   * A fresh sender and host for a new server session: callbacks of the
+   * previous ones (a lost session's POSTs and watch still answering) are
+   * ignored from now on.
+   */
+  private incarnate(): void {
+    const generation = ++this.generation;
+    const live = (): boolean => generation === this.generation && !this._closeEvent;
+    const host: SenderHost & WatcherHost = {
+      transport: this.transport,
+      timers: this.timers,
+      serverAck: () => (live() ? (this.watcher?.delivered ?? 0) : 0),
+      retry: (op, error, backoff, delayMs) => live() && this.onRetry(op, error, backoff, delayMs),
+      retryDone: (op) => void (live() && this.backingOff.delete(op)),
+      fail: (event) => void (live() && this.fail(event)),
+      gone: () => void (live() && this.onSendGone()),
+      deliver: (data, seq) => void (live() && this.events.emit('message', data as TIn, { seq })),
+      ack: (value) => void (live() && sender.onAck(value)),
+      // No new POSTs, but those in flight may carry the ack of a message whose handler closed the session.
+      closeMarkerSeen: () => void (live() && sender.halt(true)),
+      closed: (marker) => void (live() && this.endAfterSends(closeEventFor(marker))),
+      watchOk: () => void (live() && (this.proven = true)),
+    };
+    const sender = new Sender(host, {
+      maxInflight: this.opts.maxInflight,
+      resendAfterMs: this.opts.resendAfterMs,
+      maxResendDelayMs: Math.max(this.opts.resendAfterMs, this.opts.maxDelayMs),
+      requestTimeoutMs: this.opts.requestTimeoutMs,
+      initialDelayMs: this.opts.initialDelayMs,
+      maxDelayMs: this.opts.maxDelayMs,
+    });
+    this.host = host;
+    this.sender = sender;
+  }
+
+  /**
+   * A transient error; with `backoff`/`delayMs` a backoff starts (emits
+   * `error`, then `retry`), unless the retry budget is spent: then the
+   * session ends with `RETRY_EXHAUSTED` and this returns false.
+   */
+  private onRetry(op: Operation, error: BidiClientError, backoff?: Backoff, delayMs?: number): boolean {
+    if (this._closeEvent) return false;
+    if (backoff !== undefined && delayMs !== undefined) {
+      // close is bounded by closeTimeoutMs already.
+      const spent = op === 'close' ? undefined : overBudget(backoff, delayMs, this.opts.budget);
+      if (spent !== undefined) {
+        const { status, errorCode } = error;
+        this.end({
+          code: 'RETRY_EXHAUSTED',
+          reason: `${op}: ${spent}; last error: ${error.message}`,
+          ...(status !== undefined ? { status } : {}),
+          ...(errorCode !== undefined ? { errorCode } : {}),
+        });
+        return false;
+      }
+      this.backingOff.add(op);
+    }
     this.events.emit('error', error);
-    if (attempt !== undefined && delayMs !== undefined) this.events.emit('retry', { op, attempt, delayMs, error });
+    if (backoff !== undefined && delayMs !== undefined) {
+      this.events.emit('retry', { op, attempt: backoff.attempt, delayMs, error });
+    }
+    return !this._closeEvent;
+  }
+
+  /** The current server session must end: reopened after a loss when asked to, else closed. */
+  private fail(event: CloseEvent): void {
+    if (event.code === 'SESSION_LOST' && this.opts.reopen && this._state === 'open') this.lose(event);
+    else this.end(event);
+  }
+
+  /**
+   * `reopen: true` and the server lost the session: reject its unacked sends,
+   * drop its sender and watcher, and open a new session (after a backoff
+   * delay, so that many clients of a restarted store spread their opens).
+   */
+  private lose(lost: CloseEvent): void {
+    const { watcher, sender } = this;
+    const delivered = watcher?.delivered ?? 0;
+    const rejected = sender.size;
+    this.incarnate();
+    watcher?.stop();
+    sender.halt();
+    const { status, errorCode } = lost;
+    sender.rejectAll(new BidiClientError('SESSION_LOST', lost.reason, { status, errorCode }));
+    this.backingOff.clear();
+    this.watcher = undefined;
+    this._sid = undefined;
+    this._limits = undefined;
+    if (this.proven) this.reopenBackoff.reset();
+    this.proven = false;
+    const delay = this.reopenBackoff.next();
+    const attempt = this.reopenBackoff.attempt;
+    const spent = attempt > 1 ? overBudget(this.reopenBackoff, delay, this.opts.budget) : undefined;
+    if (spent !== undefined) {
+      this.end({
+        code: 'RETRY_EXHAUSTED',
+        reason: `reopen: ${spent}; every new session was lost before a watch succeeded (${lost.reason})`,
+        ...(status !== undefined ? { status } : {}),
+        ...(errorCode !== undefined ? { errorCode } : {}),
+      });
+      return;
+    }
+    this.reopening = { lost, rejected, delivered, attempt };
+    this.setState('connecting');
+    void this.reopenAfter(delay);
+  }
+
+  private async reopenAfter(delayMs: number): Promise<void> {
+    this.backingOff.add('open');
+    const waited = await this.timers.sleep(delayMs, this.lifetime.signal, true);
+    this.backingOff.delete('open');
+    if (!waited || this._closeEvent) return;
+    await this.runOpen();
   }
 
   private async runOpen(): Promise<void> {
@@ -359,16 +487,20 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
         if (outcome.kind === 'ok' && (typeof outcome.body.sid !== 'string' || outcome.body.sid === '')) {
           outcome = {
             kind: 'retry',
-            error: new BidiClientError('BAD_RESPONSE', `open: HTTP ${reply.status} without a sid`, { status: reply.status }),
+            error: new BidiClientError('BAD_RESPONSE', `${reply.request ?? 'open'}: HTTP ${reply.status} without a sid`, { status: reply.status }),
           };
         }
       } catch (err) {
         if (err instanceof AbortedError || signal.aborted) return;
-        outcome = { kind: 'retry', error: err as BidiClientError };
+        outcome = thrownOutcome(err);
       }
       if (this._closeEvent) return;
       if (outcome.kind === 'ok') {
         this.onOpened(outcome.body);
+        return;
+      }
+      if (outcome.kind === 'invalid') {
+        this.end({ code: 'INVALID_REQUEST', reason: outcome.error.message });
         return;
       }
       if (outcome.kind === 'fatal') {
@@ -377,7 +509,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
         return;
       }
       const delay = backoff.next(outcome.retryAfterMs);
-      this.onRetry('open', outcome.error, backoff.attempt, delay);
+      if (!this.onRetry('open', outcome.error, backoff, delay)) return; // budget spent: the session ended
       await this.timers.sleep(delay, signal, outcome.retryAfterMs === undefined);
       this.backingOff.delete('open');
       if (this._closeEvent) return;
@@ -401,10 +533,14 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     });
     this.sender.start(sid, limits);
     this.watcher.start();
+    const reopened = this.reopening;
+    this.reopening = undefined;
     // If close() was called while connecting, the state stays 'closing' and 'open' is not emitted.
     if (this._state === 'connecting') {
       this.setState('open');
-      if (this.state === 'open') this.events.emit('open'); // a 'state' listener may have called close()
+      // A listener may call close() at any point.
+      if (reopened && this.state === 'open') this.events.emit('reopen', reopened);
+      if (this.state === 'open') this.events.emit('open');
     }
   }
 
@@ -480,7 +616,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
         outcome = classify(reply, 'close');
       } catch (err) {
         if (err instanceof AbortedError || signal.aborted) return;
-        outcome = { kind: 'retry', error: err as BidiClientError };
+        outcome = thrownOutcome(err);
       }
       if (outcome.kind !== 'retry') return;
       const delay = backoff.next(outcome.retryAfterMs);
@@ -488,7 +624,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
         this.onRetry('close', outcome.error); // report, give up: the server expires the session
         return;
       }
-      this.onRetry('close', outcome.error, backoff.attempt, delay);
+      this.onRetry('close', outcome.error, backoff, delay);
       await this.timers.sleep(delay, signal, outcome.retryAfterMs === undefined);
       this.backingOff.delete('close');
       if (this._closeEvent) return;
@@ -560,8 +696,14 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
  * await s.close();
  * ```
  *
- * @param url     the server's base URL (where the bidiweb middleware is mounted)
+ * @param url     the server's base URL (where the bidiweb middleware is mounted):
+ *                absolute http(s), or relative to the page in a browser
  * @param options see {@link ClientOptions}
+ * @throws TypeError at once for a programmer error that no retry could fix: a
+ *         URL that is not that, a static `headers` object with an invalid
+ *         name or value, `meta` that JSON cannot represent; RangeError for an
+ *         invalid numeric option. (Later invalid requests close the session
+ *         with `INVALID_REQUEST`.)
  */
 export function open<TIn = unknown, TOut = unknown>(url: string, options?: ClientOptions): BidiClientSession<TIn, TOut> {
   return new BidiClientSession<TIn, TOut>(url, options);

@@ -3,7 +3,7 @@
  * classification of responses into success / retry / fatal.
  */
 import { parseRetryAfter } from './backoff';
-import { AbortedError, BidiClientError, describe } from './errors';
+import { AbortedError, BidiClientError, describe, isErrorLike } from './errors';
 import { nodeDefaultFetch } from './node-http';
 import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
 
@@ -19,13 +19,23 @@ export interface Reply {
   retryAfterMs?: number;
   /** A streaming watch answered: its frames went to `onFrame`; `body` is undefined. */
   streamed?: boolean;
+  /** The request, as error messages name it (`POST http://host/session/send`). */
+  request?: string;
 }
 
 /** What to do with a reply. */
 export type Outcome =
   | { kind: 'ok'; body: Record<string, unknown> }
   | { kind: 'retry'; error: BidiClientError; retryAfterMs?: number }
-  | { kind: 'fatal'; status: number; errorCode?: string; message: string };
+  | { kind: 'fatal'; status: number; errorCode?: string; message: string }
+  /** The request could not be made (`INVALID_REQUEST`): the session ends, nothing is retried. */
+  | { kind: 'invalid'; error: BidiClientError };
+
+/** The outcome of an error `Transport.request()` threw (other than {@link AbortedError}). */
+export function thrownOutcome(err: unknown): Outcome {
+  const error = err instanceof BidiClientError ? err : new BidiClientError('NETWORK_ERROR', describe(err), { cause: err });
+  return error.code === 'INVALID_REQUEST' ? { kind: 'invalid', error } : { kind: 'retry', error };
+}
 
 export interface RequestSpec {
   method: 'GET' | 'POST' | 'DELETE';
@@ -141,6 +151,92 @@ export function splitBaseUrl(url: string): { path: string; query: string } {
   return { path, query };
 }
 
+/**
+ * The base URL as an absolute http(s) URL: `url` itself, or, where there is a
+ * page (`location`), `url` resolved against it, as fetch would. Throws a
+ * TypeError naming the URL otherwise (a relative URL in Node, `'not a url'`,
+ * `'localhost:3000/session'`, another scheme, credentials in the URL).
+ */
+export function resolveBaseUrl(url: string): string {
+  const where = (globalThis as { location?: { href?: unknown } }).location?.href;
+  const base = typeof where === 'string' ? where : undefined;
+  let parsed: URL;
+  try {
+    parsed = base === undefined ? new URL(url) : new URL(url, base);
+  } catch {
+    throw new TypeError(
+      `bidiweb: open(url): ${quote(url)} is not ${base === undefined ? 'an absolute http: or https: URL (e.g. http://localhost:3000/session)' : 'a valid URL'}`,
+    );
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new TypeError(
+      `bidiweb: open(url): ${quote(url)} is not an http: or https: URL (scheme ${quote(parsed.protocol)}${base === undefined && !url.includes('//') ? '; a relative URL needs a page to resolve it against' : ''})`,
+    );
+  }
+  if (parsed.username !== '' || parsed.password !== '') {
+    throw new TypeError('bidiweb: open(url): the URL carries credentials (user:password@), which fetch refuses; send them in an Authorization header');
+  }
+  return parsed.href;
+}
+
+function quote(text: string): string {
+  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}…` : text);
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// What both fetch (a ByteString without NUL, CR, LF) and node:http (no control character but HTAB) accept.
+const BAD_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * What is wrong with one request header, or `undefined`. Never quotes the
+ * value: it is often a secret (a bearer token).
+ */
+export function headerProblem(name: string, value: string): string | undefined {
+  if (!TOKEN.test(name)) return `header name ${quote(name)} is not a valid HTTP token`;
+  const bad = BAD_VALUE_CHAR.exec(value);
+  if (bad) {
+    const code = bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
+    return `header ${quote(name)}: character U+${code} at index ${bad.index} is not allowed in a header value (plain ASCII, no control characters)`;
+  }
+  return undefined;
+}
+
+/** Error codes of a request that could not be made at all: no retry can fix it. */
+const INVALID_REQUEST_CODES = new Set([
+  'ERR_INVALID_URL',
+  'ERR_INVALID_URL_SCHEME',
+  'ERR_INVALID_PROTOCOL',
+  'ERR_INVALID_CHAR',
+  'ERR_INVALID_HTTP_TOKEN',
+  'ERR_HTTP_INVALID_HEADER_VALUE',
+  'ERR_UNESCAPED_CHARACTERS',
+  'ERR_INVALID_ARG_TYPE',
+  'ERR_INVALID_ARG_VALUE',
+]);
+// The messages fetch implementations give a header or URL they refuse, without a code (undici, Chrome,
+// Firefox, Safari). Their network errors are TypeErrors too ("fetch failed", "Failed to fetch", "Load
+// failed", "NetworkError ..."), which never match.
+const INVALID_REQUEST_MESSAGE = /header|ByteString|ISO-8859-1|invalid URL|failed to parse URL|URL scheme/i;
+
+/** True if `err` (or its `cause`) says the request itself is invalid: a programmer error, not the network. */
+export function isInvalidRequest(err: unknown): boolean {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && INVALID_REQUEST_CODES.has(code)) return true;
+    if (isErrorLike(e) && e.name === 'TypeError' && INVALID_REQUEST_MESSAGE.test(e.message)) return true;
+  }
+  return false;
+}
+
+/** `describe(err)`, plus its cause's (undici's "fetch failed" says nothing by itself). */
+function describeWithCause(err: unknown): string {
+  const text = describe(err);
+  const cause = isErrorLike(err) ? err.cause : undefined;
+  if (cause === undefined || cause === null) return text;
+  const more = describe(cause);
+  return more && !text.includes(more) ? `${text} (${more})` : text;
+}
+
 /** Rejects with {@link AbortedError} as soon as `signal` aborts, whatever `p` does. */
 function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) {
@@ -165,14 +261,18 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 
 export class Transport {
   private readonly base: { path: string; query: string };
+  /** The base URL as error messages show it: no query (it may carry a token), no fragment. */
+  private readonly shown: string;
   private readonly fetchImpl: FetchLike;
 
+  /** @param baseUrl an absolute URL (see {@link resolveBaseUrl}) */
   constructor(
     baseUrl: string,
     private readonly headers: HeadersOption | undefined,
     fetchImpl: FetchLike | undefined,
   ) {
     this.base = splitBaseUrl(baseUrl);
+    this.shown = this.base.path;
     // An explicit fetch wins; in Node the node:http transport (far cheaper than undici's fetch); else the platform's.
     const node = fetchImpl === undefined ? nodeDefaultFetch() : undefined;
     if (node) {
@@ -198,10 +298,18 @@ export class Transport {
     return this.base.path + path + (q ? '?' + q : '');
   }
 
+  /** `POST http://host/session/send`: how error messages name a request (never with the sid, which is not in URLs). */
+  describe(spec: Pick<RequestSpec, 'method' | 'path'>): string {
+    return `${spec.method} ${this.shown}${spec.path}`;
+  }
+
   /**
    * Performs one request. Resolves with the reply for every HTTP status.
-   * Throws {@link AbortedError} if `spec.signal` aborted, and a transient
-   * {@link BidiClientError} (`NETWORK_ERROR`, `TIMEOUT`, `HEADERS_ERROR`) otherwise.
+   * Throws {@link AbortedError} if `spec.signal` aborted; a
+   * {@link BidiClientError} with code `INVALID_REQUEST` if the request cannot
+   * be made at all (an invalid header from the `headers` function, or the
+   * fetch implementation refused the URL or a header); and a transient one
+   * (`NETWORK_ERROR`, `TIMEOUT`, `HEADERS_ERROR`) otherwise.
    */
   async request(spec: RequestSpec): Promise<Reply> {
     const { signal } = spec;
@@ -239,7 +347,7 @@ export class Transport {
         try {
           headers = requestHeaders(await abortable(Promise.resolve().then(() => option()), ctl.signal), spec);
         } catch (err) {
-          if (err instanceof AbortedError) throw err;
+          if (err instanceof AbortedError || err instanceof InvalidHeaderError) throw err;
           throw new BidiClientError('HEADERS_ERROR', `the headers option threw: ${describe(err)}`, { cause: err });
         }
       } else {
@@ -275,7 +383,7 @@ export class Transport {
           },
           heardFirstByte,
         );
-        return { status: 200, body: undefined, streamed: true };
+        return { status: 200, body: undefined, streamed: true, request: this.describe(spec) };
       }
       heardFirstByte(); // a plain answer: nothing to verify
       const text = await abortable(res.text(), ctl.signal);
@@ -287,20 +395,24 @@ export class Transport {
           body = undefined;
         }
       }
-      const reply: Reply = { status: res.status, body };
+      const reply: Reply = { status: res.status, body, request: this.describe(spec) };
       const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
       if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
       return reply;
     } catch (err) {
       if (signal?.aborted) throw new AbortedError();
       if (lateMs) throw new BufferedStreamError(lateMs);
+      const what = this.describe(spec);
+      if (err instanceof InvalidHeaderError) throw new BidiClientError('INVALID_REQUEST', `${what}: ${err.message}`);
       if (err instanceof BidiClientError) throw err;
-      const what = `${spec.method} ${spec.path || '/'}`;
+      if (!timedOut && isInvalidRequest(err)) {
+        throw new BidiClientError('INVALID_REQUEST', `${what} cannot be made: ${describeWithCause(err)}`, { cause: err });
+      }
       if (timedOut) throw new BidiClientError('TIMEOUT', `${what} timed out after ${spec.timeoutMs} ms`);
       if (silentMs) {
         throw new BidiClientError('TIMEOUT', `${what}: the stream was silent for ${silentMs} ms (${MISSED_HEARTBEATS} heartbeats and more): taken as dead`);
       }
-      throw new BidiClientError('NETWORK_ERROR', `${what} failed: ${describe(err)}`, { cause: err });
+      throw new BidiClientError('NETWORK_ERROR', `${what} failed: ${describeWithCause(err)}`, { cause: err });
     } finally {
       clearTimeout(timer);
       clearTimeout(firstByte);
@@ -312,6 +424,9 @@ export class Transport {
 
 const SID_HEADER_LOWER = SID_HEADER.toLowerCase();
 
+/** A header the `headers` option gave cannot be sent (see {@link headerProblem}). */
+class InvalidHeaderError extends Error {}
+
 /** The headers of one request: Accept, the app's (without the two the client owns), Content-Type, Bidi-Sid. */
 function requestHeaders(extra: Record<string, string | undefined> | undefined, spec: RequestSpec): Record<string, string> {
   const out: Record<string, string> = { Accept: 'application/json' };
@@ -322,7 +437,10 @@ function requestHeaders(extra: Record<string, string | undefined> | undefined, s
       if (v === undefined) continue;
       const lower = k.toLowerCase();
       if (lower === 'content-type' || lower === SID_HEADER_LOWER) continue;
-      out[k] = String(v);
+      const value = String(v);
+      const problem = headerProblem(k, value);
+      if (problem) throw new InvalidHeaderError(problem);
+      out[k] = value;
     }
   }
   if (spec.body !== undefined) out['Content-Type'] = 'application/json';
@@ -431,15 +549,16 @@ export function isRetryableStatus(status: number): boolean {
  */
 export function classify(reply: Reply, op: Operation): Outcome {
   const { status, body } = reply;
+  const label = reply.request ?? op;
   if (status >= 200 && status < 300) {
     if (body && typeof body === 'object' && !Array.isArray(body)) return { kind: 'ok', body: body as Record<string, unknown> };
     return {
       kind: 'retry',
-      error: new BidiClientError('BAD_RESPONSE', `${op}: HTTP ${status} without a JSON object body`, { status }),
+      error: new BidiClientError('BAD_RESPONSE', `${label}: HTTP ${status} without a JSON object body`, { status }),
     };
   }
   const { code, message } = errorFields(body);
-  const text = `${op}: HTTP ${status}${code ? ` ${code}` : ''}${message ? `: ${message}` : ''}`;
+  const text = `${label}: HTTP ${status}${code ? ` ${code}` : ''}${message ? `: ${message}` : ''}`;
   if (status >= 400 && status < 500 && !isRetryableStatus(status)) {
     return {
       kind: 'fatal',

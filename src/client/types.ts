@@ -33,6 +33,14 @@ export type SessionState = 'connecting' | 'open' | 'closing' | 'closed';
  *   hook); `status` and `errorCode` tell which.
  * - `PROTOCOL_ERROR`: any other non-retryable 4xx (bad request, per-request
  *   auth refused, body too large, ...); `status` and `errorCode` tell which.
+ * - `INVALID_REQUEST`: the client could not make a request at all, a
+ *   programmer error that no retry fixes: a `headers` function returned an
+ *   invalid header name or value, or the fetch implementation refused the URL
+ *   or a header (`ERR_INVALID_URL`, `ERR_INVALID_CHAR`, ...). The reason names
+ *   the method, the URL and the header (never its value).
+ * - `RETRY_EXHAUSTED`: a request kept failing transiently past the retry
+ *   budget (`retry.maxAttempts` / `retry.maxElapsedMs`); the reason names the
+ *   request and its last error.
  */
 export type CloseCode =
   | 'CLIENT'
@@ -41,7 +49,9 @@ export type CloseCode =
   | 'SESSION_LOST'
   | 'SESSION_CLOSED'
   | 'REJECTED'
-  | 'PROTOCOL_ERROR';
+  | 'PROTOCOL_ERROR'
+  | 'INVALID_REQUEST'
+  | 'RETRY_EXHAUSTED';
 
 /** The argument of the `close` event. */
 export interface CloseEvent {
@@ -130,12 +140,34 @@ export interface FetchInitLike {
 /** A fetch implementation (`globalThis.fetch` fits). */
 export type FetchLike = (url: string, init: FetchInitLike) => Promise<FetchResponseLike>;
 
-/** Backoff settings: exponential backoff with full jitter. */
+/**
+ * Backoff settings (exponential backoff with full jitter) and the retry
+ * budget. The budget counts per kind of request (open, send, watch): a run of
+ * consecutive transient failures of one kind, ended by any success of that
+ * kind. When a run exceeds the budget the session closes with
+ * `RETRY_EXHAUSTED` and every pending `send()` rejects with it.
+ */
 export interface RetryOptions {
   /** Upper bound of the first delay (the delay is uniformly random in [0, bound]). Default 250. */
   initialDelayMs?: number;
   /** Cap of the bound, which doubles after every consecutive failure. Default 10000. */
   maxDelayMs?: number;
+  /**
+   * Most attempts of one request in a row, the first included (`1`: never
+   * retry), like Socket.IO's `reconnectionAttempts` (which counts the retries
+   * only). Default `Infinity`: the time budget decides.
+   */
+  maxAttempts?: number;
+  /**
+   * Longest run of failures of one kind of request: no retry starts later
+   * than this after the run's first failure, so the session closes at most
+   * this plus `requestTimeoutMs` after it. Default 300000 (5 minutes): longer
+   * than a deploy, a server restart or a network switch, and than the
+   * server's default `idleTimeout` (2 minutes), after which an unreachable
+   * session is expired on the server anyway. A server's `Retry-After` that
+   * reaches past it ends the run too. `Infinity` retries forever.
+   */
+  maxElapsedMs?: number;
 }
 
 /** Options of {@link open}. */
@@ -190,7 +222,11 @@ export interface ClientOptions {
   stream?: boolean | 'auto';
   /** Maximum concurrent send POSTs. Default 4. */
   maxInflight?: number;
-  /** Backoff for network errors, 5xx and 429 (429 honours `Retry-After`). */
+  /**
+   * Backoff for network errors, timeouts, 5xx, 408 and 429 (429 honours
+   * `Retry-After`), and the retry budget after which the session closes with
+   * `RETRY_EXHAUSTED` (default: 5 minutes of failures in a row).
+   */
   retry?: RetryOptions;
   /**
    * A message that was POSTed and answered `200` but is still unacked after
@@ -213,18 +249,57 @@ export interface ClientOptions {
    * carry its headers in time. Default `true`; ignored outside browsers.
    */
   closeOnPageHide?: boolean;
+  /**
+   * After `SESSION_LOST` (the server answered `404 UNKNOWN_SESSION`: the
+   * store lost the session, or it expired long ago), open a new session on
+   * the same URL with the same options (`headers`, `meta`, ...) instead of
+   * closing: this object lives on with a new `id`, and its listeners stay.
+   * The lost session's messages are gone, not carried over:
+   *
+   * - `send()`s of the lost session not yet acked reject with `SESSION_LOST`
+   *   and are **not** resent into the new session (the server may or may not
+   *   have handled them); `send()`s made after the loss go to the new session;
+   * - server messages of the lost session not yet delivered are lost; the new
+   *   session's server seqs (`message`'s `seq`) start again at 1;
+   * - the server's `onOpen` runs again (with the same `meta`), as for any open.
+   *
+   * Events: `state` `'connecting'` at the loss; once the new session is open,
+   * `state` `'open'`, then `reopen` ({@link ReopenInfo}), then `open`. No
+   * `close` event for the lost session. If the new open fails for good
+   * (`REJECTED`, `RETRY_EXHAUSTED`, ...) the session closes with that code.
+   * Sessions lost again before one watch succeeded (a store that loses every
+   * session, e.g. several instances on the in-memory store behind a balancer)
+   * are reopened with backoff, within the retry budget of `open`. Other
+   * close codes (`EXPIRED`, `SERVER`, ...) never reopen. Default `false`.
+   */
+  reopen?: boolean;
+}
+
+/** The argument of the `reopen` event: what was lost with the old session. */
+export interface ReopenInfo {
+  /** Why the old session ended (code `SESSION_LOST`, with `status` and `errorCode`). */
+  lost: CloseEvent;
+  /** `send()`s of the old session that were rejected with `SESSION_LOST` (not resent). */
+  rejected: number;
+  /** Server messages the old session delivered (`message`'s `seq` starts again at 1). */
+  delivered: number;
+  /** Reopens in a row without a successful watch in between (1 normally). */
+  attempt: number;
 }
 
 /**
  * The events of a session and their listener arguments.
  *
- * - `open()`: the session is open (`session.id` is set).
+ * - `open()`: the session is open (`session.id` is set); with `reopen: true`,
+ *   again after each reopen (after `reopen`).
  * - `message(data, { seq })`: a server message, in order, exactly once.
  * - `close(event)`: the session ended; fires exactly once.
- * - `error(err)`: a transient error (the client retries) or a listener that
- *   threw (`err.code === 'LISTENER_ERROR'`). Never fatal by itself.
+ * - `error(err)`: a transient error (the client retries, within the retry
+ *   budget) or a listener that threw (`err.code === 'LISTENER_ERROR'`).
+ *   Never fatal by itself: what ends the session is the `close` event.
  * - `state(state)`: every state change.
  * - `retry(info)`: a request failed transiently and will be retried after `info.delayMs`.
+ * - `reopen(info)`: with `reopen: true`, a lost session was replaced by a new one (see {@link ReopenInfo}).
  */
 export interface ClientEvents<TIn = unknown> {
   open: [];
@@ -233,4 +308,5 @@ export interface ClientEvents<TIn = unknown> {
   error: [error: BidiClientError];
   state: [state: SessionState];
   retry: [info: RetryInfo];
+  reopen: [info: ReopenInfo];
 }

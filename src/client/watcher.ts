@@ -11,7 +11,7 @@
  */
 import { Backoff, TimerSet } from './backoff';
 import { AbortedError, BidiClientError } from './errors';
-import { BufferedStreamError, classify, type Outcome, type Transport } from './transport';
+import { BufferedStreamError, classify, thrownOutcome, type Outcome, type Transport } from './transport';
 import { protocolError, sessionLost } from './sender';
 import type { CloseEvent, Operation } from './types';
 
@@ -45,9 +45,12 @@ export interface WatcherHost {
   closeMarkerSeen(marker: CloseMarker): void;
   /** Every message below the close marker was delivered: the session is over. */
   closed(marker: CloseMarker): void;
-  retry(op: Operation, error: BidiClientError, attempt?: number, delayMs?: number): void;
+  /** See `SenderHost.retry`: false if the retry budget is spent (the session has ended). */
+  retry(op: Operation, error: BidiClientError, backoff?: Backoff, delayMs?: number): boolean;
   retryDone(op: Operation): void;
   fail(event: CloseEvent): void;
+  /** A watch succeeded: the session is known to the server (ends a run of reopens). */
+  watchOk(): void;
 }
 
 export interface WatcherOptions {
@@ -150,6 +153,7 @@ export class Watcher {
             outcome = { kind: 'retry', error: new BidiClientError('BAD_RESPONSE', 'watch: the stream ended early without a frame') };
           } else {
             this.backoff.reset();
+            this.host.watchOk();
             continue; // the stream ended (its wait, or enough sent to need an ack): watch again
           }
         } else {
@@ -165,7 +169,7 @@ export class Watcher {
           this.opts.onStreamOff?.(err);
           continue;
         }
-        outcome = { kind: 'retry', error: err as BidiClientError };
+        outcome = thrownOutcome(err);
       }
       if (this.stopped) return;
 
@@ -174,6 +178,7 @@ export class Watcher {
         if (!superseded) {
           this.supersededInARow = 0;
           this.backoff.reset();
+          this.host.watchOk();
           this.handle(outcome.body);
           continue;
         }
@@ -186,7 +191,12 @@ export class Watcher {
         const { status, errorCode, message } = outcome;
         if (status === 404 && errorCode === 'UNKNOWN_SESSION') this.host.fail(sessionLost(status, errorCode));
         else if (status === 410) this.host.fail(sessionClosed(status, errorCode, this.marker));
-        else this.host.fail(protocolError('watch', status, errorCode, message));
+        else this.host.fail(protocolError(this.host.transport.describe({ method: 'GET', path: '/watch' }), status, errorCode, message));
+        return;
+      }
+
+      if (outcome.kind === 'invalid') {
+        this.host.fail({ code: 'INVALID_REQUEST', reason: outcome.error.message });
         return;
       }
 
@@ -197,7 +207,7 @@ export class Watcher {
         return;
       }
       const delay = this.backoff.next(outcome.retryAfterMs);
-      this.host.retry('watch', outcome.error, this.backoff.attempt, delay);
+      if (!this.host.retry('watch', outcome.error, this.backoff, delay)) return; // budget spent: the session ended
       await this.host.timers.sleep(delay, ctl.signal, outcome.retryAfterMs === undefined);
       this.host.retryDone('watch');
     }
@@ -232,6 +242,7 @@ export class Watcher {
     }
     this.supersededInARow = 0;
     this.backoff.reset();
+    this.host.watchOk();
     this.handle(body);
   }
 

@@ -170,6 +170,7 @@ describe('transport helpers', () => {
     await expect(t.request({ method: 'POST', path: '/send', body: '{}', sid: 'S', timeoutMs: 1000, signal })).resolves.toEqual({
       status: 200,
       body: { ack: 1 },
+      request: 'POST http://h/s/send', // how error messages name it
     });
     await t.request({ method: 'GET', path: '/watch', query: { ack: 0, wait: 0 }, sid: 'S', timeoutMs: 1000, signal });
     expect(calls[0].headers).toEqual({ Accept: 'application/json', Authorization: 't1', 'Content-Type': 'application/json', 'Bidi-Sid': 'S' });
@@ -189,6 +190,7 @@ describe('transport helpers', () => {
     });
     const e2 = await failing.request({ method: 'GET', path: '/watch', timeoutMs: 1000, signal }).catch((e) => e);
     expect(e2.code).toBe('NETWORK_ERROR');
+    expect(e2.message).toBe('GET http://h/s/watch failed: fetch failed');
     const badHeaders = new Transport(
       'http://h/s',
       () => {
