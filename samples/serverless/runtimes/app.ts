@@ -1,0 +1,88 @@
+/**
+ * A small chat as one portable Fetch handler, for the runtime entries next to
+ * this file (deno.ts, bun.ts, workerd.ts, and the Lambda handler): the
+ * runtime's own server calls `app.fetch(request)`.
+ *
+ * - Every `/session…` request gets a brand-new bidiweb server (nothing is
+ *   kept in a server object between requests, as on a function platform);
+ *   `GET /stats` says how many were built.
+ * - `POST /sweep` is the scheduled function (what a cron trigger calls):
+ *   one `sweep()` that expires idle sessions and runs their `onClose`.
+ * - The store is built once per runtime instance (module scope in a real
+ *   deployment), so warm invocations reuse its Redis connection.
+ *
+ * The chat: `open(url, { meta: { name } })` joins the room; each message
+ * `{ text }` is published to the room as `{ from, text }`; a session that
+ * expires is announced as `{ left: name }`.
+ */
+import type { BidiOptions } from '../../../src/core/server';
+import { createBidiServer } from '../../../src/core/server';
+import { toFetchHandler } from '../../../src/core/fetch';
+import type { Store } from '../../../src/core/store';
+
+export interface RuntimeAppOptions {
+  store: Store;
+  /** Reported by `GET /stats`. */
+  runtime: string;
+  wait?: number;
+  maxWait?: number;
+  idleTimeout?: number;
+}
+
+export interface RuntimeApp {
+  fetch(request: Request): Promise<Response>;
+  /** The scheduled function: resolves with the number of sessions expired. */
+  sweep(): Promise<number>;
+}
+
+interface ChatUser {
+  name: string;
+}
+
+const ROOM = 'room';
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json; charset=utf-8' } });
+}
+
+export function createRuntimeApp(o: RuntimeAppOptions): RuntimeApp {
+  let servers = 0;
+  const build = () => {
+    const options: BidiOptions<ChatUser> = {
+      store: o.store,
+      wait: o.wait ?? 20_000,
+      maxWait: o.maxWait ?? 25_000,
+      idleTimeout: o.idleTimeout ?? 90_000,
+      sweepInterval: 0, // no timers on a function platform: POST /sweep instead
+      async onOpen(session, req) {
+        const name = (req.meta as { name?: unknown } | undefined)?.name;
+        session.user = { name: typeof name === 'string' ? name.slice(0, 40) : 'anon' };
+        await session.join(ROOM);
+      },
+      async onMessage(session, data) {
+        const text = (data as { text?: unknown } | null)?.text;
+        if (typeof text !== 'string') return;
+        await server.hub.publish(ROOM, { from: session.user.name, text });
+      },
+      async onClose(session, reason) {
+        if (reason === 'expired') await server.hub.publish(ROOM, { left: session.user.name });
+      },
+    };
+    const server = createBidiServer(options);
+    return server;
+  };
+  return {
+    async fetch(request) {
+      const { pathname } = new URL(request.url);
+      if (pathname === '/sweep' && request.method === 'POST') {
+        return json(200, { expired: await this.sweep() });
+      }
+      if (pathname === '/stats') return json(200, { runtime: o.runtime, servers });
+      servers++;
+      return toFetchHandler(build())(request);
+    },
+    sweep() {
+      return build().sweep();
+    },
+  };
+}
