@@ -15,7 +15,7 @@
  * `{ text }` is published to the room as `{ from, text }`; a session that
  * expires is announced as `{ left: name }`.
  */
-import type { BidiOptions } from '../../../src/core/server';
+import type { BidiOptions, BidiServer, Hub } from '../../../src/core/server';
 import { createBidiServer } from '../../../src/core/server';
 import { toFetchHandler } from '../../../src/core/fetch';
 import type { Store } from '../../../src/core/store';
@@ -35,7 +35,7 @@ export interface RuntimeApp {
   sweep(): Promise<number>;
 }
 
-interface ChatUser {
+export interface ChatUser {
   name: string;
 }
 
@@ -45,30 +45,36 @@ function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json; charset=utf-8' } });
 }
 
+/** The chat's hooks; `hub()` is the hub of the server handling the request (any server will do: they share the store). */
+export function chatHooks(hub: () => Hub<ChatUser>): Pick<BidiOptions<ChatUser>, 'onOpen' | 'onMessage' | 'onClose'> {
+  return {
+    async onOpen(session, req) {
+      const name = (req.meta as { name?: unknown } | undefined)?.name;
+      session.user = { name: typeof name === 'string' ? name.slice(0, 40) : 'anon' };
+      await session.join(ROOM);
+    },
+    async onMessage(session, data) {
+      const text = (data as { text?: unknown } | null)?.text;
+      if (typeof text !== 'string') return;
+      await hub().publish(ROOM, { from: session.user.name, text });
+    },
+    async onClose(session, reason) {
+      if (reason === 'expired') await hub().publish(ROOM, { left: session.user.name });
+    },
+  };
+}
+
 export function createRuntimeApp(o: RuntimeAppOptions): RuntimeApp {
   let servers = 0;
   const build = () => {
-    const options: BidiOptions<ChatUser> = {
+    const server: BidiServer<ChatUser> = createBidiServer<ChatUser>({
       store: o.store,
       wait: o.wait ?? 20_000,
       maxWait: o.maxWait ?? 25_000,
       idleTimeout: o.idleTimeout ?? 90_000,
       sweepInterval: 0, // no timers on a function platform: POST /sweep instead
-      async onOpen(session, req) {
-        const name = (req.meta as { name?: unknown } | undefined)?.name;
-        session.user = { name: typeof name === 'string' ? name.slice(0, 40) : 'anon' };
-        await session.join(ROOM);
-      },
-      async onMessage(session, data) {
-        const text = (data as { text?: unknown } | null)?.text;
-        if (typeof text !== 'string') return;
-        await server.hub.publish(ROOM, { from: session.user.name, text });
-      },
-      async onClose(session, reason) {
-        if (reason === 'expired') await server.hub.publish(ROOM, { left: session.user.name });
-      },
-    };
-    const server = createBidiServer(options);
+      ...chatHooks(() => server.hub),
+    });
     return server;
   };
   return {
