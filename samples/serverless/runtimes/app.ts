@@ -20,8 +20,14 @@ import { createBidiServer } from '../../../src/core/server';
 import { toFetchHandler } from '../../../src/core/fetch';
 import type { Store } from '../../../src/core/store';
 
+/** A store made for one request and released once its response has been sent (workerd: see docs/SERVERLESS.md). */
+export interface RequestScopedStore {
+  open(): { store: Store; release(): Promise<void> };
+}
+
 export interface RuntimeAppOptions {
-  store: Store;
+  /** A store shared by every request of this runtime instance, or one per request. */
+  store: Store | RequestScopedStore;
   /** Reported by `GET /stats`. */
   runtime: string;
   wait?: number;
@@ -64,11 +70,35 @@ export function chatHooks(hub: () => Hub<ChatUser>): Pick<BidiOptions<ChatUser>,
   };
 }
 
+/** `response` with a body that calls `release` once it has been read to its end or cancelled. */
+function releasedAfterBody(response: Response, release: () => Promise<void>): Response {
+  if (!response.body) {
+    void release();
+    return response;
+  }
+  const reader = response.body.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) {
+        controller.close();
+        await release();
+      } else controller.enqueue(value);
+    },
+    async cancel(reason) {
+      await reader.cancel(reason);
+      await release();
+    },
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
+}
+
 export function createRuntimeApp(o: RuntimeAppOptions): RuntimeApp {
   let servers = 0;
-  const build = () => {
+  const scoped = 'open' in o.store ? o.store : undefined;
+  const build = (store: Store) => {
     const server: BidiServer<ChatUser> = createBidiServer<ChatUser>({
-      store: o.store,
+      store,
       wait: o.wait ?? 20_000,
       maxWait: o.maxWait ?? 25_000,
       idleTimeout: o.idleTimeout ?? 90_000,
@@ -85,10 +115,23 @@ export function createRuntimeApp(o: RuntimeAppOptions): RuntimeApp {
       }
       if (pathname === '/stats') return json(200, { runtime: o.runtime, servers });
       servers++;
-      return toFetchHandler(build())(request);
+      if (!scoped) return toFetchHandler(build(o.store as Store))(request);
+      const { store, release } = scoped.open();
+      try {
+        return releasedAfterBody(await toFetchHandler(build(store))(request), release);
+      } catch (err) {
+        await release();
+        throw err;
+      }
     },
-    sweep() {
-      return build().sweep();
+    async sweep() {
+      if (!scoped) return build(o.store as Store).sweep();
+      const { store, release } = scoped.open();
+      try {
+        return await build(store).sweep();
+      } finally {
+        await release();
+      }
     },
   };
 }

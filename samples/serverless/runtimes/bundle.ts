@@ -3,44 +3,57 @@
  * neither TypeScript paths of this repo nor its Lua imports: src (with the
  * Lua scripts as text, as the package build does) and ioredis bundled in;
  * Node builtins stay `node:` imports, which Deno, Bun and workerd
- * (nodejs_compat) provide. A `require` made with `createRequire` serves the
- * CommonJS `require('net')` calls inside ioredis.
+ * (nodejs_compat) provide. The CommonJS `require('net')` calls inside
+ * ioredis become such imports too (an ESM bundle has no `require`, and
+ * workerd has no `import.meta.url` to make one with `createRequire`).
  */
 import { mkdirSync, mkdtempSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import path from 'node:path';
-import { buildSync } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 
+const builtins = new Set(builtinModules);
+
+/** `require('events')` → a module that re-exports `node:events` (named exports and default). */
+const requiredBuiltinsAsImports: Plugin = {
+  name: 'required-builtins-as-imports',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?[a-z_/]+$/ }, (args) => {
+      const name = args.path.replace(/^node:/, '');
+      if (args.kind !== 'require-call' || !builtins.has(name)) return undefined;
+      return { path: name, namespace: 'required-builtin' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'required-builtin' }, (args) => ({
+      contents: `import * as m from 'node:${args.path}'; export * from 'node:${args.path}'; export default (m.default ?? m);`,
+      loader: 'js',
+    }));
+  },
+};
+
 export interface BundleOptions {
-  /** Add `const require = createRequire(import.meta.url)` (Deno, Bun). Default true. */
-  createRequire?: boolean;
-  /** esbuild conditions/platform; default 'node'. */
-  platform?: 'node' | 'neutral' | 'browser';
   /** Output directory; default a fresh one under node_modules/.cache. */
   outDir?: string;
 }
 
 /** Bundles `entry` (a .ts file) to `<dir>/<name>.mjs`; returns its path. */
-export function bundleRuntimeEntry(entry: string, o: BundleOptions = {}): string {
+export async function bundleRuntimeEntry(entry: string, o: BundleOptions = {}): Promise<string> {
   const cache = path.join(REPO_ROOT, 'node_modules', '.cache');
   mkdirSync(cache, { recursive: true });
   const dir = o.outDir ?? mkdtempSync(path.join(cache, 'bidiweb-runtime-'));
   mkdirSync(dir, { recursive: true });
   const out = path.join(dir, `${path.basename(entry, '.ts')}.mjs`);
-  buildSync({
+  await build({
     entryPoints: [entry],
     bundle: true,
-    platform: o.platform ?? 'node',
+    platform: 'node',
     target: 'es2022',
     format: 'esm',
     loader: { '.lua': 'text' },
+    plugins: [requiredBuiltinsAsImports],
     outfile: out,
     logLevel: 'error',
-    banner:
-      o.createRequire === false
-        ? undefined
-        : { js: "import { createRequire as __bidiCreateRequire } from 'node:module'; const require = __bidiCreateRequire(import.meta.url);" },
   });
   return out;
 }
