@@ -50,7 +50,6 @@ export async function chatScenario({ base, runtime: name, idleTimeout: IDLE_TIME
     expect(chat(w).filter((m) => m.from === 'alice').map((m) => m.text)).toEqual(['a1', 'a2', 'a3']);
     expect(chat(w).filter((m) => m.from === 'bob').map((m) => m.text)).toEqual(['b1', 'b2']);
   }
-  expect(alice.received).toEqual(bob.received);
 
   // The scheduled function, once carol is idle past the idle timeout: it expires her (and only her).
   await new Promise((r) => setTimeout(r, Math.max(0, carolOpenedAt + IDLE_TIMEOUT + 500 - Date.now())));
