@@ -13,6 +13,8 @@ import { createRuntimeApp, type RequestScopedStore, type RuntimeApp } from './ap
 
 interface Env {
   REDIS_URL?: string;
+  /** "1": one module-scope connection for every request, as on other runtimes (hangs on workerd: docs/SERVERLESS.md). */
+  SHARED_CONNECTION?: string;
   WAIT?: string;
   MAX_WAIT?: string;
   IDLE_TIMEOUT?: string;
@@ -27,8 +29,8 @@ async function appFor(env: Env): Promise<RuntimeApp> {
   if (env.REDIS_URL) {
     // Loaded only when asked for, so the MemoryStore worker does not need node:net.
     // A connection per request: workerd does not let one request use another's socket.
-    const { requestScopedRedisStore } = await import('./redis-store');
-    store = requestScopedRedisStore(env.REDIS_URL);
+    const { createRedisStore, requestScopedRedisStore } = await import('./redis-store');
+    store = env.SHARED_CONNECTION === '1' ? createRedisStore(env.REDIS_URL) : requestScopedRedisStore(env.REDIS_URL);
   } else {
     store = new MemoryStore();
   }
