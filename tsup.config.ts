@@ -9,6 +9,7 @@ export default defineConfig({
     'node/index': 'src/node/index.ts',
     'client/index': 'src/client/index.ts',
     'redis/index': 'src/redis/index.ts',
+    'aws-lambda/index': 'src/aws-lambda/index.ts',
   },
   format: ['esm', 'cjs'],
   dts: false, // declarations come from `tsc --emitDeclarationOnly` (scripts/build-types.mjs)

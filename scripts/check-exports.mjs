@@ -10,6 +10,7 @@ const checks = {
   'bidiweb/redis': ['RedisStore'],
   'bidiweb/node': ['createNodeHandler'],
   'bidiweb/client': ['open'],
+  'bidiweb/aws-lambda': ['bidiLambda', 'lambdaEventToBidi', 'createBidiServer'],
 };
 let failed = 0;
 for (const [spec, names] of Object.entries(checks)) {
