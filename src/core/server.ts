@@ -1094,7 +1094,9 @@ class WatchStream implements BidiStream {
     private readonly report: (err: unknown) => void,
   ) {
     this.after = 0;
-    this.first = this.frame(r) ?? '';
+    // Nothing to send yet: a heartbeat goes with the headers, so the body's first byte comes at once and
+    // a client can tell a stream that something in between holds back from a quiet one (stream 'auto').
+    this.first = this.frame(r) ?? (heartbeatMs > 0 ? HEARTBEAT_FRAME : '');
   }
 
   /** The frame for a read, or null when it brings nothing. Marks the stream as ending when it must. */

@@ -37,7 +37,7 @@ import { GROUP_OVERRUN_REASON } from '../core/store';
 import { DEFAULT_LIMITS } from '../core/limits';
 import type { OpenLimit, OpenLimiter } from '../core/open-limit';
 import { openLimiterFrom } from '../core/open-limit';
-import { RateLimiterRedis } from 'rate-limiter-flexible';
+import RateLimiterRedis from 'rate-limiter-flexible/lib/RateLimiterRedis.js';
 import { keySlot, RedisKeys } from './keys';
 import type { ScriptedRedis, ScriptName } from './scripts';
 import { defineScripts } from './scripts';

@@ -331,9 +331,21 @@ describe('streaming watch: heartbeats', () => {
       await s.server.hub.send(sid, i);
       await sleep(25);
     }
+    const firstFrameAt = w.frames[0]!.at;
     const lastFrameAt = w.frames[w.frames.length - 1]!.at;
-    expect(w.heartbeats.filter((at) => at <= lastFrameAt)).toEqual([]);
+    expect(w.heartbeats.filter((at) => at > firstFrameAt && at <= lastFrameAt)).toEqual([]);
     await until(() => w.heartbeats.length > 0);
+    w.abort();
+  });
+
+  it('a stream with nothing to send yet opens with a heartbeat: its first byte comes at once, not after heartbeatMs', async () => {
+    const s = await serveWith({ heartbeatMs: 2_000 });
+    const sid = await openSid(s.url);
+    const t = Date.now();
+    const w = streamWatch(s.url, sid, 0, 3_000);
+    await until(() => w.heartbeats.length > 0);
+    expect(w.heartbeats[0]! - t).toBeLessThan(1_500);
+    expect(w.frames).toEqual([]);
     w.abort();
   });
 
@@ -437,6 +449,8 @@ describe('streaming watch: adapters', () => {
     const res = await handler(new Request('http://x/session/watch?ack=0&wait=3000&stream=1', { headers: { 'bidi-sid': sid }, signal: ctl.signal }));
     expect(res.headers.get('content-type')).toBe('application/x-ndjson; charset=utf-8');
     const reader = res.body!.getReader();
+    // Nothing to send yet: the stream opens with a heartbeat.
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('\n');
     await server.hub.send(sid, 'one');
     const first = await reader.read();
     expect(new TextDecoder().decode(first.value)).toBe('{"msgs":[[1,"one"]],"ack":0}\n');
