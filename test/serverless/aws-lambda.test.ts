@@ -4,12 +4,12 @@
  * - Unit: event shapes as AWS documents them (payload format 2.0 for HTTP API
  *   and Function URLs, 1.0 for REST API / ALB), base64 bodies, cookies,
  *   multi-value headers and query strings, the time limit → maxWait.
- * - End to end: serverless-offline needs the `serverless` v4 framework (an
- *   install script plus a download and a login), so instead a tiny local
- *   shim turns real HTTP requests into format 2.0 events the way a Function
- *   URL does, invokes the handler and writes its result back; two sessions
- *   of the project's client chat through it on a RedisStore, and one
- *   scheduled sweep expires an abandoned session.
+ * - End to end through a tiny local shim that turns real HTTP requests into
+ *   format 2.0 events the way a Function URL does, invokes the handler
+ *   in-process and writes its result back; two sessions of the project's
+ *   client chat through it on a RedisStore, and one scheduled sweep expires
+ *   an abandoned session. The same through API Gateway HTTP API emulation
+ *   (serverless-offline): ./serverless-offline.test.ts.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
