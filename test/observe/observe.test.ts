@@ -16,6 +16,9 @@ import { sidLabel } from '../../src/core/observe';
 import { createMetricsApp } from '../../samples/metrics/server';
 import type { MetricsApp } from '../../samples/metrics/server';
 import { openWatched, waitFor } from '../helpers/client-session';
+import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { Redis } from 'ioredis';
+import { RedisStore } from '../../src/redis';
 
 /** A raw-protocol client over the Fetch handler: open, send, watch. */
 function rawClient(options: BidiOptions) {
@@ -219,5 +222,63 @@ describe('the Prometheus sample (samples/metrics/server.ts)', () => {
     await w.s.close();
     const after = await scrape();
     expect(after.get('bidiweb_sessions_closed_total')).toBe(1);
+  });
+});
+
+describe('metrics on RedisStore', () => {
+  let redisServer: RedisProcess;
+  beforeAll(async () => {
+    redisServer = await startRedis();
+  });
+  afterAll(async () => {
+    await redisServer?.stop();
+  });
+
+  test('the wrapped store runs its own methods (private state intact) and is counted', async () => {
+    const redis = new Redis(redisServer.port, '127.0.0.1');
+    const store = new RedisStore({ redis, prefix: 'obs:' });
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 });
+    const provider = new MeterProvider({ readers: [reader] });
+    const c = rawClient({ store, debug: false, meter: provider.getMeter('bidiweb'), onMessage: async (s, data) => void (await s.send({ echo: data })) });
+    const sid = await c.open();
+    expect((await c.send(sid, [[1, 'x'], [2, 'y']])).status).toBe(200);
+    expect((await c.watch(sid)).body.msgs).toHaveLength(2);
+    await c.close(sid);
+    await reader.forceFlush();
+    const names = new Map<string, number>();
+    for (const rm of exporter.getMetrics()) for (const sm of rm.scopeMetrics) for (const m of sm.metrics) for (const dp of m.dataPoints as any[]) names.set(m.descriptor.name + (dp.attributes.operation ? `{${dp.attributes.operation}}` : ''), typeof dp.value === 'number' ? dp.value : dp.value.count);
+    expect(names.get('bidiweb.sessions.opened')).toBe(1);
+    expect(names.get('bidiweb.sessions.closed')).toBe(1);
+    expect(names.get('bidiweb.messages.in')).toBe(2);
+    expect(names.get('bidiweb.messages.out')).toBe(2);
+    expect(names.get('bidiweb.store.duration{receive}')).toBe(1);
+    await c.server.dispose();
+    await provider.shutdown();
+    await store.dispose();
+    await redis.quit();
+  });
+
+  test('a failing store call is counted as an error of its operation', async () => {
+    const down = await startRedis();
+    const redis = new Redis(down.port, '127.0.0.1', { maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+    const store = new RedisStore({ redis, prefix: 'obs2:' });
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 });
+    const provider = new MeterProvider({ readers: [reader] });
+    const c = rawClient({ store, debug: false, openLimit: false, meter: provider.getMeter('bidiweb'), onError: () => {} });
+    await waitFor('the connection', () => redis.status === 'ready');
+    expect(await c.open()).toMatch(/^[\w-]{22}$/);
+    await down.kill(); // Redis gone: the next call fails
+    await waitFor('the connection to drop', () => redis.status === 'end');
+    expect(await c.open()).toBeUndefined(); // 503 STORE_UNAVAILABLE
+    await reader.forceFlush();
+    const errors = exporter.getMetrics().flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics)).find((m) => m.descriptor.name === 'bidiweb.store.errors');
+    expect(errors?.dataPoints.map((dp) => [dp.attributes.operation, dp.value])).toEqual([['create', 1]]);
+    await c.server.dispose();
+    await provider.shutdown();
+    await store.dispose().catch(() => {});
+    redis.disconnect();
+    await down.stop().catch(() => {});
   });
 });
