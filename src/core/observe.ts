@@ -63,6 +63,15 @@ export function sidLabel(sid: string): string {
   return ((h >>> 8) & 0xffffff).toString(16).padStart(6, '0');
 }
 
+/**
+ * A store error's message, first line, without anything shaped like a sid or
+ * a token (22+ base64url characters): a store client's message could quote a
+ * key, and keys contain the sid.
+ */
+function scrub(message: string): string {
+  return message.split('\n', 1)[0]!.slice(0, 200).replace(/[A-Za-z0-9_-]{22,}/g, '…');
+}
+
 /** Seconds, for latency histograms: 1 ms up to 10 s. */
 const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -160,7 +169,7 @@ export class Observer {
     this.m?.storeTime.record(ms / 1000, { operation: op });
     if (error !== undefined) this.m?.storeErrors.add(1, { operation: op });
     if (this.log.store.enabled) {
-      this.log.store('%s %s ms%s', op, ms.toFixed(1), error !== undefined ? ' failed: ' + (error instanceof Error ? error.message : String(error)) : '');
+      this.log.store('%s %s ms%s', op, ms.toFixed(1), error !== undefined ? ' failed: ' + scrub(error instanceof Error ? error.message : String(error)) : '');
     }
   }
 
@@ -246,12 +255,13 @@ const OPS = new Set([
  * the store itself (private fields need the real `this`).
  */
 function observeStore(store: Store, obs: Observer): Store {
-  const wrapped = new Map<PropertyKey, unknown>();
+  // One wrapper per method, made again if the store's property is replaced.
+  const wrapped = new Map<PropertyKey, { fn: unknown; w: unknown }>();
   return new Proxy(store, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target) as unknown;
       if (typeof value !== 'function') return value;
-      let w = wrapped.get(prop);
+      let w = wrapped.get(prop)?.fn === value ? wrapped.get(prop)!.w : undefined;
       if (w === undefined) {
         const fn = value as (...args: unknown[]) => unknown;
         const op = String(prop);
@@ -271,7 +281,7 @@ function observeStore(store: Store, obs: Observer): Store {
               return r;
             }
           : fn.bind(target);
-        wrapped.set(prop, w);
+        wrapped.set(prop, { fn: value, w });
       }
       return w;
     },

@@ -69,6 +69,27 @@ describe('debug logging', () => {
     await c.server.dispose();
   });
 
+  test('a store error\'s message in the debug log carries nothing sid-shaped', async () => {
+    lines.length = 0;
+    const store = new MemoryStore();
+    const c = rawClient({ store, onError: () => {} });
+    const sid = await c.open();
+    // A store failing with a message that quotes a key (as a store client's error could).
+    const original = store.receive.bind(store);
+    store.receive = async (s, input) => {
+      throw new Error(`cannot run on key bidi:{${s}}:log\nsecond line ${s}`);
+    };
+    expect((await c.send(sid, [[1, 'x']])).status).toBe(500);
+    store.receive = original;
+    expect((await c.send(sid, [[1, 'x']])).status).toBe(200); // the store's own method again
+    const text = lines.join('\n');
+    expect(text).toContain('receive');
+    expect(text).toContain('failed: cannot run on key bidi:{…}:log');
+    expect(text).not.toContain(sid);
+    expect(text).not.toContain('second line');
+    await c.server.dispose();
+  });
+
   test('sidLabel: 6 hex characters, stable, different for different sids', () => {
     expect(sidLabel('abc')).toMatch(/^[0-9a-f]{6}$/);
     expect(sidLabel('abc')).toBe(sidLabel('abc'));
