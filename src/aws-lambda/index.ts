@@ -26,6 +26,9 @@ import type { BidiRequest, BidiResponse } from '../core/http';
 import { MAX_WAIT_CAP_MS } from '../core/limits';
 import type { BidiOptions } from '../core/server';
 import { createBidiServer, type BidiServer } from '../core/server';
+import { useNodeDebug } from '../node/debug';
+
+useNodeDebug();
 
 /** API Gateway HTTP API (payload format 2.0) and Lambda Function URL events: the fields read here. */
 export interface LambdaEventV2 {

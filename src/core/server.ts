@@ -12,6 +12,8 @@ import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, PROTOCOL_VERSION, STREAM_CONTENT_TYP
 import type { SendOptions, SessionBackend, WhenFull } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
 import { leaseLost, Outbox } from './outbox';
+import type { ObserveOptions } from './observe';
+import { Observer } from './observe';
 import type { OpenLimit, OpenLimiter } from './open-limit';
 import { DEFAULT_OPEN_LIMIT, defaultClientKey } from './open-limit';
 import type { AppendLimits, AppendResult, CommitResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
@@ -73,6 +75,10 @@ export interface BidiOptions<User = unknown, State extends object = Record<strin
   leaseMs?: number;
   /** How often this instance tries to sweep expired sessions, ms; 0 turns the timer off (call `sweep()` yourself). Default 5 000. */
   sweepInterval?: number;
+  /** An OpenTelemetry `Meter` (e.g. `metrics.getMeter('bidiweb')`): sessions, messages, latencies, store calls. None by default. */
+  meter?: ObserveOptions['meter'];
+  /** A `debug`-style logger factory for the `bidiweb:*` namespaces; `false` for none. Default on Node: the `debug` package (`DEBUG=bidiweb:*`). */
+  debug?: ObserveOptions['debug'];
   /**
    * A streaming watch with nothing to say for this long writes a heartbeat (an empty line), ms, so a
    * client can tell a quiet stream from a dead one (it gives up on one silent for 3 heartbeats + 1 s).
@@ -203,10 +209,13 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   private leaseTimer?: ReturnType<typeof setInterval>;
   /** Deliveries running in this object, by session: their handlers' queued sends. */
   private readonly outboxes = new Map<string, Outbox>();
+  /** Debug logging and metrics (./observe): `obs.on` is false when nothing observes. */
+  private readonly obs: Observer;
 
   constructor(options: BidiOptions<User, State> = {}) {
     this.options = options;
-    this.store = options.store ?? new MemoryStore();
+    this.obs = new Observer(options);
+    this.store = this.obs.store(options.store ?? new MemoryStore());
     this.path = normalizePath(options.path ?? '/session');
     this.limits = resolveLimits(options.limits);
     this.maxWait = positive('maxWait', options.maxWait ?? MAX_WAIT_CAP_MS, MAX_WAIT_CAP_MS);
@@ -432,6 +441,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   // --- client → server -------------------------------------------------------------
 
   private async receive(req: BidiRequest): Promise<BidiResponse> {
+    const t0 = this.obs.on ? this.obs.now() : 0;
     const sid = readSessionId(req);
     await this.authorize(req, sid);
     const { msgs, ack } = parseSend(await readJsonObject(req, this.limits), this.limits);
@@ -456,7 +466,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     }
     let clientAck = result.clientAck;
     if (result.deliver.length > 0) {
-      clientAck = await this.deliver(sid, token, result.deliver, result.userJson ?? 'null', result.stateJson ?? '{}');
+      clientAck = await this.deliver(sid, token, result.deliver, result.userJson ?? 'null', result.stateJson ?? '{}', t0);
     }
     return jsonResponse(200, '{"ack":' + clientAck + '}');
   }
@@ -466,7 +476,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
    * lease, recording each delivery (and the state it left) before the next.
    * Returns the client ack reached.
    */
-  private async deliver(sid: string, token: string, first: StoredMessage[], userJson: string, stateJson: string): Promise<number> {
+  private async deliver(sid: string, token: string, first: StoredMessage[], userJson: string, stateJson: string, t0 = 0): Promise<number> {
     // The session's own sends ride on each message's commit (see ./outbox).
     const outbox = new Outbox(
       (msgs) => this.store.append(sid, msgs, this.limits, newAppendId()),
@@ -484,12 +494,15 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         let next: StoredMessage[] = [];
         for (let i = 0; i < batch.length; i++) {
           const msg = batch[i]!;
+          let threw = false;
           try {
             await this.options.onMessage?.(session, JSON.parse(msg.json), { seq: msg.seq });
           } catch (err) {
             // A throwing handler still consumes its message: redelivering it would loop forever.
+            threw = true;
             this.report(err, { phase: 'message', seq: msg.seq });
           }
+          if (this.obs.on) this.obs.delivered(sid, msg.seq, t0, threw);
           const newState = this.stateToSave(session, savedState);
           const last = i === batch.length - 1;
           let sends = await outbox.take();
@@ -626,6 +639,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     await this.authorize(req, sid);
     const { ack, wait, stream } = parseWatch(req.query, this.wait, this.maxWait);
     const run = new WatchRun(this.store, sid, ack, Date.now() + wait, this.limits.maxMessagesPerResponse, this.limits.maxResponseBytes, req.signal, this.limits);
+    if (this.obs.on) run.onDispose = this.obs.watch(sid, ack, stream);
     let handedOff = false;
     try {
       // Subscribe before the first read so no wake-up can fall between them.
@@ -954,6 +968,8 @@ class WatchRun {
   private wake?: () => void;
   private timer?: ReturnType<typeof setTimeout>;
   private disposed = false;
+  /** Called once when the watch is over (the observer's watch gauge). */
+  onDispose?: () => void;
 
   constructor(
     private readonly store: Store,
@@ -1055,6 +1071,7 @@ class WatchRun {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.onDispose?.();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.unsubscribe?.();

@@ -8,6 +8,9 @@ import { BidiError } from '../core/errors';
 import type { BidiRequest, BidiResponse, HeaderReader } from '../core/http';
 import { decodeUtf8 } from '../core/protocol';
 import type { BidiServer } from '../core/server';
+import { useNodeDebug } from '../node/debug';
+
+useNodeDebug();
 
 class NodeHeaders implements HeaderReader {
   constructor(private readonly headers: IncomingMessage['headers']) {}
