@@ -24,7 +24,7 @@ import groupTail from './commands/group-tail-2.lua';
 import join from './commands/join-1.lua';
 import leave from './commands/leave-1.lua';
 import publish from './commands/publish-3.lua';
-import read from './commands/read-3.lua';
+import read from './commands/read-4.lua';
 import receive from './commands/receive-3.lua';
 import renew from './commands/renew-1.lua';
 import sweep from './commands/sweep-2.lua';
@@ -41,7 +41,7 @@ export const SCRIPTS = {
   bidiCommit: { numberOfKeys: 3, lua: session + commit },
   bidiRenew: { numberOfKeys: 1, lua: session + renew },
   bidiAppend: { numberOfKeys: 3, lua: session + append },
-  bidiRead: { numberOfKeys: 3, lua: session + read },
+  bidiRead: { numberOfKeys: 4, lua: session + read },
   bidiClose: { numberOfKeys: 3, lua: session + close },
   bidiFinishClose: { numberOfKeys: 4, lua: session + finishClose },
   bidiExpireCheck: { numberOfKeys: 3, lua: session + expireCheck },

@@ -361,6 +361,7 @@ export class RedisStore implements Store {
       k.s,
       k.in,
       k.out,
+      k.aids,
       k.channel,
       this.sharded,
       input.ack,
@@ -378,7 +379,7 @@ export class RedisStore implements Store {
       await this.watchGroups(sid, cursors.map(([group]) => group));
       const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
-        args[7] = '0'; // claimed (or not) by the first call
+        args[8] = '0'; // claimed (or not) by the first call
         r = (await this.redis.bidiRead(...args, ...pullBlock(tails))) as Reply;
         // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
         if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);

@@ -16,6 +16,7 @@
   KEYS[1] s    session record (HASH)
   KEYS[2] in   inbound buffer (HASH; only its TTL is refreshed)
   KEYS[3] out  server log (LIST)
+  KEYS[4] aids append ids (STRING; deleted with a tombstone's last message)
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] ack   ARGV[4] watch token   ARGV[5] claim ('1' / '0')   ARGV[6] maxMessages
@@ -88,7 +89,10 @@ end
 local watcher = f[3]
 if status == 'closed' then
   watcher = ARGV[4]
-  if trimmed > 0 and redis.call('LLEN', outKey) == 0 then redis.call('HDEL', s, 'lbytes') end
+  if trimmed > 0 and redis.call('LLEN', outKey) == 0 then
+    redis.call('HDEL', s, 'lbytes')
+    redis.call('DEL', KEYS[4])
+  end
 elseif ARGV[5] == '1' then
   watcher = ARGV[4]
   if now then
