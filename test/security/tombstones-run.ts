@@ -10,7 +10,7 @@
  */
 import { startRedis } from '../helpers/redis-server';
 import { MemoryStore } from '../../src/core/stores/memory';
-import { echoes, memoryStore, openClose, redisStore } from './tombstones';
+import { echoes, heap, memoryStore, openClose, redisStore } from './tombstones';
 import { newSessionId, newToken } from '../../src/core/util';
 
 const MiB = 1024 * 1024;
@@ -20,24 +20,20 @@ const guard = setTimeout(() => {
 }, 300_000);
 
 async function perTombstoneMemory(n: number): Promise<number> {
-  const gc = (globalThis as { gc?: () => void }).gc!;
   const store = new MemoryStore();
   const sids: string[] = [];
   for (let i = 0; i < n; i++) sids.push(newSessionId());
   for (const sid of sids) await store.create({ sid, userJson: '{"name":"ada"}', stateJson: '{"n":1}', initial: [], idleMs: 120_000, maxSessions: n });
-  gc();
-  const open = process.memoryUsage().heapUsed;
+  const open = await heap();
   for (const sid of sids) {
     const token = newToken();
     await store.close(sid, { reason: 'client', lease: { token, ms: 10_000 } });
     await store.finishClose(sid, token);
   }
-  gc();
-  const closed = process.memoryUsage().heapUsed;
+  const closed = await heap();
   // Drop them all: what they held is the tombstones' cost (sids included).
   await store.create({ sid: newSessionId(), userJson: 'null', stateJson: '{}', initial: [], idleMs: 1, maxSessions: 0 });
-  gc();
-  const none = process.memoryUsage().heapUsed;
+  const none = await heap();
   console.log(`  open session (small user/state) ${((open - none) / n).toFixed(0)} B, tombstone ${((closed - none) / n).toFixed(0)} B (heap per record, sid and map entry included; ${n} records)`);
   return closed - none;
 }
@@ -48,7 +44,7 @@ async function main() {
   console.log(`  20000 open+DELETE, maxSessions 2000: ${m1.records} records (${m1.refused} refused)`);
   const m2 = await echoes(memoryStore(), 40, 1_000_000, 2_000);
   console.log(`  40 sessions x ~1 MB unread echoes, closed by their client, 1 open: heap +${((m2.held - m2.before) / MiB).toFixed(1)} MiB, ${m2.records} records`);
-  await perTombstoneMemory(20_000);
+  await perTombstoneMemory(100_000);
 
   const redis = await startRedis();
   try {
