@@ -179,6 +179,12 @@ export interface GroupRetention {
   maxAgeMs: number;
 }
 
+/**
+ * The close reason core gives a client's own close (`DELETE`). Such a session's tombstone keeps no
+ * log: the client that asked for the close reads no more (docs/STORE.md, "Lifecycle and tombstones").
+ */
+export const CLIENT_CLOSE_REASON = 'client';
+
 /** The close reason of a member whose group log moved past entries it had not pulled yet. */
 export const GROUP_OVERRUN_REASON = 'group-overrun';
 

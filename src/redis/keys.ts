@@ -11,6 +11,7 @@
  *   bidi:{<sid>}:ev         channel (PUBLISH / SPUBLISH) for wake-ups
  *   bidi:{sessions}         ZSET   sid -> when to look at it again (expiry sweep, maxSessions)
  *   bidi:{sessions}:sweep   STRING the store-wide sweep lease
+ *   bidi:{sessions}:tombs   ZSET   closed sessions (tombstones) -> when their keys expire
  *   bidi:group:{<group>}    SET    the sids in a group
  *   bidi:group:{<group>}:log LIST  the group's log: '<time µs>|<json>' entries, oldest first
  *   bidi:group:{<group>}:m  HASH   the log's counters (epoch, last gseq, oldest time, publish ids)
@@ -51,6 +52,8 @@ export class RedisKeys {
   readonly sessions: string;
   /** The store-wide sweep lease. */
   readonly sweep: string;
+  /** ZSET of tombstones, scored by when their keys expire (bounded by count at each create). */
+  readonly tombs: string;
 
   constructor(readonly prefix: string) {
     if (/[{}]/.test(prefix)) {
@@ -58,6 +61,7 @@ export class RedisKeys {
     }
     this.sessions = `${prefix}{sessions}`;
     this.sweep = `${prefix}{sessions}:sweep`;
+    this.tombs = `${prefix}{sessions}:tombs`;
   }
 
   session(sid: string): SessionKeys {

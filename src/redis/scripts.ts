@@ -10,13 +10,13 @@
  * `includes/session.lua` (shared helpers) put in front of them.
  */
 import type { Cluster, Redis } from 'ioredis';
-import admit from './commands/admit-1.lua';
+import admit from './commands/admit-2.lua';
 import append from './commands/append-3.lua';
 import close from './commands/close-3.lua';
 import commit from './commands/commit-3.lua';
 import create from './commands/create-2.lua';
 import expireCheck from './commands/expire-check-3.lua';
-import finishClose from './commands/finish-close-3.lua';
+import finishClose from './commands/finish-close-4.lua';
 import session from './commands/includes/session.lua';
 import groupJoin from './commands/group-join-2.lua';
 import groupLeave from './commands/group-leave-3.lua';
@@ -24,7 +24,7 @@ import groupTail from './commands/group-tail-2.lua';
 import join from './commands/join-1.lua';
 import leave from './commands/leave-1.lua';
 import publish from './commands/publish-3.lua';
-import read from './commands/read-3.lua';
+import read from './commands/read-4.lua';
 import receive from './commands/receive-3.lua';
 import renew from './commands/renew-1.lua';
 import sweep from './commands/sweep-2.lua';
@@ -41,9 +41,9 @@ export const SCRIPTS = {
   bidiCommit: { numberOfKeys: 3, lua: session + commit },
   bidiRenew: { numberOfKeys: 1, lua: session + renew },
   bidiAppend: { numberOfKeys: 3, lua: session + append },
-  bidiRead: { numberOfKeys: 3, lua: session + read },
+  bidiRead: { numberOfKeys: 4, lua: session + read },
   bidiClose: { numberOfKeys: 3, lua: session + close },
-  bidiFinishClose: { numberOfKeys: 3, lua: session + finishClose },
+  bidiFinishClose: { numberOfKeys: 4, lua: session + finishClose },
   bidiExpireCheck: { numberOfKeys: 3, lua: session + expireCheck },
   bidiJoin: { numberOfKeys: 1, lua: join },
   bidiLeave: { numberOfKeys: 1, lua: leave },
@@ -51,7 +51,7 @@ export const SCRIPTS = {
   bidiGroupLeave: { numberOfKeys: 3, lua: groupLeave },
   bidiGroupTail: { numberOfKeys: 2, lua: groupTail },
   bidiPublish: { numberOfKeys: 3, lua: publish },
-  bidiAdmit: { numberOfKeys: 1, lua: admit },
+  bidiAdmit: { numberOfKeys: 2, lua: admit },
   bidiSweep: { numberOfKeys: 2, lua: sweep },
 } satisfies Record<string, ScriptDefinition>;
 

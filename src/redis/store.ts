@@ -164,7 +164,17 @@ export class RedisStore implements Store {
 
   async create(input: CreateInput): Promise<CreateResult> {
     const k = this.keys.session(input.sid);
-    const admitted = (await this.redis.bidiAdmit(this.keys.sessions, input.sid, input.maxSessions, input.idleMs)) as number;
+    const a = (await this.redis.bidiAdmit(this.keys.sessions, this.keys.tombs, input.sid, input.maxSessions, input.idleMs)) as Reply;
+    const admitted = Number(a[0]);
+    // Tombstones past the count bound, oldest first: their keys go now.
+    if (a.length > 1) {
+      await this.batch(
+        a.slice(1).map((evicted) => {
+          const e = this.keys.session(String(evicted));
+          return { key: e.s, add: (p) => p.del(e.s, e.in, e.out, e.aids) };
+        }),
+      );
+    }
     if (admitted === 0) {
       return (await this.redis.exists(k.s)) ? { status: 'exists' } : { status: 'too-many-sessions' };
     }
@@ -351,6 +361,7 @@ export class RedisStore implements Store {
       k.s,
       k.in,
       k.out,
+      k.aids,
       k.channel,
       this.sharded,
       input.ack,
@@ -368,7 +379,7 @@ export class RedisStore implements Store {
       await this.watchGroups(sid, cursors.map(([group]) => group));
       const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
-        args[7] = '0'; // claimed (or not) by the first call
+        args[8] = '0'; // claimed (or not) by the first call
         r = (await this.redis.bidiRead(...args, ...pullBlock(tails))) as Reply;
         // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
         if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);
@@ -408,10 +419,20 @@ export class RedisStore implements Store {
 
   async finishClose(sid: string, token: string): Promise<void> {
     const k = this.keys.session(sid);
-    const r = (await this.redis.bidiFinishClose(k.s, k.in, k.out, token)) as Reply;
+    const r = (await this.redis.bidiFinishClose(k.s, k.in, k.out, k.aids, token)) as Reply;
     if (r[0] !== 'ok') return;
-    const items: BatchItem[] = [{ key: this.keys.sessions, add: (p) => p.zrem(this.keys.sessions, sid) }];
-    for (const group of r.slice(1)) {
+    const expiresAt = Number(r[1]);
+    const items: BatchItem[] = [
+      {
+        key: this.keys.sessions,
+        add: (p) => {
+          p.zrem(this.keys.sessions, sid);
+          // Counted among the tombstones (bounded at each create) until its keys expire.
+          if (expiresAt > 0) p.zadd(this.keys.tombs, expiresAt, sid);
+        },
+      },
+    ];
+    for (const group of r.slice(2)) {
       const g = this.keys.groupKeys(String(group));
       items.push({ key: g.members, add: (p) => p.bidiGroupLeave(g.members, g.log, g.meta, sid) });
     }
@@ -498,6 +519,8 @@ export class RedisStore implements Store {
     return replies.map((reply) => {
       const [status, user, state, cack, last] = reply as Array<string | null>;
       if (!status) return null;
+      // A tombstone keeps no user or state.
+      if (status === 'closed') return { status, userJson: 'null', stateJson: 'null', clientAck: Number(cack ?? 0), lastSeq: Number(last ?? 0) };
       return { status: status as SessionInfo['status'], userJson: user ?? 'null', stateJson: state ?? '{}', clientAck: Number(cack ?? 0), lastSeq: Number(last ?? 0) };
     });
   }

@@ -25,7 +25,7 @@ import type {
   StoreEvent,
   StoredMessage,
 } from '../../src/core/store';
-import { APPEND_IDS_REMEMBERED, GROUP_OVERRUN_REASON } from '../../src/core/store';
+import { APPEND_IDS_REMEMBERED, CLIENT_CLOSE_REASON, GROUP_OVERRUN_REASON } from '../../src/core/store';
 import type { GroupRetention } from '../../src/core/store';
 import { newSessionId, newToken } from '../../src/core/util';
 
@@ -1120,6 +1120,56 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         expect(await receive(sid, { msgs: ms(1) })).toEqual({ status: 'unknown' });
         expect(await store.close(sid, { reason: 'x' })).toEqual({ status: 'unknown' });
         expect(await store.inspect([sid])).toEqual([null]);
+      });
+
+      it('the tombstone keeps no user or state, and its log only until the client acks up to the close marker; then a read answers the marker alone', async () => {
+        const sid = await open({ userJson: '{"big":"' + 'u'.repeat(1000) + '"}', stateJson: '{"s":1}', initial: ['"a"', '"b"'] });
+        expect(await store.append(sid, ['"c"'], ROOMY, 'tomb-id')).toEqual({ status: 'ok', firstSeq: 3, lastSeq: 3 });
+        await closeFully(sid, 'server-bye');
+        expect(await info(sid)).toEqual({ status: 'closed', userJson: 'null', stateJson: 'null', clientAck: 0, lastSeq: 3 });
+        // A resent append still answers its seqs while the log waits for the client.
+        expect(await store.append(sid, ['"c"'], ROOMY, 'tomb-id')).toEqual({ status: 'ok', firstSeq: 3, lastSeq: 3 });
+        const closeMarker = { seq: 4, reason: 'server-bye' };
+        expect(await read(sid, { ack: 1 })).toEqual({ status: 'ok', msgs: [{ seq: 2, json: '"b"' }, { seq: 3, json: '"c"' }], clientAck: 0, superseded: false, close: closeMarker });
+        // Never superseded: a tombstone takes no claim.
+        expect(await read(sid, { ack: 1, claim: false })).toMatchObject({ msgs: [{ seq: 2, json: '"b"' }, { seq: 3, json: '"c"' }], superseded: false });
+        // The ack that reaches the marker drops the log: later reads, whatever their ack, get the marker alone.
+        expect(await read(sid, { ack: 3 })).toEqual({ status: 'ok', msgs: [], clientAck: 0, superseded: false, close: closeMarker });
+        expect(await read(sid, { ack: 0 })).toEqual({ status: 'ok', msgs: [], clientAck: 0, superseded: false, close: closeMarker });
+        expect(await read(sid, { ack: 4 })).toEqual({ status: 'invalid-ack', lastSeq: 3 });
+        // ... and the append ids: a resend now answers closed.
+        expect(await store.append(sid, ['"c"'], ROOMY, 'tomb-id')).toEqual({ status: 'closed' });
+        expect(await store.close(sid, { reason: 'again' })).toMatchObject({ status: 'ok', transitioned: false, leased: false, reason: 'server-bye' });
+        expect(await receive(sid, { msgs: ms(1) })).toEqual({ status: 'closed' });
+      });
+
+      it('a session its client closed (reason CLIENT_CLOSE_REASON) keeps no log in its tombstone: that client reads no more', async () => {
+        const sid = await open({ initial: ['"a"', '"b"'] });
+        await closeFully(sid, CLIENT_CLOSE_REASON);
+        expect(await read(sid)).toEqual({ status: 'ok', msgs: [], clientAck: 0, superseded: false, close: { seq: 3, reason: CLIENT_CLOSE_REASON } });
+        expect(await info(sid)).toMatchObject({ status: 'closed', lastSeq: 2 });
+      });
+
+      it('holds at most maxSessions tombstones after a create: the oldest go first (unknown from then on)', async () => {
+        const s = await fresh();
+        const closeOn = async (sid: string) => {
+          const token = newToken();
+          await s.close(sid, { reason: 'bye', lease: { token, ms: LONG } });
+          await s.finishClose(sid, token);
+        };
+        const sids: string[] = [];
+        for (let i = 0; i < 5; i++) {
+          const sid = await open({ maxSessions: 2, initial: ['"x"'] }, s);
+          await closeOn(sid);
+          sids.push(sid);
+        }
+        // Each create trimmed the tombstones to 2 before it; the last two closes came after.
+        expect((await s.inspect(sids)).map((x) => x?.status ?? null)).toEqual([null, null, 'closed', 'closed', 'closed']);
+        const live = await open({ maxSessions: 2 }, s);
+        expect((await s.inspect([...sids, live])).map((x) => x?.status ?? null)).toEqual([null, null, null, 'closed', 'closed', 'open']);
+        expect(await read(sids[2]!, {}, s)).toEqual({ status: 'unknown' });
+        expect(await s.append(sids[2]!, ['1'], ROOMY)).toEqual({ status: 'unknown' });
+        expect(await read(sids[4]!, {}, s)).toMatchObject({ status: 'ok', msgs: [{ seq: 1, json: '"x"' }], close: { seq: 2, reason: 'bye' } });
       });
 
       it('removes the session from its groups', async () => {

@@ -1,4 +1,4 @@
-import { APPEND_IDS_REMEMBERED, GROUP_OVERRUN_REASON } from '../store';
+import { APPEND_IDS_REMEMBERED, CLIENT_CLOSE_REASON, GROUP_OVERRUN_REASON } from '../store';
 import type {
   AppendLimits,
   AppendResult,
@@ -37,7 +37,7 @@ export interface MemoryStoreOptions {
   tombstoneMs?: number;
 }
 
-type Status = 'open' | 'closing' | 'closed';
+type Status = 'open' | 'closing';
 
 interface SessionRecord {
   status: Status;
@@ -59,7 +59,6 @@ interface SessionRecord {
   watcher: string | null;
   closeSeq: number;
   closeReason: string;
-  closedAt: number;
   /** The groups the session is in, each with its cursor: the last group entry pulled into `log`. */
   groups?: Map<string, GroupCursor>;
   /** The create call's token, so that a repeat of it answers ok. */
@@ -67,6 +66,22 @@ interface SessionRecord {
   /** The last commit that carried messages: what became of them (answered again to a repeat). */
   lastCommitSent?: { seq: number; sent: CommitSent };
   /** The last appends that carried an id, newest last, with the seqs they got. */
+  appends?: Array<{ id: string; firstSeq: number; lastSeq: number }>;
+}
+
+/**
+ * A closed session: what its client may still ask for, nothing else (no user, state, inbound
+ * buffer, groups or lease). `log` and `appends` only while the client has not acked every message
+ * before the close marker (a session closed by its client keeps none: it reads no more).
+ */
+interface Tombstone {
+  lastSeq: number;
+  clientAck: number;
+  closeReason: string;
+  /** When it is dropped (unknown from then on). */
+  expiresAt: number;
+  log?: StoredMessage[];
+  logBytes?: number;
   appends?: Array<{ id: string; firstSeq: number; lastSeq: number }>;
 }
 
@@ -108,7 +123,10 @@ interface Pending extends GroupEntry {
  * restart loses every session; clients then see `SESSION_LOST`.
  */
 export class MemoryStore implements Store {
+  /** Open and closing sessions. */
   private readonly sessions = new Map<string, SessionRecord>();
+  /** Closed sessions, oldest close first (a Map keeps insertion order): at most `maxSessions` after each create. */
+  private readonly tombs = new Map<string, Tombstone>();
   private readonly groups = new Map<string, GroupRecord>();
   private nextEpoch = 1;
   private publishes = 0;
@@ -128,6 +146,12 @@ export class MemoryStore implements Store {
   async create(input: CreateInput): Promise<CreateResult> {
     const existing = this.sessions.get(input.sid);
     if (existing) return input.token !== undefined && existing.createToken === input.token ? { status: 'ok' } : { status: 'exists' };
+    if (this.tomb(input.sid)) return { status: 'exists' };
+    // Tombstones are bounded by count too: the oldest go first.
+    for (const sid of this.tombs.keys()) {
+      if (this.tombs.size <= input.maxSessions) break;
+      this.tombs.delete(sid);
+    }
     if (this.openCount >= input.maxSessions) return { status: 'too-many-sessions' };
     const record: SessionRecord = {
       status: 'open',
@@ -145,7 +169,6 @@ export class MemoryStore implements Store {
       watcher: null,
       closeSeq: 0,
       closeReason: '',
-      closedAt: 0,
       createToken: input.token,
     };
     for (const json of input.initial) this.push(record, json);
@@ -155,8 +178,8 @@ export class MemoryStore implements Store {
   }
 
   async receive(sid: string, input: ReceiveInput): Promise<ReceiveResult> {
-    const r = this.live(sid);
-    if (!r) return { status: 'unknown' };
+    const r = this.sessions.get(sid);
+    if (!r) return this.tomb(sid) ? { status: 'closed' } : { status: 'unknown' };
     if (r.status !== 'open') return { status: 'closed' };
     if (input.ack !== undefined && input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
 
@@ -191,7 +214,7 @@ export class MemoryStore implements Store {
 
   async commit(sid: string, input: CommitInput): Promise<CommitResult> {
     const r = this.sessions.get(sid);
-    if (!r || r.leaseToken !== input.token || r.status === 'closed') return { status: 'lost' };
+    if (!r || r.leaseToken !== input.token) return { status: 'lost' };
     const sends = input.sends && input.sends.msgs.length > 0 ? input.sends : undefined;
     // A member of groups appends its own sends after pulling the groups' entries (as RedisStore must).
     if (sends && r.status === 'open' && r.groups && r.groups.size > 0 && input.seq === r.clientAck + 1) return { status: 'pull' };
@@ -265,8 +288,8 @@ export class MemoryStore implements Store {
   }
 
   async read(sid: string, input: ReadInput): Promise<ReadResult> {
-    const r = this.live(sid);
-    if (!r) return { status: 'unknown' };
+    const r = this.sessions.get(sid);
+    if (!r) return this.readTomb(sid, input);
     if (input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
     if (input.after === undefined) r.lastSeen = this.now(); // a stream's re-read is not activity
     this.trim(sid, r, input.ack);
@@ -279,29 +302,45 @@ export class MemoryStore implements Store {
     let msgs: StoredMessage[] = [];
     if (!superseded && r.log.length > 0) {
       // The log is contiguous: the message with seq `after + 1` is at index `after + 1 - log[0].seq`.
-      const start = input.after === undefined ? 0 : Math.max(0, input.after + 1 - r.log[0]!.seq);
-      let end = Math.min(r.log.length, start + input.maxMessages);
-      if (input.maxBytes !== undefined) {
-        // Messages until their bytes reach the budget (so the first always goes).
-        let bytes = 0;
-        for (let i = start; i < end; i++) {
-          if (bytes >= input.maxBytes) {
-            end = i;
-            break;
-          }
-          bytes += utf8Length(r.log[i]!.json);
-        }
-      }
-      msgs = r.log.slice(start, end);
+      msgs = slice(r.log, input);
     }
     const result: ReadResult = { status: 'ok', msgs, clientAck: r.clientAck, superseded };
     if (r.status !== 'open') result.close = { seq: r.closeSeq, reason: r.closeReason };
     return result;
   }
 
+  /**
+   * A read of a closed session: what is left of its log before the close marker, and the marker.
+   * Never superseded (nothing waits on a closed session: every watch is answered at once). The ack
+   * that reaches the marker drops the log and the append ids: the tombstone is then its few numbers.
+   */
+  private readTomb(sid: string, input: ReadInput): ReadResult {
+    const t = this.tomb(sid);
+    if (!t) return { status: 'unknown' };
+    if (input.ack > t.lastSeq) return { status: 'invalid-ack', lastSeq: t.lastSeq };
+    let msgs: StoredMessage[] = [];
+    if (t.log) {
+      let n = 0;
+      while (n < t.log.length && t.log[n]!.seq <= input.ack) t.logBytes! -= utf8Length(t.log[n++]!.json);
+      if (n > 0) t.log.splice(0, n);
+      if (t.log.length === 0) {
+        t.log = undefined;
+        t.logBytes = undefined;
+        t.appends = undefined;
+      } else {
+        msgs = slice(t.log, input);
+      }
+    }
+    return { status: 'ok', msgs, clientAck: t.clientAck, superseded: false, close: { seq: t.lastSeq + 1, reason: t.closeReason } };
+  }
+
   async close(sid: string, input: CloseInput): Promise<CloseResult> {
-    const r = this.live(sid);
-    if (!r) return { status: 'unknown' };
+    const r = this.sessions.get(sid);
+    if (!r) {
+      const t = this.tomb(sid);
+      if (!t) return { status: 'unknown' };
+      return { status: 'ok', transitioned: false, leased: false, reason: t.closeReason, userJson: 'null', stateJson: 'null' };
+    }
     let transitioned = false;
     if (r.status === 'open') {
       transitioned = true;
@@ -321,14 +360,20 @@ export class MemoryStore implements Store {
   async finishClose(sid: string, token: string): Promise<void> {
     const r = this.sessions.get(sid);
     if (!r || r.leaseToken !== token || r.status !== 'closing') return;
-    r.status = 'closed';
-    r.leaseToken = null;
-    r.closedAt = this.now();
-    r.inbound = undefined;
-    r.inboundBytes = 0;
     if (r.groups) for (const group of r.groups.keys()) this.removeMember(group, sid);
-    r.groups = undefined;
+    this.sessions.delete(sid);
     this.openCount--;
+    const ms = this.tombstoneMs ?? r.idleMs;
+    if (ms <= 0) return;
+    // The record becomes a tombstone: only what its client may still read.
+    const t: Tombstone = { lastSeq: r.lastSeq, clientAck: r.clientAck, closeReason: r.closeReason, expiresAt: this.now() + ms };
+    // A client that closed the session reads no more; otherwise its unacked log waits for it.
+    if (r.log.length > 0 && r.closeReason !== CLIENT_CLOSE_REASON) {
+      t.log = r.log;
+      t.logBytes = r.logBytes;
+      if (r.appends) t.appends = r.appends;
+    }
+    this.tombs.set(sid, t);
   }
 
   async sweep(input: SweepInput): Promise<SweepResult> {
@@ -337,12 +382,9 @@ export class MemoryStore implements Store {
     this.sweepToken = input.lease.token;
     this.sweepUntil = now + input.lease.ms;
     const closing: SweptSession[] = [];
+    for (const [sid, t] of this.tombs) if (now > t.expiresAt) this.tombs.delete(sid);
     for (const [sid, r] of this.sessions) {
-      if (r.status === 'closed') {
-        if (now - r.closedAt > (this.tombstoneMs ?? r.idleMs)) this.sessions.delete(sid);
-        continue;
-      }
-      if (closing.length >= input.limit) continue;
+      if (closing.length >= input.limit) break;
       if (r.status === 'open' && now - r.lastSeen > r.idleMs) this.beginClose(sid, r, 'expired');
       if (r.status === 'closing' && !this.leaseHeld(r)) {
         r.leaseToken = input.lease.token;
@@ -369,8 +411,12 @@ export class MemoryStore implements Store {
 
   async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {
     return sids.map((sid) => {
-      const r = this.live(sid);
-      if (!r) return null;
+      const r = this.sessions.get(sid);
+      if (!r) {
+        const t = this.tomb(sid);
+        // A tombstone keeps no user or state.
+        return t ? { status: 'closed', userJson: 'null', stateJson: 'null', clientAck: t.clientAck, lastSeq: t.lastSeq } : null;
+      }
       return { status: r.status, userJson: r.userJson, stateJson: r.stateJson, clientAck: r.clientAck, lastSeq: r.lastSeq };
     });
   }
@@ -398,7 +444,7 @@ export class MemoryStore implements Store {
   }
 
   async join(sid: string, group: string): Promise<boolean> {
-    const r = this.live(sid);
+    const r = this.sessions.get(sid);
     if (!r || r.status !== 'open') return false;
     const groups = (r.groups ??= new Map());
     if (groups.has(group)) return true; // a member already: its cursor stays
@@ -427,19 +473,24 @@ export class MemoryStore implements Store {
 
   /** Number of sessions held (open, closing and tombstones); for tests and metrics. */
   get size(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.tombs.size;
+  }
+
+  /** Number of tombstones held (at most `maxSessions` after each create); for tests and metrics. */
+  get tombstones(): number {
+    return this.tombs.size;
   }
 
   // --- internals -----------------------------------------------------------
 
-  /** A record, unless it is a tombstone past its retention. */
-  private live(sid: string): SessionRecord | undefined {
-    const r = this.sessions.get(sid);
-    if (r && r.status === 'closed' && this.now() - r.closedAt > (this.tombstoneMs ?? r.idleMs)) {
-      this.sessions.delete(sid);
+  /** A tombstone, unless it is past its retention (then dropped). */
+  private tomb(sid: string): Tombstone | undefined {
+    const t = this.tombs.get(sid);
+    if (t && this.now() > t.expiresAt) {
+      this.tombs.delete(sid);
       return undefined;
     }
-    return r;
+    return t;
   }
 
   private removeMember(group: string, sid: string): void {
@@ -532,8 +583,13 @@ export class MemoryStore implements Store {
   }
 
   private appendOne(sid: string, msgs: string[], limits: AppendLimits, id?: string): AppendResult {
-    const r = this.live(sid);
-    if (!r) return { status: 'unknown' };
+    const r = this.sessions.get(sid);
+    if (!r) {
+      const t = this.tomb(sid);
+      if (!t) return { status: 'unknown' };
+      const seen = id === undefined ? undefined : t.appends?.find((a) => a.id === id);
+      return seen ? { status: 'ok', firstSeq: seen.firstSeq, lastSeq: seen.lastSeq } : { status: 'closed' };
+    }
     if (id !== undefined && r.appends) {
       const seen = r.appends.find((a) => a.id === id);
       if (seen) return { status: 'ok', firstSeq: seen.firstSeq, lastSeq: seen.lastSeq };
@@ -588,4 +644,22 @@ export class MemoryStore implements Store {
       for (const listener of list.slice()) listener(event);
     });
   }
+}
+
+/** The messages of a contiguous log a read returns: after `after`, at most `maxMessages`, until their bytes reach `maxBytes` (the first always goes). */
+function slice(log: StoredMessage[], input: ReadInput): StoredMessage[] {
+  // The log is contiguous: the message with seq `after + 1` is at index `after + 1 - log[0].seq`.
+  const start = input.after === undefined ? 0 : Math.max(0, input.after + 1 - log[0]!.seq);
+  let end = Math.min(log.length, start + input.maxMessages);
+  if (input.maxBytes !== undefined) {
+    let bytes = 0;
+    for (let i = start; i < end; i++) {
+      if (bytes >= input.maxBytes) {
+        end = i;
+        break;
+      }
+      bytes += utf8Length(log[i]!.json);
+    }
+  }
+  return log.slice(start, end);
 }

@@ -3,7 +3,10 @@
   entries the caller passes (see applyPulls in includes/session.lua),
   optionally claims the session's watch (superseding older ones), returns
   what follows. Works on closing and closed sessions too: the client still
-  needs the messages sent before the close, then the close marker.
+  needs the messages sent before the close, then the close marker. A
+  tombstone (closed) is never superseded and takes no claim (nothing waits
+  on it: every watch is answered at once); the ack that empties its log
+  leaves it its few fields (finish-close-4).
 
   A session in groups is read in up to two calls (docs/REDIS.md, "Groups"):
   the first, without a pull block, also answers the session's groups and
@@ -13,6 +16,7 @@
   KEYS[1] s    session record (HASH)
   KEYS[2] in   inbound buffer (HASH; only its TTL is refreshed)
   KEYS[3] out  server log (LIST)
+  KEYS[4] aids append ids (STRING; deleted with a tombstone's last message)
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] ack   ARGV[4] watch token   ARGV[5] claim ('1' / '0')   ARGV[6] maxMessages
@@ -83,7 +87,13 @@ if status == 'open' and num(f[9]) > 0 then
   end
 end
 local watcher = f[3]
-if ARGV[5] == '1' then
+if status == 'closed' then
+  watcher = ARGV[4]
+  if trimmed > 0 and redis.call('LLEN', outKey) == 0 then
+    redis.call('HDEL', s, 'lbytes')
+    redis.call('DEL', KEYS[4])
+  end
+elseif ARGV[5] == '1' then
   watcher = ARGV[4]
   if now then
     redis.call('HSET', s, 'seen', now, 'watcher', watcher)
