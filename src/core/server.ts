@@ -253,6 +253,8 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   private leaseTimer?: ReturnType<typeof setInterval>;
   /** Deliveries running in this object, by session: their handlers' queued sends. */
   private readonly outboxes = new Map<string, Outbox>();
+  /** Errors already reported with their own phase (a throwing onOpen): the 500 they become is not reported again. */
+  private readonly reported = new WeakSet<object>();
 
   constructor(options: BidiOptions<User, State, In, Out> = {}) {
     this.options = options;
@@ -886,7 +888,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
 
   private errorResponse(err: unknown, extraHeaders?: Record<string, string>, req?: BidiRequest): BidiResponse {
     const e = toBidiError(err);
-    if (e.status >= 500) {
+    if (e.status >= 500 && !(typeof err === 'object' && err !== null && this.reported.has(err))) {
       // The session the request names, if any (well-formed, not verified: a label of it reveals nothing).
       const sid = req?.headers.get(SID_HEADER);
       this.report(err, sid && SESSION_ID_PATTERN.test(sid) ? { phase: 'request', session: sessionLabel(sid) } : { phase: 'request' });
@@ -914,6 +916,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   }
 
   private report(error: unknown, context: ErrorContext<User>): void {
+    if (typeof error === 'object' && error !== null) this.reported.add(error);
     if (this.options.onError) {
       try {
         this.options.onError(error, context);
