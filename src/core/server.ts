@@ -47,7 +47,7 @@ export interface ErrorContext<User = unknown> {
   /** Phase `'message'`: the client message's seq, when the error is about one. */
   seq?: number;
   /**
-   * The session, as a short label that is safe to log: 8 hex characters of a hash of its id
+   * The session, as a short label that is safe to log: 6 hex characters of a hash of its id
    * (`sessionLabel(sid)`), the same on every instance. Never the id itself, a bearer secret.
    * Absent when the error is about no one session (a sweep, a store call of an open refused
    * before it had an id).

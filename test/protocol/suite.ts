@@ -259,7 +259,7 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
         expect((await wire.send(sid, [[1, 'x']])).body).toEqual({ ack: 1 });
         await wire.close(sid);
         const label = sessionLabel(sid);
-        expect(label).toMatch(/^[0-9a-f]{8}$/);
+        expect(label).toMatch(/^[0-9a-f]{6}$/);
         expect(seen).toEqual([
           ['open exploded', { phase: 'open', session: sessionLabel(refused), user: { name: 'ada' } }],
           ['handler exploded', { phase: 'message', seq: 1, session: label, user: { name: 'ada' } }],
