@@ -100,13 +100,13 @@ export interface LambdaAdapterOptions {
   freshServer?: boolean;
 }
 
-export interface BidiLambda<User, State extends object> {
+export interface BidiLambda<User, State extends object, In = unknown, Out = unknown> {
   /** The Lambda handler: `export const handler = bidi.handler`. */
   handler(event: LambdaHttpEvent, context?: LambdaContextLike): Promise<LambdaResult>;
   /** Expire idle sessions (runs their `onClose`): call it from a scheduled function. Resolves with how many. */
   sweep(): Promise<number>;
   /** A server with these options (e.g. to push with `server().hub` from another function). */
-  server(): BidiServer<User, State>;
+  server(): BidiServer<User, State, In, Out>;
   /** The `maxWait` in effect (ms). */
   readonly maxWait: number;
 }
@@ -203,10 +203,10 @@ export async function bidiToLambdaResult(event: LambdaHttpEvent, res: BidiRespon
  * in a function: schedule `sweep()`), `maxWait` to the time limit minus the
  * margin (at most the core's cap, 55 s), and a `maxWait` above that is refused with `INVALID_OPTIONS`.
  */
-export function bidiLambda<User = unknown, State extends object = Record<string, unknown>>(
-  options: BidiOptions<User, State>,
+export function bidiLambda<User = unknown, State extends object = Record<string, unknown>, In = unknown, Out = unknown>(
+  options: BidiOptions<User, State, In, Out>,
   adapter: LambdaAdapterOptions = {},
-): BidiLambda<User, State> {
+): BidiLambda<User, State, In, Out> {
   const limit = adapter.timeLimitMs ?? DEFAULT_TIME_LIMIT_MS;
   const margin = adapter.marginMs ?? DEFAULT_MARGIN_MS;
   const ceiling = limit - margin;
@@ -218,7 +218,7 @@ export function bidiLambda<User = unknown, State extends object = Record<string,
     );
   }
   const maxWait = options.maxWait ?? Math.min(ceiling, MAX_WAIT_CAP_MS);
-  const config: BidiOptions<User, State> = { sweepInterval: 0, ...options, maxWait };
+  const config: BidiOptions<User, State, In, Out> = { sweepInterval: 0, ...options, maxWait };
   const shared = createBidiServer(config); // also checks the options now, not at the first request
   const server = () => (adapter.freshServer === false ? shared : createBidiServer(config));
 

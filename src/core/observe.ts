@@ -10,6 +10,7 @@
  * boolean check (`obs.on`).
  */
 import type { Store } from './store';
+import { sessionLabel } from './util';
 
 /** A `debug` logger: callable, with `enabled` (the `debug` package's `Debugger` fits). */
 export interface DebugLogger {
@@ -46,20 +47,8 @@ export function setDefaultDebug(factory: DebugFactory): void {
   defaultDebug ??= factory;
 }
 
-/**
- * A short, non-secret label for a session id in logs: 6 hex characters of a
- * 32-bit FNV-1a hash. The sid is a bearer secret and is never logged. A
- * cryptographic hash is not needed: the label carries at most 24 of the
- * sid's 128 random bits, so it cannot help anyone guess the rest, and it only
- * has to tell sessions apart in a log (SHA-256 would need the async
- * `crypto.subtle` in core, on a path that must stay cheap).
- */
-export function sidLabel(sid: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < sid.length; i++) {
-    h ^= sid.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
+/** A session's label in logs: the same as `onError`'s and apps' (`sessionLabel`, ./util), never the sid. */
+export const sidLabel = sessionLabel;
   return ((h >>> 8) & 0xffffff).toString(16).padStart(6, '0');
 }
 

@@ -5,7 +5,7 @@
  */
 import { BidiError, toBidiError } from './errors';
 import type { BidiRequest, BidiResponse, BidiStream, CorsOptions, HeaderReader } from './http';
-import { CorsPolicy, jsonResponse } from './http';
+import { CorsPolicy, jsonResponse, SID_HEADER } from './http';
 import type { Limits } from './limits';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimits } from './limits';
 import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, PROTOCOL_VERSION, STREAM_CONTENT_TYPE, parseOpen, parseSend, parseWatch, readJsonObject, readSessionId, watchBody } from './protocol';
@@ -18,7 +18,7 @@ import type { OpenLimit, OpenLimiter } from './open-limit';
 import { DEFAULT_OPEN_LIMIT, defaultClientKey } from './open-limit';
 import type { AppendLimits, AppendResult, CommitResult, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
-import { newAppendId, newSessionId, newToken, utf8Length } from './util';
+import { newAppendId, newSessionId, newToken, SESSION_ID_PATTERN, sessionLabel, utf8Length } from './util';
 
 export interface OpenRequest {
   headers: HeaderReader;
@@ -43,21 +43,43 @@ export interface MessageInfo {
 
 export type ErrorPhase = 'open' | 'message' | 'close' | 'request' | 'sweep' | 'state';
 
-export interface BidiOptions<User = unknown, State extends object = Record<string, unknown>> {
+/** What `onError` is told about where an error happened. */
+export interface ErrorContext<User = unknown> {
+  phase: ErrorPhase;
+  /** Phase `'message'`: the client message's seq, when the error is about one. */
+  seq?: number;
+  /**
+   * The session, as a short label that is safe to log: 6 hex characters of a hash of its id
+   * (`sessionLabel(sid)`), the same on every instance. Never the id itself, a bearer secret.
+   * Absent when the error is about no one session (a sweep, a store call of an open refused
+   * before it had an id).
+   */
+  session?: string;
+  /** The session's `user` (what `onOpen` set), when the server had it in hand: phases `'message'`, `'close'`, `'state'`, and `'open'` once set. */
+  user?: User;
+}
+
+/**
+ * The server's options. `User` and `State` type `session.user` and `session.state`;
+ * `In` types the client's messages (`onMessage`'s `data`), `Out` the server's
+ * (`session.send`, `hub.send`): the client's `open<Out, In>()` read from the other side.
+ * Neither is checked at run time.
+ */
+export interface BidiOptions<User = unknown, State extends object = Record<string, unknown>, In = unknown, Out = unknown> {
   /** Where session state lives. Default: a new `MemoryStore` (one process only). */
   store?: Store;
   /** Mount path. Default `/session`. */
   path?: string;
   /** Runs once per session before it exists. Throw `reject(status, reason)` to refuse; set `session.user` / `session.state`. */
-  onOpen?(session: ServerSession<User, State>, request: OpenRequest): void | Promise<void>;
+  onOpen?(session: ServerSession<User, State, Out>, request: OpenRequest): void | Promise<void>;
   /** Each client message, in order, once (see README "Guarantees" for the crash window). Never concurrent per session. */
-  onMessage?(session: ServerSession<User, State>, data: unknown, info: MessageInfo): void | Promise<void>;
+  onMessage?(session: ServerSession<User, State, Out>, data: In, info: MessageInfo): void | Promise<void>;
   /** Exactly once per session: reason is the app's close reason, `'client'` or `'expired'`. */
-  onClose?(session: ServerSession<User, State>, reason: string): void | Promise<void>;
+  onClose?(session: ServerSession<User, State, Out>, reason: string): void | Promise<void>;
   /** Optional per-request check after open (auth is otherwise done once, in onOpen). Throw a BidiError (e.g. `UNAUTHORIZED`) to refuse. */
   authorize?(check: RequestCheck): void | Promise<void>;
-  /** Errors thrown by hooks or the store. Default: `console.error` without session ids. */
-  onError?(error: unknown, context: { phase: ErrorPhase; seq?: number }): void;
+  /** Errors thrown by hooks or the store, with where they happened (never a session id). Default: `console.error` without session ids. */
+  onError?(error: unknown, context: ErrorContext<User>): void;
   limits?: Partial<Limits>;
   /** Default watch wait, ms. Default 25 000. */
   wait?: number;
@@ -130,25 +152,53 @@ export interface SessionView<User = unknown, State = unknown> {
 }
 
 /** Push and manage sessions from anywhere: timers, queue consumers, other sessions' handlers. */
-export interface Hub<User = unknown, State = unknown> {
-  send(sid: string, data: unknown, options?: SendOptions): Promise<number>;
-  broadcast(sids: readonly string[], data: unknown): Promise<BroadcastResult>;
+export interface Hub<User = unknown, State = unknown, Out = unknown> {
+  send(sid: string, data: Out, options?: SendOptions): Promise<number>;
+  broadcast(sids: readonly string[], data: Out): Promise<BroadcastResult>;
   /**
    * Send to every member of a group: written once, whatever the group's size;
    * each member gets it once, at its own next seq (README guarantee 12).
    * `sent` is the number of members; `failed` is always empty (a member too
    * far behind is closed with reason 'group-overrun' instead).
    */
-  publish(group: string, data: unknown): Promise<BroadcastResult>;
+  publish(group: string, data: Out): Promise<BroadcastResult>;
   close(sid: string, reason?: string): Promise<void>;
   join(sid: string, group: string): Promise<boolean>;
   leave(sid: string, group: string): Promise<void>;
   members(group: string): Promise<string[]>;
   /** A read-only view of sessions (null where unknown). */
   inspect(sids: readonly string[]): Promise<Array<SessionView<User, State> | null>>;
+  /** Sessions not closed yet (open or closing) in the store, as the store's index counts them (see `Store.count`). */
+  count(): Promise<number>;
+  /**
+   * One page of the sessions not closed yet, for an admin page: ids, status, user and state,
+   * as `inspect` shows them. Pass the page's `cursor` to get the next; `null` ends the listing.
+   * A session open for the whole listing is listed at least once (rarely twice). The ids are
+   * bearer secrets: protect the page like an admin login, and never put an id in a URL.
+   */
+  sessions(options?: SessionListOptions): Promise<SessionPage<User, State>>;
+}
+
+export interface SessionListOptions {
+  /** The previous page's `cursor`; absent: the first page. It holds no session id. */
+  cursor?: string;
+  /** About how many sessions a page holds (1 to 1 000). Default 100. */
+  limit?: number;
+}
+
+export interface SessionPage<User = unknown, State = unknown> {
+  /** Open and closing sessions (`status`), in no particular order. */
+  sessions: Array<SessionView<User, State> & { id: string }>;
+  /** For the next page; `null`: that was the last. */
+  cursor: string | null;
 }
 
 const CLOSE_REASON_MAX = 256;
+/** `hub.sessions()` page size: default, and the most one call may ask for. */
+const LIST_DEFAULT = 100;
+const LIST_MAX = 1_000;
+/** Store pages one `hub.sessions()` call reads at most to fill its page (store pages may come short or empty). */
+const LIST_ROUNDS = 10;
 /** Default error logging: one line per kind of error per minute, and how many it left out. */
 const LOG_INTERVAL_MS = 60_000;
 /** Kinds remembered for that (bounded, whatever a client sends); past it new kinds share one. */
@@ -181,14 +231,14 @@ interface HeldLease {
   lost: boolean;
 }
 
-export class BidiServer<User = unknown, State extends object = Record<string, unknown>> {
+export class BidiServer<User = unknown, State extends object = Record<string, unknown>, In = unknown, Out = unknown> {
   readonly store: Store;
   readonly path: string;
   readonly limits: Limits;
-  readonly hub: Hub<User, State>;
+  readonly hub: Hub<User, State, Out>;
   /** See {@link BidiOptions.drainTimeout}; read by the Node bridge. */
   readonly drainTimeout: number;
-  private readonly options: BidiOptions<User, State>;
+  private readonly options: BidiOptions<User, State, In, Out>;
   private readonly cors: CorsPolicy;
   private readonly wait: number;
   private readonly maxWait: number;
@@ -211,8 +261,10 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   private readonly outboxes = new Map<string, Outbox>();
   /** Debug logging and metrics (./observe): `obs.on` is false when nothing observes. */
   private readonly obs: Observer;
+  /** Errors already reported with their own phase (a throwing onOpen): the 500 they become is not reported again. */
+  private readonly reported = new WeakSet<object>();
 
-  constructor(options: BidiOptions<User, State> = {}) {
+  constructor(options: BidiOptions<User, State, In, Out> = {}) {
     this.options = options;
     this.obs = new Observer(options);
     this.store = this.obs.store(options.store ?? new MemoryStore());
@@ -292,7 +344,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       }
       return res;
     } catch (err) {
-      return this.errorResponse(err, corsHeaders);
+      return this.errorResponse(err, corsHeaders, req);
     }
   };
 
@@ -374,34 +426,44 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     const { meta } = parseOpen(await readJsonObject(req, this.limits), this.limits);
     const sid = newSessionId();
     const pending = new PendingSessionBackend(serialize);
-    const session = new ServerSession<User, State>(sid, undefined as User, {} as State, pending);
-    if (this.options.onOpen) {
-      try {
-        await this.options.onOpen(session, { headers: req.headers, query: req.query, meta, raw: req.raw });
-      } catch (err) {
-        if (!(err instanceof BidiError)) this.report(err, { phase: 'open' });
-        throw err;
+    const session = new ServerSession<User, State, Out>(sid, undefined as User, {} as State, pending);
+    // A session object kept from onOpen outlives the hook: until the store has the session its calls wait, then go
+    // to the store; if it never will, they reject (a send that resolves with a seq is always delivered).
+    let created = false;
+    try {
+      if (this.options.onOpen) {
+        try {
+          await this.options.onOpen(session, { headers: req.headers, query: req.query, meta, raw: req.raw });
+        } catch (err) {
+          if (!(err instanceof BidiError)) this.report(err, { phase: 'open', ...this.errorWho(sid, session) });
+          throw err;
+        }
       }
+      const { initial, groups } = pending.seal();
+      const userJson = serialize(session.user ?? null);
+      const stateJson = serialize(session.state ?? {});
+      if (utf8Length(userJson) + utf8Length(stateJson) > this.limits.maxSessionDataBytes) {
+        throw new BidiError('INTERNAL', 'session user and state exceed limits.maxSessionDataBytes');
+      }
+      const r = await this.store.create({
+        sid,
+        userJson,
+        stateJson,
+        initial,
+        idleMs: this.idleTimeout,
+        maxSessions: this.limits.maxSessions,
+        token: newToken(),
+      });
+      if (r.status === 'too-many-sessions') {
+        throw new BidiError('TOO_MANY_SESSIONS', 'the server holds its maximum number of sessions; retry later', { retryAfter: 5 });
+      }
+      if (r.status === 'exists') throw new BidiError('INTERNAL', 'session id collision');
+      created = true;
+      pending.created(this.backend);
+      for (const group of groups) await this.store.join(sid, group);
+    } finally {
+      if (!created) pending.failed();
     }
-    const userJson = serialize(session.user ?? null);
-    const stateJson = serialize(session.state ?? {});
-    if (utf8Length(userJson) + utf8Length(stateJson) > this.limits.maxSessionDataBytes) {
-      throw new BidiError('INTERNAL', 'session user and state exceed limits.maxSessionDataBytes');
-    }
-    const created = await this.store.create({
-      sid,
-      userJson,
-      stateJson,
-      initial: pending.queued,
-      idleMs: this.idleTimeout,
-      maxSessions: this.limits.maxSessions,
-      token: newToken(),
-    });
-    if (created.status === 'too-many-sessions') {
-      throw new BidiError('TOO_MANY_SESSIONS', 'the server holds its maximum number of sessions; retry later', { retryAfter: 5 });
-    }
-    if (created.status === 'exists') throw new BidiError('INTERNAL', 'session id collision');
-    for (const group of pending.groups) await this.store.join(sid, group);
     const body = JSON.stringify({
       sid,
       v: PROTOCOL_VERSION,
@@ -480,10 +542,10 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     // The session's own sends ride on each message's commit (see ./outbox).
     const outbox = new Outbox(
       (msgs) => this.store.append(sid, msgs, this.limits, newAppendId()),
-      (err) => this.report(err, { phase: 'message' }),
+      (err) => this.report(err, { phase: 'message', ...this.errorWho(sid, session) }),
     );
     const backend: SessionBackend = { ...this.backend, send: (_sid, json, opts) => this.sendFromHandler(sid, outbox, json, opts) };
-    const session = new ServerSession<User, State>(sid, undefined as User, {} as State, backend, { user: userJson, state: stateJson });
+    const session = new ServerSession<User, State, Out>(sid, undefined as User, {} as State, backend, { user: userJson, state: stateJson });
     this.outboxes.set(sid, outbox);
     let savedState = stateJson;
     const lease = this.holdLease(sid, token);
@@ -500,7 +562,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
           } catch (err) {
             // A throwing handler still consumes its message: redelivering it would loop forever.
             threw = true;
-            this.report(err, { phase: 'message', seq: msg.seq });
+            this.report(err, { phase: 'message', seq: msg.seq, ...this.errorWho(sid, session) });
           }
           if (this.obs.on) this.obs.delivered(sid, msg.seq, t0, threw);
           const newState = this.stateToSave(session, savedState);
@@ -610,23 +672,23 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       lease.renewedAt = now;
       this.store.renewLease(lease.sid, lease.token, this.leaseMs).then(
         (ok) => (lease.lost ||= !ok),
-        (err) => this.report(err, { phase: 'message' }),
+        (err) => this.report(err, { phase: 'message', session: sessionLabel(lease.sid) }),
       );
     }
   }
 
-  private stateToSave(session: ServerSession<User, State>, saved: string): string | undefined {
+  private stateToSave(session: ServerSession<User, State, Out>, saved: string): string | undefined {
     if (session.stateUntouched) return undefined; // never read or set: unchanged
     let json: string;
     try {
       json = serialize(session.state ?? {});
     } catch (err) {
-      this.report(err, { phase: 'state' });
+      this.report(err, { phase: 'state', ...this.errorWho(session.id, session) });
       return undefined;
     }
     if (json === saved) return undefined;
     if (utf8Length(json) > this.limits.maxSessionDataBytes) {
-      this.report(new BidiError('INTERNAL', 'session.state exceeds limits.maxSessionDataBytes; not saved'), { phase: 'state' });
+      this.report(new BidiError('INTERNAL', 'session.state exceeds limits.maxSessionDataBytes; not saved'), { phase: 'state', ...this.errorWho(session.id, session) });
       return undefined;
     }
     return json;
@@ -646,7 +708,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       await run.subscribe();
       let r = await run.read(true);
       if (stream && req.canStream && r.status === 'ok') {
-        const s = new WatchStream(run, r, this.streamLimits, this.heartbeatMs, (err) => this.report(err, { phase: 'request' }));
+        const s = new WatchStream(run, r, this.streamLimits, this.heartbeatMs, (err) => this.report(err, { phase: 'request', session: sessionLabel(sid) }));
         handedOff = true;
         const headers: Record<string, string> = { ...STREAM_HEADERS };
         if (this.heartbeatMs > 0) headers[HEARTBEAT_HEADER] = String(this.heartbeatMs);
@@ -744,20 +806,20 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     reason: string,
     userJson: string,
     stateJson: string,
-    session?: ServerSession<User, State>,
+    session?: ServerSession<User, State, Out>,
   ): Promise<void> {
-    const s = session ?? new ServerSession<User, State>(sid, undefined as User, {} as State, this.backend, { user: userJson, state: stateJson });
+    const s = session ?? new ServerSession<User, State, Out>(sid, undefined as User, {} as State, this.backend, { user: userJson, state: stateJson });
     try {
       await this.options.onClose?.(s, reason);
     } catch (err) {
-      this.report(err, { phase: 'close' });
+      this.report(err, { phase: 'close', ...this.errorWho(sid, s) });
     }
     await this.store.finishClose(sid, token);
   }
 
   // --- hub -------------------------------------------------------------------------
 
-  private makeHub(): Hub<User, State> {
+  private makeHub(): Hub<User, State, Out> {
     const toResult = (sids: readonly string[], results: AppendResult[]): BroadcastResult => {
       const out: BroadcastResult = { sent: 0, failed: [] };
       results.forEach((r, i) => {
@@ -796,7 +858,33 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
         (await this.store.inspect([...sids])).map((info) =>
           info ? { status: info.status, user: JSON.parse(info.userJson), state: JSON.parse(info.stateJson) } : null,
         ),
+      count: () => this.store.count(),
+      sessions: (options) => this.listSessions(options),
     };
+  }
+
+  private async listSessions(options: SessionListOptions = {}): Promise<SessionPage<User, State>> {
+    const limit = options.limit ?? LIST_DEFAULT;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > LIST_MAX) {
+      throw new BidiError('BAD_REQUEST', `limit must be an integer from 1 to ${LIST_MAX}, got ${String(limit)}`);
+    }
+    if (options.cursor !== undefined && typeof options.cursor !== 'string') throw new BidiError('BAD_REQUEST', 'cursor must be a string');
+    const page: SessionPage<User, State> = { sessions: [], cursor: options.cursor ?? null };
+    const seen = new Set<string>();
+    for (let round = 0; round < LIST_ROUNDS && page.sessions.length < limit; round++) {
+      const r = await this.store.list({ ...(page.cursor !== null ? { cursor: page.cursor } : {}), limit: limit - page.sessions.length });
+      page.cursor = r.cursor;
+      const sids = r.sids.filter((sid) => !seen.has(sid) && seen.add(sid));
+      const infos = sids.length > 0 ? await this.store.inspect(sids) : [];
+      infos.forEach((info, i) => {
+        // The index may still hold a session that has just closed, or whose keys expired unswept.
+        if (info && info.status !== 'closed') {
+          page.sessions.push({ id: sids[i]!, status: info.status, user: JSON.parse(info.userJson), state: JSON.parse(info.stateJson) });
+        }
+      });
+      if (r.cursor === null) break;
+    }
+    return page;
   }
 
   // --- helpers -------------------------------------------------------------------------
@@ -807,14 +895,18 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       await this.options.authorize({ headers: req.headers, query: req.query, sessionId, raw: req.raw });
     } catch (err) {
       if (err instanceof BidiError) throw err;
-      this.report(err, { phase: 'request' });
+      this.report(err, { phase: 'request', session: sessionLabel(sessionId) });
       throw new BidiError('FORBIDDEN', 'request refused');
     }
   }
 
-  private errorResponse(err: unknown, extraHeaders?: Record<string, string>): BidiResponse {
+  private errorResponse(err: unknown, extraHeaders?: Record<string, string>, req?: BidiRequest): BidiResponse {
     const e = toBidiError(err);
-    if (e.status >= 500) this.report(err, { phase: 'request' });
+    if (e.status >= 500 && !(typeof err === 'object' && err !== null && this.reported.has(err))) {
+      // The session the request names, if any (well-formed, not verified: a label of it reveals nothing).
+      const sid = req?.headers.get(SID_HEADER);
+      this.report(err, sid && SESSION_ID_PATTERN.test(sid) ? { phase: 'request', session: sessionLabel(sid) } : { phase: 'request' });
+    }
     const headers: Record<string, string> = { ...extraHeaders };
     if (e.retryAfter !== undefined) headers['retry-after'] = String(e.retryAfter);
     if (e.code === 'STORE_UNAVAILABLE') {
@@ -825,7 +917,20 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     return jsonResponse(status, JSON.stringify({ error: { code: status === 500 ? 'INTERNAL' : e.code, message } }), headers);
   }
 
-  private report(error: unknown, context: { phase: ErrorPhase; seq?: number }): void {
+  /** `onError`'s context for one session: its label, and its user when the session object has one. */
+  private errorWho(sid: string, session?: ServerSession<User, State, Out>): { session: string; user?: User } {
+    const who: { session: string; user?: User } = { session: sessionLabel(sid) };
+    try {
+      const user = session?.user;
+      if (user !== undefined && user !== null) who.user = user;
+    } catch {
+      // user JSON that does not parse: the label alone
+    }
+    return who;
+  }
+
+  private report(error: unknown, context: ErrorContext<User>): void {
+    if (typeof error === 'object' && error !== null) this.reported.add(error);
     if (this.options.onError) {
       try {
         this.options.onError(error, context);
@@ -863,9 +968,9 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   }
 }
 
-export function createBidiServer<User = unknown, State extends object = Record<string, unknown>>(
-  options: BidiOptions<User, State> = {},
-): BidiServer<User, State> {
+export function createBidiServer<User = unknown, State extends object = Record<string, unknown>, In = unknown, Out = unknown>(
+  options: BidiOptions<User, State, In, Out> = {},
+): BidiServer<User, State, In, Out> {
   return new BidiServer(options);
 }
 
@@ -873,11 +978,11 @@ export function createBidiServer<User = unknown, State extends object = Record<s
  * Adapters accept options or a server built elsewhere. Duck-typed: the ESM
  * and CJS builds each have their own class object, so `instanceof` can lie.
  */
-export function toBidiServer<User, State extends object>(
-  optionsOrServer: BidiOptions<User, State> | BidiServer<User, State> = {},
-): BidiServer<User, State> {
-  const x = optionsOrServer as BidiServer<User, State>;
-  return typeof x.handle === 'function' && 'hub' in x ? x : new BidiServer(optionsOrServer as BidiOptions<User, State>);
+export function toBidiServer<User, State extends object, In = unknown, Out = unknown>(
+  optionsOrServer: BidiOptions<User, State, In, Out> | BidiServer<User, State, In, Out> = {},
+): BidiServer<User, State, In, Out> {
+  const x = optionsOrServer as BidiServer<User, State, In, Out>;
+  return typeof x.handle === 'function' && 'hub' in x ? x : new BidiServer(optionsOrServer as BidiOptions<User, State, In, Out>);
 }
 
 function appendSeq(r: AppendResult): number {

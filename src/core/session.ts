@@ -27,7 +27,7 @@ export interface SessionBackend {
  * handler's changes to it are saved atomically with the message's delivery
  * record.
  */
-export class ServerSession<User = unknown, State extends object = Record<string, unknown>> {
+export class ServerSession<User = unknown, State extends object = Record<string, unknown>, Out = unknown> {
   /** The session id. A bearer secret: do not log it. */
   readonly id: string;
   private _user: User;
@@ -86,8 +86,12 @@ export class ServerSession<User = unknown, State extends object = Record<string,
     return this.stateJson !== undefined;
   }
 
-  /** Send a message to the client. Resolves with its server seq once it is stored. */
-  send(data: unknown, options?: SendOptions): Promise<number> {
+  /**
+   * Send a message to the client. Resolves with its server seq once it is
+   * stored (in `onOpen`: at once, with the seq it gets when the session is
+   * created). `Out` types the server's messages (`bidiWeb<User, State, In, Out>`).
+   */
+  send(data: Out, options?: SendOptions): Promise<number> {
     return this.backend.send(this.id, this.backend.serialize(data), options);
   }
 
@@ -112,31 +116,75 @@ export class ServerSession<User = unknown, State extends object = Record<string,
 }
 
 /**
- * `onOpen` sees this backend: the session does not exist in the store yet, so
- * sends and joins are queued and applied when it is created.
+ * `onOpen` sees this backend. While the hook runs the session does not exist
+ * in the store yet, so sends and joins are queued (they become the session's
+ * first messages and groups) and a send resolves at once with the seq it will
+ * get. Once the hook returned, the session object may still be kept and used:
+ * calls then wait for the store's create and go to the real backend (a send
+ * resolves with its seq once stored), or reject with `UNKNOWN_SESSION` when
+ * the session was never created (the open was refused or failed).
  */
 export class PendingSessionBackend implements SessionBackend {
   readonly queued: string[] = [];
   readonly groups: string[] = [];
+  private hook = true;
+  private settle!: { created: (real: SessionBackend) => void; failed: (err: BidiError) => void };
+  /** The real backend once the session exists; rejects when it never will. */
+  private readonly ready = new Promise<SessionBackend>((created, failed) => {
+    this.settle = { created, failed };
+  });
 
-  constructor(readonly serialize: (data: unknown) => string) {}
-
-  async send(_sid: string, json: string): Promise<number> {
-    this.queued.push(json);
-    return this.queued.length;
+  constructor(readonly serialize: (data: unknown) => string) {
+    // Nobody may ever ask after a refused open: that is no unhandled rejection.
+    this.ready.catch(() => {});
   }
 
-  async close(): Promise<void> {
-    throw new BidiError('INVALID_OPTIONS', 'close() cannot be called in onOpen; throw reject(status, reason) to refuse a session');
+  /** The hook returned: what it queued is final (the create's initial messages and groups); later calls wait for the create. */
+  seal(): { initial: string[]; groups: string[] } {
+    this.hook = false;
+    return { initial: this.queued, groups: this.groups };
   }
 
-  async join(_sid: string, group: string): Promise<boolean> {
-    this.groups.push(group);
-    return true;
+  /** The session exists: waiting and later calls go to `real`. */
+  created(real: SessionBackend): void {
+    this.hook = false;
+    this.settle.created(real);
   }
 
-  async leave(_sid: string, group: string): Promise<void> {
-    const i = this.groups.indexOf(group);
-    if (i >= 0) this.groups.splice(i, 1);
+  /** The session will never exist: waiting and later calls reject. */
+  failed(): void {
+    this.hook = false;
+    this.settle.failed(new BidiError('UNKNOWN_SESSION', 'the session was never created: onOpen refused it or the open failed'));
+  }
+
+  async send(sid: string, json: string, options: SendOptions | undefined): Promise<number> {
+    if (this.hook) {
+      this.queued.push(json);
+      return this.queued.length;
+    }
+    // Awaited in call order, so calls made while the create runs keep their order after it.
+    return (await this.ready).send(sid, json, options);
+  }
+
+  async close(sid: string, reason: string): Promise<void> {
+    if (this.hook) throw new BidiError('INVALID_OPTIONS', 'close() cannot be called in onOpen; throw reject(status, reason) to refuse a session');
+    return (await this.ready).close(sid, reason);
+  }
+
+  async join(sid: string, group: string): Promise<boolean> {
+    if (this.hook) {
+      if (!this.groups.includes(group)) this.groups.push(group);
+      return true;
+    }
+    return (await this.ready).join(sid, group);
+  }
+
+  async leave(sid: string, group: string): Promise<void> {
+    if (this.hook) {
+      const i = this.groups.indexOf(group);
+      if (i >= 0) this.groups.splice(i, 1);
+      return;
+    }
+    return (await this.ready).leave(sid, group);
   }
 }

@@ -242,6 +242,20 @@ export interface SessionInfo {
   lastSeq: number;
 }
 
+export interface ListInput {
+  /** Where the previous page ended (its `cursor`); absent: from the start. */
+  cursor?: string;
+  /** How many sids a page should hold, at least 1 (a store may return a few more; see `Store.list`). */
+  limit: number;
+}
+
+export interface ListResult {
+  /** Sids from the sessions index (open and closing sessions), in no particular order. */
+  sids: string[];
+  /** Pass it to get the next page; `null`: the listing is complete. Holds no session id. */
+  cursor: string | null;
+}
+
 /** What woke a watch. `watch` carries the claiming watch's token so it can ignore its own claim. */
 export type StoreEvent = { type: 'message' } | { type: 'close' } | { type: 'ack' } | { type: 'watch'; token: string };
 
@@ -292,6 +306,20 @@ export interface Store {
   subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe>;
   /** Read-only look at sessions (missing ones are null). */
   inspect(sids: string[]): Promise<Array<SessionInfo | null>>;
+  /**
+   * How many sessions the index holds: the open and closing ones, which count against
+   * `maxSessions` (a store may still count a session that expired unswept until its next sweep).
+   */
+  count(): Promise<number>;
+  /**
+   * One page of the sessions index, for inspection (an admin page). A sid that is in the index
+   * from the first page to the last is returned at least once; one may come twice; sessions
+   * created or closed meanwhile may or may not come. A page holds about `limit` sids: at most
+   * `limit`, unless the store cannot split its index finer (RedisStore returns a small index
+   * whole), and it may be empty while the cursor is not null. A malformed cursor throws
+   * `BAD_REQUEST`. The cursor must not contain a session id (it may end up in a URL).
+   */
+  list(input: ListInput): Promise<ListResult>;
   /**
    * One message to every member of a group, written once (the group's log),
    * whatever the group's size; each member pulls it into its own log, in its

@@ -90,3 +90,22 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/**
+ * A short label for a session that is safe to log, where the id (a bearer
+ * secret) must never go: 6 hex characters (24 bits) of a 32-bit FNV-1a hash
+ * of the id — the label the debug log uses too. The same on every instance
+ * and in every process, so log lines about one session can be matched up. It
+ * tells at most 24 of the id's 128 random bits, so the other 104 stay
+ * unguessable; a cryptographic hash is not needed (and would be async in
+ * core). Two sessions may share a label (about one pair among 6 000 open
+ * sessions): fine for reading logs, and it cannot address a session.
+ */
+export function sessionLabel(sid: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < sid.length; i++) {
+    h ^= sid.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return ((h >>> 8) & 0xffffff).toString(16).padStart(6, '0');
+}

@@ -58,8 +58,10 @@ export class BidiWebModule {
  */
 function logToNest(): NonNullable<BidiOptions['onError']> {
   const logger = new Logger('BidiWeb');
-  return (error, { phase, seq }) => {
-    const where = seq === undefined ? `${phase} error` : `${phase} error (client message ${seq})`;
+  return (error, { phase, seq, session }) => {
+    // The session's label, never its id (a bearer secret); not its user, which may be personal data.
+    const about = [session === undefined ? '' : `session ${session}`, seq === undefined ? '' : `client message ${seq}`].filter(Boolean).join(', ');
+    const where = about ? `${phase} error (${about})` : `${phase} error`;
     if (error instanceof Error) logger.error(`${where}: ${error.name}: ${error.message}`, error.stack);
     else logger.error(`${where}: ${String(error)}`);
   };

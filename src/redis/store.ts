@@ -18,6 +18,8 @@ import type {
   CreateInput,
   CreateResult,
   GroupRetention,
+  ListInput,
+  ListResult,
   PublishResult,
   ReadInput,
   ReadResult,
@@ -523,6 +525,27 @@ export class RedisStore implements Store {
       if (status === 'closed') return { status, userJson: 'null', stateJson: 'null', clientAck: Number(cack ?? 0), lastSeq: Number(last ?? 0) };
       return { status: status as SessionInfo['status'], userJson: user ?? 'null', stateJson: state ?? '{}', clientAck: Number(cack ?? 0), lastSeq: Number(last ?? 0) };
     });
+  }
+
+  /** ZCARD of the sessions index: open and closing sessions (and, until a sweep drops them, ones whose keys expired unswept). */
+  async count(): Promise<number> {
+    return this.redis.zcard(this.keys.sessions);
+  }
+
+  /**
+   * ZSCAN of the sessions index: every sid in it for the whole listing comes at least once, and
+   * the cursor is Redis' own (a number, no sid). `limit` is ZSCAN's COUNT hint: a small index
+   * (stored as a listpack, up to `zset-max-listpack-entries`, 128 by default) comes whole in one
+   * page; a larger one about `limit` per page.
+   */
+  async list(input: ListInput): Promise<ListResult> {
+    const cursor = input.cursor ?? '0';
+    if (!/^\d{1,20}$/.test(cursor)) throw new BidiError('BAD_REQUEST', 'malformed session list cursor');
+    const [next, flat] = await this.redis.zscan(this.keys.sessions, cursor, 'COUNT', Math.max(1, Math.floor(input.limit)));
+    // Members and scores alternate; a rehash may repeat a member within a reply.
+    const sids = new Set<string>();
+    for (let i = 0; i < flat.length; i += 2) sids.add(flat[i]!);
+    return { sids: [...sids], cursor: next === '0' ? null : next };
   }
 
   /**

@@ -8,7 +8,7 @@ import { Injectable, Module } from '@nestjs/common';
 import type { DynamicModule, INestApplication, LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { AddressInfo } from 'node:net';
-import { BidiWebModule, OnMessage } from '../../src/nest';
+import { BidiWebModule, OnMessage, sessionLabel } from '../../src/nest';
 import type { ServerSession } from '../../src/nest';
 import { Wire } from '../helpers/wire';
 
@@ -63,7 +63,8 @@ it('logs a throwing handler through Nest by default, acks the message and keeps 
 
   const logged = logger.errors.filter((e) => String(e.message).includes('handler exploded'));
   expect(logged).toHaveLength(1);
-  expect(logged[0]!.message).toBe('message error (client message 1): Error: handler exploded');
+  // The session's label (sessionLabel), never its id.
+  expect(logged[0]!.message).toBe(`message error (session ${sessionLabel(sid)}, client message 1): Error: handler exploded`);
   expect(logged[0]!.rest).toEqual([expect.stringContaining('at Handlers.boom'), 'BidiWeb']);
   expect(JSON.stringify(logger.errors)).not.toContain(sid);
 });
@@ -77,6 +78,6 @@ it('sends the errors to onError instead when it is given', async () => {
   );
   const sid = await wire.openSid();
   expect((await wire.send(sid, [[1, { type: 'boom' }]])).body).toEqual({ ack: 1 });
-  expect(seen).toEqual([['handler exploded', { phase: 'message', seq: 1 }]]);
+  expect(seen).toEqual([['handler exploded', { phase: 'message', seq: 1, session: sessionLabel(sid) }]]);
   expect(logger.errors.filter((e) => String(e.message).includes('handler exploded'))).toEqual([]);
 });

@@ -25,6 +25,7 @@ import {
   UnhandledMessageError,
 } from '../../src/nest';
 import type { BidiWebModuleOptions, BidiWebOptionsFactory, MessageInfo, OpenRequest, ServerSession, Store } from '../../src/nest';
+import { sessionLabel } from '../../src/nest';
 import { BidiWebHttpMount } from '../../src/nest/mount';
 import { Wire } from '../helpers/wire';
 
@@ -345,7 +346,7 @@ describe('@OnMessage filters', () => {
     const sid = await wire.openSid();
     expect((await wire.send(sid, [[1, { type: 'shout' }], [2, { type: 'say' }]])).body).toEqual({ ack: 2 });
     expect(seen).toEqual([{ type: 'say' }]);
-    expect(errors).toEqual([[expect.any(UnhandledMessageError), { phase: 'message', seq: 1 }]]);
+    expect(errors).toEqual([[expect.any(UnhandledMessageError), { phase: 'message', seq: 1, session: sessionLabel(sid) }]]);
     expect((errors[0]![0] as UnhandledMessageError).seq).toBe(1);
   });
 

@@ -4,8 +4,8 @@
  * server object per request to prove statelessness), over any store.
  * test/protocol/protocol.test.ts runs it on MemoryStore, test/redis on Redis.
  */
-import { BidiError, reject } from '../../src/core';
-import type { BidiOptions, Store } from '../../src/core';
+import { BidiError, reject, sessionLabel } from '../../src/core';
+import type { BidiOptions, ErrorContext, ServerSession, Store } from '../../src/core';
 import { startTarget, TARGET_KINDS, type Target, type TargetKind } from '../helpers/targets';
 import { sleep, Wire } from '../helpers/wire';
 
@@ -34,6 +34,29 @@ function failing(inner: Store, op: keyof Store, shouldFail: () => boolean): Stor
       return value.bind(target);
     },
   });
+}
+
+/** Wraps a store so that one operation waits until `release()` is called; `reached` resolves when one is waiting. */
+function gated(inner: Store, op: keyof Store): { store: Store; reached: Promise<void>; release(): void } {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let reach!: () => void;
+  const reached = new Promise<void>((resolve) => (reach = resolve));
+  const store = new Proxy(inner, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      if (prop === op) {
+        return async (...args: unknown[]) => {
+          reach();
+          await gate;
+          return value.apply(target, args);
+        };
+      }
+      return value.bind(target);
+    },
+  });
+  return { store, reached, release };
 }
 
 export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv): void {
@@ -123,11 +146,155 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
         ]);
       });
 
+      describe('a session object kept from onOpen (a send that resolves with a seq is delivered; others reject)', () => {
+        it('sends, joins and closes after the open: its sends follow the first messages, with the seqs they resolved with', async () => {
+          let kept: ServerSession | undefined;
+          const { t, wire } = await serve({
+            async onOpen(session) {
+              kept = session;
+              await session.send('welcome');
+            },
+          });
+          const sid = await wire.openSid();
+          expect(kept!.id).toBe(sid);
+          expect(await kept!.send('later')).toBe(2);
+          await kept!.join('room');
+          expect(await t.hub.publish('room', 'to the room')).toEqual({ sent: 1, failed: [] });
+          expect(await kept!.send('last')).toBe(4);
+          await kept!.close('done');
+          const got = await wire.collect(sid, 4);
+          expect(got.msgs).toEqual([
+            [1, 'welcome'],
+            [2, 'later'],
+            [3, 'to the room'],
+            [4, 'last'],
+          ]);
+          expect(got.close).toEqual({ seq: 5, reason: 'done' });
+          await expect(kept!.send('too late')).rejects.toMatchObject({ code: 'SESSION_CLOSED' });
+        });
+
+        it('a send made after onOpen returned, while the session is being created, waits for it and keeps call order', async () => {
+          const gate = gated(await newStore(), 'create');
+          let kept: ServerSession | undefined;
+          const { wire } = await serve({
+            store: gate.store,
+            onOpen(session) {
+              kept = session;
+              void session.send('first');
+            },
+          });
+          const opening = wire.openSid();
+          await gate.reached;
+          let settled = false;
+          const sends = [kept!.send('second'), kept!.send('third')];
+          void sends[0]!.then(() => (settled = true));
+          await sleep(20);
+          expect(settled).toBe(false); // no seq before the session exists
+          gate.release();
+          const sid = await opening;
+          expect(await Promise.all(sends)).toEqual([2, 3]);
+          expect((await wire.collect(sid, 3)).msgs).toEqual([
+            [1, 'first'],
+            [2, 'second'],
+            [3, 'third'],
+          ]);
+        });
+
+        it('rejects with UNKNOWN_SESSION once the open was refused; close() in onOpen is refused', async () => {
+          let kept: ServerSession | undefined;
+          let closeInHook: unknown;
+          const { wire } = await serve({
+            async onOpen(session) {
+              kept = session;
+              closeInHook = await session.close().catch((err: unknown) => err);
+              throw reject(401, 'log in first');
+            },
+          });
+          expect((await wire.open()).status).toBe(401);
+          expect(closeInHook).toMatchObject({ code: 'INVALID_OPTIONS' });
+          await expect(kept!.send('x')).rejects.toMatchObject({ code: 'UNKNOWN_SESSION' });
+          await expect(kept!.join('room')).rejects.toMatchObject({ code: 'UNKNOWN_SESSION' });
+          await expect(kept!.close()).rejects.toMatchObject({ code: 'UNKNOWN_SESSION' });
+        });
+
+        it('rejects with UNKNOWN_SESSION when the store refuses the session (maxSessions)', async () => {
+          const kept: ServerSession[] = [];
+          const { wire } = await serve({ limits: { maxSessions: 1 }, onOpen: (session) => void kept.push(session) });
+          expect((await wire.open()).status).toBe(201);
+          expect((await wire.open()).status).toBe(429);
+          await expect(kept[1]!.send('x')).rejects.toMatchObject({ code: 'UNKNOWN_SESSION' });
+          expect(await kept[0]!.send('x')).toBe(1);
+        });
+      });
+
       it('refuses other protocol versions', async () => {
         const { wire } = await serve();
         const r = await wire.open({ v: 2 });
         expect(r.status).toBe(400);
         expect(r.body.error.code).toBe('UNSUPPORTED_VERSION');
+      });
+    });
+
+    describe('observability: onError context, counting and listing sessions', () => {
+      it("onError names the phase, the session by its label (never its id), the message's seq and the user", async () => {
+        const seen: Array<[string, ErrorContext]> = [];
+        const kept: ServerSession[] = [];
+        const { wire } = await serve({
+          onError: (err, ctx) => void seen.push([(err as Error).message, ctx]),
+          onOpen(session, req) {
+            kept.push(session);
+            session.user = { name: 'ada' };
+            if ((req.meta as { fail?: boolean } | null)?.fail) throw new Error('open exploded');
+          },
+          onMessage() {
+            throw new Error('handler exploded');
+          },
+          onClose() {
+            throw new Error('close exploded');
+          },
+        });
+        expect((await wire.open({ v: 1, meta: { fail: true } })).status).toBe(500);
+        const refused = kept[0]!.id;
+        const sid = await wire.openSid();
+        expect((await wire.send(sid, [[1, 'x']])).body).toEqual({ ack: 1 });
+        await wire.close(sid);
+        const label = sessionLabel(sid);
+        expect(label).toMatch(/^[0-9a-f]{6}$/);
+        expect(seen).toEqual([
+          ['open exploded', { phase: 'open', session: sessionLabel(refused), user: { name: 'ada' } }],
+          ['handler exploded', { phase: 'message', seq: 1, session: label, user: { name: 'ada' } }],
+          ['close exploded', { phase: 'close', session: label, user: { name: 'ada' } }],
+        ]);
+        expect(JSON.stringify(seen)).not.toContain(sid);
+      });
+
+      it('hub.count() counts and hub.sessions() pages through the sessions not closed yet, with status, user and state', async () => {
+        const { t, wire } = await serve({
+          onOpen(session, req) {
+            session.user = { n: (req.meta as { n: number }).n };
+            session.state = { k: 1 };
+          },
+        });
+        expect(await t.hub.count()).toBe(0);
+        expect(await t.hub.sessions()).toEqual({ sessions: [], cursor: null });
+        const sids: string[] = [];
+        for (let n = 0; n < 5; n++) sids.push(await wire.openSid({ n }));
+        await wire.close(sids[4]!);
+        expect(await t.hub.count()).toBe(4);
+        const listed = new Map<string, unknown>();
+        let cursor: string | undefined;
+        for (let pages = 0; pages < 20; pages++) {
+          const page = await t.hub.sessions({ cursor, limit: 2 });
+          for (const s of page.sessions) listed.set(s.id, s);
+          if (page.cursor === null) break;
+          expect(page.cursor).not.toMatch(/[A-Za-z0-9_-]{22}/); // no session id in a cursor
+          cursor = page.cursor;
+        }
+        expect([...listed.keys()].sort()).toEqual(sids.slice(0, 4).sort());
+        expect(listed.get(sids[1]!)).toEqual({ id: sids[1], status: 'open', user: { n: 1 }, state: { k: 1 } });
+        await expect(t.hub.sessions({ limit: 0 })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+        await expect(t.hub.sessions({ limit: 1001 })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+        await expect(t.hub.sessions({ cursor: 'not a cursor' })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
       });
     });
 

@@ -155,11 +155,11 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
     }
 
     /** Closes and finishes the close, leaving a tombstone. */
-    async function closeFully(sid: string, reason = 'server'): Promise<void> {
+    async function closeFully(sid: string, reason = 'server', on: Store = store): Promise<void> {
       const token = newToken();
-      const c = await store.close(sid, { reason, lease: { token, ms: LONG } });
+      const c = await on.close(sid, { reason, lease: { token, ms: LONG } });
       expect(c).toMatchObject({ status: 'ok', leased: true });
-      await store.finishClose(sid, token);
+      await on.finishClose(sid, token);
     }
 
     /**
@@ -1472,6 +1472,81 @@ export function describeStoreContract<S extends Store>(name: string, factory: St
         await sleep(40);
         const r = await s.sweep({ lease: { token: newToken(), ms: LONG }, limit: 10 });
         expect(r.status === 'ok' && r.closing.map((c) => c.sid)).toEqual([sid]);
+      });
+    });
+
+    // --- the sessions index: count and list ----------------------------------------------
+
+    describe('count / list', () => {
+      /** Every page of a listing, from the start; `between` runs after each page but the last. */
+      async function listAll(on: Store, limit: number, between?: () => Promise<void>): Promise<string[][]> {
+        const pages: string[][] = [];
+        let cursor: string | undefined;
+        for (let i = 0; i < 1_000; i++) {
+          const r = await on.list({ ...(cursor !== undefined ? { cursor } : {}), limit });
+          pages.push(r.sids);
+          if (r.cursor === null) return pages;
+          expect(typeof r.cursor).toBe('string');
+          for (const sid of r.sids) expect(r.cursor).not.toContain(sid); // a cursor may go in a URL: no session id
+          cursor = r.cursor;
+          await between?.();
+        }
+        throw new Error('the listing never ended');
+      }
+
+      it('count: sessions not closed yet (open and closing), not tombstones', async () => {
+        const s = await fresh();
+        expect(await s.count()).toBe(0);
+        const a = await open({}, s);
+        await open({}, s);
+        expect(await s.count()).toBe(2);
+        const token = newToken();
+        await s.close(a, { reason: 'bye', lease: { token, ms: LONG } });
+        expect(await s.count()).toBe(2); // closing still counts
+        await s.finishClose(a, token);
+        expect(await s.count()).toBe(1);
+      });
+
+      it('list: every open and closing session, none closed, however the pages fall', async () => {
+        const s = await fresh();
+        expect(await listAll(s, 10)).toEqual([[]]);
+        const sids: string[] = [];
+        for (let i = 0; i < 6; i++) sids.push(await open({}, s));
+        await s.close(sids[0]!, { reason: 'closing' });
+        await closeFully(sids[1]!, 'server', s);
+        const want = sids.filter((sid) => sid !== sids[1]).sort();
+        for (const limit of [1, 2, 5, 100]) {
+          const pages = await listAll(s, limit);
+          expect([...new Set(pages.flat())].sort()).toEqual(want);
+        }
+      });
+
+      it('list: a large index comes in pages of about `limit`', async () => {
+        const s = await fresh();
+        const sids = new Set<string>();
+        await Promise.all(Array.from({ length: 300 }, async () => sids.add(await open({}, s))));
+        expect(await s.count()).toBe(300);
+        const pages = await listAll(s, 50);
+        expect(pages.length).toBeGreaterThan(2);
+        for (const page of pages) expect(page.length).toBeLessThanOrEqual(100);
+        expect(new Set(pages.flat())).toEqual(sids);
+      });
+
+      it('list: a session in the index for the whole listing comes at least once while others open and close', async () => {
+        const s = await fresh();
+        const kept = new Set<string>();
+        await Promise.all(Array.from({ length: 200 }, async () => kept.add(await open({}, s))));
+        const pages = await listAll(s, 20, async () => {
+          // Churn between pages: new sessions, and some of them closed again.
+          const fresh = await Promise.all(Array.from({ length: 10 }, () => open({}, s)));
+          for (const sid of fresh.slice(0, 5)) await closeFully(sid, 'server', s);
+        });
+        const listed = new Set(pages.flat());
+        for (const sid of kept) expect(listed.has(sid)).toBe(true);
+      });
+
+      it('list: a malformed cursor throws BAD_REQUEST', async () => {
+        await expect(store.list({ cursor: 'not a cursor', limit: 10 })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
       });
     });
 

@@ -10,6 +10,8 @@ import type {
   CreateInput,
   CreateResult,
   GroupRetention,
+  ListInput,
+  ListResult,
   PublishResult,
   ReadInput,
   ReadResult,
@@ -24,6 +26,7 @@ import type {
   SweptSession,
   Unsubscribe,
 } from '../store';
+import { BidiError } from '../errors';
 import { DEFAULT_LIMITS } from '../limits';
 import { utf8Length } from '../util';
 import RateLimiterMemory from 'rate-limiter-flexible/lib/RateLimiterMemory.js';
@@ -63,6 +66,8 @@ interface SessionRecord {
   groups?: Map<string, GroupCursor>;
   /** The create call's token, so that a repeat of it answers ok. */
   createToken?: string;
+  /** Creation order (the sessions map keeps it too): the cursor of `list`. */
+  no: number;
   /** The last commit that carried messages: what became of them (answered again to a repeat). */
   lastCommitSent?: { seq: number; sent: CommitSent };
   /** The last appends that carried an id, newest last, with the seqs they got. */
@@ -135,6 +140,7 @@ export class MemoryStore implements Store {
   private readonly now: () => number;
   private readonly tombstoneMs?: number;
   private openCount = 0;
+  private created = 0;
   private sweepToken: string | null = null;
   private sweepUntil = 0;
 
@@ -170,6 +176,7 @@ export class MemoryStore implements Store {
       closeSeq: 0,
       closeReason: '',
       createToken: input.token,
+      no: ++this.created,
     };
     for (const json of input.initial) this.push(record, json);
     this.sessions.set(input.sid, record);
@@ -421,6 +428,25 @@ export class MemoryStore implements Store {
     });
   }
 
+  async count(): Promise<number> {
+    return this.openCount;
+  }
+
+  /** In creation order; the cursor is the creation number of the last sid returned (O(sessions) per page: for inspection, not a hot path). */
+  async list(input: ListInput): Promise<ListResult> {
+    const after = input.cursor === undefined ? 0 : parseCursor(input.cursor);
+    const limit = Math.max(1, Math.floor(input.limit));
+    const sids: string[] = [];
+    let last = after;
+    for (const [sid, r] of this.sessions) {
+      if (r.no <= after) continue; // closed sessions are tombstones, kept elsewhere
+      if (sids.length === limit) return { sids, cursor: String(last) };
+      sids.push(sid);
+      last = r.no;
+    }
+    return { sids, cursor: null };
+  }
+
   async publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult> {
     const g = this.groups.get(group);
     if (!g) return { status: 'ok', members: 0, gseq: 0 };
@@ -662,4 +688,9 @@ function slice(log: StoredMessage[], input: ReadInput): StoredMessage[] {
     }
   }
   return log.slice(start, end);
+}
+
+function parseCursor(cursor: string): number {
+  if (!/^\d{1,15}$/.test(cursor)) throw new BidiError('BAD_REQUEST', 'malformed session list cursor');
+  return Number(cursor);
 }
