@@ -49,8 +49,6 @@ export function setDefaultDebug(factory: DebugFactory): void {
 
 /** A session's label in logs: the same as `onError`'s and apps' (`sessionLabel`, ./util), never the sid. */
 export const sidLabel = sessionLabel;
-  return ((h >>> 8) & 0xffffff).toString(16).padStart(6, '0');
-}
 
 /**
  * A store error's message, first line, without anything shaped like a sid or
