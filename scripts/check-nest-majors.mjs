@@ -103,7 +103,8 @@ async function main() {
   const expect = JSON.stringify({ ada: [said, { error: 'unknown message' }], bob: [said] });
   const got = JSON.stringify({ ada: inbox.get('ada'), bob: inbox.get('bob') });
   if (got !== expect) throw new Error('messages: ' + got + ' expected ' + expect);
-  if (!logs.errors.some((e) => e.startsWith('BidiWeb: message error (client message 3): Error: boom handler failed'))) {
+  // "BidiWeb: message error (session <label>, client message 3): Error: boom …": a label, never the sid.
+  if (!logs.errors.some((e) => /^BidiWeb: message error \\(session [0-9a-f]{6}, client message 3\\): Error: boom handler failed/.test(e))) {
     throw new Error('handler error not logged: ' + JSON.stringify(logs.errors));
   }
   await ada.close();
