@@ -733,10 +733,20 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     return jsonResponse(200, watchBody(r.msgs, r.clientAck, { close: r.close }));
   }
 
-  private async sendJson(sid: string, json: string, options?: SendOptions): Promise<number> {
+  /** A server message as JSON, within `limits.maxMessageBytes` (every send, broadcast and publish goes through here). */
+  private outgoing(data: unknown): string {
+    return this.checkSize(serialize(data));
+  }
+
+  private checkSize(json: string): string {
     if (utf8Length(json) > this.limits.maxMessageBytes) {
       throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
     }
+    return json;
+  }
+
+  private async sendJson(sid: string, json: string, options?: SendOptions): Promise<number> {
+    this.checkSize(json);
     await this.flushOutbox(sid);
     const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
     const deadline = Date.now() + this.sendTimeout;
@@ -829,10 +839,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       return out;
     };
     const broadcast = async (sids: readonly string[], data: unknown): Promise<BroadcastResult> => {
-      const json = serialize(data);
-      if (utf8Length(json) > this.limits.maxMessageBytes) {
-        throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
-      }
+      const json = this.outgoing(data);
       if (sids.length === 0) return { sent: 0, failed: [] };
       await this.flushOutboxes();
       return toResult(sids, await this.store.appendMany([...sids], json, this.limits, newAppendId()));
@@ -841,10 +848,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
       send: (sid, data, options) => this.sendJson(sid, serialize(data), options),
       broadcast,
       publish: async (group, data) => {
-        const json = serialize(data);
-        if (utf8Length(json) > this.limits.maxMessageBytes) {
-          throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
-        }
+        const json = this.outgoing(data);
         await this.flushOutboxes();
         // Written once to the group's log; members pull it into their own logs (docs/STORE.md, "Groups").
         const r = await this.store.publish(group, json, { maxEntries: this.limits.groupLogEntries, maxAgeMs: this.limits.groupLogMs }, newAppendId());
