@@ -103,7 +103,7 @@ export function runStoreContract<S extends Store>(
       return s;
     }
 
-    /** A test of the suite; the shared store is made by the first test that runs (so a filtered run makes no more than it uses). */
+    /** A test of the suite. The shared store is made by the first test that runs, so the runner need not offer a beforeAll hook. */
     const it = (name: string, body: () => Promise<void>): void => {
       runner.it(name, async () => {
         store ??= await fresh();
