@@ -11,6 +11,7 @@ const checks = {
   'bidiweb/node': ['createNodeHandler'],
   'bidiweb/client': ['open'],
   'bidiweb/aws-lambda': ['bidiLambda', 'lambdaEventToBidi', 'createBidiServer'],
+  'bidiweb/testing': ['runStoreContract'],
 };
 let failed = 0;
 for (const [spec, names] of Object.entries(checks)) {

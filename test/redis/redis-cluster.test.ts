@@ -8,7 +8,7 @@ import { newSessionId, newToken } from '../../src/core/util';
 import { RedisKeys, RedisStore } from '../../src/redis';
 import { keySlot } from '../../src/redis/keys';
 import { startRedisCluster, type RedisClusterProcess } from '../helpers/redis-server';
-import { describeStoreContract } from '../stores/contract';
+import { runStoreContract } from '../../src/testing';
 
 jest.setTimeout(60_000);
 
@@ -24,14 +24,15 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-describeStoreContract('RedisStore on Redis Cluster', {
-  make: () => {
+runStoreContract(
+  { describe, it, afterAll },
+  () => {
     const redis = new Cluster(cluster.nodes);
     connections.push(redis);
     return new RedisStore({ redis, prefix: `t${newToken()}:` });
   },
-  cleanup: (store) => store.dispose(),
-});
+  { name: 'RedisStore on Redis Cluster', cleanup: (store) => store.dispose() },
+);
 
 describe('RedisStore on Redis Cluster: specifics', () => {
   const ROOMY = { maxUnackedMessages: 100, maxUnackedBytes: 1 << 20 };

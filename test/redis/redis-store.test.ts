@@ -6,7 +6,7 @@
 import Redis from 'ioredis';
 import { RedisStore } from '../../src/redis';
 import { newToken } from '../../src/core/util';
-import { describeStoreContract } from '../stores/contract';
+import { runStoreContract } from '../../src/testing';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 let server: RedisProcess;
@@ -21,11 +21,12 @@ afterAll(async () => {
   await server?.stop();
 });
 
-describeStoreContract('RedisStore', {
-  make: () => {
+runStoreContract(
+  { describe, it, afterAll },
+  () => {
     const redis = new Redis(server.port, '127.0.0.1', { lazyConnect: false });
     connections.push(redis);
     return new RedisStore({ redis, prefix: `t${newToken()}:` });
   },
-  cleanup: (store) => store.dispose(),
-});
+  { name: 'RedisStore', cleanup: (store) => store.dispose() },
+);

@@ -2,7 +2,7 @@
  * What only the Redis store does: key layout and TTLs, script registration,
  * one subscriber connection per store, round trips per operation, memory per
  * session, Redis restarts with and without persistence, connection ownership.
- * The shared contract lives in test/stores/contract.ts (run by
+ * The shared contract lives in src/testing/contract.ts (run by
  * redis-store.test.ts and redis-cluster.test.ts).
  */
 import Redis from 'ioredis';

@@ -1,12 +1,9 @@
 import { MemoryStore } from '../../src/core/stores/memory';
 import type { CreateInput, StoredMessage } from '../../src/core/store';
 import { newSessionId, newToken } from '../../src/core/util';
-import { describeStoreContract } from './contract';
+import { runStoreContract } from '../../src/testing';
 
-describeStoreContract('MemoryStore', {
-  make: ({ now }) => new MemoryStore({ now }),
-  cleanup: (store) => store.dispose(),
-});
+runStoreContract({ describe, it, afterAll }, () => new MemoryStore(), { name: 'MemoryStore', cleanup: (store) => store.dispose() });
 
 /** What only the in-memory store can do: an injected clock, retention options, its size. */
 describe('MemoryStore specifics', () => {

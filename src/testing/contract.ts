@@ -1,39 +1,48 @@
 /**
  * The store contract suite. Every `Store` implementation runs this exact
- * suite (see docs/STORE.md, "Writing a store"):
+ * suite (see docs/STORE.md, "Writing a store"); it is shipped as
+ * `bidiweb/testing` so third-party stores can run it too:
  *
- *   describeStoreContract('RedisStore', { make: () => new RedisStore(...), cleanup: (s) => s.dispose() });
+ *   runStoreContract({ describe, it, afterAll }, () => new RedisStore(...), { name: 'RedisStore' });
+ *
+ * It takes the test runner's `describe`, `it` and `afterAll` (node:test:
+ * `after`) and asserts with node:assert (./expect.ts), so it runs unchanged
+ * under Jest, Vitest and node:test.
  *
  * Rules the suite follows so that it runs against any store, local or remote:
  *
  * - Time is real: idle, lease and tombstone durations are tens of ms and the
- *   tests sleep past them. The injected `now` is `Date.now`; a remote store
- *   ignores it and uses its own clock.
+ *   tests sleep past them. A remote store uses its own clock.
  * - Session ids are fresh random 22-character ids and group names are unique,
  *   so a store shared across tests (or with other suites) never collides.
  * - Tests that count sessions store-wide (`maxSessions`) or sweep get a store
- *   of their own from `factory.make`, which must therefore return a store over
+ *   of their own from `makeStore`, which must therefore return a store over
  *   a fresh key space on every call (e.g. a unique key prefix).
+ * - Tests run one after another (the default of all three runners): they
+ *   share one store, made by the first test that runs.
  */
-import fc from 'fast-check';
-import type {
-  AppendLimits,
-  CreateInput,
-  ReadInput,
-  ReceiveInput,
-  Store,
-  StoreEvent,
-  StoredMessage,
-} from '../../src/core/store';
-import { APPEND_IDS_REMEMBERED, CLIENT_CLOSE_REASON, GROUP_OVERRUN_REASON } from '../../src/core/store';
-import type { GroupRetention } from '../../src/core/store';
-import { newSessionId, newToken } from '../../src/core/util';
+import * as fc from 'fast-check';
+import type { AppendLimits, CreateInput, GroupRetention, ReadInput, ReceiveInput, Store, StoreEvent, StoredMessage } from '../core/store';
+import { APPEND_IDS_REMEMBERED, CLIENT_CLOSE_REASON, GROUP_OVERRUN_REASON } from '../core/store';
+import { newSessionId, newToken } from '../core/util';
+import { expect } from './expect';
 
-export interface StoreFactory<S extends Store = Store> {
-  /** A new store over a fresh key space. `now` is the clock a store may use (Date.now here); remote stores ignore it. */
-  make(opts: { now: () => number }): Promise<S> | S;
-  /** Release the store (connections, timers, its keys). Default: `store.dispose?.()`. */
-  cleanup?(store: S): Promise<void>;
+/**
+ * The test runner's functions the suite registers its tests with. Jest and
+ * Vitest: `{ describe, it, afterAll }`; node:test: `{ describe, it, afterAll: after }`.
+ */
+export interface StoreContractRunner {
+  describe(name: string, body: () => void): unknown;
+  it(name: string, body: () => Promise<void>): unknown;
+  /** Runs once after the suite's tests, to release the stores it made. */
+  afterAll(body: () => Promise<void>): unknown;
+}
+
+export interface StoreContractOptions<S extends Store = Store> {
+  /** Shown in the suite's title: `Store contract: <name>`. Default `'store'`. */
+  name?: string;
+  /** Releases a store the suite made (connections, timers, its keys). Default: `store.dispose?.()`. */
+  cleanup?(store: S): Promise<void> | void;
 }
 
 /** Long enough never to expire during a test. */
@@ -74,24 +83,37 @@ async function eventually(check: () => boolean, timeoutMs = 1_000): Promise<void
   }
 }
 
-export function describeStoreContract<S extends Store>(name: string, factory: StoreFactory<S>): void {
-  describe(`Store contract: ${name}`, () => {
-    let store: S;
+/**
+ * Registers the store contract suite with the runner: one `describe` block
+ * of tests against stores from `makeStore`, each over a fresh key space.
+ */
+export function runStoreContract<S extends Store>(
+  runner: StoreContractRunner,
+  makeStore: () => Promise<S> | S,
+  options: StoreContractOptions<S> = {},
+): void {
+  const { describe } = runner;
+  runner.describe(`Store contract: ${options.name ?? 'store'}`, () => {
+    let store: S; // made by the first test that runs (see `it` below)
     const made: S[] = [];
 
     async function fresh(): Promise<S> {
-      const s = await factory.make({ now: () => Date.now() });
+      const s = await makeStore();
       made.push(s);
       return s;
     }
 
-    beforeAll(async () => {
-      store = await fresh();
-    });
+    /** A test of the suite. The shared store is made by the first test that runs, so the runner need not offer a beforeAll hook. */
+    const it = (name: string, body: () => Promise<void>): void => {
+      runner.it(name, async () => {
+        store ??= await fresh();
+        await body();
+      });
+    };
 
-    afterAll(async () => {
-      for (const s of made) {
-        if (factory.cleanup) await factory.cleanup(s);
+    runner.afterAll(async () => {
+      for (const s of made.splice(0)) {
+        if (options.cleanup) await options.cleanup(s);
         else await s.dispose?.();
       }
     });
