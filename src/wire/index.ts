@@ -163,3 +163,78 @@ export function utf8Length(s: string): number {
   }
   return n;
 }
+
+// --- bodies -------------------------------------------------------------------------------------
+// Types only (nothing at run time): what each request and response carries, with the duties they
+// imply for a client. docs/PROTOCOL.md has the full rules.
+
+/** `POST {base}`: open a session. */
+export interface OpenRequestBody {
+  v: typeof PROTOCOL_VERSION;
+  /** Any JSON, handed to the app's open hook. */
+  meta?: unknown;
+}
+
+/** `201` to an open. */
+export interface OpenResponseBody {
+  /** The session id, a bearer secret: send it only in {@link SID_HEADER}, never in a URL. */
+  sid: string;
+  v: typeof PROTOCOL_VERSION;
+  /** The watch wait to ask for, ms. */
+  wait: number;
+  /** Ignore fields you do not know; assume {@link DEFAULT_ANNOUNCED_LIMITS} for missing ones. */
+  limits: AnnouncedLimits;
+}
+
+/**
+ * `POST {base}/send`. Keep every message until an ack covers it and resend it (same seq, same
+ * data) while none does, at an interval capped at about `limits.leaseMs`: a resend is not a
+ * no-op. Any send that finds the next message buffered and the delivery lease free starts its
+ * delivery, and after a server instance died mid-delivery nothing else does.
+ *
+ * A send runs the app's handler over every message it can deliver, including ones other requests
+ * buffer meanwhile, so it may take as long as that chain of handlers: a client's timeout on it is
+ * not a failure of its messages (they stay unacked and are resent; the server finishes the
+ * delivery regardless).
+ */
+export interface SendRequestBody {
+  /** `[seq, data]` pairs, any order; messages the server already has are not delivered again. */
+  msgs?: Array<[seq: number, data: unknown]>;
+  /** Ack of the server → client stream. Above the last seq the server assigned: 400 INVALID_ACK (as for a watch). */
+  ack?: number;
+}
+
+/** `200` to a send: every client message `1..ack` reached the app's handler. Not covered: buffered or in delivery, not lost. */
+export interface SendResponseBody {
+  ack: number;
+}
+
+/**
+ * `200` to `GET {base}/watch?ack=N&wait=MS` (and each frame of a streaming watch). Give a watch
+ * its `wait` plus {@link WATCH_TIMEOUT_MARGIN_MS} before timing it out.
+ */
+export interface WatchResponseBody {
+  /** Server messages `N+1, N+2, …` in order; empty when the wait ended. */
+  msgs: Array<[seq: number, data: unknown]>;
+  /** The client → server ack, as in a send response. */
+  ack: number;
+  /** The session is closing: deliver every message below `seq`, then end with `reason`. */
+  close?: { seq: number; reason: string };
+  /**
+   * A newer watch of this session took over; the body carries nothing. Not only two clients
+   * sharing a sid: a proxy that sends a request twice (a retried or mirrored GET) supersedes a
+   * single client's own watch, many times per run. Watch again at once; after two in a row, back
+   * off (exponential, with jitter) until an answer that is not superseded. Never end the session
+   * for it.
+   */
+  superseded?: true;
+}
+
+/**
+ * Every error the server itself writes. Errors written by something in between (a balancer's 502
+ * or 504, a proxy's 413, a platform's timeout) may have no body or an HTML one: take `code` only
+ * from a JSON body of this shape, else go by the status alone.
+ */
+export interface ErrorResponseBody {
+  error: { code: string; message: string };
+}
