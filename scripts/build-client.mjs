@@ -5,8 +5,8 @@
  *   dist/browser/bidiweb.esm.js   ESM, minified:   import { open } from './bidiweb.esm.js'
  *   dist/browser/bidiweb.min.js   IIFE, minified:  <script src="bidiweb.min.js"></script> → window.bidiweb.open(...)
  *
- * Zero dependencies: the client imports nothing outside src/client, and this
- * script fails if a bundle pulls in anything else. Prints the gzip sizes
+ * Zero dependencies: the client imports nothing outside src/client but the
+ * wire module (src/wire), and this script fails if a bundle pulls in anything else. Prints the gzip sizes
  * (zlib level 9) next to Socket.IO's browser client, measured the same way.
  *
  *   node scripts/build-client.mjs            (npm run build:client)
@@ -22,6 +22,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const entry = path.join(root, 'src', 'client', 'index.ts');
 const outDir = path.join(root, 'dist', 'browser');
 const clientDir = path.join(root, 'src', 'client') + path.sep;
+// The wire module (protocol constants, utf8Length) is shared with the server and imports nothing.
+const wireDir = path.join(root, 'src', 'wire') + path.sep;
 
 // The Node transport (src/client/node-http.ts) never runs in a browser: leave it out of these bundles.
 const nodeHttp = path.join(root, 'src', 'client', 'node-http.ts');
@@ -69,9 +71,9 @@ for (const o of outputs) {
   const result = await build({ ...common, format: o.format, ...(o.globalName ? { globalName: o.globalName } : {}) });
   const foreign = Object.keys(result.metafile.inputs)
     .filter((f) => !f.startsWith('browser-stub:'))
-    .filter((f) => !path.resolve(root, f).startsWith(clientDir));
+    .filter((f) => !path.resolve(root, f).startsWith(clientDir) && !path.resolve(root, f).startsWith(wireDir));
   if (foreign.length > 0) {
-    console.error(`build-client: ${o.file} would bundle files outside src/client: ${foreign.join(', ')}`);
+    console.error(`build-client: ${o.file} would bundle files outside src/client and src/wire: ${foreign.join(', ')}`);
     process.exit(1);
   }
   const code = result.outputFiles[0].contents;

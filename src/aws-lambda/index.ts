@@ -23,7 +23,7 @@
  */
 import { BidiError } from '../core/errors';
 import type { BidiRequest, BidiResponse } from '../core/http';
-import { MAX_WAIT_CAP_MS } from '../core/limits';
+import { MAX_WAIT_CAP_MS } from '../wire';
 import type { BidiOptions } from '../core/server';
 import { createBidiServer, type BidiServer } from '../core/server';
 import { useNodeDebug } from '../node/debug';

@@ -327,7 +327,7 @@ export class Sender {
         for (const m of batch) {
           if (m.seq <= this.ack || m.state !== 'inflight') continue;
           m.state = 'waiting';
-          m.resendAt = now + Math.min(this.opts.resendAfterMs * 2 ** Math.min(m.resends, 30), this.opts.maxResendDelayMs);
+          m.resendAt = now + Math.min(this.opts.resendAfterMs * 2 ** Math.min(m.resends, 30), this.resendCapMs());
           m.resends++;
         }
         this.scheduleResendTimer();
@@ -362,6 +362,17 @@ export class Sender {
       }
     }
     this.schedulePump();
+  }
+
+  /**
+   * The longest wait between resends of one message. After a server instance dies mid-delivery,
+   * delivery resumes only with a send that comes after its lease (`leaseMs`) ran out: resending
+   * at least about once per lease keeps that pause near one lease.
+   */
+  private resendCapMs(): number {
+    const leaseMs = this.limits?.leaseMs;
+    if (leaseMs === undefined) return this.opts.maxResendDelayMs;
+    return Math.max(this.opts.resendAfterMs, Math.min(this.opts.maxResendDelayMs, leaseMs));
   }
 
   private requeue(batch: Outgoing[]): void {

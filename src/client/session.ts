@@ -2,7 +2,7 @@ import { Backoff, overBudget, TimerSet, type RetryBudget } from './backoff';
 import { Emitter, type Listener } from './emitter';
 import { AbortedError, BidiClientError, describe } from './errors';
 import { Sender, tooLarge, type SenderHost } from './sender';
-import { classify, headerProblem, resolveBaseUrl, thrownOutcome, Transport, utf8Length, type Outcome } from './transport';
+import { classify, headerProblem, resolveBaseUrl, thrownOutcome, Transport, type Outcome } from './transport';
 import type {
   ClientEvents,
   ClientOptions,
@@ -14,18 +14,12 @@ import type {
   SessionState,
 } from './types';
 import { Watcher, type CloseMarker, type WatcherHost } from './watcher';
+import { type AnnouncedLimits, DEFAULT_ANNOUNCED_LIMITS, DEFAULT_WAIT_MS, PROTOCOL_VERSION, utf8Length } from '../wire';
 
-/** Limits assumed for any field the open response leaves out (the server's defaults). */
-export const DEFAULT_LIMITS: Readonly<Required<Omit<ServerLimits, 'inboundBufferBytes'>>> = Object.freeze({
-  maxBodyBytes: 1_048_576,
-  maxMessageBytes: 262_144,
-  maxMessagesPerRequest: 100,
-  inboundWindow: 256,
-  maxWait: 55_000,
-  idleTimeout: 120_000,
-});
-
-const DEFAULT_WAIT_MS = 25_000;
+/** Limits the client always has: the server's defaults stand in for any an older server left out. */
+const ASSUMED_LIMITS = ['maxBodyBytes', 'maxMessageBytes', 'maxMessagesPerRequest', 'inboundWindow', 'maxWait', 'idleTimeout'] as const;
+/** Limits the client takes only when announced (it assumes nothing for them: an older server may bound otherwise). */
+const OPTIONAL_LIMITS = ['inboundBufferBytes', 'maxMessagesPerResponse', 'maxResponseBytes', 'maxUnackedMessages', 'maxUnackedBytes', 'maxJsonDepth', 'leaseMs'] as const;
 /** A DELETE always gets at least this long, even when `closeTimeoutMs` is used up by the drain. */
 const MIN_DELETE_TIMEOUT_MS = 1_000;
 /** After a server close, how long the client waits for the answers of POSTs in flight before it ends. */
@@ -101,10 +95,15 @@ function streamOption(value: unknown): boolean | 'auto' {
 
 function parseLimits(value: unknown): ServerLimits {
   const src = value && typeof value === 'object' ? (value as Record<string, unknown>) : {};
-  const limits: ServerLimits = { ...DEFAULT_LIMITS };
-  for (const key of [...Object.keys(DEFAULT_LIMITS), 'inboundBufferBytes'] as (keyof ServerLimits)[]) {
+  const limit = (key: keyof AnnouncedLimits): number | undefined => {
     const v = src[key];
-    if (typeof v === 'number' && Number.isFinite(v) && v > 0) limits[key] = v;
+    return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined;
+  };
+  const limits = {} as ServerLimits;
+  for (const key of ASSUMED_LIMITS) limits[key] = limit(key) ?? DEFAULT_ANNOUNCED_LIMITS[key];
+  for (const key of OPTIONAL_LIMITS) {
+    const v = limit(key);
+    if (v !== undefined) limits[key] = v;
   }
   return limits;
 }
@@ -471,7 +470,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
 
   private async runOpen(): Promise<void> {
     const backoff = new Backoff(this.opts.initialDelayMs, this.opts.maxDelayMs);
-    const body = this.metaJson === undefined ? '{"v":1}' : `{"v":1,"meta":${this.metaJson}}`;
+    const body = `{"v":${PROTOCOL_VERSION}${this.metaJson === undefined ? '' : `,"meta":${this.metaJson}`}}`;
     const signal = this.lifetime.signal;
     for (;;) {
       let outcome: Outcome;

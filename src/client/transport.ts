@@ -6,9 +6,7 @@ import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError, describe, isErrorLike } from './errors';
 import { nodeDefaultFetch } from './node-http';
 import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
-
-/** The request header that carries the session id. */
-export const SID_HEADER = 'Bidi-Sid';
+import { DEFAULT_HEARTBEAT_MS, HEARTBEAT_HEADER, JSON_MEDIA_TYPE, MISSED_HEARTBEATS, SID_HEADER, SILENCE_MARGIN_MS, STREAM_MEDIA_TYPE } from '../wire';
 
 /** A response, body already read and parsed. */
 export interface Reply {
@@ -70,15 +68,6 @@ export interface RequestSpec {
   verifyStream?: boolean;
 }
 
-const STREAM_TYPE = 'application/x-ndjson';
-
-/** The header by which a streaming watch announces its heartbeat interval, ms. */
-export const HEARTBEAT_HEADER = 'Bidi-Heartbeat';
-/** A stream silent for this many heartbeats (plus the margin) is taken as dead. */
-export const MISSED_HEARTBEATS = 3;
-/** Timer slack, a stalled event loop, a retransmitted packet: never abort a live stream for those. */
-export const SILENCE_MARGIN_MS = 1_000;
-
 /** The heartbeat interval a streaming watch announced (`Bidi-Heartbeat`), ms; `0` for none. */
 function announcedHeartbeatMs(heartbeat: string | null): number {
   if (heartbeat === null || !/^\d{1,9}$/.test(heartbeat.trim())) return 0;
@@ -97,8 +86,6 @@ export function silenceLimitMs(heartbeat: string | null): number {
 
 /** Slack on top of the announced heartbeat before a stream that showed nothing is taken as buffered. */
 export const FIRST_BYTE_MARGIN_MS = 2_000;
-/** The server's default `heartbeatMs`: the first-byte limit before the response announces its own. */
-const DEFAULT_HEARTBEAT_MS = 5_000;
 
 /**
  * How long after its request a verified stream must show its first byte: the
@@ -123,21 +110,6 @@ export class BufferedStreamError extends BidiClientError {
   constructor(limitMs: number) {
     super('TIMEOUT', `watch: no byte of the stream within ${limitMs} ms; something between client and server buffers responses`);
   }
-}
-
-/** Byte length of the UTF-8 encoding of `s`. */
-export function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 4;
-      i++;
-    } else n += 3;
-  }
-  return n;
 }
 
 /** Splits a base URL into its path part (no trailing slash, no fragment) and its query (no `?`). */
@@ -359,7 +331,7 @@ export class Transport {
         this.fetchImpl(this.url(spec.path, spec.query), spec.body === undefined ? init : { ...init, body: spec.body }),
         ctl.signal,
       );
-      if (spec.onFrame && res.status === 200 && (res.headers.get('content-type') ?? '').startsWith(STREAM_TYPE)) {
+      if (spec.onFrame && res.status === 200 && (res.headers.get('content-type') ?? '').startsWith(STREAM_MEDIA_TYPE)) {
         const heartbeat = res.headers.get(HEARTBEAT_HEADER);
         const limit = silenceLimitMs(heartbeat);
         if (firstByte !== undefined) {
@@ -429,7 +401,7 @@ class InvalidHeaderError extends Error {}
 
 /** The headers of one request: Accept, the app's (without the two the client owns), Content-Type, Bidi-Sid. */
 function requestHeaders(extra: Record<string, string | undefined> | undefined, spec: RequestSpec): Record<string, string> {
-  const out: Record<string, string> = { Accept: 'application/json' };
+  const out: Record<string, string> = { Accept: JSON_MEDIA_TYPE };
   if (extra) {
     for (const k in extra) {
       if (!Object.prototype.hasOwnProperty.call(extra, k)) continue;
@@ -443,7 +415,7 @@ function requestHeaders(extra: Record<string, string | undefined> | undefined, s
       out[k] = value;
     }
   }
-  if (spec.body !== undefined) out['Content-Type'] = 'application/json';
+  if (spec.body !== undefined) out['Content-Type'] = JSON_MEDIA_TYPE;
   if (spec.sid !== undefined) out[SID_HEADER] = spec.sid;
   return out;
 }

@@ -3,6 +3,7 @@
  *
  * @packageDocumentation
  */
+import type { AnnouncedLimits } from '../wire';
 import type { BidiClientError } from './errors';
 
 /**
@@ -86,21 +87,17 @@ export interface RetryInfo {
   error: BidiClientError;
 }
 
-/** The server's limits, from the open response (`limits`). */
-export interface ServerLimits {
-  maxBodyBytes: number;
-  maxMessageBytes: number;
-  maxMessagesPerRequest: number;
-  inboundWindow: number;
-  maxWait: number;
-  idleTimeout: number;
-  /**
-   * Bytes of client messages the server buffers behind a gap (a 429
-   * SEQ_OUT_OF_WINDOW above it). Optional: the client honours it when the
-   * server sends it.
-   */
-  inboundBufferBytes?: number;
-}
+/**
+ * The server's limits, from the open response (`limits`; each field is
+ * described in src/wire and docs/PROTOCOL.md). The first six are always
+ * there (the server's defaults stand in for any an older server left out);
+ * the others only when the server announced them, and the client relies on
+ * them only then.
+ */
+export interface ServerLimits extends Pick<AnnouncedLimits, AlwaysAnnounced>, Partial<Omit<AnnouncedLimits, AlwaysAnnounced>> {}
+
+/** The limits every server has announced since the first release. */
+type AlwaysAnnounced = 'maxBodyBytes' | 'maxMessageBytes' | 'maxMessagesPerRequest' | 'inboundWindow' | 'maxWait' | 'idleTimeout';
 
 /** Request headers: a plain object, or a (possibly async) function that returns one. */
 export type HeadersOption =
@@ -231,7 +228,10 @@ export interface ClientOptions {
   /**
    * A message that was POSTed and answered `200` but is still unacked after
    * this many ms is resent; the interval doubles on each resend of the same
-   * message (capped at `max(resendAfterMs, retry.maxDelayMs)`). Default 2000.
+   * message, capped at `max(resendAfterMs, retry.maxDelayMs)` and, when the
+   * server announces its delivery lease (`limits.leaseMs`), at
+   * `max(resendAfterMs, leaseMs)`: after a server instance dies mid-delivery,
+   * delivery resumes with the first resend after its lease ran out. Default 2000.
    */
   resendAfterMs?: number;
   /** How long `close()` waits for unacked messages before it sends `DELETE` anyway. Default 5000. */

@@ -14,9 +14,8 @@ import { AbortedError, BidiClientError } from './errors';
 import { BufferedStreamError, classify, thrownOutcome, type Outcome, type Transport } from './transport';
 import { protocolError, sessionLost } from './sender';
 import type { CloseEvent, Operation } from './types';
+import { WATCH_TIMEOUT_MARGIN_MS } from '../wire';
 
-/** How much longer than its wait the client lets a watch take before it gives up on it. */
-export const WATCH_TIMEOUT_MARGIN_MS = 10_000;
 
 /** At most this many out-of-order messages are held; later ones are dropped (the server resends them). */
 export const MAX_HELD_MESSAGES = 10_000;

@@ -3,6 +3,7 @@
  * BidiRequest from their framework's request and write a BidiResponse back;
  * `toFetchHandler` does the same for Web-standard runtimes.
  */
+import { JSON_MEDIA_TYPE, SID_HEADER as WIRE_SID_HEADER } from '../wire';
 
 export interface HeaderReader {
   get(name: string): string | null;
@@ -64,9 +65,13 @@ export interface CorsOptions {
   maxAge?: number;
 }
 
-export const SID_HEADER = 'bidi-sid';
+/** The session id header (src/wire), lower-cased as adapters hand header names to core. */
+export const SID_HEADER = WIRE_SID_HEADER.toLowerCase();
 
-const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' } as const;
+/** `Content-Type` of every JSON response. */
+export const JSON_CONTENT_TYPE = `${JSON_MEDIA_TYPE}; charset=utf-8`;
+
+const JSON_HEADERS = { 'content-type': JSON_CONTENT_TYPE, 'cache-control': 'no-store' } as const;
 
 export function jsonResponse(status: number, body: string, extra?: Record<string, string>): BidiResponse {
   return { status, headers: extra ? { ...JSON_HEADERS, ...extra } : { ...JSON_HEADERS }, body };

@@ -1,7 +1,7 @@
 export { BidiError, reject, toBidiError } from './errors';
 export type { BidiErrorCode } from './errors';
 export { DEFAULT_LIMITS } from './limits';
-export type { Limits } from './limits';
+export type { AnnouncedLimits, Limits } from './limits';
 export { SID_HEADER } from './http';
 export type { BidiRequest, BidiResponse, CorsOptions, HeaderReader } from './http';
 export { BidiServer, createBidiServer, toBidiServer } from './server';

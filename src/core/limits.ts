@@ -1,4 +1,8 @@
 import { BidiError } from './errors';
+import { type AnnouncedLimits, DEFAULT_ANNOUNCED_LIMITS as WIRE } from '../wire';
+
+export { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LEASE_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS } from '../wire';
+export type { AnnouncedLimits } from '../wire';
 
 /** Every bound bidiweb enforces. All are configurable; see README "Configuration". */
 export interface Limits {
@@ -40,27 +44,24 @@ export interface Limits {
   groupLogMs: number;
 }
 
+/** The bounds a client sees come from the wire module (the client assumes the same defaults); the rest are the server's own. */
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
-  maxBodyBytes: 1024 * 1024,
-  maxMessageBytes: 256 * 1024,
-  maxMessagesPerRequest: 100,
-  inboundWindow: 256,
-  inboundBufferBytes: 4 * 1024 * 1024,
-  maxUnackedMessages: 1024,
-  maxUnackedBytes: 4 * 1024 * 1024,
-  maxMessagesPerResponse: 500,
-  maxResponseBytes: 256 * 1024,
-  maxJsonDepth: 64,
+  maxBodyBytes: WIRE.maxBodyBytes,
+  maxMessageBytes: WIRE.maxMessageBytes,
+  maxMessagesPerRequest: WIRE.maxMessagesPerRequest,
+  inboundWindow: WIRE.inboundWindow,
+  inboundBufferBytes: WIRE.inboundBufferBytes,
+  maxUnackedMessages: WIRE.maxUnackedMessages,
+  maxUnackedBytes: WIRE.maxUnackedBytes,
+  maxMessagesPerResponse: WIRE.maxMessagesPerResponse,
+  maxResponseBytes: WIRE.maxResponseBytes,
+  maxJsonDepth: WIRE.maxJsonDepth,
   maxSessions: 100_000,
   maxSessionDataBytes: 64 * 1024,
   groupLogEntries: 1024,
   groupLogMs: 10 * 60 * 1000,
 });
 
-export const DEFAULT_WAIT_MS = 25_000;
-/** Serverless platforms cut requests at 60 s; stay clearly below. */
-export const MAX_WAIT_CAP_MS = 55_000;
-export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
 
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
   const limits = { ...DEFAULT_LIMITS, ...partial };
@@ -73,4 +74,26 @@ export function resolveLimits(partial: Partial<Limits> = {}): Limits {
     throw new BidiError('INVALID_OPTIONS', 'limits.maxMessageBytes must not exceed limits.maxBodyBytes');
   }
   return limits;
+}
+
+/**
+ * The open response's `limits`: every bound a client must respect or plan for
+ * (see `AnnouncedLimits` in src/wire), from the server's limits and timings.
+ */
+export function announcedLimits(limits: Limits, timing: { maxWait: number; idleTimeout: number; leaseMs: number }): AnnouncedLimits {
+  return {
+    maxBodyBytes: limits.maxBodyBytes,
+    maxMessageBytes: limits.maxMessageBytes,
+    maxMessagesPerRequest: limits.maxMessagesPerRequest,
+    inboundWindow: limits.inboundWindow,
+    inboundBufferBytes: limits.inboundBufferBytes,
+    maxMessagesPerResponse: limits.maxMessagesPerResponse,
+    maxResponseBytes: limits.maxResponseBytes,
+    maxUnackedMessages: limits.maxUnackedMessages,
+    maxUnackedBytes: limits.maxUnackedBytes,
+    maxJsonDepth: limits.maxJsonDepth,
+    maxWait: timing.maxWait,
+    idleTimeout: timing.idleTimeout,
+    leaseMs: timing.leaseMs,
+  };
 }

@@ -9,14 +9,15 @@ import { SID_HEADER } from './http';
 import type { Limits } from './limits';
 import type { StoredMessage } from './store';
 import { SESSION_ID_PATTERN, utf8Length } from './util';
+import { HEARTBEAT_HEADER as WIRE_HEARTBEAT_HEADER, JSON_MEDIA_TYPE, PROTOCOL_VERSION } from '../wire';
 
-export const PROTOCOL_VERSION = 1;
+export { HEARTBEAT_FRAME, PROTOCOL_VERSION, STREAM_CONTENT_TYPE } from '../wire';
 
 export function isJsonContentType(value: string | null): boolean {
   if (!value) return false;
-  if (value === 'application/json') return true;
+  if (value === JSON_MEDIA_TYPE) return true;
   const type = value.split(';', 1)[0]!.trim().toLowerCase();
-  return type === 'application/json';
+  return type === JSON_MEDIA_TYPE;
 }
 
 /** Strict: a body that is not valid UTF-8 is refused, never patched with U+FFFD behind the app's back. */
@@ -202,18 +203,11 @@ export function messagesJson(msgs: readonly StoredMessage[]): string {
   return out + ']';
 }
 
-/** The content type of a streaming watch: one watch body per line. */
-export const STREAM_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';
-
-/** The response header of a streaming watch that announces its heartbeat interval, ms (absent: no heartbeats). */
-export const HEARTBEAT_HEADER = 'bidi-heartbeat';
-
 /**
- * A heartbeat on an idle stream: an empty line. NDJSON readers skip empty
- * lines (every bidiweb client always has), and no frame can be empty, so it
- * is never taken for a watch body.
+ * The response header of a streaming watch that announces its heartbeat interval (src/wire),
+ * lower-cased like every response header core writes (and as `Access-Control-Expose-Headers` lists it).
  */
-export const HEARTBEAT_FRAME = '\n';
+export const HEARTBEAT_HEADER = WIRE_HEARTBEAT_HEADER.toLowerCase();
 
 export function watchBody(
   msgs: readonly StoredMessage[],

@@ -1,5 +1,8 @@
 /** Small runtime-neutral helpers (no Node imports: core runs on edge runtimes too). */
 
+// Shared with the client (src/wire): the byte count every limit uses, and the id shape.
+export { SESSION_ID_PATTERN, utf8Length } from '../wire';
+
 const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 /**
@@ -46,8 +49,6 @@ export function newSessionId(): string {
   return randomBase64url(16);
 }
 
-export const SESSION_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
-
 /** Lease and watch tokens: unguessable, but never leave the server. */
 export function newToken(): string {
   return randomBase64url(12);
@@ -66,21 +67,6 @@ export function newAppendId(): string {
   if (appendIdPrefix === '') appendIdPrefix = randomBase64url(6);
   appendIdCounter = (appendIdCounter + 1) % Number.MAX_SAFE_INTEGER;
   return appendIdPrefix + appendIdCounter.toString(36);
-}
-
-/** UTF-8 byte length without allocating. */
-export function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      n += 4;
-      i++;
-    } else n += 3;
-  }
-  return n;
 }
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -496,6 +496,27 @@ describe('client → server', () => {
     expect(server.log.filter((r) => r.kind === 'send')).toHaveLength(2);
   });
 
+  test('a server that announces leaseMs: a message unacked for long is resent at least once per lease, not ever more rarely', async () => {
+    // After a server instance dies mid-delivery, only a send after its lease ran out resumes delivery.
+    Object.assign(server.limits, { leaseMs: 40, maxUnackedMessages: 9 });
+    const sendsAt: number[] = [];
+    server.hook = (req, fs) => {
+      if (req.kind !== 'send') return undefined;
+      sendsAt.push(Date.now());
+      // The first 7 are answered 200 but dropped (as if buffered behind a lease that is not released).
+      if (sendsAt.length <= 7) return { status: 200, body: { ack: fs!.ack } };
+      return undefined;
+    };
+    const s = connect({ resendAfterMs: 20, retry: { initialDelayMs: 5, maxDelayMs: 10_000 } });
+    await opened(s);
+    expect(s.limits).toMatchObject({ leaseMs: 40, maxUnackedMessages: 9 });
+    await s.send('late');
+    expect(server.only().received).toEqual(['late']);
+    const gaps = sendsAt.slice(1).map((t, i) => t - sendsAt[i]!);
+    // Doubling alone would wait 20, 40, …, 1 280 ms; capped at the lease, 40 ms each.
+    expect(Math.max(...gaps)).toBeLessThan(1_000);
+  });
+
   test('acks from watch responses resolve sends', async () => {
     // Send responses never carry a useful ack; only the watch tells.
     server.hook = (req, fs) => {

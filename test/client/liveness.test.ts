@@ -12,7 +12,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { open, type BidiClientSession, type RetryInfo } from '../../src/client';
-import { MISSED_HEARTBEATS, SILENCE_MARGIN_MS } from '../../src/client/transport';
+import { MISSED_HEARTBEATS, SILENCE_MARGIN_MS } from '../../src/wire';
 import { BidiServer } from '../../src/core';
 import { sleep } from '../../src/core/util';
 import { createNodeHandler } from '../../src/node';

@@ -1,7 +1,8 @@
 import { Backoff, parseRetryAfter, TimerSet } from '../../src/client/backoff';
 import { Emitter } from '../../src/client/emitter';
 import { BidiClientError } from '../../src/client/errors';
-import { classify, splitBaseUrl, Transport, utf8Length } from '../../src/client/transport';
+import { classify, splitBaseUrl, Transport } from '../../src/client/transport';
+import { utf8Length } from '../../src/wire';
 
 describe('Backoff', () => {
   test('full jitter within an exponentially growing, capped bound', () => {
