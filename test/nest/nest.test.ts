@@ -480,31 +480,46 @@ describe('bootstrap errors', () => {
   });
 });
 
+/** Routes that would take bidiweb's requests if they came first (one on its path, a catch-all), and an ordinary one. */
+function greedyRoutes(catchAll: string): Type {
+  @Controller()
+  class Greedy {
+    @Post('session')
+    shadow() {
+      return 'shadowed';
+    }
+    @Get('hello')
+    hello() {
+      return 'world';
+    }
+    @All(catchAll)
+    other() {
+      return 'other';
+    }
+  }
+  return Greedy;
+}
+
+/** Handlers that keep each message's data and each open's `raw` request. */
+function sink(): { Sink: Type; seen: unknown[]; raws: unknown[] } {
+  const seen: unknown[] = [];
+  const raws: unknown[] = [];
+  @Injectable()
+  class Sink {
+    @OnOpen() open(_s: ServerSession, request: OpenRequest) {
+      raws.push(request.raw);
+    }
+    @OnMessage() m(_s: ServerSession, d: unknown) {
+      seen.push(d);
+    }
+  }
+  return { Sink, seen, raws };
+}
+
 describe('mounting on the Express platform', () => {
   it('comes before Nest body parsing, middleware and routes (even a catch-all), and leaves other paths to Nest', async () => {
-    const seen: unknown[] = [];
-    @Controller()
-    class Greedy {
-      @Post('session')
-      shadow() {
-        return 'shadowed';
-      }
-      @Get('hello')
-      hello() {
-        return 'world';
-      }
-      @All('other/*rest')
-      other() {
-        return 'other';
-      }
-    }
-    @Injectable()
-    class Sink {
-      @OnMessage() m(_s: ServerSession, d: unknown) {
-        seen.push(d);
-      }
-    }
-    const { app, origin, wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [Greedy]));
+    const { Sink, seen } = sink();
+    const { app, origin, wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [greedyRoutes('other/*rest')]));
     expect(app.get(HttpAdapterHost).httpAdapter.getType()).toBe('express');
     const sid = await wire.openSid();
     // Malformed JSON gets bidiweb's answer, not Nest's body parser's.
@@ -539,36 +554,11 @@ describe('mounting on the Express platform', () => {
 
 describe('mounting on the Fastify platform', () => {
   it('comes before Fastify body parsing and routes (even one on its path), and leaves other paths to Nest', async () => {
-    const seen: unknown[] = [];
+    const { Sink, seen, raws } = sink();
     const throughMiddleware: string[] = [];
-    let raw: unknown;
-    @Controller()
-    class Greedy {
-      @Post('session')
-      shadow() {
-        return 'shadowed';
-      }
-      @Get('hello')
-      hello() {
-        return 'world';
-      }
-      @All('other/*')
-      other() {
-        return 'other';
-      }
-    }
-    @Injectable()
-    class Sink {
-      @OnOpen() open(_s: ServerSession, request: OpenRequest) {
-        raw = request.raw;
-      }
-      @OnMessage() m(_s: ServerSession, d: unknown) {
-        seen.push(d);
-      }
-    }
     // Fastify's body limit below bidiweb's: a body between the two shows that Fastify never reads ours.
     const adapter = new FastifyAdapter({ bodyLimit: 100_000 });
-    const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [Greedy]), adapter, {
+    const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [greedyRoutes('other/*')]), adapter, {
       logger: false,
       abortOnError: false,
     });
@@ -582,7 +572,7 @@ describe('mounting on the Fastify platform', () => {
     const wire = new Wire(`${origin}/session`);
     expect(app.get(HttpAdapterHost).httpAdapter.getType()).toBe('fastify');
     const sid = await wire.openSid();
-    expect(raw).toHaveProperty('raw.url', '/session'); // the FastifyRequest
+    expect(raws[0]).toHaveProperty('raw.url', '/session'); // the FastifyRequest
     // Malformed JSON gets bidiweb's answer, not Fastify's JSON parser's.
     const bad = await wire.sendRaw(sid, '{"msgs":');
     expect([bad.status, bad.body]).toEqual([400, { error: { code: 'BAD_REQUEST', message: expect.any(String) } }]);
