@@ -608,6 +608,28 @@ describe('mounting on the Fastify platform', () => {
     expect(watch.json().msgs).toEqual([[1, { echo: 'hi', user: { nick: 'ann' } }]]);
   });
 
+  it('streams a watch on the hijacked reply: each frame as it comes, not when the response ends', async () => {
+    const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot({ ...quiet, heartbeatMs: 0 })]), new FastifyAdapter(), {
+      logger: false,
+      abortOnError: false,
+    });
+    apps.push(app);
+    await app.listen(0, '127.0.0.1');
+    const url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}/session`;
+    const sid = await new Wire(url).openSid();
+    const watch = await fetch(`${url}/watch?ack=0&wait=5000&stream=1`, { headers: { 'bidi-sid': sid } });
+    expect([watch.status, watch.headers.get('content-type')]).toEqual([200, 'application/x-ndjson; charset=utf-8']);
+    const reader = watch.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const bidi = app.get(BidiWebService);
+    for (const n of [1, 2]) {
+      await bidi.send(sid, { n });
+      let line = '';
+      while (!line.endsWith('\n')) line += (await reader.read()).value ?? '';
+      expect(JSON.parse(line)).toEqual({ msgs: [[n, { n }]], ack: 0 });
+    }
+    await reader.cancel();
+  });
+
   it("keeps refusing origins bidiweb does not allow though Nest's enableCors() hook runs first on Fastify", async () => {
     const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot(quiet)]), new FastifyAdapter(), { logger: false, abortOnError: false });
     apps.push(app);
