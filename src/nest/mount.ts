@@ -19,20 +19,22 @@ interface FastifyInstance {
 }
 
 /**
- * How to put the core in front of everything else on each platform. Both
- * hand Node's own request and response to the bridge, which reads and limits
- * the body itself and answers every error in bidiweb's JSON shape.
+ * How to put the core in front of Nest's body parsing and routes on each
+ * platform. Both hand Node's own request and response to the bridge, which
+ * reads and limits the body itself and answers every error in bidiweb's JSON
+ * shape.
  */
 const PLATFORMS: Record<string, (instance: any, server: BidiServer<any, any>) => void> = {
   express(app: ExpressInstance, server) {
     app.use(connectMiddleware(createNodeHandler(server)));
   },
-  // An onRequest hook, not routes: it runs before Fastify parses the body and before Nest
-  // middleware (middie), and shadows controller routes on the same path instead of clashing.
+  // An onRequest hook, not routes: it runs before Fastify parses the body, and shadows a
+  // controller route on the same path instead of clashing with it. (Nest's CORS hook and
+  // middleware engine, middie, are hooks added when the app is created: they run first.)
   fastify(app: FastifyInstance, server) {
     app.addHook('onRequest', async (request, reply) => {
       const response = await server.handle(toBidiRequest(request.raw, reply.raw, request));
-      if (!response) return; // not our path: on to Fastify's routing
+      if (!response) return; // not our path: on to the route Fastify found
       reply.hijack(); // Fastify neither parses this body nor writes this reply
       writeBidiResponse(reply.raw, response, { drainTimeout: server.drainTimeout });
     });
@@ -46,8 +48,8 @@ const PLATFORMS: Record<string, (instance: any, server: BidiServer<any, any>) =>
  * When: as soon as the HTTP adapter exists (`NestFactory.create`: while
  * providers are built; `Test.createTestingModule`: at
  * `createNestApplication()`), so the session routes come before Nest's body
- * parser (registered first thing in `app.init()`), `app.use()` middleware and
- * every controller route.
+ * parser (registered first thing in `app.init()`) and every controller route,
+ * and on Express before `app.use()` middleware too.
  */
 @Injectable()
 export class BidiWebHttpMount implements OnModuleInit, OnApplicationShutdown {
