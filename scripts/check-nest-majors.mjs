@@ -7,14 +7,17 @@
  * no decorator metadata, as many users run Nest) with clients from
  * `bidiweb/client`: open (and a refused open), a published `say` reaching
  * two sessions, the catch-all reply, and a throwing handler logged through
- * Nest's logger while the client's send still resolves. Each project is
- * also type-checked (strict, NodeNext) against that major's types.
+ * Nest's logger while the client's send still resolves; once on the Express
+ * platform and once on the Fastify one (@nestjs/platform-fastify of that
+ * major). Each project is also type-checked (strict, NodeNext) against that
+ * major's types.
  *
  *   node scripts/check-nest-majors.mjs           majors 10 11 12
  *   node scripts/check-nest-majors.mjs 11 12     just these
  *
  * Needs the registry (npm install) and a build (runs `npm run build` when
- * dist/ is missing). Prints one line per major; exits 1 if any failed.
+ * dist/ is missing). Prints one line per major and platform; exits 1 if any
+ * failed.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +45,7 @@ const smoke = `
 import { Injectable, Module } from '@nestjs/common';
 import type { LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { open } from 'bidiweb/client';
 import type { BidiClientSession } from 'bidiweb/client';
 import { OnMessage } from 'bidiweb/nest';
@@ -73,7 +77,8 @@ function until<T>(what: string, fn: (done: (v: T) => void) => void, ms = 10_000)
 
 async function main() {
   const logs = new Logs();
-  const app = await NestFactory.create(SmokeModule, { logger: logs });
+  const onFastify = process.argv[2] === 'fastify';
+  const app = onFastify ? await NestFactory.create(SmokeModule, new FastifyAdapter(), { logger: logs }) : await NestFactory.create(SmokeModule, { logger: logs });
   await app.listen(0, '127.0.0.1');
   const url = \`http://127.0.0.1:\${(app.getHttpServer().address() as AddressInfo).port}/session\`;
   const inbox = new Map<string, unknown[]>();
@@ -111,7 +116,7 @@ async function main() {
   await bob.close();
   await app.close();
   const v = require('@nestjs/core/package.json').version;
-  console.log(\`nest \${v}: types OK; quickstart OK (open, refused open, publish to 2 sessions, catch-all, throwing handler logged: "\${logs.errors[0]}")\`);
+  console.log(\`nest \${v} on \${onFastify ? 'fastify' : 'express'}: types OK; quickstart OK (open, refused open, publish to 2 sessions, catch-all, throwing handler logged: "\${logs.errors[0]}")\`);
 }
 
 main().then(() => process.exit(0), (err) => { console.error(err); process.exit(1); });
@@ -133,7 +138,7 @@ for (const major of majors) {
   );
   writeFileSync(path.join(dir, 'app.module.ts'), block);
   writeFileSync(path.join(dir, 'smoke.ts'), smoke);
-  const deps = [tarball, ...['common', 'core', 'platform-express'].map((p) => `@nestjs/${p}@${major}`), 'reflect-metadata', 'rxjs', '@types/node@20'];
+  const deps = [tarball, ...['common', 'core', 'platform-express', 'platform-fastify'].map((p) => `@nestjs/${p}@${major}`), 'reflect-metadata', 'rxjs', '@types/node@20'];
   const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts', '--loglevel=error', ...deps], { cwd: dir, encoding: 'utf8' });
   if (install.status !== 0) {
     console.log(`nest ${major}: npm install failed\n${install.stderr}`);
@@ -146,11 +151,13 @@ for (const major of majors) {
     failed++;
     continue;
   }
-  const run = spawnSync(process.execPath, [tsx, 'smoke.ts'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
-  if (run.status === 0) console.log(run.stdout.trim());
-  else {
-    console.log(`nest ${major}: FAILED\n${(run.stdout + run.stderr).trim()}`);
-    failed++;
+  for (const platform of ['express', 'fastify']) {
+    const run = spawnSync(process.execPath, [tsx, 'smoke.ts', platform], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+    if (run.status === 0) console.log(run.stdout.trim());
+    else {
+      console.log(`nest ${major} on ${platform}: FAILED\n${(run.stdout + run.stderr).trim()}`);
+      failed++;
+    }
   }
 }
 rmSync(work, { recursive: true, force: true });

@@ -2,7 +2,8 @@
  * bidiweb: ordered, exactly-once, bidirectional sessions over short HTTP
  * requests, with session state in a store so the server side is stateless.
  *
- * Framework adapters live in subpaths: `bidiweb/express`, `bidiweb/node`;
- * the client in `bidiweb/client`.
+ * Framework adapters live in subpaths: `bidiweb/express`, `bidiweb/koa`,
+ * `bidiweb/nest`, `bidiweb/node`, `bidiweb/aws-lambda`; Redis in
+ * `bidiweb/redis`; the client in `bidiweb/client`.
  */
 export * from './core/index';

@@ -6,7 +6,7 @@ import { BidiError } from './errors';
 import type { BidiRequest, BidiStream } from './http';
 import { decodeUtf8 } from './protocol';
 import type { BidiOptions, BidiServer } from './server';
-import { createBidiServer } from './server';
+import { toBidiServer } from './server';
 
 export type FetchHandler = (request: Request, ...platform: any[]) => Promise<Response>;
 
@@ -88,7 +88,7 @@ function streamBody(first: string, stream: BidiStream): ReadableStream<Uint8Arra
  * outside the mount path get a 404 JSON error.
  */
 export function toFetchHandler(serverOrOptions: BidiServer<any, any> | BidiOptions<any, any>, options: FetchHandlerOptions = {}): FetchHandler {
-  const server = 'handle' in serverOrOptions ? (serverOrOptions as BidiServer<any, any>) : createBidiServer(serverOrOptions);
+  const server = toBidiServer(serverOrOptions);
   const { remoteAddress } = options;
   return async (request, ...rest: unknown[]) => {
     const res = (await server.handle(fetchRequestToBidi(request, remoteAddress?.(request, ...rest)))) ?? {

@@ -1,5 +1,5 @@
 /**
- * bidiweb for NestJS (Express platform):
+ * bidiweb for NestJS (Express or Fastify platform):
  *
  * ```ts
  * @Module({ imports: [BidiWebModule.forRoot({ path: '/session' })], providers: [ChatHandlers] })

@@ -34,7 +34,7 @@ const serverProvider: Provider = {
 
 /**
  * bidiweb for NestJS: builds the core server from options, mounts it on the
- * Express platform, wires `@OnOpen` / `@OnMessage` / `@OnClose` methods found
+ * Express or Fastify platform, wires `@OnOpen` / `@OnMessage` / `@OnClose` methods found
  * on providers and controllers, and provides `BidiWebService` to push.
  * Global by default.
  */

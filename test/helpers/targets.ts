@@ -1,13 +1,15 @@
 /**
  * Ways to serve the same core, so one protocol suite runs against each:
- * the Express and Koa adapters, the NestJS module (decorated handlers that
- * forward to the options' hooks), the Fetch handler behind a tiny Node
+ * the Express and Koa adapters, the NestJS module on its Express and its
+ * Fastify platform (decorated handlers that forward to the options' hooks),
+ * the Fetch handler behind a tiny Node
  * server, and the statelessness check (a freshly constructed server object
  * per request, sharing only the store).
  */
 import { Injectable } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
 import express from 'express';
 import Koa from 'koa';
 import http from 'node:http';
@@ -19,7 +21,7 @@ import { bidiWeb } from '../../src/express';
 import { bidiWeb as bidiWebKoa } from '../../src/koa';
 import { BIDIWEB_SERVER, BidiWebModule, OnClose, OnMessage, OnOpen } from '../../src/nest';
 
-export type TargetKind = 'express' | 'koa' | 'nest' | 'fetch' | 'stateless';
+export type TargetKind = 'express' | 'koa' | 'nest' | 'nest-fastify' | 'fetch' | 'stateless';
 
 export interface Target {
   kind: TargetKind;
@@ -34,7 +36,7 @@ export interface Target {
   close(): Promise<void>;
 }
 
-export const TARGET_KINDS: TargetKind[] = ['express', 'koa', 'nest', 'fetch', 'stateless'];
+export const TARGET_KINDS: TargetKind[] = ['express', 'koa', 'nest', 'nest-fastify', 'fetch', 'stateless'];
 
 function listen(server: http.Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
@@ -76,8 +78,8 @@ export async function startTarget(kind: TargetKind, options: BidiOptions<any, an
     const app = new Koa();
     app.use(mw);
     server = http.createServer(app.callback());
-  } else if (kind === 'nest') {
-    nest = await startNest(opts);
+  } else if (kind === 'nest' || kind === 'nest-fastify') {
+    nest = await startNest(opts, kind === 'nest-fastify');
     servers.push(nest.get(BIDIWEB_SERVER));
     server = nest.getHttpServer();
   } else if (kind === 'fetch') {
@@ -114,7 +116,7 @@ export async function startTarget(kind: TargetKind, options: BidiOptions<any, an
  * decorated methods forward to them, so the same suite runs through Nest's
  * discovery and mounting.
  */
-async function startNest(options: BidiOptions<any, any>): Promise<INestApplication> {
+async function startNest(options: BidiOptions<any, any>, onFastify: boolean): Promise<INestApplication> {
   const { onOpen, onMessage, onClose, ...moduleOptions } = options;
   @Injectable()
   class ForwardingHandlers {
@@ -132,7 +134,8 @@ async function startNest(options: BidiOptions<any, any>): Promise<INestApplicati
     }
   }
   const module = { module: class ProtocolTestModule {}, imports: [BidiWebModule.forRoot(moduleOptions)], providers: [ForwardingHandlers] };
-  const app = await NestFactory.create(module, { logger: false, abortOnError: false });
+  const settings = { logger: false as const, abortOnError: false };
+  const app = onFastify ? await NestFactory.create(module, new FastifyAdapter(), settings) : await NestFactory.create(module, settings);
   await app.init();
   return app;
 }

@@ -1,19 +1,22 @@
 /**
  * What is specific to the NestJS module: forRoot / forRootAsync, handler
  * discovery and routing, bootstrap errors, the push service, the tokens,
- * where the routes are mounted, and unsupported platforms. (The protocol
- * itself runs through Nest in test/protocol, target 'nest'.)
+ * where the routes are mounted on Express and on Fastify, and unsupported
+ * platforms. (The protocol itself runs through Nest in test/protocol,
+ * targets 'nest' and 'nest-fastify'.)
  */
 import { All, Controller, Get, Injectable, Module, Post, Scope } from '@nestjs/common';
 import type { DynamicModule, INestApplication, INestApplicationContext, Type } from '@nestjs/common';
-import { HttpAdapterHost, NestFactory } from '@nestjs/core';
+import { AbstractHttpAdapter, HttpAdapterHost, NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { AddressInfo } from 'node:net';
 import { ReplaySubject } from 'rxjs';
 import {
   BIDIWEB_OPTIONS,
   BIDIWEB_SERVER,
   BIDIWEB_STORE,
+  BidiError,
   BidiServer,
   BidiWebModule,
   BidiWebService,
@@ -51,7 +54,7 @@ function moduleOf(imports: Array<DynamicModule | Type>, providers: any[] = [], c
   return { module: TestAppModule, imports, providers, controllers };
 }
 
-async function boot(module: DynamicModule, adapter?: ExpressAdapter, path = '/session'): Promise<Booted> {
+async function boot(module: DynamicModule, adapter?: AbstractHttpAdapter, path = '/session'): Promise<Booted> {
   const app = adapter
     ? await NestFactory.create(module, adapter, { logger: false, abortOnError: false })
     : await NestFactory.create(module, { logger: false, abortOnError: false });
@@ -62,7 +65,7 @@ async function boot(module: DynamicModule, adapter?: ExpressAdapter, path = '/se
 }
 
 /** Bootstrap that is expected to fail: the error, with the app closed. */
-async function bootError(module: DynamicModule, adapter?: ExpressAdapter): Promise<Error> {
+async function bootError(module: DynamicModule, adapter?: AbstractHttpAdapter): Promise<Error> {
   const app = adapter
     ? await NestFactory.create(module, adapter, { logger: false, abortOnError: false })
     : await NestFactory.create(module, { logger: false, abortOnError: false });
@@ -477,31 +480,46 @@ describe('bootstrap errors', () => {
   });
 });
 
+/** Routes that would take bidiweb's requests if they came first (one on its path, a catch-all), and an ordinary one. */
+function greedyRoutes(catchAll: string): Type {
+  @Controller()
+  class Greedy {
+    @Post('session')
+    shadow() {
+      return 'shadowed';
+    }
+    @Get('hello')
+    hello() {
+      return 'world';
+    }
+    @All(catchAll)
+    other() {
+      return 'other';
+    }
+  }
+  return Greedy;
+}
+
+/** Handlers that keep each message's data and each open's `raw` request. */
+function sink(): { Sink: Type; seen: unknown[]; raws: unknown[] } {
+  const seen: unknown[] = [];
+  const raws: unknown[] = [];
+  @Injectable()
+  class Sink {
+    @OnOpen() open(_s: ServerSession, request: OpenRequest) {
+      raws.push(request.raw);
+    }
+    @OnMessage() m(_s: ServerSession, d: unknown) {
+      seen.push(d);
+    }
+  }
+  return { Sink, seen, raws };
+}
+
 describe('mounting on the Express platform', () => {
   it('comes before Nest body parsing, middleware and routes (even a catch-all), and leaves other paths to Nest', async () => {
-    const seen: unknown[] = [];
-    @Controller()
-    class Greedy {
-      @Post('session')
-      shadow() {
-        return 'shadowed';
-      }
-      @Get('hello')
-      hello() {
-        return 'world';
-      }
-      @All('other/*rest')
-      other() {
-        return 'other';
-      }
-    }
-    @Injectable()
-    class Sink {
-      @OnMessage() m(_s: ServerSession, d: unknown) {
-        seen.push(d);
-      }
-    }
-    const { app, origin, wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [Greedy]));
+    const { Sink, seen } = sink();
+    const { app, origin, wire } = await boot(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [greedyRoutes('other/*rest')]));
     expect(app.get(HttpAdapterHost).httpAdapter.getType()).toBe('express');
     const sid = await wire.openSid();
     // Malformed JSON gets bidiweb's answer, not Nest's body parser's.
@@ -534,31 +552,120 @@ describe('mounting on the Express platform', () => {
   });
 });
 
+describe('mounting on the Fastify platform', () => {
+  it('comes before Fastify body parsing and routes (even one on its path), and leaves other paths to Nest', async () => {
+    const { Sink, seen, raws } = sink();
+    const throughMiddleware: string[] = [];
+    // Fastify's body limit below bidiweb's: a body between the two shows that Fastify never reads ours.
+    const adapter = new FastifyAdapter({ bodyLimit: 100_000 });
+    const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot(quiet)], [Sink], [greedyRoutes('other/*')]), adapter, {
+      logger: false,
+      abortOnError: false,
+    });
+    apps.push(app);
+    app.use((req: { url: string }, _res: unknown, next: () => void) => {
+      throughMiddleware.push(req.url);
+      next();
+    });
+    await app.listen(0, '127.0.0.1');
+    const origin = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
+    const wire = new Wire(`${origin}/session`);
+    expect(app.get(HttpAdapterHost).httpAdapter.getType()).toBe('fastify');
+    const sid = await wire.openSid();
+    expect(raws[0]).toHaveProperty('raw.url', '/session'); // the FastifyRequest
+    // Malformed JSON gets bidiweb's answer, not Fastify's JSON parser's.
+    const bad = await wire.sendRaw(sid, '{"msgs":');
+    expect([bad.status, bad.body]).toEqual([400, { error: { code: 'BAD_REQUEST', message: expect.any(String) } }]);
+    const big = 'x'.repeat(200_000);
+    expect((await wire.send(sid, [[1, big]])).body).toEqual({ ack: 1 });
+    expect(seen).toEqual([big]);
+    // A content type Fastify has no parser for: bidiweb's 415, not Fastify's.
+    const form = await fetch(`${origin}/session/send`, { method: 'POST', headers: { 'bidi-sid': sid, 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1' });
+    expect([form.status, (await form.json()).error.code]).toEqual([415, 'UNSUPPORTED_MEDIA_TYPE']);
+    expect(await (await fetch(`${origin}/hello`)).text()).toBe('world');
+    expect(await (await fetch(`${origin}/other/x`, { method: 'POST' })).text()).toBe('other');
+    const missing = await fetch(`${origin}/nope`);
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toMatchObject({ statusCode: 404 }); // Nest's own 404
+    // Nest middleware runs first on Fastify (its engine, middie, hooks in at NestFactory.create, before any provider exists).
+    expect(throughMiddleware).toEqual(['/session', '/session/send', '/session/send', '/session/send', '/hello', '/other/x', '/nope']);
+  });
+
+  it('serves app.inject() (light-my-request), as Nest tests on Fastify use it', async () => {
+    const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot(quiet)], [RecordingHandlers]), new FastifyAdapter(), {
+      logger: false,
+      abortOnError: false,
+    });
+    apps.push(app);
+    await app.init();
+    const json = { 'content-type': 'application/json' };
+    const open = await app.inject({ method: 'POST', url: '/session', headers: json, payload: JSON.stringify({ v: 1, meta: { nick: 'ann' } }) });
+    expect(open.statusCode).toBe(201);
+    const sid = open.json().sid as string;
+    const sent = await app.inject({ method: 'POST', url: '/session/send', headers: { ...json, 'bidi-sid': sid }, payload: '{"msgs":[[1,"hi"]]}' });
+    expect([sent.statusCode, sent.json()]).toEqual([200, { ack: 1 }]);
+    const watch = await app.inject({ method: 'GET', url: '/session/watch?ack=0&wait=0', headers: { 'bidi-sid': sid } });
+    expect(watch.json().msgs).toEqual([[1, { echo: 'hi', user: { nick: 'ann' } }]]);
+  });
+
+  it('streams a watch on the hijacked reply: each frame as it comes, not when the response ends', async () => {
+    const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot({ ...quiet, heartbeatMs: 0 })]), new FastifyAdapter(), {
+      logger: false,
+      abortOnError: false,
+    });
+    apps.push(app);
+    await app.listen(0, '127.0.0.1');
+    const url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}/session`;
+    const sid = await new Wire(url).openSid();
+    const watch = await fetch(`${url}/watch?ack=0&wait=5000&stream=1`, { headers: { 'bidi-sid': sid } });
+    expect([watch.status, watch.headers.get('content-type')]).toEqual([200, 'application/x-ndjson; charset=utf-8']);
+    const reader = watch.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const bidi = app.get(BidiWebService);
+    for (const n of [1, 2]) {
+      await bidi.send(sid, { n });
+      let line = '';
+      while (!line.endsWith('\n')) line += (await reader.read()).value ?? '';
+      expect(JSON.parse(line)).toEqual({ msgs: [[n, { n }]], ack: 0 });
+    }
+    await reader.cancel();
+  });
+
+  it("keeps refusing origins bidiweb does not allow though Nest's enableCors() hook runs first on Fastify", async () => {
+    const app = await NestFactory.create<NestFastifyApplication>(moduleOf([BidiWebModule.forRoot(quiet)]), new FastifyAdapter(), { logger: false, abortOnError: false });
+    apps.push(app);
+    app.enableCors(); // any origin, for Nest's own routes
+    await app.listen(0, '127.0.0.1');
+    const url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}/session`;
+    const cross = { origin: 'http://elsewhere.example' };
+    // The preflight is Nest's (its CORS hook precedes every other onRequest hook)...
+    const preflight = await fetch(url, { method: 'OPTIONS', headers: { ...cross, 'access-control-request-method': 'POST' } });
+    expect(preflight.status).toBe(204);
+    // ...the request itself is bidiweb's, closed to other origins by default.
+    const open = await fetch(url, { method: 'POST', headers: { ...cross, 'content-type': 'application/json' }, body: '{"v":1}' });
+    expect([open.status, (await open.json()).error.code]).toEqual([403, 'CORS_FORBIDDEN']);
+  });
+});
+
 describe('unsupported platforms', () => {
-  class FakeFastifyAdapter extends ExpressAdapter {
+  class FakeHyperExpressAdapter extends ExpressAdapter {
     override getType(): string {
-      return 'fastify';
+      return 'hyper-express';
     }
   }
 
-  it('fails at startup on Fastify with a clear message', async () => {
-    const err = await bootError(moduleOf([BidiWebModule.forRoot(quiet)], [RecordingHandlers]), new FakeFastifyAdapter());
-    expect(err.message).toMatch(/BidiWebModule does not support the Fastify platform \(@nestjs\/platform-fastify\): it mounts on the Express platform only/);
+  it('fail at startup with a clear message', async () => {
+    const err = await bootError(moduleOf([BidiWebModule.forRoot(quiet)], [RecordingHandlers]), new FakeHyperExpressAdapter());
+    expect(err).toBeInstanceOf(BidiError);
+    expect((err as BidiError).code).toBe('INVALID_OPTIONS');
+    expect(err.message).toMatch(/BidiWebModule does not support the "hyper-express" HTTP platform: it mounts on express and fastify/);
   });
 
-  it('fails in onModuleInit given a host whose adapter is Fastify, mounting nothing', () => {
+  it('fail in onModuleInit given a host whose adapter is neither, mounting nothing', () => {
     const use = jest.fn();
-    const host = { httpAdapter: { getType: () => 'fastify', getInstance: () => ({ use }) } };
+    const host = { httpAdapter: { getType: () => 'koa', getInstance: () => ({ use }) } };
     const mount = new BidiWebHttpMount(host as unknown as HttpAdapterHost, new BidiServer({ sweepInterval: 0 }), new MemoryStore(), {});
-    expect(() => mount.onModuleInit()).toThrow(/does not support the Fastify platform/);
+    expect(() => mount.onModuleInit()).toThrow(/does not support the "koa" HTTP platform/);
     expect(use).not.toHaveBeenCalled();
-    return mount.onApplicationShutdown();
-  });
-
-  it('names other platforms too', () => {
-    const host = { httpAdapter: { getType: () => 'hyper-express', getInstance: () => ({}) } };
-    const mount = new BidiWebHttpMount(host as unknown as HttpAdapterHost, new BidiServer({ sweepInterval: 0 }), new MemoryStore(), {});
-    expect(() => mount.onModuleInit()).toThrow(/does not support the "hyper-express" HTTP platform/);
     return mount.onApplicationShutdown();
   });
 });
