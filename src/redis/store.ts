@@ -43,7 +43,7 @@ import RateLimiterRedis from 'rate-limiter-flexible/lib/RateLimiterRedis.js';
 import { keySlot, RedisKeys } from './keys';
 import type { ScriptedRedis, ScriptName } from './scripts';
 import { defineScripts } from './scripts';
-import { Subscriptions, type Listener } from './subscriptions';
+import { Subscriptions } from './subscriptions';
 
 export interface RedisStoreOptions {
   /**
@@ -134,11 +134,12 @@ export class RedisStore implements Store {
   private readonly safetyTtl: (idleMs: number) => number;
   private readonly subs: Subscriptions;
   /**
-   * Sessions this store has listeners for, and the group channels it listens
-   * to on their behalf (learnt from reads): a publish wakes them with one
-   * message on the group's channel, whatever the group's size.
+   * Per session this store has listeners for (they are counted by `subs`, on
+   * the session's channel): the group channels it listens to on their behalf
+   * (learnt from reads). A publish wakes them with one message on the group's
+   * channel, whatever the group's size.
    */
-  private readonly watched = new Map<string, { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }>();
+  private readonly groupSubs = new Map<string, Map<string, Promise<Unsubscribe>>>();
   private readonly prefix: string;
 
   constructor(options: RedisStoreOptions) {
@@ -325,20 +326,21 @@ export class RedisStore implements Store {
 
   /** Listens to the channels of the session's groups on behalf of its listeners here; resolves once they are active. */
   private async watchGroups(sid: string, groups: string[]): Promise<void> {
-    const w = this.watched.get(sid);
-    if (!w) return;
+    const channel = this.keys.session(sid).channel;
+    if (this.subs.listenerCount(channel) === 0) return;
+    let subs = this.groupSubs.get(sid);
+    if (!subs) this.groupSubs.set(sid, (subs = new Map()));
     const waits: Array<Promise<Unsubscribe>> = [];
     for (const group of groups) {
-      let sub = w.groups.get(group);
+      let sub = subs.get(group);
       if (!sub) {
-        sub = this.subs.add(this.keys.groupKeys(group).channel, () => {
-          for (const listener of [...w.listeners]) listener({ type: 'message' });
-        });
-        w.groups.set(group, sub);
+        sub = this.subs.add(this.keys.groupKeys(group).channel, () => this.subs.wake(channel, { type: 'message' }));
+        subs.set(group, sub);
         // A subscription that failed is tried again by the next read, not remembered.
         const failed = sub;
+        const current = subs;
         sub.catch(() => {
-          if (w.groups.get(group) === failed) w.groups.delete(group);
+          if (current.get(group) === failed) current.delete(group);
         });
       }
       waits.push(sub);
@@ -481,15 +483,11 @@ export class RedisStore implements Store {
 
   /** Resolves once Redis confirmed the (S)SUBSCRIBE, or at once when this store already listens to the session. */
   async subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe> {
-    let w = this.watched.get(sid);
-    if (!w) this.watched.set(sid, (w = { listeners: new Set(), groups: new Map() }));
-    const entry: Listener = (event) => listener(event);
-    w.listeners.add(entry);
     let unsubscribe: Unsubscribe;
     try {
       unsubscribe = await this.subs.add(this.keys.session(sid).channel, listener);
     } catch (err) {
-      this.unwatch(sid, w, entry);
+      this.unwatchGroups(sid);
       throw err;
     }
     let done = false;
@@ -497,16 +495,17 @@ export class RedisStore implements Store {
       if (done) return;
       done = true;
       unsubscribe();
-      this.unwatch(sid, w, entry);
+      this.unwatchGroups(sid);
     };
   }
 
-  /** A listener of a watched session left: the last one takes the session's group subscriptions with it. */
-  private unwatch(sid: string, w: { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }, entry: Listener): void {
-    w.listeners.delete(entry);
-    if (w.listeners.size > 0 || this.watched.get(sid) !== w) return;
-    this.watched.delete(sid);
-    for (const sub of w.groups.values()) sub.then((u) => u(), () => {});
+  /** Once the session's last listener here left, its group subscriptions go with it. */
+  private unwatchGroups(sid: string): void {
+    if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) return;
+    const subs = this.groupSubs.get(sid);
+    if (!subs) return;
+    this.groupSubs.delete(sid);
+    for (const sub of subs.values()) sub.then((u) => u(), () => {});
   }
 
   async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {

@@ -126,6 +126,17 @@ export class Subscriptions {
     return unsubscribe;
   }
 
+  /** Listeners on the channel now (a lingering subscription has none). */
+  listenerCount(channel: string): number {
+    return this.channels.get(channel)?.listeners.size ?? 0;
+  }
+
+  /** Wakes the channel's listeners here as if `event` had been published on it (a group's publish wakes its members' watches). */
+  wake(channel: string, event: StoreEvent): void {
+    const ch = this.channels.get(channel);
+    if (ch && ch.listeners.size > 0) deliver(ch, event);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
