@@ -41,7 +41,7 @@ import type { OpenLimit, OpenLimiter } from '../core/open-limit';
 import { openLimiterFrom } from '../core/open-limit';
 import RateLimiterRedis from 'rate-limiter-flexible/lib/RateLimiterRedis.js';
 import { keySlot, RedisKeys } from './keys';
-import type { ScriptedRedis, ScriptName } from './scripts';
+import type { ScriptName, Scripts } from './scripts';
 import { defineScripts } from './scripts';
 import { Subscriptions } from './subscriptions';
 
@@ -88,14 +88,14 @@ export interface RedisStoreOptions {
   subscriptionLingerMs?: number;
 }
 
-type Reply = Array<string | number>;
+/** A script's flat reply (Lua tables become arrays; a `false` in one becomes null). */
+type Reply = Array<string | number | null>;
 type Arg = string | number;
-type ScriptedPipeline = ChainableCommander & Record<ScriptName, (...args: Arg[]) => ScriptedPipeline>;
 
 interface BatchItem {
   /** A key of the command, to find its Cluster node. */
   key: string;
-  add(pipeline: ScriptedPipeline): void;
+  add(pipeline: ChainableCommander): void;
 }
 
 /** What a group's log holds after a member's cursor (group-tail-2's answer). */
@@ -125,7 +125,8 @@ const SWEEP_ROUNDS = 10;
 const DEFAULT_SUBSCRIPTION_LINGER_MS = 30_000;
 
 export class RedisStore implements Store {
-  private readonly redis: ScriptedRedis;
+  private readonly redis: Redis | Cluster;
+  private readonly scripts: Scripts;
   private readonly keys: RedisKeys;
   private readonly cluster: boolean;
   /** '1': scripts SPUBLISH and the subscriber SSUBSCRIBEs; '0': classic pub/sub. */
@@ -143,8 +144,9 @@ export class RedisStore implements Store {
   private readonly prefix: string;
 
   constructor(options: RedisStoreOptions) {
-    if (!options || !options.redis) throw new TypeError('bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
-    this.redis = defineScripts(options.redis);
+    if (!options || !options.redis) throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
+    this.redis = options.redis;
+    this.scripts = defineScripts(options.redis);
     this.prefix = options.prefix ?? 'bidi:';
     this.keys = new RedisKeys(this.prefix);
     this.cluster = isCluster(options.redis);
@@ -153,7 +155,7 @@ export class RedisStore implements Store {
     this.safetyTtl = typeof safety === 'function' ? safety : typeof safety === 'number' ? () => safety : defaultSafetyTtl;
     const given = options.subscriber;
     if (given && given === options.redis) {
-      throw new TypeError('bidiweb/redis: `subscriber` must be a connection of its own (a subscribed connection cannot run other commands)');
+      throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: `subscriber` must be a connection of its own (a subscribed connection cannot run other commands)');
     }
     // Sharded pub/sub needs a Cluster subscriber with `shardedSubscribers` (ioredis >= 5.9); anything else gets classic pub/sub.
     const sharded = this.cluster && (given ? isCluster(given) && given.options.shardedSubscribers === true : supportsShardedSubscribers(options.redis));
@@ -165,8 +167,9 @@ export class RedisStore implements Store {
 
   async create(input: CreateInput): Promise<CreateResult> {
     const k = this.keys.session(input.sid);
-    const a = (await this.redis.bidiAdmit(this.keys.sessions, this.keys.tombs, input.sid, input.maxSessions, input.idleMs)) as Reply;
-    const admitted = Number(a[0]);
+    const a = asReply('admit', await this.scripts.run('admit', this.keys.sessions, this.keys.tombs, input.sid, input.maxSessions, input.idleMs));
+    const admitted = a[0];
+    if (admitted !== 0 && admitted !== 1 && admitted !== 2) throw unexpected('admit', a);
     // Tombstones past the count bound, oldest first: their keys go now.
     if (a.length > 1) {
       await this.batch(
@@ -182,13 +185,14 @@ export class RedisStore implements Store {
     const tomb = this.tombstoneMs ?? input.idleMs;
     const ttl = Math.max(this.safetyTtl(input.idleMs), input.idleMs + 1);
     const token = input.token ?? '';
-    const r = (await this.redis.bidiCreate(k.s, k.out, input.userJson, input.stateJson, input.idleMs, tomb, ttl, token, ...input.initial)) as Reply;
-    if (r[0] === 'exists') {
+    const r = asReply('create', await this.scripts.run('create', k.s, k.out, input.userJson, input.stateJson, input.idleMs, tomb, ttl, token, ...input.initial));
+    if (r[0] === 'exists' && r.length === 2) {
       // A tombstone's sid: take back the index entry admit just made for it. Only a tombstone's:
       // a live session with this sid (a racing create that won) owns its entry.
       if (admitted === 2 && r[1] === 'closed') await this.redis.zrem(this.keys.sessions, input.sid);
       return { status: 'exists' };
     }
+    if (r[0] !== 'ok' || r.length !== 1) throw unexpected('create', r);
     return { status: 'ok' };
   }
 
@@ -197,20 +201,25 @@ export class RedisStore implements Store {
     const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.ack ?? '', input.window, input.bufferBytes];
     args.push(input.lease.token, input.lease.ms, input.maxDeliver);
     for (const m of input.msgs) args.push(m.seq, m.json);
-    const r = (await this.redis.bidiReceive(...args)) as Reply;
+    const r = asReply('receive', await this.scripts.run('receive', ...args));
     switch (r[0]) {
       case 'unknown':
       case 'closed':
-        return { status: r[0] };
+        if (r.length === 1) return { status: r[0] };
+        break;
       case 'invalid-ack':
-        return { status: 'invalid-ack', lastSeq: Number(r[1]) };
+        if (r.length === 2) return { status: 'invalid-ack', lastSeq: Number(r[1]) };
+        break;
       case 'out-of-window':
-        return { status: 'out-of-window', clientAck: Number(r[1]) };
-      default:
+        if (r.length === 2) return { status: 'out-of-window', clientAck: Number(r[1]) };
+        break;
+      case 'ok':
         // User and state come only with a run to deliver.
-        if (r.length <= 2) return { status: 'ok', clientAck: Number(r[1]), deliver: [] };
-        return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 4), userJson: String(r[2]), stateJson: String(r[3]) };
+        if (r.length === 2) return { status: 'ok', clientAck: Number(r[1]), deliver: [] };
+        if (r.length >= 4 && r.length % 2 === 0) return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 4), userJson: String(r[2]), stateJson: String(r[3]) };
+        break;
     }
+    throw unexpected('receive', r);
   }
 
   async commit(sid: string, input: CommitInput): Promise<CommitResult> {
@@ -221,30 +230,34 @@ export class RedisStore implements Store {
     args.push(input.leaseMs, input.next ? '1' : '0', input.maxDeliver, k.channel, this.sharded);
     args.push(sends?.limits.maxUnackedMessages ?? 0, sends?.limits.maxUnackedBytes ?? 0);
     if (sends) for (const m of sends.msgs) args.push(m);
-    const r = (await this.redis.bidiCommit(...args)) as Reply;
+    const r = asReply('commit', await this.scripts.run('commit', ...args));
     switch (r[0]) {
       case 'lost':
       case 'pull':
-        return { status: r[0] };
+        if (r.length === 1) return { status: r[0] };
+        break;
       case 'closing': {
+        if (r.length !== 8) break;
         const result: CommitResult = { status: 'closing', clientAck: Number(r[1]), reason: String(r[2]), userJson: String(r[3]), stateJson: String(r[4]) };
         const sent = commitSent(r, 5);
         if (sent) result.sent = sent;
         return result;
       }
       case 'ok': {
+        if (r.length < 5 || r.length % 2 === 0) break;
         const result: CommitResult = { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 5) };
         const sent = commitSent(r, 2);
         if (sent) result.sent = sent;
         return result;
       }
-      default:
-        throw new Error(`bidiweb/redis: unexpected commit reply ${JSON.stringify(r[0])}`);
     }
+    throw unexpected('commit', r);
   }
 
   async renewLease(sid: string, token: string, ms: number): Promise<boolean> {
-    return (await this.redis.bidiRenew(this.keys.record(sid), token, ms)) === 1;
+    const r = await this.scripts.run('renew', this.keys.record(sid), token, ms);
+    if (r !== 0 && r !== 1) throw unexpected('renew', r);
+    return r === 1;
   }
 
   async append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult> {
@@ -277,14 +290,14 @@ export class RedisStore implements Store {
       if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: append kept finding the session\'s groups changed under it');
       const replies =
         todo.length === 1 && sids.length === 1
-          ? [await this.redis.bidiAppend(...args(todo[0]!))]
-          : await this.batch(todo.map((i) => ({ key: keys[i]!.s, add: (p: ScriptedPipeline) => p.bidiAppend(...args(i)) })));
+          ? [await this.scripts.run('append', ...args(todo[0]!))]
+          : await this.batch(todo.map((i) => ({ key: keys[i]!.s, add: (p: ChainableCommander) => this.scripts.queue(p, 'append', ...args(i)) })));
       const again: Array<[number, Array<[string, string]>]> = [];
       for (let j = 0; j < todo.length; j++) {
         const i = todo[j]!;
-        const r = replies[j] as Reply;
-        if (r[0] === 'groups') again.push([i, namePairs(r, 1)]);
-        else if (r[0] === 'overrun') {
+        const r = asReply('append', replies[j]);
+        if (r[0] === 'groups' && r.length % 2 === 1) again.push([i, namePairs(r, 1)]);
+        else if (r[0] === 'overrun' && r.length === 1) {
           await this.close(sids[i]!, { reason: GROUP_OVERRUN_REASON });
           results[i] = { status: 'closed' };
         } else results[i] = appendResult(r);
@@ -303,7 +316,8 @@ export class RedisStore implements Store {
 
   async publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult> {
     const g = this.keys.groupKeys(group);
-    const r = (await this.redis.bidiPublish(g.members, g.log, g.meta, g.channel, this.sharded, retention.maxEntries, retention.maxAgeMs, appendIdArg(id), msg)) as Reply;
+    const r = asReply('publish', await this.scripts.run('publish', g.members, g.log, g.meta, g.channel, this.sharded, retention.maxEntries, retention.maxAgeMs, appendIdArg(id), msg));
+    if (r.length !== 2 || typeof r[0] !== 'number' || typeof r[1] !== 'number') throw unexpected('publish', r);
     return { status: 'ok', members: Number(r[0]), gseq: Number(r[1]) };
   }
 
@@ -312,11 +326,12 @@ export class RedisStore implements Store {
     const replies = await this.batch(
       cursors.map(([group, cursor]) => {
         const g = this.keys.groupKeys(group);
-        return { key: g.log, add: (p: ScriptedPipeline) => p.bidiGroupTail(g.log, g.meta, cursor, max) };
+        return { key: g.log, add: (p: ChainableCommander) => this.scripts.queue(p, 'group-tail', g.log, g.meta, cursor, max) };
       }),
     );
     return replies.map((reply, i) => {
-      const r = reply as Reply;
+      const r = asReply('group-tail', reply);
+      if (r.length < 3 || r.length % 2 === 0 || (r[2] !== 'c' && r[2] !== 'p' && r[2] !== 'o')) throw unexpected('group-tail', r);
       const from = Number(r[1]);
       const entries: GroupTail['entries'] = [];
       for (let j = 3; j + 1 < r.length; j += 2) entries.push({ gseq: from + 1 + (j - 3) / 2, t: Number(r[j]), json: String(r[j + 1]) });
@@ -375,14 +390,14 @@ export class RedisStore implements Store {
       limits.maxUnackedBytes,
       input.maxBytes ?? 0,
     ];
-    let r = (await this.redis.bidiRead(...args)) as Reply;
+    let r = readReply(await this.scripts.run('read', ...args));
     if (r[0] === 'ok' && Number(r[6]) > 0) {
       const cursors = namePairs(r, 7, Number(r[6]));
       await this.watchGroups(sid, cursors.map(([group]) => group));
       const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
         args[8] = '0'; // claimed (or not) by the first call
-        r = (await this.redis.bidiRead(...args, ...pullBlock(tails))) as Reply;
+        r = readReply(await this.scripts.run('read', ...args, ...pullBlock(tails)));
         // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
         if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);
       }
@@ -402,12 +417,12 @@ export class RedisStore implements Store {
   async close(sid: string, input: CloseInput): Promise<CloseResult> {
     const k = this.keys.session(sid);
     const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0];
-    let r = (await this.redis.bidiClose(...args)) as Reply;
+    let r = closeReply(await this.scripts.run('close', ...args));
     for (let attempt = 0; r[0] === 'groups'; attempt++) {
       if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: close kept finding the session\'s groups changed under it');
       // Every pending entry, whatever the unacked bounds: the group logs' retention bounds them.
       const tails = await this.groupTails(namePairs(r, 1), CLOSE_PULL_MAX);
-      r = (await this.redis.bidiClose(...args, ...pullBlock(tails))) as Reply;
+      r = closeReply(await this.scripts.run('close', ...args, ...pullBlock(tails)));
     }
     if (r[0] === 'unknown') return { status: 'unknown' };
     const transitioned = r[1] === 1;
@@ -421,8 +436,9 @@ export class RedisStore implements Store {
 
   async finishClose(sid: string, token: string): Promise<void> {
     const k = this.keys.session(sid);
-    const r = (await this.redis.bidiFinishClose(k.s, k.in, k.out, k.aids, token)) as Reply;
-    if (r[0] !== 'ok') return;
+    const r = asReply('finish-close', await this.scripts.run('finish-close', k.s, k.in, k.out, k.aids, token));
+    if (r.length === 0) return; // not this token's to finish
+    if (r[0] !== 'ok' || r.length < 2) throw unexpected('finish-close', r);
     const expiresAt = Number(r[1]);
     const items: BatchItem[] = [
       {
@@ -436,7 +452,7 @@ export class RedisStore implements Store {
     ];
     for (const group of r.slice(2)) {
       const g = this.keys.groupKeys(String(group));
-      items.push({ key: g.members, add: (p) => p.bidiGroupLeave(g.members, g.log, g.meta, sid) });
+      items.push({ key: g.members, add: (p) => this.scripts.queue(p, 'group-leave', g.members, g.log, g.meta, sid) });
     }
     await this.batch(items);
   }
@@ -446,33 +462,36 @@ export class RedisStore implements Store {
     for (let round = 0; round < SWEEP_ROUNDS; round++) {
       const want = input.limit - closing.length;
       if (round > 0 && want <= 0) break;
-      const r = (await this.redis.bidiSweep(this.keys.sessions, this.keys.sweep, input.lease.token, input.lease.ms, want)) as Reply;
-      if (r[0] === 'busy') return round === 0 ? { status: 'busy' } : { status: 'ok', closing };
+      const r = asReply('sweep', await this.scripts.run('sweep', this.keys.sessions, this.keys.sweep, input.lease.token, input.lease.ms, want));
+      if (r[0] === 'busy' && r.length === 1) return round === 0 ? { status: 'busy' } : { status: 'ok', closing };
+      if (r[0] !== 'ok') throw unexpected('sweep', r);
       const sids = r.slice(1).map(String);
       if (sids.length === 0) break;
       const checks = await this.batch(
         sids.map((sid) => {
           const k = this.keys.session(sid);
-          return { key: k.s, add: (p) => p.bidiExpireCheck(k.s, k.in, k.out, k.channel, this.sharded, input.lease.token, input.lease.ms) };
+          return { key: k.s, add: (p) => this.scripts.queue(p, 'expire-check', k.s, k.in, k.out, k.channel, this.sharded, input.lease.token, input.lease.ms) };
         }),
       );
       // Re-score each candidate: drop the dead, push back the ones not due yet.
-      const index = this.redis.pipeline() as ScriptedPipeline;
+      const index = this.redis.pipeline();
       checks.forEach((c, i) => {
-        const reply = c as Reply;
+        const reply = asReply('expire-check', c);
         const sid = sids[i]!;
-        switch (reply[0]) {
-          case 'gone':
-          case 'closed':
+        switch (`${reply[0]}/${reply.length}`) {
+          case 'gone/1':
+          case 'closed/1':
             index.zrem(this.keys.sessions, sid);
             break;
-          case 'wait':
+          case 'wait/2':
             index.zadd(this.keys.sessions, 'XX', Number(reply[1]), sid);
             break;
-          case 'closing':
+          case 'closing/5':
             closing.push({ sid, reason: String(reply[1]), userJson: String(reply[2]), stateJson: String(reply[3]) });
             index.zadd(this.keys.sessions, 'XX', Number(reply[4]), sid);
             break;
+          default:
+            throw unexpected('expire-check', reply);
         }
       });
       await execPipeline(index);
@@ -555,9 +574,11 @@ export class RedisStore implements Store {
   async join(sid: string, group: string): Promise<boolean> {
     const g = this.keys.groupKeys(group);
     const k = this.keys.session(sid);
-    const at = (await this.redis.bidiGroupJoin(g.members, g.meta, sid)) as Reply;
-    const joined = (await this.redis.bidiJoin(k.s, group, `${at[0]}:${at[1]}`, k.channel, this.sharded)) as number;
-    if (joined === 0) await this.redis.bidiGroupLeave(g.members, g.log, g.meta, sid);
+    const at = asReply('group-join', await this.scripts.run('group-join', g.members, g.meta, sid));
+    if (at.length !== 2 || typeof at[0] !== 'string' || typeof at[1] !== 'number') throw unexpected('group-join', at);
+    const joined = await this.scripts.run('join', k.s, group, `${at[0]}:${at[1]}`, k.channel, this.sharded);
+    if (joined !== 1 && joined !== 0 && joined !== -1) throw unexpected('join', joined);
+    if (joined === 0) await this.scripts.run('group-leave', g.members, g.log, g.meta, sid);
     return joined === 1;
   }
 
@@ -565,8 +586,8 @@ export class RedisStore implements Store {
     const g = this.keys.groupKeys(group);
     const s = this.keys.record(sid);
     await this.batch([
-      { key: s, add: (p) => p.bidiLeave(s, group) },
-      { key: g.members, add: (p) => p.bidiGroupLeave(g.members, g.log, g.meta, sid) },
+      { key: s, add: (p) => this.scripts.queue(p, 'leave', s, group) },
+      { key: g.members, add: (p) => this.scripts.queue(p, 'group-leave', g.members, g.log, g.meta, sid) },
     ]);
   }
 
@@ -606,7 +627,7 @@ export class RedisStore implements Store {
     const replies: unknown[] = new Array(items.length);
     await Promise.all(
       [...groups.values()].map(async (indexes) => {
-        const p = this.redis.pipeline() as ScriptedPipeline;
+        const p = this.redis.pipeline();
         for (const i of indexes) items[i]!.add(p);
         const out = await execPipeline(p);
         indexes.forEach((i, j) => (replies[i] = out[j]));
@@ -697,19 +718,61 @@ function commitSent(r: Reply, at: number): CommitSent | undefined {
   const sent: CommitSent = { stored, firstSeq: Number(r[at + 1]) };
   const refused = r[at + 2];
   if (refused === 'full' || refused === 'closed') sent.refused = refused;
-  else if (refused !== '') throw new Error(`bidiweb/redis: unexpected commit reply ${JSON.stringify(refused)}`);
+  else if (refused !== '') throw unexpected('commit', r);
   return sent;
 }
 
 function appendResult(r: Reply): AppendResult {
   switch (r[0]) {
     case 'ok':
-      return { status: 'ok', firstSeq: Number(r[1]), lastSeq: Number(r[2]) };
+      if (r.length === 3) return { status: 'ok', firstSeq: Number(r[1]), lastSeq: Number(r[2]) };
+      break;
     case 'unknown':
     case 'closed':
     case 'full':
-      return { status: r[0] };
-    default:
-      throw new Error(`bidiweb/redis: unexpected append reply ${JSON.stringify(r)}`);
+      if (r.length === 1) return { status: r[0] };
+      break;
   }
+  throw unexpected('append', r);
+}
+
+/** The read script's reply, its shape checked (see read-4.lua). */
+function readReply(value: unknown): Reply {
+  const r = asReply('read', value);
+  switch (r[0]) {
+    case 'unknown':
+      if (r.length === 1) return r;
+      break;
+    case 'invalid-ack':
+      if (r.length === 2) return r;
+      break;
+    case 'ok': {
+      const groups = r[6];
+      if (typeof groups === 'number' && r.length >= 8 + 2 * groups) return r;
+      break;
+    }
+  }
+  throw unexpected('read', r);
+}
+
+/** The close script's reply, its shape checked (see close-3.lua). */
+function closeReply(value: unknown): Reply {
+  const r = asReply('close', value);
+  if ((r[0] === 'unknown' && r.length === 1) || (r[0] === 'groups' && r.length % 2 === 1) || (r[0] === 'ok' && r.length === 7)) return r;
+  throw unexpected('close', r);
+}
+
+function asReply(script: ScriptName, value: unknown): Reply {
+  if (!Array.isArray(value)) throw unexpected(script, value);
+  return value as Reply;
+}
+
+/**
+ * A reply no version of the script sends: this file and the scripts disagree
+ * (a bug). Thrown as a plain Error, so core answers 500 `internal error` and
+ * reports the message, which may quote session data, only to the app.
+ */
+function unexpected(script: ScriptName, reply: unknown): Error {
+  const text = JSON.stringify(reply) ?? String(reply);
+  return new Error(`bidiweb/redis: unexpected reply from the ${script} script: ${text.length > 200 ? `${text.slice(0, 200)}…` : text}`);
 }
