@@ -48,8 +48,8 @@ import { Subscriptions } from './subscriptions';
 export interface RedisStoreOptions {
   /**
    * The ioredis connection for commands: a `Redis` or a `Cluster`. The store
-   * defines its scripts on it (commands named `bidi*`) and never closes it:
-   * it is yours.
+   * defines its scripts on it (commands named `bidiweb_<script>_v<version>`)
+   * and never closes it: it is yours.
    */
   redis: Redis | Cluster;
   /**
@@ -605,6 +605,7 @@ export class RedisStore implements Store {
 
   /** Drops every listener and closes the subscriber connection if the store made it. The command connection is yours to close. */
   async dispose(): Promise<void> {
+    this.groupSubs.clear();
     await this.subs.close();
   }
 
