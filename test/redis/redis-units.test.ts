@@ -422,6 +422,39 @@ describe('subscriptions', () => {
     expect(await redis.pubsub('CHANNELS', `${prefix}*`)).toEqual([]);
   });
 
+  it('listens to a member’s group channel for all the session’s listeners here, until the last of them leaves', async () => {
+    const { store, redis, prefix } = makeStore({ subscriptionLingerMs: 0 });
+    const keys = new RedisKeys(prefix);
+    const sid = await open(store);
+    const group = `g${newToken()}`;
+    await store.join(sid, group);
+    const groupChannel = keys.groupKeys(group).channel;
+    const a: StoreEvent[] = [];
+    const b: StoreEvent[] = [];
+    const stopA = await store.subscribe(sid, (e) => a.push(e));
+    const stopB = await store.subscribe(sid, (e) => b.push(e));
+    await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 }); // learns the group: subscribes to it
+    expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 1]);
+    const publishWakes = async (events: StoreEvent[]) => {
+      events.length = 0;
+      await store.publish(group, '1', { maxEntries: 100, maxAgeMs: LONG });
+      for (let i = 0; i < 100 && events.length === 0; i++) await sleep(5);
+      expect(events).toEqual([{ type: 'message' }]);
+    };
+    await publishWakes(a);
+    await publishWakes(b);
+    stopA();
+    await sleep(30);
+    // One listener of the session is left: the group channel stays, and wakes it.
+    expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 1]);
+    a.length = 0;
+    await publishWakes(b);
+    expect(a).toEqual([]);
+    stopB();
+    for (let i = 0; i < 100 && Number((await redis.pubsub('NUMSUB', groupChannel))[1]) > 0; i++) await sleep(5);
+    expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 0]);
+  });
+
   it('re-subscribes a listener added while the last one’s UNSUBSCRIBE is in flight', async () => {
     const { store, redis } = makeStore({ subscriptionLingerMs: 0 });
     const sid = await open(store);
