@@ -22,6 +22,7 @@
  * store-wide keys share the tag `{sessions}` so the sweep script can use both;
  * a group's keys share the group's own tag.
  */
+import { BidiError } from '../core/errors';
 
 export interface GroupKeys {
   /** The sids in the group (SET). */
@@ -57,7 +58,7 @@ export class RedisKeys {
 
   constructor(readonly prefix: string) {
     if (/[{}]/.test(prefix)) {
-      throw new TypeError(`bidiweb/redis: prefix must not contain "{" or "}" (they would break the Cluster hash tags), got ${JSON.stringify(prefix)}`);
+      throw new BidiError('INVALID_OPTIONS', `bidiweb/redis: prefix must not contain "{" or "}" (they would break the Cluster hash tags), got ${JSON.stringify(prefix)}`);
     }
     this.sessions = `${prefix}{sessions}`;
     this.sweep = `${prefix}{sessions}:sweep`;

@@ -5,68 +5,129 @@
  * back to EVAL once per connection (and after a Redis restart), so each call
  * is one round trip.
  *
- * Files are named `<name>-<numberOfKeys>.lua`; each opens with a comment
- * listing its KEYS, ARGV and replies. The per-session scripts get
- * `includes/session.lua` (shared helpers) put in front of them.
+ * Everything about a script comes from its file: `commands/<name>-<numberOfKeys>.lua`
+ * gives its name and key count, and its `-- @include <file>` lines the
+ * helpers of `commands/includes/` it needs (each opens with a comment listing
+ * its KEYS, ARGV and replies). The one list below is the imports: a bundler
+ * only inlines files a module imports by name, and a directory listing would
+ * need a plugin in every bundler config (tsup, scripts/node-bundle.mjs, the
+ * samples' bundlers) and in jest. test/redis/redis-units.test.ts checks that
+ * it holds every file of the directory.
  */
-import type { Cluster, Redis } from 'ioredis';
-import admit from './commands/admit-2.lua';
-import append from './commands/append-3.lua';
-import close from './commands/close-3.lua';
-import commit from './commands/commit-3.lua';
-import create from './commands/create-2.lua';
-import expireCheck from './commands/expire-check-3.lua';
-import finishClose from './commands/finish-close-4.lua';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
+import admit2 from './commands/admit-2.lua';
+import append3 from './commands/append-3.lua';
+import close3 from './commands/close-3.lua';
+import commit3 from './commands/commit-3.lua';
+import create2 from './commands/create-2.lua';
+import expireCheck3 from './commands/expire-check-3.lua';
+import finishClose4 from './commands/finish-close-4.lua';
+import groupJoin2 from './commands/group-join-2.lua';
+import groupLeave3 from './commands/group-leave-3.lua';
+import groupTail2 from './commands/group-tail-2.lua';
+import join1 from './commands/join-1.lua';
+import leave1 from './commands/leave-1.lua';
+import publish3 from './commands/publish-3.lua';
+import read4 from './commands/read-4.lua';
+import receive3 from './commands/receive-3.lua';
+import renew1 from './commands/renew-1.lua';
+import sweep2 from './commands/sweep-2.lua';
 import session from './commands/includes/session.lua';
-import groupJoin from './commands/group-join-2.lua';
-import groupLeave from './commands/group-leave-3.lua';
-import groupTail from './commands/group-tail-2.lua';
-import join from './commands/join-1.lua';
-import leave from './commands/leave-1.lua';
-import publish from './commands/publish-3.lua';
-import read from './commands/read-4.lua';
-import receive from './commands/receive-3.lua';
-import renew from './commands/renew-1.lua';
-import sweep from './commands/sweep-2.lua';
+import time from './commands/includes/time.lua';
+
+/** File name (without `.lua`) -> text. */
+export const SCRIPT_FILES = {
+  'admit-2': admit2,
+  'append-3': append3,
+  'close-3': close3,
+  'commit-3': commit3,
+  'create-2': create2,
+  'expire-check-3': expireCheck3,
+  'finish-close-4': finishClose4,
+  'group-join-2': groupJoin2,
+  'group-leave-3': groupLeave3,
+  'group-tail-2': groupTail2,
+  'join-1': join1,
+  'leave-1': leave1,
+  'publish-3': publish3,
+  'read-4': read4,
+  'receive-3': receive3,
+  'renew-1': renew1,
+  'sweep-2': sweep2,
+} satisfies Record<string, string>;
+
+/** `includes/<name>.lua` -> text. */
+export const INCLUDE_FILES: Record<string, string> = { session, time };
+
+/**
+ * The version of the script set, in every command name. Bump it whenever a
+ * script's text changes (test/redis/redis-units.test.ts pins the set's
+ * fingerprint to it): one ioredis connection may then carry both versions'
+ * commands side by side — two copies of bidiweb in one process — instead of
+ * the later `defineCommand` replacing the earlier. docs/REDIS.md, "Scripts".
+ */
+export const SCRIPT_VERSION = 1;
+
+/** 'expire-check-3' -> 'expire-check'. */
+type Stem<F extends string> = F extends `${infer Head}-${infer Rest}` ? (Rest extends `${number}` ? Head : `${Head}-${Stem<Rest>}`) : never;
+
+export type ScriptName = Stem<keyof typeof SCRIPT_FILES>;
 
 export interface ScriptDefinition {
+  /** The command's name on the ioredis connection: `bidiweb_<name>_v<SCRIPT_VERSION>`. */
+  command: string;
   numberOfKeys: number;
+  /** The script with its includes in place. */
   lua: string;
 }
 
-/** Command name on the ioredis connection -> script. Names carry a `bidi` prefix so they cannot clash with Redis commands or an app's own scripts. */
-export const SCRIPTS = {
-  bidiCreate: { numberOfKeys: 2, lua: session + create },
-  bidiReceive: { numberOfKeys: 3, lua: session + receive },
-  bidiCommit: { numberOfKeys: 3, lua: session + commit },
-  bidiRenew: { numberOfKeys: 1, lua: session + renew },
-  bidiAppend: { numberOfKeys: 3, lua: session + append },
-  bidiRead: { numberOfKeys: 4, lua: session + read },
-  bidiClose: { numberOfKeys: 3, lua: session + close },
-  bidiFinishClose: { numberOfKeys: 4, lua: session + finishClose },
-  bidiExpireCheck: { numberOfKeys: 3, lua: session + expireCheck },
-  bidiJoin: { numberOfKeys: 1, lua: join },
-  bidiLeave: { numberOfKeys: 1, lua: leave },
-  bidiGroupJoin: { numberOfKeys: 2, lua: groupJoin },
-  bidiGroupLeave: { numberOfKeys: 3, lua: groupLeave },
-  bidiGroupTail: { numberOfKeys: 2, lua: groupTail },
-  bidiPublish: { numberOfKeys: 3, lua: publish },
-  bidiAdmit: { numberOfKeys: 2, lua: admit },
-  bidiSweep: { numberOfKeys: 2, lua: sweep },
-} satisfies Record<string, ScriptDefinition>;
-
-export type ScriptName = keyof typeof SCRIPTS;
-
 type Arg = string | number;
-type ScriptCall = (...keysThenArgs: Arg[]) => Promise<unknown>;
 
-/** The connection once the scripts are defined on it. */
-export type ScriptedRedis = (Redis | Cluster) & Record<ScriptName, ScriptCall>;
+const FILE_NAME = /^([a-z]+(?:-[a-z]+)*)-(\d+)$/;
+const INCLUDE_LINE = /^-- @include ([a-z-]+)[ \t]*$/gm;
+
+/** Replaces each `-- @include <name>` line by that include (itself resolved), each include once per script. */
+function resolveIncludes(lua: string, file: string, seen = new Set<string>()): string {
+  return lua.replace(INCLUDE_LINE, (_line, name: string) => {
+    const text = INCLUDE_FILES[name];
+    if (text === undefined) throw new Error(`bidiweb/redis: ${file}.lua includes an unknown file "${name}"`);
+    if (seen.has(name)) return '';
+    seen.add(name);
+    return resolveIncludes(text, `includes/${name}`, seen);
+  });
+}
+
+function buildScripts(): Record<ScriptName, ScriptDefinition> {
+  const table: Record<string, ScriptDefinition> = {};
+  for (const [file, text] of Object.entries(SCRIPT_FILES)) {
+    const m = FILE_NAME.exec(file);
+    if (!m) throw new Error(`bidiweb/redis: script file name "${file}.lua" is not <name>-<numberOfKeys>.lua`);
+    const name = m[1]!;
+    table[name] = { command: `bidiweb_${name.replace(/-/g, '_')}_v${SCRIPT_VERSION}`, numberOfKeys: Number(m[2]), lua: resolveIncludes(text, file) };
+  }
+  return table as Record<ScriptName, ScriptDefinition>;
+}
+
+/** Script name -> its command. */
+export const SCRIPTS: Readonly<Record<ScriptName, ScriptDefinition>> = buildScripts();
+
+type ScriptCall = (...keysThenArgs: Arg[]) => unknown;
+
+/** Runs the scripts on one connection (and on pipelines made from it). */
+export interface Scripts {
+  run(name: ScriptName, ...keysThenArgs: Arg[]): Promise<unknown>;
+  /** Adds the script call to a pipeline of the same connection. */
+  queue(pipeline: ChainableCommander, name: ScriptName, ...keysThenArgs: Arg[]): void;
+}
 
 /** Defines every script on the connection (idempotent: redefining replaces the same script). */
-export function defineScripts(redis: Redis | Cluster): ScriptedRedis {
-  for (const [name, def] of Object.entries(SCRIPTS)) {
-    redis.defineCommand(name, def);
+export function defineScripts(redis: Redis | Cluster): Scripts {
+  for (const def of Object.values(SCRIPTS)) {
+    redis.defineCommand(def.command, { numberOfKeys: def.numberOfKeys, lua: def.lua });
   }
-  return redis as ScriptedRedis;
+  const call = (target: object, name: ScriptName, args: Arg[]): unknown => (target as Record<string, ScriptCall>)[SCRIPTS[name].command]!(...args);
+  return {
+    run: (name, ...args) => call(redis, name, args) as Promise<unknown>,
+    queue: (pipeline, name, ...args) => void call(pipeline, name, args),
+  };
 }

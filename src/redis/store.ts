@@ -2,9 +2,9 @@
  * RedisStore: the store contract (src/core/store.ts) over Redis, for any
  * number of instances or serverless functions. Each contract operation is one
  * Lua script on the session's own Cluster slot (see ./commands); this file
- * only builds keys and arguments, decodes the flat replies, and keeps the
- * wake-up subscriptions. It holds no session state: any instance can serve
- * any request.
+ * only builds keys and arguments and decodes the flat replies; the wake-up
+ * subscriptions live in ./subscriptions. It holds no session state: any
+ * instance can serve any request.
  */
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import type {
@@ -41,14 +41,15 @@ import type { OpenLimit, OpenLimiter } from '../core/open-limit';
 import { openLimiterFrom } from '../core/open-limit';
 import RateLimiterRedis from 'rate-limiter-flexible/lib/RateLimiterRedis.js';
 import { keySlot, RedisKeys } from './keys';
-import type { ScriptedRedis, ScriptName } from './scripts';
+import type { ScriptName, Scripts } from './scripts';
 import { defineScripts } from './scripts';
+import { Subscriptions } from './subscriptions';
 
 export interface RedisStoreOptions {
   /**
    * The ioredis connection for commands: a `Redis` or a `Cluster`. The store
-   * defines its scripts on it (commands named `bidi*`) and never closes it:
-   * it is yours.
+   * defines its scripts on it (commands named `bidiweb_<script>_v<version>`)
+   * and never closes it: it is yours.
    */
   redis: Redis | Cluster;
   /**
@@ -87,15 +88,14 @@ export interface RedisStoreOptions {
   subscriptionLingerMs?: number;
 }
 
-type Reply = Array<string | number>;
+/** A script's flat reply (Lua tables become arrays; a `false` in one becomes null). */
+type Reply = Array<string | number | null>;
 type Arg = string | number;
-type ScriptedPipeline = ChainableCommander & Record<ScriptName, (...args: Arg[]) => ScriptedPipeline>;
-type Listener = (event: StoreEvent) => void;
 
 interface BatchItem {
   /** A key of the command, to find its Cluster node. */
   key: string;
-  add(pipeline: ScriptedPipeline): void;
+  add(pipeline: ChainableCommander): void;
 }
 
 /** What a group's log holds after a member's cursor (group-tail-2's answer). */
@@ -123,11 +123,10 @@ const SWEEP_ROUNDS = 10;
  * one Redis round trip per plain watch instead of three.
  */
 const DEFAULT_SUBSCRIPTION_LINGER_MS = 30_000;
-/** Longest subscribe() waits for Redis to confirm the subscription. */
-const SUBSCRIBE_TIMEOUT_MS = 2_000;
 
 export class RedisStore implements Store {
-  private readonly redis: ScriptedRedis;
+  private readonly redis: Redis | Cluster;
+  private readonly scripts: Scripts;
   private readonly keys: RedisKeys;
   private readonly cluster: boolean;
   /** '1': scripts SPUBLISH and the subscriber SSUBSCRIBEs; '0': classic pub/sub. */
@@ -136,16 +135,18 @@ export class RedisStore implements Store {
   private readonly safetyTtl: (idleMs: number) => number;
   private readonly subs: Subscriptions;
   /**
-   * Sessions this store has listeners for, and the group channels it listens
-   * to on their behalf (learnt from reads): a publish wakes them with one
-   * message on the group's channel, whatever the group's size.
+   * Per session this store has listeners for (they are counted by `subs`, on
+   * the session's channel): the group channels it listens to on their behalf
+   * (learnt from reads). A publish wakes them with one message on the group's
+   * channel, whatever the group's size.
    */
-  private readonly watched = new Map<string, { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }>();
+  private readonly groupSubs = new Map<string, Map<string, Promise<Unsubscribe>>>();
   private readonly prefix: string;
 
   constructor(options: RedisStoreOptions) {
-    if (!options || !options.redis) throw new TypeError('bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
-    this.redis = defineScripts(options.redis);
+    if (!options || !options.redis) throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
+    this.redis = options.redis;
+    this.scripts = defineScripts(options.redis);
     this.prefix = options.prefix ?? 'bidi:';
     this.keys = new RedisKeys(this.prefix);
     this.cluster = isCluster(options.redis);
@@ -154,7 +155,7 @@ export class RedisStore implements Store {
     this.safetyTtl = typeof safety === 'function' ? safety : typeof safety === 'number' ? () => safety : defaultSafetyTtl;
     const given = options.subscriber;
     if (given && given === options.redis) {
-      throw new TypeError('bidiweb/redis: `subscriber` must be a connection of its own (a subscribed connection cannot run other commands)');
+      throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: `subscriber` must be a connection of its own (a subscribed connection cannot run other commands)');
     }
     // Sharded pub/sub needs a Cluster subscriber with `shardedSubscribers` (ioredis >= 5.9); anything else gets classic pub/sub.
     const sharded = this.cluster && (given ? isCluster(given) && given.options.shardedSubscribers === true : supportsShardedSubscribers(options.redis));
@@ -166,8 +167,9 @@ export class RedisStore implements Store {
 
   async create(input: CreateInput): Promise<CreateResult> {
     const k = this.keys.session(input.sid);
-    const a = (await this.redis.bidiAdmit(this.keys.sessions, this.keys.tombs, input.sid, input.maxSessions, input.idleMs)) as Reply;
-    const admitted = Number(a[0]);
+    const a = asReply('admit', await this.scripts.run('admit', this.keys.sessions, this.keys.tombs, input.sid, input.maxSessions, input.idleMs));
+    const admitted = a[0];
+    if (admitted !== 0 && admitted !== 1 && admitted !== 2) throw unexpected('admit', a);
     // Tombstones past the count bound, oldest first: their keys go now.
     if (a.length > 1) {
       await this.batch(
@@ -183,13 +185,14 @@ export class RedisStore implements Store {
     const tomb = this.tombstoneMs ?? input.idleMs;
     const ttl = Math.max(this.safetyTtl(input.idleMs), input.idleMs + 1);
     const token = input.token ?? '';
-    const r = (await this.redis.bidiCreate(k.s, k.out, input.userJson, input.stateJson, input.idleMs, tomb, ttl, token, ...input.initial)) as Reply;
-    if (r[0] === 'exists') {
+    const r = asReply('create', await this.scripts.run('create', k.s, k.out, input.userJson, input.stateJson, input.idleMs, tomb, ttl, token, ...input.initial));
+    if (r[0] === 'exists' && r.length === 2) {
       // A tombstone's sid: take back the index entry admit just made for it. Only a tombstone's:
       // a live session with this sid (a racing create that won) owns its entry.
       if (admitted === 2 && r[1] === 'closed') await this.redis.zrem(this.keys.sessions, input.sid);
       return { status: 'exists' };
     }
+    if (r[0] !== 'ok' || r.length !== 1) throw unexpected('create', r);
     return { status: 'ok' };
   }
 
@@ -198,20 +201,25 @@ export class RedisStore implements Store {
     const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.ack ?? '', input.window, input.bufferBytes];
     args.push(input.lease.token, input.lease.ms, input.maxDeliver);
     for (const m of input.msgs) args.push(m.seq, m.json);
-    const r = (await this.redis.bidiReceive(...args)) as Reply;
+    const r = asReply('receive', await this.scripts.run('receive', ...args));
     switch (r[0]) {
       case 'unknown':
       case 'closed':
-        return { status: r[0] };
+        if (r.length === 1) return { status: r[0] };
+        break;
       case 'invalid-ack':
-        return { status: 'invalid-ack', lastSeq: Number(r[1]) };
+        if (r.length === 2) return { status: 'invalid-ack', lastSeq: Number(r[1]) };
+        break;
       case 'out-of-window':
-        return { status: 'out-of-window', clientAck: Number(r[1]) };
-      default:
+        if (r.length === 2) return { status: 'out-of-window', clientAck: Number(r[1]) };
+        break;
+      case 'ok':
         // User and state come only with a run to deliver.
-        if (r.length <= 2) return { status: 'ok', clientAck: Number(r[1]), deliver: [] };
-        return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 4), userJson: String(r[2]), stateJson: String(r[3]) };
+        if (r.length === 2) return { status: 'ok', clientAck: Number(r[1]), deliver: [] };
+        if (r.length >= 4 && r.length % 2 === 0) return { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 4), userJson: String(r[2]), stateJson: String(r[3]) };
+        break;
     }
+    throw unexpected('receive', r);
   }
 
   async commit(sid: string, input: CommitInput): Promise<CommitResult> {
@@ -222,30 +230,34 @@ export class RedisStore implements Store {
     args.push(input.leaseMs, input.next ? '1' : '0', input.maxDeliver, k.channel, this.sharded);
     args.push(sends?.limits.maxUnackedMessages ?? 0, sends?.limits.maxUnackedBytes ?? 0);
     if (sends) for (const m of sends.msgs) args.push(m);
-    const r = (await this.redis.bidiCommit(...args)) as Reply;
+    const r = asReply('commit', await this.scripts.run('commit', ...args));
     switch (r[0]) {
       case 'lost':
       case 'pull':
-        return { status: r[0] };
+        if (r.length === 1) return { status: r[0] };
+        break;
       case 'closing': {
+        if (r.length !== 8) break;
         const result: CommitResult = { status: 'closing', clientAck: Number(r[1]), reason: String(r[2]), userJson: String(r[3]), stateJson: String(r[4]) };
         const sent = commitSent(r, 5);
         if (sent) result.sent = sent;
         return result;
       }
       case 'ok': {
+        if (r.length < 5 || r.length % 2 === 0) break;
         const result: CommitResult = { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 5) };
         const sent = commitSent(r, 2);
         if (sent) result.sent = sent;
         return result;
       }
-      default:
-        throw new Error(`bidiweb/redis: unexpected commit reply ${JSON.stringify(r[0])}`);
     }
+    throw unexpected('commit', r);
   }
 
   async renewLease(sid: string, token: string, ms: number): Promise<boolean> {
-    return (await this.redis.bidiRenew(this.keys.record(sid), token, ms)) === 1;
+    const r = await this.scripts.run('renew', this.keys.record(sid), token, ms);
+    if (r !== 0 && r !== 1) throw unexpected('renew', r);
+    return r === 1;
   }
 
   async append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult> {
@@ -278,14 +290,14 @@ export class RedisStore implements Store {
       if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: append kept finding the session\'s groups changed under it');
       const replies =
         todo.length === 1 && sids.length === 1
-          ? [await this.redis.bidiAppend(...args(todo[0]!))]
-          : await this.batch(todo.map((i) => ({ key: keys[i]!.s, add: (p: ScriptedPipeline) => p.bidiAppend(...args(i)) })));
+          ? [await this.scripts.run('append', ...args(todo[0]!))]
+          : await this.batch(todo.map((i) => ({ key: keys[i]!.s, add: (p: ChainableCommander) => this.scripts.queue(p, 'append', ...args(i)) })));
       const again: Array<[number, Array<[string, string]>]> = [];
       for (let j = 0; j < todo.length; j++) {
         const i = todo[j]!;
-        const r = replies[j] as Reply;
-        if (r[0] === 'groups') again.push([i, namePairs(r, 1)]);
-        else if (r[0] === 'overrun') {
+        const r = asReply('append', replies[j]);
+        if (r[0] === 'groups' && r.length % 2 === 1) again.push([i, namePairs(r, 1)]);
+        else if (r[0] === 'overrun' && r.length === 1) {
           await this.close(sids[i]!, { reason: GROUP_OVERRUN_REASON });
           results[i] = { status: 'closed' };
         } else results[i] = appendResult(r);
@@ -304,7 +316,8 @@ export class RedisStore implements Store {
 
   async publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult> {
     const g = this.keys.groupKeys(group);
-    const r = (await this.redis.bidiPublish(g.members, g.log, g.meta, g.channel, this.sharded, retention.maxEntries, retention.maxAgeMs, appendIdArg(id), msg)) as Reply;
+    const r = asReply('publish', await this.scripts.run('publish', g.members, g.log, g.meta, g.channel, this.sharded, retention.maxEntries, retention.maxAgeMs, appendIdArg(id), msg));
+    if (r.length !== 2 || typeof r[0] !== 'number' || typeof r[1] !== 'number') throw unexpected('publish', r);
     return { status: 'ok', members: Number(r[0]), gseq: Number(r[1]) };
   }
 
@@ -313,11 +326,12 @@ export class RedisStore implements Store {
     const replies = await this.batch(
       cursors.map(([group, cursor]) => {
         const g = this.keys.groupKeys(group);
-        return { key: g.log, add: (p: ScriptedPipeline) => p.bidiGroupTail(g.log, g.meta, cursor, max) };
+        return { key: g.log, add: (p: ChainableCommander) => this.scripts.queue(p, 'group-tail', g.log, g.meta, cursor, max) };
       }),
     );
     return replies.map((reply, i) => {
-      const r = reply as Reply;
+      const r = asReply('group-tail', reply);
+      if (r.length < 3 || r.length % 2 === 0 || (r[2] !== 'c' && r[2] !== 'p' && r[2] !== 'o')) throw unexpected('group-tail', r);
       const from = Number(r[1]);
       const entries: GroupTail['entries'] = [];
       for (let j = 3; j + 1 < r.length; j += 2) entries.push({ gseq: from + 1 + (j - 3) / 2, t: Number(r[j]), json: String(r[j + 1]) });
@@ -327,20 +341,21 @@ export class RedisStore implements Store {
 
   /** Listens to the channels of the session's groups on behalf of its listeners here; resolves once they are active. */
   private async watchGroups(sid: string, groups: string[]): Promise<void> {
-    const w = this.watched.get(sid);
-    if (!w) return;
+    const channel = this.keys.session(sid).channel;
+    if (this.subs.listenerCount(channel) === 0) return;
+    let subs = this.groupSubs.get(sid);
+    if (!subs) this.groupSubs.set(sid, (subs = new Map()));
     const waits: Array<Promise<Unsubscribe>> = [];
     for (const group of groups) {
-      let sub = w.groups.get(group);
+      let sub = subs.get(group);
       if (!sub) {
-        sub = this.subs.add(this.keys.groupKeys(group).channel, () => {
-          for (const listener of [...w.listeners]) listener({ type: 'message' });
-        });
-        w.groups.set(group, sub);
+        sub = this.subs.add(this.keys.groupKeys(group).channel, () => this.subs.wake(channel, { type: 'message' }));
+        subs.set(group, sub);
         // A subscription that failed is tried again by the next read, not remembered.
         const failed = sub;
+        const current = subs;
         sub.catch(() => {
-          if (w.groups.get(group) === failed) w.groups.delete(group);
+          if (current.get(group) === failed) current.delete(group);
         });
       }
       waits.push(sub);
@@ -375,14 +390,14 @@ export class RedisStore implements Store {
       limits.maxUnackedBytes,
       input.maxBytes ?? 0,
     ];
-    let r = (await this.redis.bidiRead(...args)) as Reply;
+    let r = readReply(await this.scripts.run('read', ...args));
     if (r[0] === 'ok' && Number(r[6]) > 0) {
       const cursors = namePairs(r, 7, Number(r[6]));
       await this.watchGroups(sid, cursors.map(([group]) => group));
       const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
         args[8] = '0'; // claimed (or not) by the first call
-        r = (await this.redis.bidiRead(...args, ...pullBlock(tails))) as Reply;
+        r = readReply(await this.scripts.run('read', ...args, ...pullBlock(tails)));
         // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
         if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);
       }
@@ -402,12 +417,12 @@ export class RedisStore implements Store {
   async close(sid: string, input: CloseInput): Promise<CloseResult> {
     const k = this.keys.session(sid);
     const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0];
-    let r = (await this.redis.bidiClose(...args)) as Reply;
+    let r = closeReply(await this.scripts.run('close', ...args));
     for (let attempt = 0; r[0] === 'groups'; attempt++) {
       if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: close kept finding the session\'s groups changed under it');
       // Every pending entry, whatever the unacked bounds: the group logs' retention bounds them.
       const tails = await this.groupTails(namePairs(r, 1), CLOSE_PULL_MAX);
-      r = (await this.redis.bidiClose(...args, ...pullBlock(tails))) as Reply;
+      r = closeReply(await this.scripts.run('close', ...args, ...pullBlock(tails)));
     }
     if (r[0] === 'unknown') return { status: 'unknown' };
     const transitioned = r[1] === 1;
@@ -421,8 +436,9 @@ export class RedisStore implements Store {
 
   async finishClose(sid: string, token: string): Promise<void> {
     const k = this.keys.session(sid);
-    const r = (await this.redis.bidiFinishClose(k.s, k.in, k.out, k.aids, token)) as Reply;
-    if (r[0] !== 'ok') return;
+    const r = asReply('finish-close', await this.scripts.run('finish-close', k.s, k.in, k.out, k.aids, token));
+    if (r.length === 0) return; // not this token's to finish
+    if (r[0] !== 'ok' || r.length < 2) throw unexpected('finish-close', r);
     const expiresAt = Number(r[1]);
     const items: BatchItem[] = [
       {
@@ -436,7 +452,7 @@ export class RedisStore implements Store {
     ];
     for (const group of r.slice(2)) {
       const g = this.keys.groupKeys(String(group));
-      items.push({ key: g.members, add: (p) => p.bidiGroupLeave(g.members, g.log, g.meta, sid) });
+      items.push({ key: g.members, add: (p) => this.scripts.queue(p, 'group-leave', g.members, g.log, g.meta, sid) });
     }
     await this.batch(items);
   }
@@ -446,33 +462,36 @@ export class RedisStore implements Store {
     for (let round = 0; round < SWEEP_ROUNDS; round++) {
       const want = input.limit - closing.length;
       if (round > 0 && want <= 0) break;
-      const r = (await this.redis.bidiSweep(this.keys.sessions, this.keys.sweep, input.lease.token, input.lease.ms, want)) as Reply;
-      if (r[0] === 'busy') return round === 0 ? { status: 'busy' } : { status: 'ok', closing };
+      const r = asReply('sweep', await this.scripts.run('sweep', this.keys.sessions, this.keys.sweep, input.lease.token, input.lease.ms, want));
+      if (r[0] === 'busy' && r.length === 1) return round === 0 ? { status: 'busy' } : { status: 'ok', closing };
+      if (r[0] !== 'ok') throw unexpected('sweep', r);
       const sids = r.slice(1).map(String);
       if (sids.length === 0) break;
       const checks = await this.batch(
         sids.map((sid) => {
           const k = this.keys.session(sid);
-          return { key: k.s, add: (p) => p.bidiExpireCheck(k.s, k.in, k.out, k.channel, this.sharded, input.lease.token, input.lease.ms) };
+          return { key: k.s, add: (p) => this.scripts.queue(p, 'expire-check', k.s, k.in, k.out, k.channel, this.sharded, input.lease.token, input.lease.ms) };
         }),
       );
       // Re-score each candidate: drop the dead, push back the ones not due yet.
-      const index = this.redis.pipeline() as ScriptedPipeline;
+      const index = this.redis.pipeline();
       checks.forEach((c, i) => {
-        const reply = c as Reply;
+        const reply = asReply('expire-check', c);
         const sid = sids[i]!;
-        switch (reply[0]) {
-          case 'gone':
-          case 'closed':
+        switch (`${reply[0]}/${reply.length}`) {
+          case 'gone/1':
+          case 'closed/1':
             index.zrem(this.keys.sessions, sid);
             break;
-          case 'wait':
+          case 'wait/2':
             index.zadd(this.keys.sessions, 'XX', Number(reply[1]), sid);
             break;
-          case 'closing':
+          case 'closing/5':
             closing.push({ sid, reason: String(reply[1]), userJson: String(reply[2]), stateJson: String(reply[3]) });
             index.zadd(this.keys.sessions, 'XX', Number(reply[4]), sid);
             break;
+          default:
+            throw unexpected('expire-check', reply);
         }
       });
       await execPipeline(index);
@@ -483,15 +502,11 @@ export class RedisStore implements Store {
 
   /** Resolves once Redis confirmed the (S)SUBSCRIBE, or at once when this store already listens to the session. */
   async subscribe(sid: string, listener: (event: StoreEvent) => void): Promise<Unsubscribe> {
-    let w = this.watched.get(sid);
-    if (!w) this.watched.set(sid, (w = { listeners: new Set(), groups: new Map() }));
-    const entry: Listener = (event) => listener(event);
-    w.listeners.add(entry);
     let unsubscribe: Unsubscribe;
     try {
       unsubscribe = await this.subs.add(this.keys.session(sid).channel, listener);
     } catch (err) {
-      this.unwatch(sid, w, entry);
+      this.unwatchGroups(sid);
       throw err;
     }
     let done = false;
@@ -499,16 +514,17 @@ export class RedisStore implements Store {
       if (done) return;
       done = true;
       unsubscribe();
-      this.unwatch(sid, w, entry);
+      this.unwatchGroups(sid);
     };
   }
 
-  /** A listener of a watched session left: the last one takes the session's group subscriptions with it. */
-  private unwatch(sid: string, w: { listeners: Set<Listener>; groups: Map<string, Promise<Unsubscribe>> }, entry: Listener): void {
-    w.listeners.delete(entry);
-    if (w.listeners.size > 0 || this.watched.get(sid) !== w) return;
-    this.watched.delete(sid);
-    for (const sub of w.groups.values()) sub.then((u) => u(), () => {});
+  /** Once the session's last listener here left, its group subscriptions go with it. */
+  private unwatchGroups(sid: string): void {
+    if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) return;
+    const subs = this.groupSubs.get(sid);
+    if (!subs) return;
+    this.groupSubs.delete(sid);
+    for (const sub of subs.values()) sub.then((u) => u(), () => {});
   }
 
   async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {
@@ -558,9 +574,11 @@ export class RedisStore implements Store {
   async join(sid: string, group: string): Promise<boolean> {
     const g = this.keys.groupKeys(group);
     const k = this.keys.session(sid);
-    const at = (await this.redis.bidiGroupJoin(g.members, g.meta, sid)) as Reply;
-    const joined = (await this.redis.bidiJoin(k.s, group, `${at[0]}:${at[1]}`, k.channel, this.sharded)) as number;
-    if (joined === 0) await this.redis.bidiGroupLeave(g.members, g.log, g.meta, sid);
+    const at = asReply('group-join', await this.scripts.run('group-join', g.members, g.meta, sid));
+    if (at.length !== 2 || typeof at[0] !== 'string' || typeof at[1] !== 'number') throw unexpected('group-join', at);
+    const joined = await this.scripts.run('join', k.s, group, `${at[0]}:${at[1]}`, k.channel, this.sharded);
+    if (joined !== 1 && joined !== 0 && joined !== -1) throw unexpected('join', joined);
+    if (joined === 0) await this.scripts.run('group-leave', g.members, g.log, g.meta, sid);
     return joined === 1;
   }
 
@@ -568,8 +586,8 @@ export class RedisStore implements Store {
     const g = this.keys.groupKeys(group);
     const s = this.keys.record(sid);
     await this.batch([
-      { key: s, add: (p) => p.bidiLeave(s, group) },
-      { key: g.members, add: (p) => p.bidiGroupLeave(g.members, g.log, g.meta, sid) },
+      { key: s, add: (p) => this.scripts.queue(p, 'leave', s, group) },
+      { key: g.members, add: (p) => this.scripts.queue(p, 'group-leave', g.members, g.log, g.meta, sid) },
     ]);
   }
 
@@ -587,6 +605,7 @@ export class RedisStore implements Store {
 
   /** Drops every listener and closes the subscriber connection if the store made it. The command connection is yours to close. */
   async dispose(): Promise<void> {
+    this.groupSubs.clear();
     await this.subs.close();
   }
 
@@ -609,7 +628,7 @@ export class RedisStore implements Store {
     const replies: unknown[] = new Array(items.length);
     await Promise.all(
       [...groups.values()].map(async (indexes) => {
-        const p = this.redis.pipeline() as ScriptedPipeline;
+        const p = this.redis.pipeline();
         for (const i of indexes) items[i]!.add(p);
         const out = await execPipeline(p);
         indexes.forEach((i, j) => (replies[i] = out[j]));
@@ -700,345 +719,61 @@ function commitSent(r: Reply, at: number): CommitSent | undefined {
   const sent: CommitSent = { stored, firstSeq: Number(r[at + 1]) };
   const refused = r[at + 2];
   if (refused === 'full' || refused === 'closed') sent.refused = refused;
-  else if (refused !== '') throw new Error(`bidiweb/redis: unexpected commit reply ${JSON.stringify(refused)}`);
+  else if (refused !== '') throw unexpected('commit', r);
   return sent;
 }
 
 function appendResult(r: Reply): AppendResult {
   switch (r[0]) {
     case 'ok':
-      return { status: 'ok', firstSeq: Number(r[1]), lastSeq: Number(r[2]) };
+      if (r.length === 3) return { status: 'ok', firstSeq: Number(r[1]), lastSeq: Number(r[2]) };
+      break;
     case 'unknown':
     case 'closed':
     case 'full':
-      return { status: r[0] };
-    default:
-      throw new Error(`bidiweb/redis: unexpected append reply ${JSON.stringify(r)}`);
+      if (r.length === 1) return { status: r[0] };
+      break;
   }
+  throw unexpected('append', r);
 }
 
-function decodeEvent(payload: string): StoreEvent | null {
-  switch (payload) {
-    case 'm':
-      return { type: 'message' };
-    case 'c':
-      return { type: 'close' };
-    case 'a':
-      return { type: 'ack' };
-    default:
-      return payload.startsWith('w:') ? { type: 'watch', token: payload.slice(2) } : null;
+/** The read script's reply, its shape checked (see read-4.lua). */
+function readReply(value: unknown): Reply {
+  const r = asReply('read', value);
+  switch (r[0]) {
+    case 'unknown':
+      if (r.length === 1) return r;
+      break;
+    case 'invalid-ack':
+      if (r.length === 2) return r;
+      break;
+    case 'ok': {
+      const groups = r[6];
+      if (typeof groups === 'number' && r.length >= 8 + 2 * groups) return r;
+      break;
+    }
   }
+  throw unexpected('read', r);
 }
 
-// --- subscriptions ---------------------------------------------------------------------
-
-interface Waiter {
-  resolve(): void;
-  reject(err: Error): void;
+/** The close script's reply, its shape checked (see close-3.lua). */
+function closeReply(value: unknown): Reply {
+  const r = asReply('close', value);
+  if ((r[0] === 'unknown' && r.length === 1) || (r[0] === 'groups' && r.length % 2 === 1) || (r[0] === 'ok' && r.length === 7)) return r;
+  throw unexpected('close', r);
 }
 
-interface ChannelState {
-  listeners: Set<Listener>;
-  /**
-   * The connection epoch in which Redis confirmed our subscription, or 0.
-   * In effect only while that epoch is the current one and the connection is
-   * ready: a reconnect makes every confirmation stale until it is renewed.
-   */
-  confirmed: number;
-  /** Redis may hold a subscription of ours to this channel (confirmed in some epoch, not since left). */
-  held: boolean;
-  /** A (S)SUBSCRIBE or (S)UNSUBSCRIBE for the channel is in flight. */
-  busy: boolean;
-  /** The subscription was in effect on a connection that dropped: wake the listeners once it is renewed. */
-  lost: boolean;
-  /** add() calls waiting for the subscription to be in effect. */
-  waiters: Waiter[];
-  retry?: ReturnType<typeof setTimeout>;
-  /** No listener since then, still subscribed (see `subscriptionLingerMs`). */
-  idleSince?: number;
-  /** The linger ran out: unsubscribe (unless a listener came back). */
-  expired?: boolean;
+function asReply(script: ScriptName, value: unknown): Reply {
+  if (!Array.isArray(value)) throw unexpected(script, value);
+  return value as Reply;
 }
 
 /**
- * One pub/sub connection per store, shared by every listener: a channel is
- * subscribed when its first listener arrives and left when its last one
- * goes (one command in flight per channel at a time, so a listener added
- * while an unsubscribe is in flight re-subscribes once it completes).
- *
- * `add` resolves only once the subscription is in effect — Redis answered
- * the (S)SUBSCRIBE on the connection as it is now — so an operation started
- * after that observes the store after the subscription, and no wake-up can
- * fall between the two (core subscribes, then reads). When that cannot be
- * had within SUBSCRIBE_TIMEOUT_MS, `add` rejects (`STORE_UNAVAILABLE`): a
- * watch is never left waiting on a subscription nobody confirmed.
- *
- * Commands go out only on a ready connection. ioredis writes a SUBSCRIBE
- * issued while its socket is still in its handshake straight away; the
- * reply switches the connection to subscriber mode, its ready check (INFO)
- * is then refused, and the connection is torn down with the commands queued
- * on it. Waiting for `ready` keeps us out of that window; each `ready` starts
- * a new epoch in which every wanted channel is subscribed again (ioredis'
- * own auto-resubscribe is not relied on) and its listeners are woken, since
- * events published while the connection was down are lost.
+ * A reply no version of the script sends: this file and the scripts disagree
+ * (a bug). Thrown as a plain Error, so core answers 500 `internal error` and
+ * reports the message, which may quote session data, only to the app.
  */
-class Subscriptions {
-  private readonly channels = new Map<string, ChannelState>();
-  private conn?: Redis | Cluster;
-  private readonly owned: boolean;
-  /** Bumped at every `ready` of the connection; confirmations of older epochs are stale. */
-  private epoch = 0;
-  private closed = false;
-  private lingerTimer?: ReturnType<typeof setInterval>;
-
-  constructor(
-    private readonly sharded: boolean,
-    private readonly lingerMs: number,
-    given: Redis | Cluster | undefined,
-    private readonly make: () => Redis | Cluster,
-  ) {
-    this.conn = given;
-    this.owned = !given;
-    if (given) {
-      if (given.status === 'ready') this.epoch = 1;
-      this.attach(given);
-    }
-  }
-
-  async add(channel: string, listener: Listener): Promise<Unsubscribe> {
-    if (this.closed) throw unavailable('the store was disposed');
-    let ch = this.channels.get(channel);
-    if (!ch) this.channels.set(channel, (ch = { listeners: new Set(), confirmed: 0, held: false, busy: false, lost: false, waiters: [] }));
-    // A listener is a registration: the same function added twice needs two unsubscribes.
-    const entry: Listener = (event) => listener(event);
-    ch.listeners.add(entry);
-    let done = false;
-    const unsubscribe = () => {
-      if (done) return;
-      done = true;
-      const current = this.channels.get(channel);
-      if (!current || !current.listeners.delete(entry)) return;
-      this.sync(channel);
-    };
-    this.sync(channel);
-    if (!this.inEffect(ch)) {
-      try {
-        await this.whenInEffect(ch);
-      } catch (err) {
-        unsubscribe();
-        throw err;
-      }
-    }
-    return unsubscribe;
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.lingerTimer) clearInterval(this.lingerTimer);
-    this.lingerTimer = undefined;
-    const conn = this.conn;
-    const mine = [...this.channels.entries()].filter(([, ch]) => ch.held).map(([name]) => name);
-    for (const ch of this.channels.values()) {
-      if (ch.retry) clearTimeout(ch.retry);
-      ch.listeners.clear();
-      fail(ch, unavailable('the store was disposed'));
-    }
-    this.channels.clear();
-    if (!conn) return;
-    conn.removeListener('message', this.onMessage);
-    conn.removeListener('smessage', this.onMessage);
-    conn.removeListener('ready', this.onReady);
-    if (this.owned) {
-      // QUIT needs a reachable server; past a second, drop the socket.
-      const ended = conn.status === 'end' ? Promise.resolve() : new Promise<void>((resolve) => conn.once('end', () => resolve()));
-      void conn.quit().catch(() => {});
-      await Promise.race([ended, delay(1_000)]);
-      if (conn.status !== 'end') conn.disconnect();
-    } else if (mine.length > 0 && conn.status === 'ready') {
-      // A connection lent to us: leave our channels, keep the rest.
-      await Promise.race([(this.sharded ? Promise.all(mine.map((c) => conn.sunsubscribe(c))) : conn.unsubscribe(...mine)).catch(() => {}), delay(1_000)]);
-    }
-  }
-
-  /** Subscribed on the connection as it is now, with no UNSUBSCRIBE on its way. */
-  private inEffect(ch: ChannelState): boolean {
-    return !ch.busy && ch.confirmed !== 0 && ch.confirmed === this.epoch && this.conn?.status === 'ready';
-  }
-
-  /** Resolves when the channel's subscription is in effect; rejects after SUBSCRIBE_TIMEOUT_MS (the subscription keeps being retried for later listeners). */
-  private whenInEffect(ch: ChannelState): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      const timer = setTimeout(() => {
-        const i = ch.waiters.indexOf(waiter);
-        if (i >= 0) ch.waiters.splice(i, 1);
-        reject(unavailable(`Redis did not confirm the subscription within ${SUBSCRIBE_TIMEOUT_MS} ms`));
-      }, SUBSCRIBE_TIMEOUT_MS);
-      (timer as { unref?: () => void }).unref?.();
-      ch.waiters.push(waiter);
-    });
-  }
-
-  /** One timer, while channels linger: unsubscribes those whose linger ran out. */
-  private lingering(): void {
-    if (this.lingerTimer || this.closed) return;
-    this.lingerTimer = setInterval(() => {
-      const now = Date.now();
-      let left = 0;
-      for (const [name, ch] of this.channels) {
-        if (ch.idleSince === undefined || ch.listeners.size > 0) continue;
-        if (now - ch.idleSince < this.lingerMs) {
-          left++;
-          continue;
-        }
-        ch.idleSince = undefined;
-        ch.expired = true;
-        this.sync(name);
-      }
-      if (left === 0 && this.lingerTimer) {
-        clearInterval(this.lingerTimer);
-        this.lingerTimer = undefined;
-      }
-    }, Math.max(100, Math.floor(this.lingerMs / 2)));
-    (this.lingerTimer as { unref?: () => void }).unref?.();
-  }
-
-  private connection(): Redis | Cluster {
-    if (!this.conn) {
-      this.conn = this.make();
-      // Connection errors surface as subscriptions not confirmed in time; ioredis reconnects by itself.
-      this.conn.on('error', () => {});
-      this.attach(this.conn);
-    }
-    // A duplicate of a lazyConnect connection (or a lent one) may not have started connecting.
-    if (this.conn.status === 'wait') this.conn.connect().catch(() => {});
-    return this.conn;
-  }
-
-  private attach(conn: Redis | Cluster): void {
-    conn.on(this.sharded ? 'smessage' : 'message', this.onMessage);
-    conn.on('ready', this.onReady);
-  }
-
-  private readonly onMessage = (channel: string, payload: string): void => {
-    const ch = this.channels.get(channel);
-    if (!ch || ch.listeners.size === 0) return;
-    const event = decodeEvent(String(payload));
-    if (event) deliver(ch, event);
-  };
-
-  /** A new connection epoch: renew every subscription we want, leave the ones Redis may still hold for us. */
-  private readonly onReady = (): void => {
-    this.epoch++;
-    for (const [name, ch] of this.channels) {
-      if (ch.confirmed !== 0) ch.lost = true;
-      if (ch.retry) {
-        clearTimeout(ch.retry);
-        ch.retry = undefined;
-      }
-      this.sync(name);
-    }
-  };
-
-  private sync(channel: string): void {
-    const ch = this.channels.get(channel);
-    if (!ch || ch.busy || this.closed) return;
-    const want = ch.listeners.size > 0;
-    if (want) {
-      ch.idleSince = undefined;
-      ch.expired = false;
-      if (this.inEffect(ch)) {
-        settle(ch);
-        return;
-      }
-    } else {
-      if (ch.held && this.lingerMs > 0 && !ch.expired) {
-        // Stay subscribed for a while: the session's next watch on this instance needs no SUBSCRIBE.
-        ch.idleSince ??= Date.now();
-        this.lingering();
-        return;
-      }
-      if (!ch.held) {
-        this.channels.delete(channel);
-        return;
-      }
-    }
-    const conn = this.connection();
-    // Not ready: the next `ready` syncs every channel (and a waiter times out if it never comes).
-    if (conn.status !== 'ready') return;
-    ch.busy = true;
-    const epoch = this.epoch;
-    const op: Promise<unknown> = want
-      ? this.sharded
-        ? conn.ssubscribe(channel)
-        : conn.subscribe(channel)
-      : this.sharded
-        ? conn.sunsubscribe(channel)
-        : conn.unsubscribe(channel);
-    op.then(
-      () => {
-        ch.busy = false;
-        // Redis may hold a subscription whatever the epoch (ioredis resends and resubscribes after a
-        // reconnect), so count it; but only a reply of this epoch confirms anything about the
-        // connection now — otherwise sync() sends the command again.
-        if (want) ch.held = true;
-        if (epoch === this.epoch) {
-          if (!want) ch.held = false;
-          ch.confirmed = want ? epoch : 0;
-          if (want && ch.lost) {
-            ch.lost = false;
-            // Events published while the connection was down are gone: let watches read again.
-            deliver(ch, { type: 'message' });
-          }
-        }
-        this.sync(channel);
-      },
-      () => {
-        ch.busy = false;
-        if (this.closed || ch.retry) return;
-        // Waiters keep waiting (until their timeout); try again shortly.
-        ch.retry = setTimeout(() => {
-          ch.retry = undefined;
-          this.sync(channel);
-        }, 250);
-        (ch.retry as { unref?: () => void }).unref?.();
-      },
-    );
-  }
-}
-
-function unavailable(why: string): BidiError {
-  return new BidiError('STORE_UNAVAILABLE', `bidiweb/redis: ${why}; the watch should be retried`, { retryAfter: 1 });
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => (setTimeout(resolve, ms) as { unref?: () => void }).unref?.());
-}
-
-function settle(ch: ChannelState): void {
-  for (const w of ch.waiters.splice(0)) w.resolve();
-}
-
-function fail(ch: ChannelState, err: Error): void {
-  for (const w of ch.waiters.splice(0)) w.reject(err);
-}
-
-function deliver(ch: ChannelState, event: StoreEvent): void {
-  for (const listener of [...ch.listeners]) {
-    try {
-      listener(event);
-    } catch {
-      // a listener only wakes a watch; one that throws must not stop the others
-    }
-  }
+function unexpected(script: ScriptName, reply: unknown): Error {
+  const text = JSON.stringify(reply) ?? String(reply);
+  return new Error(`bidiweb/redis: unexpected reply from the ${script} script: ${text.length > 200 ? `${text.slice(0, 200)}…` : text}`);
 }

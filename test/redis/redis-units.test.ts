@@ -6,12 +6,16 @@
  * redis-store.test.ts and redis-cluster.test.ts).
  */
 import Redis from 'ioredis';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Socket } from 'node:net';
+import { BidiError } from '../../src/core/errors';
 import type { StoreEvent } from '../../src/core/store';
 import { newAppendId, newSessionId, newToken } from '../../src/core/util';
 import { RedisKeys, RedisStore } from '../../src/redis';
 import { keySlot } from '../../src/redis/keys';
-import { SCRIPTS } from '../../src/redis/scripts';
+import { INCLUDE_FILES, SCRIPT_FILES, SCRIPT_VERSION, SCRIPTS, type ScriptName } from '../../src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 jest.setTimeout(30_000);
@@ -115,6 +119,26 @@ describe('key layout', () => {
 
   it('refuses a prefix with braces (they would break the hash tags)', () => {
     expect(() => new RedisStore({ redis: connect(), prefix: 'a{b}:' })).toThrow(/prefix/);
+  });
+
+  it('reports every bad option as BidiError INVALID_OPTIONS', () => {
+    const redis = connect();
+    const bad: Array<() => unknown> = [
+      () => new RedisStore({ redis, prefix: 'a{b}:' }),
+      () => new RedisStore({ redis, subscriber: redis }),
+      () => new RedisStore(undefined as unknown as ConstructorParameters<typeof RedisStore>[0]),
+      () => new RedisStore({} as ConstructorParameters<typeof RedisStore>[0]),
+    ];
+    for (const make of bad) {
+      let thrown: unknown;
+      try {
+        make();
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(BidiError);
+      expect((thrown as BidiError).code).toBe('INVALID_OPTIONS');
+    }
   });
 
   it('an idle session is one key: the empty inbound buffer and log take no space', async () => {
@@ -236,11 +260,18 @@ describe('TTLs', () => {
 });
 
 describe('scripts', () => {
-  it('defines one command per script on the connection, and loads each script once', async () => {
+  const commandsDir = path.join(__dirname, '../../src/redis/commands');
+  const luaFiles = (dir: string) =>
+    readdirSync(dir)
+      .filter((f) => f.endsWith('.lua'))
+      .map((f) => f.slice(0, -'.lua'.length))
+      .sort();
+
+  it('defines one versioned command per script on the connection, and loads each script once', async () => {
     const { store, redis } = makeStore();
-    for (const name of Object.keys(SCRIPTS)) expect(typeof (redis as unknown as Record<string, unknown>)[name]).toBe('function');
-    for (const [name, def] of Object.entries(SCRIPTS)) {
-      expect(name).toMatch(/^bidi[A-Z]/);
+    for (const def of Object.values(SCRIPTS)) {
+      expect(def.command).toMatch(new RegExp(`^bidiweb_[a-z_]+_v${SCRIPT_VERSION}$`));
+      expect(typeof (redis as unknown as Record<string, unknown>)[def.command]).toBe('function');
       expect(def.lua).toMatch(/KEYS\[1\]/);
     }
     const sid = await open(store);
@@ -250,6 +281,81 @@ describe('scripts', () => {
     // The first call on a connection may be an EVAL; afterwards EVALSHA only.
     expect((after.evalsha ?? 0) - (before.evalsha ?? 0)).toBeGreaterThanOrEqual(4);
     expect((after.eval ?? 0) - (before.eval ?? 0)).toBeLessThanOrEqual(1);
+  });
+
+  it('takes every file of commands/, named <name>-<numberOfKeys>.lua, with the includes each asks for, once', () => {
+    expect(Object.keys(SCRIPT_FILES).sort()).toEqual(luaFiles(commandsDir));
+    expect(Object.keys(INCLUDE_FILES).sort()).toEqual(luaFiles(path.join(commandsDir, 'includes')));
+    for (const [file, text] of Object.entries(SCRIPT_FILES)) {
+      expect([file, text]).toEqual([file, readFileSync(path.join(commandsDir, `${file}.lua`), 'utf8')]);
+      const [, name, keys] = /^(.*)-(\d+)$/.exec(file)!;
+      const def = SCRIPTS[name as ScriptName];
+      // The highest KEYS[n] the file uses is its key count.
+      const used = Math.max(...[...text.matchAll(/KEYS\[(\d+)\]/g)].map((m) => Number(m[1])));
+      expect([file, def.numberOfKeys, used]).toEqual([file, Number(keys), Number(keys)]);
+      expect(def.lua).not.toMatch(/^-- @include/m);
+      // nowMs comes from includes/time.lua only, defined once whatever includes it.
+      expect([file, def.lua.split('local function nowMs()').length - 1]).toEqual([file, /nowMs\(\)|msOf\(/.test(text) || /@include session/.test(text) ? 1 : 0]);
+      expect(text).not.toMatch(/tonumber\(t\[1\]\) \* 1000/);
+    }
+  });
+
+  it('pins the script set to its version: changing a script means a new version', () => {
+    const fingerprint = createHash('sha1')
+      .update(JSON.stringify(Object.values(SCRIPTS).map((d) => [d.command, d.numberOfKeys, d.lua])))
+      .digest('hex');
+    // A failure here means a script's text changed: bump SCRIPT_VERSION in src/redis/scripts.ts
+    // and put the new fingerprint here (docs/REDIS.md, "Versioned command names").
+    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 1, fingerprint: '9f15ddf09df7ee3834c79259487241e86066ca07' });
+  });
+
+  it('keeps its commands when another version defines its own on the same connection', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store);
+    const token = newToken();
+    await store.receive(sid, { msgs: [{ seq: 1, json: '1' }], window: 10, bufferBytes: 1000, lease: { token, ms: LONG }, maxDeliver: 10 });
+    // A newer copy of bidiweb loaded later in the same process, lent the same connection.
+    redis.defineCommand(`bidiweb_renew_v${SCRIPT_VERSION + 1}`, { numberOfKeys: 1, lua: "return 'newer'" });
+    expect(await store.renewLease(sid, token, LONG)).toBe(true);
+    expect(await (redis as unknown as Record<string, (key: string) => Promise<unknown>>)[`bidiweb_renew_v${SCRIPT_VERSION + 1}`]!('k')).toBe('newer');
+  });
+});
+
+describe('reply decoders', () => {
+  // Each operation against a script that answers something no version of it sends (the command
+  // redefined under the store's own name): a clear error naming the script, never a guessed result.
+  const LEASE = { token: 't', ms: LONG };
+  const cases: Array<[ScriptName, (store: RedisStore, sid: string) => Promise<unknown>]> = [
+    ['admit', (store) => store.create({ sid: newSessionId(), userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 10 })],
+    ['create', (store) => store.create({ sid: newSessionId(), userJson: 'null', stateJson: '{}', initial: [], idleMs: LONG, maxSessions: 10 })],
+    ['receive', (store, sid) => store.receive(sid, { msgs: [{ seq: 1, json: '1' }], window: 10, bufferBytes: 1000, lease: LEASE, maxDeliver: 10 })],
+    ['commit', (store, sid) => store.commit(sid, { token: 't', seq: 1, leaseMs: LONG, next: true, maxDeliver: 10 })],
+    ['renew', (store, sid) => store.renewLease(sid, 't', LONG)],
+    ['append', (store, sid) => store.append(sid, ['1'], ROOMY)],
+    ['read', (store, sid) => store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 })],
+    ['close', (store, sid) => store.close(sid, { reason: 'test' })],
+    ['finish-close', (store, sid) => store.finishClose(sid, 't')],
+    ['sweep', (store) => store.sweep({ lease: LEASE, limit: 10 })],
+    ['publish', async (store, sid) => (await store.join(sid, 'g'), store.publish('g', '1', { maxEntries: 10, maxAgeMs: LONG }))],
+    ['group-join', (store, sid) => store.join(sid, 'g')],
+    ['join', (store, sid) => store.join(sid, 'g')],
+  ];
+  it.each(cases)('%s: an unexpected reply throws', async (name, op) => {
+    const { store, redis } = makeStore();
+    const sid = await open(store);
+    redis.defineCommand(SCRIPTS[name].command, { numberOfKeys: SCRIPTS[name].numberOfKeys, lua: "return {'surprise', 'x'}" });
+    await expect(op(store, sid)).rejects.toThrow(`bidiweb/redis: unexpected reply from the ${name} script: ["surprise","x"]`);
+  });
+
+  it('expire-check (in the sweep) and group-tail (in a read): an unexpected reply throws', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store, { idleMs: 1 });
+    await store.join(sid, 'g');
+    redis.defineCommand(SCRIPTS['group-tail'].command, { numberOfKeys: 2, lua: "return {'e', 0, 'x'}" });
+    await expect(store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 })).rejects.toThrow('unexpected reply from the group-tail script');
+    await sleep(10);
+    redis.defineCommand(SCRIPTS['expire-check'].command, { numberOfKeys: 3, lua: "return {'wait'}" });
+    await expect(store.sweep({ lease: { token: newToken(), ms: 1_000 }, limit: 10 })).rejects.toThrow('unexpected reply from the expire-check script: ["wait"]');
   });
 });
 
@@ -314,6 +420,39 @@ describe('subscriptions', () => {
     unsubs.forEach((u) => u());
     for (let i = 0; i < 100 && (await redis.pubsub('CHANNELS', `${prefix}*`)).length > 0; i++) await sleep(5);
     expect(await redis.pubsub('CHANNELS', `${prefix}*`)).toEqual([]);
+  });
+
+  it('listens to a member’s group channel for all the session’s listeners here, until the last of them leaves', async () => {
+    const { store, redis, prefix } = makeStore({ subscriptionLingerMs: 0 });
+    const keys = new RedisKeys(prefix);
+    const sid = await open(store);
+    const group = `g${newToken()}`;
+    await store.join(sid, group);
+    const groupChannel = keys.groupKeys(group).channel;
+    const a: StoreEvent[] = [];
+    const b: StoreEvent[] = [];
+    const stopA = await store.subscribe(sid, (e) => a.push(e));
+    const stopB = await store.subscribe(sid, (e) => b.push(e));
+    await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 }); // learns the group: subscribes to it
+    expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 1]);
+    const publishWakes = async (events: StoreEvent[]) => {
+      events.length = 0;
+      await store.publish(group, '1', { maxEntries: 100, maxAgeMs: LONG });
+      for (let i = 0; i < 100 && events.length === 0; i++) await sleep(5);
+      expect(events).toEqual([{ type: 'message' }]);
+    };
+    await publishWakes(a);
+    await publishWakes(b);
+    stopA();
+    await sleep(30);
+    // One listener of the session is left: the group channel stays, and wakes it.
+    expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 1]);
+    a.length = 0;
+    await publishWakes(b);
+    expect(a).toEqual([]);
+    stopB();
+    for (let i = 0; i < 100 && Number((await redis.pubsub('NUMSUB', groupChannel))[1]) > 0; i++) await sleep(5);
+    expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 0]);
   });
 
   it('re-subscribes a listener added while the last one’s UNSUBSCRIBE is in flight', async () => {

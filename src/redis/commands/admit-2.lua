@@ -16,9 +16,9 @@
   Returns {admitted, sid, sid, ...}: admitted 2 (admitted and indexed now) |
   1 (already indexed) | 0 (the limit is reached), then the tombstones to delete
 ]]
+-- @include time
 local max = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMs()
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local result = {0}
 local over = redis.call('ZCARD', KEYS[2]) - max

@@ -35,6 +35,7 @@
                    nothing changed; the caller closes the session
   Events: 'm' on ok (not on a repeat).
 ]]
+-- @include session
 local APPEND_IDS, APPEND_IDS_MS = 32, 600000
 local s, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3]
 local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an', 'gn')

@@ -29,6 +29,7 @@
       expiry, or now when nobody holds the lease); 0 for a closed session.
   Events: 'c' on the transition.
 ]]
+-- @include session
 local s, inKey = KEYS[1], KEYS[2]
 local f = redis.call('HMGET', s, 'status', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl', 'gn', 'lbytes')
 if not f[1] then return {'unknown'} end

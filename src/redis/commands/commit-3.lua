@@ -33,6 +33,7 @@
   (seqs first .. first + stored - 1); refused: '' | 'full' | 'closed', why the rest were not.
   Events: 'm' when messages were appended.
 ]]
+-- @include session
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
 local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn')
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end

@@ -19,6 +19,7 @@
                         a tombstone); nothing changed
     {'ok'}
 ]]
+-- @include session
 local s, outKey = KEYS[1], KEYS[2]
 local f = redis.call('HMGET', s, 'status', 'ct')
 if f[1] then

@@ -18,6 +18,7 @@
     {'closing', reason, userJson, stateJson, leaseUntil}  the sweeper holds the lease: run onClose
   Events: 'c' when an idle session starts closing.
 ]]
+-- @include session
 local s, inKey = KEYS[1], KEYS[2]
 local f = redis.call('HMGET', s, 'status', 'seen', 'idle', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl')
 if not f[1] then return {'gone'} end

@@ -29,6 +29,7 @@
                                     sessions index to the tombstone index and removes it from
                                     each group set
 ]]
+-- @include session
 local CLIENT_REASON = 'client'
 local s, inKey, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local f = redis.call('HMGET', s, 'status', 'lease', 'tomb', 'closer', 'last', 'cack', 'closeReason', 'lbytes')

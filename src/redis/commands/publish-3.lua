@@ -24,6 +24,7 @@
   Returns {members, gseq}: the group's size and the entry's gseq; {0, 0}
   when the group has no members (nothing is written).
 ]]
+-- @include time
 local PUBLISH_IDS = 32
 local membersKey, logKey, metaKey = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[5]
@@ -38,7 +39,7 @@ end
 local members = redis.call('SCARD', membersKey)
 if members == 0 then return {0, 0} end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = msOf(t)
 local epoch, last, t0, ids, idn = f[1], tonumber(f[2]) or 0, tonumber(f[3]), f[4] or '', tonumber(f[5]) or 0
 if not epoch then
   epoch, last, t0, ids, idn = t[1] .. '.' .. t[2], 0, now, '', 0

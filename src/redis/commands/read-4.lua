@@ -41,6 +41,7 @@
   Events: 'a' when the ack trimmed something and an append found the log full since the last 'a';
   'w:<token>' on a claim; 'c' on an overrun close.
 ]]
+-- @include session
 local OVERRUN_REASON = 'group-overrun'
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
 local channel, sharded = ARGV[1], ARGV[2]

@@ -24,6 +24,7 @@
       the caller now holds the lease and must deliver the pairs in order
   Events: 'a' when the ack trimmed something and an append found the log full since the last 'a'.
 ]]
+-- @include session
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
 local channel, sharded = ARGV[1], ARGV[2]
 local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'ttl', 'exp', 'wr')

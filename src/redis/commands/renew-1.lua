@@ -6,6 +6,7 @@
 
   Returns 1 when the token holds the lease (now extended), else 0.
 ]]
+-- @include time
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'leaseUntil', nowMs() + tonumber(ARGV[2]))
 return 1

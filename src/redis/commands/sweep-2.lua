@@ -10,6 +10,7 @@
 
   Returns {'busy'} (another token holds the lease) | {'ok', sid, sid, ...}
 ]]
+-- @include time
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {'busy'} end
 local ms = tonumber(ARGV[2])
@@ -18,8 +19,7 @@ if ms > 0 then
 else
   redis.call('DEL', KEYS[2])
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMs()
 local result = {'ok'}
 local limit = tonumber(ARGV[3])
 if limit > 0 then

@@ -1,6 +1,7 @@
 --[[
-  Helpers shared by the per-session scripts. src/redis/scripts.ts puts this
-  file in front of each of them, so every script stays one EVAL.
+  Helpers shared by the per-session scripts, which include this file
+  (`-- @include session`, resolved by src/redis/scripts.ts when the module
+  loads), so every script stays one EVAL.
 
   The session record (KEYS[1], a HASH) holds:
     status       'open' | 'closing' | 'closed'
@@ -27,16 +28,8 @@
     wr                         set by an append that found the log full: the next trim publishes 'a'
   Absent number fields read as 0. Every length is in bytes (#str), which is
   the UTF-8 length of the JSON text.
-
-  Time always comes from the Redis server (TIME), never from the caller, so
-  that every instance sees the same leases; Redis 7 replicates a script's
-  effects, which makes TIME safe to use before writes.
 ]]
-
-local function nowMs()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+-- @include time
 
 local function num(v)
   return tonumber(v) or 0

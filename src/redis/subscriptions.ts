@@ -1,0 +1,349 @@
+/**
+ * The store's wake-up subscriptions: one pub/sub connection per RedisStore,
+ * shared by every listener (watch) of every session and group channel. The
+ * scripts publish one-letter events on a session's channel (see
+ * includes/session.lua, `notify`); this file turns them into StoreEvents.
+ */
+import type { Cluster, Redis } from 'ioredis';
+import { BidiError } from '../core/errors';
+import type { StoreEvent, Unsubscribe } from '../core/store';
+
+export type Listener = (event: StoreEvent) => void;
+
+/** Longest add() waits for Redis to confirm the subscription. */
+const SUBSCRIBE_TIMEOUT_MS = 2_000;
+
+function decodeEvent(payload: string): StoreEvent | null {
+  switch (payload) {
+    case 'm':
+      return { type: 'message' };
+    case 'c':
+      return { type: 'close' };
+    case 'a':
+      return { type: 'ack' };
+    default:
+      return payload.startsWith('w:') ? { type: 'watch', token: payload.slice(2) } : null;
+  }
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+interface ChannelState {
+  listeners: Set<Listener>;
+  /**
+   * The connection epoch in which Redis confirmed our subscription, or 0.
+   * In effect only while that epoch is the current one and the connection is
+   * ready: a reconnect makes every confirmation stale until it is renewed.
+   */
+  confirmed: number;
+  /** Redis may hold a subscription of ours to this channel (confirmed in some epoch, not since left). */
+  held: boolean;
+  /** A (S)SUBSCRIBE or (S)UNSUBSCRIBE for the channel is in flight. */
+  busy: boolean;
+  /** The subscription was in effect on a connection that dropped: wake the listeners once it is renewed. */
+  lost: boolean;
+  /** add() calls waiting for the subscription to be in effect. */
+  waiters: Waiter[];
+  retry?: ReturnType<typeof setTimeout>;
+  /** No listener since then, still subscribed (see `subscriptionLingerMs`). */
+  idleSince?: number;
+  /** The linger ran out: unsubscribe (unless a listener came back). */
+  expired?: boolean;
+}
+
+/**
+ * One pub/sub connection per store, shared by every listener: a channel is
+ * subscribed when its first listener arrives and left when its last one
+ * goes (one command in flight per channel at a time, so a listener added
+ * while an unsubscribe is in flight re-subscribes once it completes).
+ *
+ * `add` resolves only once the subscription is in effect — Redis answered
+ * the (S)SUBSCRIBE on the connection as it is now — so an operation started
+ * after that observes the store after the subscription, and no wake-up can
+ * fall between the two (core subscribes, then reads). When that cannot be
+ * had within SUBSCRIBE_TIMEOUT_MS, `add` rejects (`STORE_UNAVAILABLE`): a
+ * watch is never left waiting on a subscription nobody confirmed.
+ *
+ * Commands go out only on a ready connection. ioredis writes a SUBSCRIBE
+ * issued while its socket is still in its handshake straight away; the
+ * reply switches the connection to subscriber mode, its ready check (INFO)
+ * is then refused, and the connection is torn down with the commands queued
+ * on it. Waiting for `ready` keeps us out of that window; each `ready` starts
+ * a new epoch in which every wanted channel is subscribed again (ioredis'
+ * own auto-resubscribe is not relied on) and its listeners are woken, since
+ * events published while the connection was down are lost.
+ */
+export class Subscriptions {
+  private readonly channels = new Map<string, ChannelState>();
+  private conn?: Redis | Cluster;
+  private readonly owned: boolean;
+  /** Bumped at every `ready` of the connection; confirmations of older epochs are stale. */
+  private epoch = 0;
+  private closed = false;
+  private lingerTimer?: ReturnType<typeof setInterval>;
+
+  constructor(
+    private readonly sharded: boolean,
+    private readonly lingerMs: number,
+    given: Redis | Cluster | undefined,
+    private readonly make: () => Redis | Cluster,
+  ) {
+    this.conn = given;
+    this.owned = !given;
+    if (given) {
+      if (given.status === 'ready') this.epoch = 1;
+      this.attach(given);
+    }
+  }
+
+  async add(channel: string, listener: Listener): Promise<Unsubscribe> {
+    if (this.closed) throw unavailable('the store was disposed');
+    let ch = this.channels.get(channel);
+    if (!ch) this.channels.set(channel, (ch = { listeners: new Set(), confirmed: 0, held: false, busy: false, lost: false, waiters: [] }));
+    // A listener is a registration: the same function added twice needs two unsubscribes.
+    const entry: Listener = (event) => listener(event);
+    ch.listeners.add(entry);
+    let done = false;
+    const unsubscribe = () => {
+      if (done) return;
+      done = true;
+      const current = this.channels.get(channel);
+      if (!current || !current.listeners.delete(entry)) return;
+      this.sync(channel);
+    };
+    this.sync(channel);
+    if (!this.inEffect(ch)) {
+      try {
+        await this.whenInEffect(ch);
+      } catch (err) {
+        unsubscribe();
+        throw err;
+      }
+    }
+    return unsubscribe;
+  }
+
+  /** Listeners on the channel now (a lingering subscription has none). */
+  listenerCount(channel: string): number {
+    return this.channels.get(channel)?.listeners.size ?? 0;
+  }
+
+  /** Wakes the channel's listeners here as if `event` had been published on it (a group's publish wakes its members' watches). */
+  wake(channel: string, event: StoreEvent): void {
+    const ch = this.channels.get(channel);
+    if (ch && ch.listeners.size > 0) deliver(ch, event);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.lingerTimer) clearInterval(this.lingerTimer);
+    this.lingerTimer = undefined;
+    const conn = this.conn;
+    const mine = [...this.channels.entries()].filter(([, ch]) => ch.held).map(([name]) => name);
+    for (const ch of this.channels.values()) {
+      if (ch.retry) clearTimeout(ch.retry);
+      ch.listeners.clear();
+      fail(ch, unavailable('the store was disposed'));
+    }
+    this.channels.clear();
+    if (!conn) return;
+    conn.removeListener('message', this.onMessage);
+    conn.removeListener('smessage', this.onMessage);
+    conn.removeListener('ready', this.onReady);
+    if (this.owned) {
+      // QUIT needs a reachable server; past a second, drop the socket.
+      const ended = conn.status === 'end' ? Promise.resolve() : new Promise<void>((resolve) => conn.once('end', () => resolve()));
+      void conn.quit().catch(() => {});
+      await Promise.race([ended, delay(1_000)]);
+      if (conn.status !== 'end') conn.disconnect();
+    } else if (mine.length > 0 && conn.status === 'ready') {
+      // A connection lent to us: leave our channels, keep the rest.
+      await Promise.race([(this.sharded ? Promise.all(mine.map((c) => conn.sunsubscribe(c))) : conn.unsubscribe(...mine)).catch(() => {}), delay(1_000)]);
+    }
+  }
+
+  /** Subscribed on the connection as it is now, with no UNSUBSCRIBE on its way. */
+  private inEffect(ch: ChannelState): boolean {
+    return !ch.busy && ch.confirmed !== 0 && ch.confirmed === this.epoch && this.conn?.status === 'ready';
+  }
+
+  /** Resolves when the channel's subscription is in effect; rejects after SUBSCRIBE_TIMEOUT_MS (the subscription keeps being retried for later listeners). */
+  private whenInEffect(ch: ChannelState): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        const i = ch.waiters.indexOf(waiter);
+        if (i >= 0) ch.waiters.splice(i, 1);
+        reject(unavailable(`Redis did not confirm the subscription within ${SUBSCRIBE_TIMEOUT_MS} ms`));
+      }, SUBSCRIBE_TIMEOUT_MS);
+      (timer as { unref?: () => void }).unref?.();
+      ch.waiters.push(waiter);
+    });
+  }
+
+  /** One timer, while channels linger: unsubscribes those whose linger ran out. */
+  private lingering(): void {
+    if (this.lingerTimer || this.closed) return;
+    this.lingerTimer = setInterval(() => {
+      const now = Date.now();
+      let left = 0;
+      for (const [name, ch] of this.channels) {
+        if (ch.idleSince === undefined || ch.listeners.size > 0) continue;
+        if (now - ch.idleSince < this.lingerMs) {
+          left++;
+          continue;
+        }
+        ch.idleSince = undefined;
+        ch.expired = true;
+        this.sync(name);
+      }
+      if (left === 0 && this.lingerTimer) {
+        clearInterval(this.lingerTimer);
+        this.lingerTimer = undefined;
+      }
+    }, Math.max(100, Math.floor(this.lingerMs / 2)));
+    (this.lingerTimer as { unref?: () => void }).unref?.();
+  }
+
+  private connection(): Redis | Cluster {
+    if (!this.conn) {
+      this.conn = this.make();
+      // Connection errors surface as subscriptions not confirmed in time; ioredis reconnects by itself.
+      this.conn.on('error', () => {});
+      this.attach(this.conn);
+    }
+    // A duplicate of a lazyConnect connection (or a lent one) may not have started connecting.
+    if (this.conn.status === 'wait') this.conn.connect().catch(() => {});
+    return this.conn;
+  }
+
+  private attach(conn: Redis | Cluster): void {
+    conn.on(this.sharded ? 'smessage' : 'message', this.onMessage);
+    conn.on('ready', this.onReady);
+  }
+
+  private readonly onMessage = (channel: string, payload: string): void => {
+    const ch = this.channels.get(channel);
+    if (!ch || ch.listeners.size === 0) return;
+    const event = decodeEvent(String(payload));
+    if (event) deliver(ch, event);
+  };
+
+  /** A new connection epoch: renew every subscription we want, leave the ones Redis may still hold for us. */
+  private readonly onReady = (): void => {
+    this.epoch++;
+    for (const [name, ch] of this.channels) {
+      if (ch.confirmed !== 0) ch.lost = true;
+      if (ch.retry) {
+        clearTimeout(ch.retry);
+        ch.retry = undefined;
+      }
+      this.sync(name);
+    }
+  };
+
+  private sync(channel: string): void {
+    const ch = this.channels.get(channel);
+    if (!ch || ch.busy || this.closed) return;
+    const want = ch.listeners.size > 0;
+    if (want) {
+      ch.idleSince = undefined;
+      ch.expired = false;
+      if (this.inEffect(ch)) {
+        settle(ch);
+        return;
+      }
+    } else {
+      if (ch.held && this.lingerMs > 0 && !ch.expired) {
+        // Stay subscribed for a while: the session's next watch on this instance needs no SUBSCRIBE.
+        ch.idleSince ??= Date.now();
+        this.lingering();
+        return;
+      }
+      if (!ch.held) {
+        this.channels.delete(channel);
+        return;
+      }
+    }
+    const conn = this.connection();
+    // Not ready: the next `ready` syncs every channel (and a waiter times out if it never comes).
+    if (conn.status !== 'ready') return;
+    ch.busy = true;
+    const epoch = this.epoch;
+    const op: Promise<unknown> = want
+      ? this.sharded
+        ? conn.ssubscribe(channel)
+        : conn.subscribe(channel)
+      : this.sharded
+        ? conn.sunsubscribe(channel)
+        : conn.unsubscribe(channel);
+    op.then(
+      () => {
+        ch.busy = false;
+        // Redis may hold a subscription whatever the epoch (ioredis resends and resubscribes after a
+        // reconnect), so count it; but only a reply of this epoch confirms anything about the
+        // connection now — otherwise sync() sends the command again.
+        if (want) ch.held = true;
+        if (epoch === this.epoch) {
+          if (!want) ch.held = false;
+          ch.confirmed = want ? epoch : 0;
+          if (want && ch.lost) {
+            ch.lost = false;
+            // Events published while the connection was down are gone: let watches read again.
+            deliver(ch, { type: 'message' });
+          }
+        }
+        this.sync(channel);
+      },
+      () => {
+        ch.busy = false;
+        if (this.closed || ch.retry) return;
+        // Waiters keep waiting (until their timeout); try again shortly.
+        ch.retry = setTimeout(() => {
+          ch.retry = undefined;
+          this.sync(channel);
+        }, 250);
+        (ch.retry as { unref?: () => void }).unref?.();
+      },
+    );
+  }
+}
+
+function unavailable(why: string): BidiError {
+  return new BidiError('STORE_UNAVAILABLE', `bidiweb/redis: ${why}; the watch should be retried`, { retryAfter: 1 });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => (setTimeout(resolve, ms) as { unref?: () => void }).unref?.());
+}
+
+function settle(ch: ChannelState): void {
+  for (const w of ch.waiters.splice(0)) w.resolve();
+}
+
+function fail(ch: ChannelState, err: Error): void {
+  for (const w of ch.waiters.splice(0)) w.reject(err);
+}
+
+function deliver(ch: ChannelState, event: StoreEvent): void {
+  for (const listener of [...ch.listeners]) {
+    try {
+      listener(event);
+    } catch {
+      // a listener only wakes a watch; one that throws must not stop the others
+    }
+  }
+}
