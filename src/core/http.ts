@@ -4,6 +4,7 @@
  * `toFetchHandler` does the same for Web-standard runtimes.
  */
 import { JSON_MEDIA_TYPE, SID_HEADER as WIRE_SID_HEADER } from '../wire';
+import { BidiError } from './errors';
 
 export interface HeaderReader {
   get(name: string): string | null;
@@ -106,13 +107,13 @@ export class CorsPolicy {
     allowedHosts?: readonly string[] | 'any',
   ) {
     if (options.origins === '*' && options.credentials) {
-      throw new Error("cors: credentials cannot be combined with origins '*'");
+      throw new BidiError('INVALID_OPTIONS', "cors: credentials cannot be combined with origins '*'");
     }
     this.allowHeaders = ['content-type', SID_HEADER, ...(options.allowHeaders ?? [])].join(', ');
     if (allowedHosts === 'any') this.hostAllowed = () => true;
     else if (allowedHosts === undefined) this.hostAllowed = defaultHostAllowed;
     else {
-      if (!Array.isArray(allowedHosts)) throw new Error("allowedHosts must be an array of host names or 'any'");
+      if (!Array.isArray(allowedHosts)) throw new BidiError('INVALID_OPTIONS', "allowedHosts must be an array of host names or 'any'");
       const exact = new Set<string>();
       const suffixes: string[] = [];
       for (const h of allowedHosts) {
@@ -125,12 +126,18 @@ export class CorsPolicy {
   }
 
   /**
-   * `crossOrigin: false` for same-origin and non-browser requests. Same-origin
-   * means the Origin matches the Host *and* the Host is allowed: a Host the
-   * client chose is no proof of which server it reached (DNS rebinding).
-   * A browser request without Origin (a same-origin GET: only
-   * `Sec-Fetch-Site` tells it from a non-browser client) to a Host that is
-   * not allowed is refused.
+   * Classifies a request. A Host the client chose is no proof of which server
+   * it reached (DNS rebinding), so a Host counts only when it is allowed:
+   * - no Origin: `crossOrigin: false` (same-origin or not from a browser),
+   *   except a browser request (`Sec-Fetch-Site` present and not `none`, e.g.
+   *   a same-origin GET, which carries no Origin) naming a Host that is not
+   *   allowed: refused, `hostRefused`;
+   * - an Origin that names the request's Host, an allowed Host: same-origin;
+   * - an Origin that names the request's Host, a Host not allowed:
+   *   cross-origin, allowed only for an origin in `cors.origins`, else refused
+   *   with `hostRefused`;
+   * - any other Origin (`null` and unparsable ones too): cross-origin,
+   *   allowed only for an origin in `cors.origins`.
    */
   check(req: BidiRequest): { crossOrigin: boolean; allowed: boolean; origin: string | null; hostRefused?: boolean } {
     const origin = req.headers.get('origin');
