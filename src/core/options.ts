@@ -7,7 +7,7 @@ import { BidiError } from './errors';
 import type { BidiRequest, CorsOptions, HeaderReader } from './http';
 import { CorsPolicy } from './http';
 import type { Limits } from './limits';
-import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimits } from './limits';
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LEASE_MS, DEFAULT_WAIT_MS, MAX_WAIT_CAP_MS, resolveLimits } from './limits';
 import type { ObserveOptions } from './observe';
 import type { OpenLimit, OpenLimiter } from './open-limit';
 import { DEFAULT_OPEN_LIMIT, defaultClientKey } from './open-limit';
@@ -132,10 +132,9 @@ export interface BidiOptions<User = unknown, State extends object = Record<strin
   allowedHosts?: readonly string[] | 'any';
 }
 
-export const DEFAULT_PATH = '/session';
-export const DEFAULT_LEASE_MS = 5_000;
-export const DEFAULT_SEND_TIMEOUT_MS = 30_000;
-export const DEFAULT_SWEEP_INTERVAL_MS = 5_000;
+const DEFAULT_PATH = '/session';
+const DEFAULT_SEND_TIMEOUT_MS = 30_000;
+const DEFAULT_SWEEP_INTERVAL_MS = 5_000;
 
 /**
  * 5 s: a client then finds a dead stream within 16 s (3 heartbeats + 1 s),
@@ -144,14 +143,14 @@ export const DEFAULT_SWEEP_INTERVAL_MS = 5_000;
  * (30–100 s). Its cost: one 1-byte write per idle stream per 5 s, far less
  * than the request per wait a plain watch costs.
  */
-export const DEFAULT_HEARTBEAT_MS = 5_000;
+const DEFAULT_HEARTBEAT_MS = 5_000;
 
 /**
  * 30 s without a byte taken: far longer than a slow mobile link needs to
  * take some of a 256 KiB response, short enough that sockets which never read
  * cannot pile up their responses for long.
  */
-export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 
 /** The options as the server runs with them: checked, defaults filled in. */
 export interface Settings {
