@@ -105,3 +105,8 @@ export function toBidiError(err: unknown): BidiError {
   if (err instanceof BidiError) return err;
   return new BidiError('INTERNAL', 'internal error', { cause: err });
 }
+
+/** A session the store does not have, as clients are told (send, watch and close alike). */
+export function unknownSession(): BidiError {
+  return new BidiError('UNKNOWN_SESSION', 'unknown session: it never existed, expired, or the store lost it');
+}

@@ -1,9 +1,13 @@
 /**
- * The runtime-neutral request/response pair the core speaks. Adapters build a
- * BidiRequest from their framework's request and write a BidiResponse back;
- * `toFetchHandler` does the same for Web-standard runtimes.
+ * The core's HTTP face. The runtime-neutral request/response pair the core
+ * speaks (adapters build a BidiRequest from their framework's request and
+ * write a BidiResponse back; `toFetchHandler` does the same for Web-standard
+ * runtimes), and what stands between a request and the engine: routing,
+ * CORS, and the mapping of errors to responses.
  */
 import { JSON_MEDIA_TYPE, SID_HEADER as WIRE_SID_HEADER } from '../wire';
+import { BidiError, toBidiError } from './errors';
+import { SESSION_ID_PATTERN } from './util';
 
 export interface HeaderReader {
   get(name: string): string | null;
@@ -106,13 +110,13 @@ export class CorsPolicy {
     allowedHosts?: readonly string[] | 'any',
   ) {
     if (options.origins === '*' && options.credentials) {
-      throw new Error("cors: credentials cannot be combined with origins '*'");
+      throw new BidiError('INVALID_OPTIONS', "cors: credentials cannot be combined with origins '*'");
     }
     this.allowHeaders = ['content-type', SID_HEADER, ...(options.allowHeaders ?? [])].join(', ');
     if (allowedHosts === 'any') this.hostAllowed = () => true;
     else if (allowedHosts === undefined) this.hostAllowed = defaultHostAllowed;
     else {
-      if (!Array.isArray(allowedHosts)) throw new Error("allowedHosts must be an array of host names or 'any'");
+      if (!Array.isArray(allowedHosts)) throw new BidiError('INVALID_OPTIONS', "allowedHosts must be an array of host names or 'any'");
       const exact = new Set<string>();
       const suffixes: string[] = [];
       for (const h of allowedHosts) {
@@ -125,12 +129,18 @@ export class CorsPolicy {
   }
 
   /**
-   * `crossOrigin: false` for same-origin and non-browser requests. Same-origin
-   * means the Origin matches the Host *and* the Host is allowed: a Host the
-   * client chose is no proof of which server it reached (DNS rebinding).
-   * A browser request without Origin (a same-origin GET: only
-   * `Sec-Fetch-Site` tells it from a non-browser client) to a Host that is
-   * not allowed is refused.
+   * Classifies a request. A Host the client chose is no proof of which server
+   * it reached (DNS rebinding), so a Host counts only when it is allowed:
+   * - no Origin: `crossOrigin: false` (same-origin or not from a browser),
+   *   except a browser request (`Sec-Fetch-Site` present and not `none`, e.g.
+   *   a same-origin GET, which carries no Origin) naming a Host that is not
+   *   allowed: refused, `hostRefused`;
+   * - an Origin that names the request's Host, an allowed Host: same-origin;
+   * - an Origin that names the request's Host, a Host not allowed:
+   *   cross-origin, allowed only for an origin in `cors.origins`, else refused
+   *   with `hostRefused`;
+   * - any other Origin (`null` and unparsable ones too): cross-origin,
+   *   allowed only for an origin in `cors.origins`.
    */
   check(req: BidiRequest): { crossOrigin: boolean; allowed: boolean; origin: string | null; hostRefused?: boolean } {
     const origin = req.headers.get('origin');
@@ -183,4 +193,124 @@ export class CorsPolicy {
       'access-control-max-age': String(this.options.maxAge ?? 600),
     };
   }
+}
+
+type Route = 'root' | 'send' | 'watch' | 'unknown';
+
+/** What the HTTP face hands each route to, and tells about failures. */
+export interface Endpoints {
+  /** POST on the mount path. */
+  open(req: BidiRequest): Promise<BidiResponse>;
+  /** POST `/send`: the client's messages. */
+  receive(req: BidiRequest): Promise<BidiResponse>;
+  /** GET `/watch`. */
+  watch(req: BidiRequest): Promise<BidiResponse>;
+  /** DELETE on the mount path. */
+  clientClose(req: BidiRequest): Promise<BidiResponse>;
+  /**
+   * A request failed with a 5xx. `sid`: the session the request names, if
+   * well-formed (not verified: a label of it reveals nothing).
+   */
+  failed(err: unknown, sid: string | undefined): void;
+  /** A browser request named a Host not in allowedHosts (`host`: the header, cut short). */
+  hostRefused(host: string): void;
+}
+
+/** Routes requests under the mount path to the endpoints, behind CORS, and maps errors to responses. */
+export class HttpFace {
+  constructor(
+    /** Without a trailing slash ('' for '/'). */
+    private readonly path: string,
+    private readonly cors: CorsPolicy,
+    private readonly endpoints: Endpoints,
+    /** Response headers a cross-origin page may read when a response carries them. */
+    private readonly exposable: readonly string[],
+  ) {}
+
+  /**
+   * Serve one request. Resolves `null` when the path is not under this
+   * server's mount path (adapters then pass the request on).
+   */
+  readonly handle = async (req: BidiRequest): Promise<BidiResponse | null> => {
+    const route = this.route(req.path);
+    if (route === null) return null;
+    const cors = this.cors.check(req);
+    const corsHeaders = cors.crossOrigin && cors.allowed ? this.cors.headers(cors.origin!) : undefined;
+    try {
+      if (cors.crossOrigin && !cors.allowed) {
+        if (cors.hostRefused) {
+          // Most likely the app's own page on a host it did not list: say so to the operator, not only to the page.
+          this.endpoints.hostRefused((req.headers.get('host') ?? '').slice(0, 100));
+          throw new BidiError('CORS_FORBIDDEN', 'this Host is not in allowedHosts');
+        }
+        throw new BidiError('CORS_FORBIDDEN', 'cross-origin requests from this origin are not allowed');
+      }
+      if (req.method === 'OPTIONS' && route !== 'unknown') {
+        return { status: 204, headers: cors.crossOrigin ? this.cors.preflightHeaders(cors.origin!) : { allow: allowed(route) }, body: '' };
+      }
+      const res = await this.dispatch(route, req);
+      if (corsHeaders) {
+        Object.assign(res.headers, corsHeaders);
+        // A cross-origin page may read only the response headers it is told it may.
+        const exposed = this.exposable.filter((name) => name in res.headers);
+        if (exposed.length > 0) res.headers['access-control-expose-headers'] = exposed.join(', ');
+      }
+      return res;
+    } catch (err) {
+      const e = toBidiError(err);
+      if (e.status >= 500) {
+        const sid = req.headers.get(SID_HEADER);
+        this.endpoints.failed(err, sid && SESSION_ID_PATTERN.test(sid) ? sid : undefined);
+      }
+      return errorResponse(e, corsHeaders);
+    }
+  };
+
+  private route(path: string): Route | null {
+    if (path === this.path || path === this.path + '/') return 'root';
+    if (!path.startsWith(this.path + '/')) return null;
+    const rest = path.slice(this.path.length + 1);
+    if (rest === 'send') return 'send';
+    if (rest === 'watch') return 'watch';
+    return 'unknown';
+  }
+
+  private async dispatch(route: Route, req: BidiRequest): Promise<BidiResponse> {
+    const m = req.method;
+    switch (route) {
+      case 'root':
+        if (m === 'POST') return this.endpoints.open(req);
+        if (m === 'DELETE') return this.endpoints.clientClose(req);
+        break;
+      case 'send':
+        if (m === 'POST') return this.endpoints.receive(req);
+        break;
+      case 'watch':
+        if (m === 'GET') return this.endpoints.watch(req);
+        break;
+      case 'unknown':
+        throw new BidiError('NOT_FOUND', `no such path: ${req.path}`);
+    }
+    throw new BidiError('METHOD_NOT_ALLOWED', `${m} is not allowed here; use ${allowed(route)}`);
+  }
+}
+
+function allowed(route: Route): string {
+  return route === 'root' ? 'POST, DELETE' : route === 'send' ? 'POST' : route === 'watch' ? 'GET' : '';
+}
+
+/**
+ * The response for an error. A 5xx tells the client nothing of its cause:
+ * it is `INTERNAL` (retry), except `STORE_UNAVAILABLE`, which clients retry
+ * after its Retry-After.
+ */
+function errorResponse(e: BidiError, extraHeaders?: Record<string, string>): BidiResponse {
+  const headers: Record<string, string> = { ...extraHeaders };
+  if (e.retryAfter !== undefined) headers['retry-after'] = String(e.retryAfter);
+  if (e.code === 'STORE_UNAVAILABLE') {
+    return jsonResponse(503, JSON.stringify({ error: { code: e.code, message: 'the session store is unavailable; retry' } }), headers);
+  }
+  const status = e.status >= 500 ? 500 : e.status;
+  const message = e.status >= 500 && e.code !== 'INTERNAL' ? 'internal error' : e.message;
+  return jsonResponse(status, JSON.stringify({ error: { code: status === 500 ? 'INTERNAL' : e.code, message } }), headers);
 }

@@ -11,13 +11,16 @@ export interface SendOptions {
   whenFull?: WhenFull;
 }
 
-/** What a session object needs from the server that made it. */
+/**
+ * What a session object calls, for its own id: the hub's `send`, `close`,
+ * `join` and `leave` (a `Hub` is one), or a stand-in for them while the
+ * session is being opened or delivered to.
+ */
 export interface SessionBackend {
-  send(sid: string, json: string, options: SendOptions | undefined): Promise<number>;
-  close(sid: string, reason: string): Promise<void>;
+  send(sid: string, data: unknown, options?: SendOptions): Promise<number>;
+  close(sid: string, reason?: string): Promise<void>;
   join(sid: string, group: string): Promise<boolean>;
   leave(sid: string, group: string): Promise<void>;
-  serialize(data: unknown): string;
 }
 
 /**
@@ -30,27 +33,32 @@ export interface SessionBackend {
 export class ServerSession<User = unknown, State extends object = Record<string, unknown>, Out = unknown> {
   /** The session id. A bearer secret: do not log it. */
   readonly id: string;
-  private _user: User;
-  private _state: State;
-  /** Until first read, `user` and `state` stay the JSON text the store gave: a handler that never looks at them costs no parse. */
+  /** Set from `userJson` on first read; undefined in a session being opened until `onOpen` sets it. */
+  private _user!: User;
+  /** Set from `stateJson` on first read. */
+  private _state!: State;
+  /** Until first read, `user` and `state` stay JSON text: a handler that never looks at them costs no parse. */
   private userJson?: string;
   private stateJson?: string;
 
-  /** @internal */
-  constructor(
-    id: string,
-    user: User,
-    state: State,
-    private readonly backend: SessionBackend,
-    json?: { user: string; state: string },
-  ) {
+  private constructor(id: string, userJson: string | undefined, stateJson: string, private readonly backend: SessionBackend) {
     this.id = id;
-    this._user = user;
-    this._state = state;
-    if (json) {
-      this.userJson = json.user;
-      this.stateJson = json.state;
-    }
+    this.userJson = userJson;
+    this.stateJson = stateJson;
+  }
+
+  /** @internal A session `onOpen` is deciding on: no user yet, empty state. */
+  static opening<User, State extends object, Out>(id: string, backend: SessionBackend): ServerSession<User, State, Out> {
+    return new ServerSession<User, State, Out>(id, undefined, '{}', backend);
+  }
+
+  /** @internal A session as the store holds it: its user and state are parsed when first read. */
+  static fromStored<User, State extends object, Out>(
+    id: string,
+    stored: { userJson: string; stateJson: string },
+    backend: SessionBackend,
+  ): ServerSession<User, State, Out> {
+    return new ServerSession<User, State, Out>(id, stored.userJson, stored.stateJson, backend);
   }
 
   /** Set in `onOpen`; read-only afterwards. */
@@ -92,7 +100,7 @@ export class ServerSession<User = unknown, State extends object = Record<string,
    * created). `Out` types the server's messages (`bidiWeb<User, State, In, Out>`).
    */
   send(data: Out, options?: SendOptions): Promise<number> {
-    return this.backend.send(this.id, this.backend.serialize(data), options);
+    return this.backend.send(this.id, data, options);
   }
 
   /**
@@ -134,7 +142,7 @@ export class PendingSessionBackend implements SessionBackend {
     this.settle = { created, failed };
   });
 
-  constructor(readonly serialize: (data: unknown) => string) {
+  constructor(private readonly serialize: (data: unknown) => string) {
     // Nobody may ever ask after a refused open: that is no unhandled rejection.
     this.ready.catch(() => {});
   }
@@ -157,16 +165,19 @@ export class PendingSessionBackend implements SessionBackend {
     this.settle.failed(new BidiError('UNKNOWN_SESSION', 'the session was never created: onOpen refused it or the open failed'));
   }
 
-  async send(sid: string, json: string, options: SendOptions | undefined): Promise<number> {
+  send(sid: string, data: unknown, options?: SendOptions): Promise<number> {
+    // Serialised at the call, as every send is: the message is what `data` was then (a bad one throws now).
+    const json = this.serialize(data);
     if (this.hook) {
       this.queued.push(json);
-      return this.queued.length;
+      return Promise.resolve(this.queued.length);
     }
-    // Awaited in call order, so calls made while the create runs keep their order after it.
-    return (await this.ready).send(sid, json, options);
+    // Awaited in call order, so calls made while the create runs keep their order after it. The real
+    // backend takes data: it gets the snapshot back (only sends made while the create runs pay the parse).
+    return this.ready.then((real) => real.send(sid, JSON.parse(json), options));
   }
 
-  async close(sid: string, reason: string): Promise<void> {
+  async close(sid: string, reason?: string): Promise<void> {
     if (this.hook) throw new BidiError('INVALID_OPTIONS', 'close() cannot be called in onOpen; throw reject(status, reason) to refuse a session');
     return (await this.ready).close(sid, reason);
   }

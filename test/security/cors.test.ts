@@ -62,6 +62,12 @@ describe('CORS, closed by default', () => {
   it("credentials cannot be combined with origins '*'", () => {
     expect(() => new BidiServer({ sweepInterval: 0, cors: { origins: '*', credentials: true } })).toThrow(/credentials/);
   });
+
+  it('bad CORS options are setup errors like every other option: INVALID_OPTIONS', () => {
+    const invalid = expect.objectContaining({ name: 'BidiError', code: 'INVALID_OPTIONS' });
+    expect(() => new BidiServer({ sweepInterval: 0, cors: { origins: '*', credentials: true } })).toThrow(invalid);
+    expect(() => new BidiServer({ sweepInterval: 0, allowedHosts: 'example.com' as unknown as string[] })).toThrow(invalid);
+  });
 });
 
 describe('JSON-only bodies', () => {

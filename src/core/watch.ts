@@ -1,0 +1,330 @@
+/**
+ * Watches: the server → client half. A watch reads the session's log from
+ * the client's ack; with nothing to return it waits for the store's events
+ * (up to its wait), or, streaming, writes frames as messages come.
+ */
+import { BidiError, unknownSession } from './errors';
+import type { BidiRequest, BidiResponse, BidiStream } from './http';
+import { jsonResponse } from './http';
+import type { Limits } from './limits';
+import type { Observer } from './observe';
+import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, STREAM_CONTENT_TYPE, parseWatch, watchBody } from './protocol';
+import type { AppendLimits, ReadResult, Store, StoreEvent, Unsubscribe } from './store';
+import { newToken, utf8Length } from './util';
+
+export interface WatchSettings {
+  limits: Limits;
+  /** Default and longest wait, ms. */
+  wait: number;
+  maxWait: number;
+  /** A streaming watch's heartbeat interval, ms; 0 = none. */
+  heartbeatMs: number;
+}
+
+/** Serves the watches of one server object. */
+export class Watches {
+  private readonly streamLimits: StreamLimits;
+
+  constructor(
+    private readonly store: Store,
+    private readonly settings: WatchSettings,
+    private readonly obs: Observer,
+    /** A store failure that ended a stream (its response is sent already). */
+    private readonly onStreamError: (err: unknown, sid: string) => void,
+  ) {
+    const limits = settings.limits;
+    this.streamLimits = {
+      // A stream ends while the client can still ack before the unacked bounds are reached.
+      messages: Math.max(1, Math.min(limits.maxMessagesPerResponse, Math.ceil(limits.maxUnackedMessages / 2))),
+      // A stream is one response: the same byte budget as a plain watch.
+      bytes: Math.max(1, Math.min(limits.maxResponseBytes, Math.ceil(limits.maxUnackedBytes / 2))),
+    };
+  }
+
+  /** One watch request for `sid`, already authorized. */
+  async serve(req: BidiRequest, sid: string): Promise<BidiResponse> {
+    const { limits, heartbeatMs } = this.settings;
+    const { ack, wait, stream } = parseWatch(req.query, this.settings.wait, this.settings.maxWait);
+    const run = new WatchRun(this.store, sid, ack, Date.now() + wait, limits.maxMessagesPerResponse, limits.maxResponseBytes, req.signal, limits);
+    if (this.obs.on) run.onDispose = this.obs.watch(sid, ack, stream);
+    let handedOff = false;
+    try {
+      // Subscribe before the first read so no wake-up can fall between them.
+      await run.subscribe();
+      let r = await run.read(true);
+      if (stream && req.canStream && r.status === 'ok') {
+        const s = new WatchStream(run, r, this.streamLimits, heartbeatMs, (err) => this.onStreamError(err, sid));
+        handedOff = true;
+        const headers: Record<string, string> = { ...STREAM_HEADERS };
+        if (heartbeatMs > 0) headers[HEARTBEAT_HEADER] = String(heartbeatMs);
+        return { status: 200, headers, body: s.first, stream: s };
+      }
+      while (r.status === 'ok' && r.msgs.length === 0 && !r.close && !r.superseded && !run.superseded && !req.signal?.aborted) {
+        if (run.deadline - Date.now() <= 0) break;
+        await run.waitForNews();
+        if (run.superseded) break;
+        r = await run.read(false);
+      }
+      return watchResponse(r, ack, run.superseded);
+    } finally {
+      if (!handedOff) run.dispose();
+    }
+  }
+}
+
+function watchResponse(r: ReadResult, ack: number, superseded: boolean): BidiResponse {
+  if (r.status === 'unknown') throw unknownSession();
+  if (r.status === 'invalid-ack') throw new BidiError('INVALID_ACK', `ack ${ack} is above the last server seq ${r.lastSeq}`);
+  if (superseded || r.superseded) return jsonResponse(200, watchBody([], r.clientAck, { superseded: true }));
+  return jsonResponse(200, watchBody(r.msgs, r.clientAck, { close: r.close }));
+}
+
+const STREAM_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  'content-type': STREAM_CONTENT_TYPE,
+  'cache-control': 'no-store',
+  // Ask buffering reverse proxies (nginx) to pass frames on at once.
+  'x-accel-buffering': 'no',
+});
+
+interface StreamLimits {
+  /** A streaming watch ends once it has streamed this many messages (the client's next watch acks them)... */
+  messages: number;
+  /** ...or this many bytes of them. */
+  bytes: number;
+}
+
+/**
+ * One watch request: its token, its subscription to the session's events,
+ * and one timer for its whole wait (not one per wake-up).
+ */
+class WatchRun {
+  readonly token = newToken();
+  /** Events that may bring news, and how many of them the last read had seen. */
+  private news = 0;
+  private seen = 0;
+  superseded = false;
+  /** Our own claim's event came back: later claims are newer watches. */
+  private claimSeen = false;
+  private unsubscribe?: Unsubscribe;
+  private wake?: () => void;
+  private timer?: ReturnType<typeof setTimeout>;
+  private disposed = false;
+  /** Called once when the watch is over (the observer's watch gauge). */
+  onDispose?: () => void;
+
+  constructor(
+    private readonly store: Store,
+    private readonly sid: string,
+    private readonly ack: number,
+    readonly deadline: number,
+    private readonly maxMessages: number,
+    private readonly maxBytes: number,
+    private readonly signal: AbortSignal | undefined,
+    /** The unacked bounds, for the group entries a read pulls in. */
+    private readonly limits?: AppendLimits,
+  ) {}
+
+  async subscribe(): Promise<void> {
+    const unsubscribe = await this.store.subscribe(this.sid, this.onEvent);
+    if (this.disposed) unsubscribe();
+    else this.unsubscribe = unsubscribe;
+  }
+
+  private readonly onEvent = (event: StoreEvent): void => {
+    // A trim never brings a watch anything to return (it only waits on an empty log).
+    if (event.type === 'ack') return;
+    if (event.type === 'watch') {
+      if (event.token === this.token) {
+        this.claimSeen = true;
+        return;
+      }
+      // Events come in the store's order: a claim seen after our own is a newer watch. One seen
+      // before it may be an older watch's claim arriving late (the subscription was active before
+      // our claim): let the next read say whether we are still the session's watch.
+      if (this.claimSeen) this.superseded = true;
+    }
+    this.news++;
+    this.wake?.();
+  };
+
+  /** `maxBytes`: a stream's budget left (default: the whole response budget). */
+  read(claim: boolean, after?: number, maxBytes = this.maxBytes): Promise<ReadResult> {
+    this.seen = this.news;
+    return this.store.read(this.sid, {
+      ack: this.ack,
+      watchToken: this.token,
+      claim,
+      maxMessages: this.maxMessages,
+      maxBytes,
+      ...(this.limits ? { limits: { maxUnackedMessages: this.limits.maxUnackedMessages, maxUnackedBytes: this.limits.maxUnackedBytes } } : {}),
+      ...(after !== undefined ? { after: Math.max(after, this.ack) } : {}),
+    });
+  }
+
+  /** Events came since the last read. */
+  get hasNews(): boolean {
+    return this.news !== this.seen;
+  }
+
+  /**
+   * Waits for news: `'news'` when events came since the last read, `'end'`
+   * when the wait ended (deadline, client gone, disposed) without any, and,
+   * given `idleMs`, `'idle'` when that long passed first (a heartbeat is due).
+   * The idle timer never outlives the call; the deadline's is cleared by `dispose()`.
+   */
+  waitForNews(idleMs = 0): Promise<'news' | 'idle' | 'end'> {
+    if (this.news !== this.seen) return Promise.resolve('news');
+    if (this.ended) return Promise.resolve('end');
+    return new Promise((resolve) => {
+      const signal = this.signal;
+      let idleTimer: ReturnType<typeof setTimeout> | undefined;
+      const done = () => {
+        this.wake = undefined;
+        if (idleTimer) clearTimeout(idleTimer);
+        signal?.removeEventListener('abort', done);
+        resolve(this.news !== this.seen ? 'news' : 'end');
+      };
+      this.wake = done;
+      signal?.addEventListener('abort', done, { once: true });
+      if (!this.timer) {
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          this.wake?.();
+        }, this.deadline - Date.now());
+      }
+      // Only when due before the deadline: at the deadline the stream ends instead.
+      if (idleMs > 0 && idleMs < this.deadline - Date.now()) {
+        idleTimer = setTimeout(() => {
+          idleTimer = undefined;
+          this.wake = undefined;
+          signal?.removeEventListener('abort', done);
+          resolve(this.news !== this.seen ? 'news' : this.ended ? 'end' : 'idle');
+        }, idleMs);
+      }
+    });
+  }
+
+  /** The wait is over: deadline passed, client gone, or disposed. */
+  private get ended(): boolean {
+    return this.disposed || this.signal?.aborted === true || this.deadline - Date.now() <= 0;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.onDispose?.();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.wake?.();
+  }
+}
+
+/**
+ * A streaming watch (`stream=1`): one response, one frame per line, each
+ * frame a watch body. Frames carry the messages that follow the previous
+ * frame's; the stream ends at the wait, after a close marker or a
+ * `superseded` frame, once it has streamed `limits` worth of messages (so
+ * the client's next watch acks them), or when the client goes away. While
+ * idle it writes a heartbeat (an empty line) every `heartbeatMs`.
+ */
+class WatchStream implements BidiStream {
+  /** The first chunk (written with the headers): the first read's frame, or ''. */
+  readonly first: string;
+  private done = false;
+  private ending = false;
+  private after: number;
+  private streamed = 0;
+  private streamedBytes = 0;
+  private clientAck = 0;
+  /** The last next() returned a frame of messages. */
+  private sentFrame = false;
+  /** When the last chunk went out (the first goes with the headers). */
+  private wroteAt = Date.now();
+
+  constructor(
+    private readonly run: WatchRun,
+    r: Extract<ReadResult, { status: 'ok' }>,
+    private readonly limits: StreamLimits,
+    /** Write a heartbeat after this long without a chunk; 0 = never. */
+    private readonly heartbeatMs: number,
+    private readonly report: (err: unknown) => void,
+  ) {
+    this.after = 0;
+    // Nothing to send yet: a heartbeat goes with the headers, so the body's first byte comes at once and
+    // a client can tell a stream that something in between holds back from a quiet one (stream 'auto').
+    this.first = this.frame(r) ?? (heartbeatMs > 0 ? HEARTBEAT_FRAME : '');
+  }
+
+  /** The frame for a read, or null when it brings nothing. Marks the stream as ending when it must. */
+  private frame(r: Extract<ReadResult, { status: 'ok' }>): string | null {
+    this.clientAck = r.clientAck;
+    if (r.superseded || this.run.superseded) {
+      this.ending = true;
+      return watchBody([], r.clientAck, { superseded: true }) + '\n';
+    }
+    if (r.msgs.length === 0 && !r.close) return null;
+    if (r.msgs.length > 0) {
+      this.after = r.msgs[r.msgs.length - 1]!.seq;
+      this.streamed += r.msgs.length;
+      for (const m of r.msgs) this.streamedBytes += utf8Length(m.json);
+    }
+    if (r.close || this.streamed >= this.limits.messages || this.streamedBytes >= this.limits.bytes) this.ending = true;
+    return watchBody(r.msgs, r.clientAck, { close: r.close }) + '\n';
+  }
+
+  async next(): Promise<string | null> {
+    const chunk = await this.nextChunk();
+    if (chunk !== null) this.wroteAt = Date.now();
+    return chunk;
+  }
+
+  private async nextChunk(): Promise<string | null> {
+    try {
+      // More news already, right after a frame: messages are coming faster than frames go out.
+      // Let them gather for one turn of the event loop, then send them as one frame.
+      if (this.sentFrame && this.run.hasNews && !this.ending) await new Promise((resolve) => setTimeout(resolve, 0));
+      this.sentFrame = false;
+      for (;;) {
+        if (this.done) return null;
+        // Idle for heartbeatMs since the last chunk (not since this call: a wake-up may bring nothing).
+        const idleMs = this.heartbeatMs > 0 ? Math.max(1, this.heartbeatMs - (Date.now() - this.wroteAt)) : 0;
+        const woke = this.ending ? 'end' : await this.run.waitForNews(idleMs);
+        if (woke === 'end' || this.done) {
+          this.close();
+          return null;
+        }
+        if (woke === 'idle') return HEARTBEAT_FRAME;
+        if (this.run.superseded) {
+          this.ending = true;
+          return watchBody([], this.clientAck, { superseded: true }) + '\n';
+        }
+        const r = await this.run.read(false, this.after, Math.max(1, this.limits.bytes - this.streamedBytes));
+        if (this.done) return null;
+        if (r.status !== 'ok') {
+          // The session vanished mid-stream (or the store lost it): tell the client as a 4xx would.
+          this.ending = true;
+          const e = r.status === 'unknown' ? unknownSession() : new BidiError('INVALID_ACK', `ack is above the last server seq ${r.lastSeq}`);
+          return JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n';
+        }
+        const frame = this.frame(r);
+        if (frame !== null) {
+          this.sentFrame = true;
+          return frame;
+        }
+      }
+    } catch (err) {
+      // A store failure mid-stream: end it; the client watches again.
+      this.report(err);
+      this.close();
+      return null;
+    }
+  }
+
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    this.run.dispose();
+  }
+}
