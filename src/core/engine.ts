@@ -9,6 +9,7 @@ import { BidiError, unknownSession } from './errors';
 import type { BidiRequest, BidiResponse, Endpoints } from './http';
 import { jsonResponse } from './http';
 import type { Limits } from './limits';
+import { announcedLimits } from './limits';
 import type { BidiOptions, ErrorContext, ErrorPhase, Settings } from './options';
 import { leaseLost, Outbox } from './outbox';
 import { Observer } from './observe';
@@ -241,17 +242,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
       sid,
       v: PROTOCOL_VERSION,
       wait: this.wait,
-      limits: {
-        maxBodyBytes: this.limits.maxBodyBytes,
-        maxMessageBytes: this.limits.maxMessageBytes,
-        maxMessagesPerRequest: this.limits.maxMessagesPerRequest,
-        inboundWindow: this.limits.inboundWindow,
-        inboundBufferBytes: this.limits.inboundBufferBytes,
-        maxResponseBytes: this.limits.maxResponseBytes,
-        maxJsonDepth: this.limits.maxJsonDepth,
-        maxWait: this.maxWait,
-        idleTimeout: this.idleTimeout,
-      },
+      limits: announcedLimits(this.limits, { maxWait: this.maxWait, idleTimeout: this.idleTimeout, leaseMs: this.leaseMs }),
     });
     return jsonResponse(201, body);
   }

@@ -3,6 +3,7 @@
  * turn them into settings once, when a server is built. A bad option throws
  * `BidiError('INVALID_OPTIONS')` there, never later in a request.
  */
+import { DEFAULT_HEARTBEAT_MS } from '../wire';
 import { BidiError } from './errors';
 import type { BidiRequest, CorsOptions, HeaderReader } from './http';
 import { CorsPolicy } from './http';
@@ -136,14 +137,6 @@ const DEFAULT_PATH = '/session';
 const DEFAULT_SEND_TIMEOUT_MS = 30_000;
 const DEFAULT_SWEEP_INTERVAL_MS = 5_000;
 
-/**
- * 5 s: a client then finds a dead stream within 16 s (3 heartbeats + 1 s),
- * well inside the default 25 s wait (without heartbeats: wait + 10 s, 35 s),
- * and the beat stays far below the idle cut of common proxies and balancers
- * (30–100 s). Its cost: one 1-byte write per idle stream per 5 s, far less
- * than the request per wait a plain watch costs.
- */
-const DEFAULT_HEARTBEAT_MS = 5_000;
 
 /**
  * 30 s without a byte taken: far longer than a slow mobile link needs to
