@@ -2,7 +2,7 @@ import { Backoff, overBudget, TimerSet, type RetryBudget } from './backoff';
 import { Emitter, type Listener } from './emitter';
 import { AbortedError, BidiClientError, describe } from './errors';
 import { Sender, tooLarge, type SenderHost } from './sender';
-import { classify, headerProblem, resolveBaseUrl, thrownOutcome, Transport, utf8Length, type Outcome } from './transport';
+import { classify, headerProblem, resolveBaseUrl, splitBaseUrl, thrownOutcome, Transport, utf8Length, type Outcome } from './transport';
 import type {
   ClientEvents,
   ClientOptions,
@@ -12,8 +12,11 @@ import type {
   ReopenInfo,
   ServerLimits,
   SessionState,
+  TransportMode,
+  WebSocketConstructorLike,
 } from './types';
 import { Watcher, type CloseMarker, type WatcherHost } from './watcher';
+import { DEFAULT_CONNECT_TIMEOUT_MS, WebSocketChannel } from './websocket';
 
 /** Limits assumed for any field the open response leaves out (the server's defaults). */
 export const DEFAULT_LIMITS: Readonly<Required<Omit<ServerLimits, 'inboundBufferBytes'>>> = Object.freeze({
@@ -91,6 +94,12 @@ function checkStaticHeaders(headers: HeadersOption | undefined): void {
     const problem = headerProblem(name, String(value));
     if (problem) throw new TypeError(`bidiweb: options.headers: ${problem}`);
   }
+}
+
+function transportOption(value: unknown): TransportMode {
+  if (value === undefined) return 'http';
+  if (value !== 'http' && value !== 'websocket' && value !== 'auto') throw new RangeError("bidiweb: option transport must be 'auto', 'websocket' or 'http'");
+  return value;
 }
 
 function streamOption(value: unknown): boolean | 'auto' {
@@ -201,6 +210,19 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     }
     this.events = new Emitter<ClientEvents<TIn>>((event, err) => this.onListenerError(event, err));
     this.transport = new Transport(base, options.headers, options.fetch);
+    const mode = transportOption(options.transport);
+    if (mode !== 'http') {
+      const injected = options.WebSocket;
+      const impl = injected ?? (globalThis as { WebSocket?: WebSocketConstructorLike }).WebSocket;
+      if (typeof impl === 'function') {
+        const connectTimeoutMs = option('connectTimeoutMs', options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS, 1);
+        this.transport.channel = new WebSocketChannel(splitBaseUrl(base), mode, impl, options.headers, injected !== undefined, connectTimeoutMs, (error) =>
+          this.events.emit('error', error),
+        );
+      } else if (mode === 'websocket') {
+        throw new TypeError("bidiweb: transport 'websocket' needs a WebSocket class: pass options.WebSocket (e.g. the ws package's WebSocket in Node 20)");
+      }
+    }
     this.reopenBackoff = new Backoff(this.opts.initialDelayMs, this.opts.maxDelayMs);
     this.incarnate();
     this.watchPage();
@@ -228,6 +250,14 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
    */
   get streaming(): boolean {
     return this.watcher?.streaming ?? false;
+  }
+
+  /**
+   * Which transport the next send or watch takes: `'websocket'`, or `'http'` (`transport: 'http'`,
+   * or `'auto'` after no socket became ready; see {@link TransportMode}).
+   */
+  get activeTransport(): 'websocket' | 'http' {
+    return this.transport.channel?.active ?? 'http';
   }
 
   /** True while some request (open, send, watch or close) waits in backoff before a retry. */
@@ -673,6 +703,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     if (this._closeEvent) return;
     this._closeEvent = event;
     this.lifetime.abort();
+    this.transport.channel?.dispose();
     this.watcher?.stop();
     this.sender.halt();
     this.timers.clear();

@@ -6,6 +6,7 @@ import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError, describe, isErrorLike } from './errors';
 import { nodeDefaultFetch } from './node-http';
 import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
+import type { WebSocketChannel } from './websocket';
 
 /** The request header that carries the session id. */
 export const SID_HEADER = 'Bidi-Sid';
@@ -264,6 +265,8 @@ export class Transport {
   /** The base URL as error messages show it: no query (it may carry a token), no fragment. */
   private readonly shown: string;
   private readonly fetchImpl: FetchLike;
+  /** `transport: 'websocket' | 'auto'`: the session's socket (./websocket). */
+  channel?: WebSocketChannel;
 
   /** @param baseUrl an absolute URL (see {@link resolveBaseUrl}) */
   constructor(
@@ -312,6 +315,11 @@ export class Transport {
    * (`NETWORK_ERROR`, `TIMEOUT`, `HEADERS_ERROR`) otherwise.
    */
   async request(spec: RequestSpec): Promise<Reply> {
+    if (this.channel) {
+      // Sends and watches go over the session's WebSocket when it has one (null: over HTTP).
+      const reply = await this.channel.request(spec, this.describe(spec));
+      if (reply) return reply;
+    }
     const { signal } = spec;
     if (signal?.aborted) throw new AbortedError();
     const ctl = new AbortController();
