@@ -128,21 +128,25 @@ export class WebSocketChannel {
     ws.onopen = () => ws.send(JSON.stringify({ sid }));
     ws.onmessage = (event) => {
       socket.heardAt = Date.now();
-      const data = event.data;
-      let frame: Record<string, unknown>;
-      try {
-        frame = JSON.parse(typeof data === 'string' ? data : String(data)) as Record<string, unknown>;
-      } catch {
-        this.drop(socket, 4400, 'BAD_RESPONSE', new BidiClientError('BAD_RESPONSE', 'a WebSocket frame is not JSON'));
-        return;
+      const data = typeof event.data === 'string' ? event.data : String(event.data);
+      // The server sends the frames of one turn as one message, a frame per line.
+      for (const line of data.includes('\n') ? data.split('\n') : [data]) {
+        let frame: Record<string, unknown>;
+        try {
+          frame = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          this.drop(socket, 4400, 'BAD_RESPONSE', new BidiClientError('BAD_RESPONSE', 'a WebSocket frame is not JSON'));
+          return;
+        }
+        if (frame.ready === true) {
+          clearTimeout(timer);
+          socket.isReady = true;
+          settle(true);
+          continue;
+        }
+        this.onFrame(socket, frame);
+        if (this.socket !== socket && !socket.isReady) return; // dropped by a frame's handler
       }
-      if (frame.ready === true) {
-        clearTimeout(timer);
-        socket.isReady = true;
-        settle(true);
-        return;
-      }
-      this.onFrame(socket, frame);
     };
     ws.onclose = (event) => {
       clearTimeout(timer);

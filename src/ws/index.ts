@@ -232,7 +232,10 @@ class Connection {
   private alive = true;
   private closed = false;
   private paused = false;
-  private readonly requests = new Map<number, AbortController>();
+  /** Requests in progress: a watch's controller (a cancel aborts it); null for a send, which runs to its end as over HTTP. */
+  private readonly requests = new Map<number, AbortController | null>();
+  /** Frames written in this turn of the event loop: they go out as one message (fewer writes, see flush). */
+  private outbox: string[] = [];
   private helloTimer?: ReturnType<typeof setTimeout>;
   private readonly base: string;
 
@@ -275,7 +278,8 @@ class Connection {
     if (this.closed) return;
     this.closed = true;
     if (this.helloTimer) clearTimeout(this.helloTimer);
-    for (const ctl of this.requests.values()) ctl.abort();
+    for (const ctl of this.requests.values()) ctl?.abort();
+    this.outbox = [];
     this.requests.clear();
     this.onGone();
   }
@@ -310,14 +314,16 @@ class Connection {
       this.close(WS_CLOSE.BAD_REQUEST, 'BAD_REQUEST');
       return;
     }
-    const ctl = new AbortController();
+    const isSend = m[2] === 'send';
+    // A send needs no signal (nothing in it waits for the client), and a controller is not free.
+    const ctl = isSend ? null : new AbortController();
     this.requests.set(id, ctl);
     if (this.requests.size >= this.settings.maxRequests && !this.paused) {
       // Bounded work per socket: read no more frames until a request ends (TCP pushes back on the client).
       this.paused = true;
       this.ws.pause();
     }
-    const run = m[2] === 'send' ? this.send(id, body, ctl.signal) : this.watch(id, body, ctl.signal);
+    const run = isSend ? this.send(id, body) : this.watch(id, body, ctl!.signal);
     void run
       .catch(() => this.write('{"id":' + id + ',"status":500,"body":{"error":{"code":"INTERNAL","message":"internal error"}}}'))
       .finally(() => {
@@ -347,8 +353,8 @@ class Connection {
     this.write('{"ready":true,"v":1}');
   }
 
-  private async send(id: number, body: string, signal: AbortSignal): Promise<void> {
-    const res = await this.server.handle(new FrameRequest(this.upgrade, 'POST', this.base + '/send', EMPTY_QUERY, body, this.sid, signal));
+  private async send(id: number, body: string): Promise<void> {
+    const res = await this.server.handle(new FrameRequest(this.upgrade, 'POST', this.base + '/send', EMPTY_QUERY, body, this.sid, undefined));
     if (res) this.reply(id, res);
   }
 
@@ -427,6 +433,18 @@ class Connection {
   }
 
   private write(frame: string): void {
-    if (!this.closed && this.ws.readyState === 1) this.ws.send(frame);
+    if (this.closed) return;
+    if (this.outbox.push(frame) === 1) queueMicrotask(this.flush);
   }
+
+  /**
+   * The frames of one turn of the event loop as one message, one per line (JSON text has no raw
+   * newline): an echo's response and the watch frame with its answer then cost one socket write, not two.
+   */
+  private readonly flush = (): void => {
+    const frames = this.outbox;
+    this.outbox = [];
+    if (frames.length === 0 || this.closed || this.ws.readyState !== 1) return;
+    this.ws.send(frames.length === 1 ? frames[0]! : frames.join('\n'));
+  };
 }

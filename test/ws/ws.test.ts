@@ -95,7 +95,8 @@ const echo: BidiOptions<any, any>['onMessage'] = (session, data) => void session
 async function rawSocket(node: Node, headers: Record<string, string> = {}): Promise<{ ws: WebSocket; frames: any[]; closed: Promise<{ code: number; reason: string }> }> {
   const ws = new WebSocket(`ws://127.0.0.1:${node.port}/session/ws`, { headers });
   const frames: any[] = [];
-  ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+  // A message carries one frame per line.
+  ws.on('message', (d) => frames.push(...String(d).split('\n').map((line) => JSON.parse(line))));
   const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })));
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
