@@ -9,13 +9,16 @@
  * to whichever instance a test picks.
  */
 import http from 'node:http';
+import net from 'node:net';
 import express from 'express';
+import Koa from 'koa';
 import Redis from 'ioredis';
 import WebSocket, { WebSocketServer } from 'ws';
 import { open, type BidiClientSession, type ClientOptions, type CloseEvent, type WebSocketConstructorLike } from '../../src/client';
 import { MemoryStore, type BidiOptions, type BidiServer, type Store } from '../../src/core';
 import { newToken } from '../../src/core/util';
 import { bidiWeb } from '../../src/express';
+import { bidiWeb as bidiKoa } from '../../src/koa';
 import { RedisStore } from '../../src/redis';
 import { attach, type WsAttachment } from '../../src/ws';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
@@ -34,12 +37,12 @@ interface Node {
 const nodes: Node[] = [];
 const sessions: BidiClientSession[] = [];
 
-async function startNode(options: BidiOptions<any, any> & { store: Store }, withWs = true): Promise<Node> {
+async function startNode(options: BidiOptions<any, any> & { store: Store }, withWs = true, pingMs = 1000): Promise<Node> {
   const app = express();
   const middleware = bidiWeb({ onError: () => {}, ...options });
   app.use(middleware);
   const httpServer = http.createServer(app);
-  const ws = withWs ? attach(httpServer, middleware, { pingMs: 1000 }) : undefined;
+  const ws = withWs ? attach(httpServer, middleware, { pingMs }) : undefined;
   await new Promise<void>((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
   const port = (httpServer.address() as { port: number }).port;
   const node: Node = {
@@ -214,6 +217,29 @@ describe('over one instance (MemoryStore)', () => {
     expect(c.closed[0]).toMatchObject({ code: 'PROTOCOL_ERROR', status: 403, errorCode: 'FORBIDDEN' });
   });
 
+  it('attaches to a Koa server the same way (app.listen returns the http.Server)', async () => {
+    const app = new Koa();
+    const middleware = bidiKoa({ store: new MemoryStore(), onMessage: echo, onError: () => {} });
+    app.use(middleware);
+    const httpServer = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => httpServer.once('listening', resolve));
+    const sockets = attach(httpServer, middleware);
+    const port = (httpServer.address() as { port: number }).port;
+    try {
+      const c = client(`http://127.0.0.1:${port}/session`, { transport: 'websocket', WebSocket: routedWebSocket({ port }).WebSocket });
+      await c.s.send('k');
+      await waitFor('echo', () => c.received.length === 1);
+      expect(c.received).toEqual([{ echo: 'k' }]);
+      expect(sockets.sockets).toBe(1);
+      await c.s.close();
+    } finally {
+      await sockets.close();
+      httpServer.closeAllConnections();
+      await new Promise((resolve) => httpServer.close(resolve));
+      await middleware.server.dispose();
+    }
+  });
+
   it("applies the core's CORS and allowedHosts policy to the upgrade", async () => {
     const node = await startNode({ store: new MemoryStore(), cors: { origins: ['https://app.example'] } });
     const refused = (headers: Record<string, string>) =>
@@ -231,6 +257,66 @@ describe('over one instance (MemoryStore)', () => {
     expect(await refused({ origin: 'http://evil.example', host: 'evil.example' })).toBe(403);
     expect(await refused({ origin: 'https://app.example' })).toBe(101);
     expect(await refused({})).toBe(101);
+  });
+});
+
+/** A loopback relay whose connections can be frozen: open, but nothing passes either way (a dead path). */
+async function freezableRelay(upstreamPort: number): Promise<{ port: number; freeze(): void; close(): Promise<void> }> {
+  const pairs: Array<[net.Socket, net.Socket]> = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(upstreamPort, '127.0.0.1');
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+    pairs.push([client, upstream]);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    freeze() {
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+    },
+    async close() {
+      for (const [client, upstream] of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+describe('liveness', () => {
+  it('a dead path is found on both sides (client: silent past the heartbeats; server: no pong), and the session carries on over a new socket', async () => {
+    const node = await startNode({ store: new MemoryStore(), onMessage: echo, heartbeatMs: 300 }, true, 200);
+    const relay = await freezableRelay(node.port);
+    try {
+      const route = { port: relay.port };
+      const c = client(node.url, { transport: 'websocket', WebSocket: routedWebSocket(route).WebSocket });
+      await c.s.send(1);
+      await waitFor('echo', () => c.received.length === 1);
+      expect(node.ws!.sockets).toBe(1);
+      relay.freeze();
+      route.port = node.port;
+      const started = Date.now();
+      // Sent while the path is dead: delivered once, over the next socket.
+      const sends = [2, 3, 4].map((i) => c.s.send(i));
+      await waitFor('echoes over a new socket', () => c.received.length === 4, 10_000);
+      expect(Date.now() - started).toBeLessThan(3 * 300 + 1000 + 3000);
+      await Promise.all(sends);
+      expect(c.received).toEqual([1, 2, 3, 4].map((i) => ({ echo: i })));
+      expect(c.errors.some((e) => e.includes('silent'))).toBe(true);
+      // The server dropped the frozen socket on its own (no pong within a ping interval).
+      await waitFor('frozen socket dropped', () => node.ws!.sockets === 1, 5_000);
+    } finally {
+      await relay.close();
+    }
   });
 });
 
