@@ -91,8 +91,9 @@ export function attach(httpServer: HttpServer, bidi: Bidi | { server: Bidi } | B
     helloTimeoutMs: nonNegative('helloTimeoutMs', options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS),
     maxRequests: Math.max(1, nonNegative('maxRequestsPerSocket', options.maxRequestsPerSocket ?? DEFAULT_MAX_REQUESTS)),
   };
-  // A frame is one request body plus its small envelope; the core refuses bodies above maxBodyBytes itself (413).
-  const wss = new WebSocketServer({ noServer: true, maxPayload: server.limits.maxBodyBytes + 1024, perMessageDeflate: false });
+  // A frame is one request body plus its small envelope. The core answers a body above maxBodyBytes with 413, as
+  // over HTTP (the client halves its batches on it); only a frame far above (twice) ends the socket, with 1009.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * server.limits.maxBodyBytes + 1024, perMessageDeflate: false });
   const connections = new Set<Connection>();
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
