@@ -16,7 +16,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { BidiError } from '../core/errors';
-import type { BidiRequest, BidiResponse, HeaderReader } from '../core/http';
+import type { BidiRequest, BidiResponse, BidiStream, HeaderReader } from '../core/http';
 import { SID_HEADER } from '../core/http';
 import { decodeUtf8 } from '../core/protocol';
 import type { BidiOptions, BidiServer } from '../core/server';
@@ -173,6 +173,23 @@ function refuse(socket: Duplex, res: BidiResponse): void {
   );
 }
 
+/** A watch in progress: a cancel or the socket's end stops it (its stream, or the signal of a plain watch). */
+class WatchHandle {
+  aborted = false;
+  stream?: BidiStream;
+  private controller?: AbortController;
+
+  signal(): AbortSignal {
+    return (this.controller ??= new AbortController()).signal;
+  }
+
+  abort(): void {
+    this.aborted = true;
+    this.controller?.abort();
+    this.stream?.close();
+  }
+}
+
 /** The upgrade request's headers, with the session id and content type a frame stands for. */
 class FrameHeaders implements HeaderReader {
   constructor(
@@ -233,8 +250,8 @@ class Connection {
   private alive = true;
   private closed = false;
   private paused = false;
-  /** Requests in progress: a watch's controller (a cancel aborts it); null for a send, which runs to its end as over HTTP. */
-  private readonly requests = new Map<number, AbortController | null>();
+  /** Requests in progress: a watch's handle (a cancel ends it); null for a send, which runs to its end as over HTTP. */
+  private readonly requests = new Map<number, WatchHandle | null>();
   /** Frames written in this turn of the event loop: they go out as one message (fewer writes, see flush). */
   private outbox: string[] = [];
   private helloTimer?: ReturnType<typeof setTimeout>;
@@ -316,15 +333,15 @@ class Connection {
       return;
     }
     const isSend = m[2] === 'send';
-    // A send needs no signal (nothing in it waits for the client), and a controller is not free.
-    const ctl = isSend ? null : new AbortController();
-    this.requests.set(id, ctl);
+    // A send needs no handle: nothing in it waits for the client.
+    const watch = isSend ? null : new WatchHandle();
+    this.requests.set(id, watch);
     if (this.requests.size >= this.settings.maxRequests && !this.paused) {
       // Bounded work per socket: read no more frames until a request ends (TCP pushes back on the client).
       this.paused = true;
       this.ws.pause();
     }
-    const run = isSend ? this.send(id, body) : this.watch(id, body, ctl!.signal);
+    const run = isSend ? this.send(id, body) : this.watch(id, body, watch!);
     void run
       .catch(() => this.write('{"id":' + id + ',"status":500,"body":{"error":{"code":"INTERNAL","message":"internal error"}}}'))
       .finally(() => {
@@ -360,7 +377,7 @@ class Connection {
   }
 
   /** `{"ack":N,"wait":ms,"stream":1}`: a streaming watch whose frames go out as they come, tagged with the request id. */
-  private async watch(id: number, body: string, signal: AbortSignal): Promise<void> {
+  private async watch(id: number, body: string, handle: WatchHandle): Promise<void> {
     let args: { ack?: unknown; wait?: unknown; stream?: unknown };
     try {
       args = JSON.parse(body) as typeof args;
@@ -372,20 +389,25 @@ class Connection {
     const query = new URLSearchParams();
     if (args.ack !== undefined) query.set('ack', String(args.ack));
     if (args.wait !== undefined) query.set('wait', String(args.wait));
-    if (args.stream === 1) query.set('stream', '1');
+    const streaming = args.stream === 1;
+    if (streaming) query.set('stream', '1');
+    // A stream is ended by closing it (handle.abort); a signal would cost a listener per wait in the core.
+    const signal = streaming ? undefined : handle.signal();
     const res = await this.server.handle(new FrameRequest(this.upgrade, 'GET', this.base + '/watch', query, undefined, this.sid, signal));
     if (!res) return;
     const stream = res.stream;
     if (!stream) {
-      this.reply(id, res);
+      if (!handle.aborted) this.reply(id, res);
       return;
     }
+    handle.stream = stream;
+    if (handle.aborted) stream.close();
     try {
       const heartbeat = Number(res.headers['bidi-heartbeat'] ?? 0);
       this.write('{"id":' + id + ',"hb":' + heartbeat + '}');
       this.forward(id, res.body, heartbeat);
       for (;;) {
-        if (this.closed || signal.aborted) break;
+        if (this.closed || handle.aborted) break;
         if (this.ws.bufferedAmount > this.settings.highWaterMark && !(await this.drained())) break;
         const chunk = await stream.next();
         if (chunk === null || this.closed) break;
@@ -394,7 +416,7 @@ class Connection {
     } finally {
       stream.close();
     }
-    if (!signal.aborted) this.write('{"id":' + id + ',"status":200,"end":true}');
+    if (!handle.aborted) this.write('{"id":' + id + ',"status":200,"end":true}');
   }
 
   /** A stream chunk (one NDJSON line, or an empty line: a heartbeat) as frames of watch `id`. */
@@ -435,11 +457,11 @@ class Connection {
 
   private write(frame: string): void {
     if (this.closed) return;
-    if (this.outbox.push(frame) === 1) queueMicrotask(this.flush);
+    if (this.outbox.push(frame) === 1) setImmediate(this.flush);
   }
 
   /**
-   * The frames of one turn of the event loop as one message, one per line (JSON text has no raw
+   * The frames of one turn of the event loop (flushed after its I/O callbacks) as one message, one per line (JSON text has no raw
    * newline): an echo's response and the watch frame with its answer then cost one socket write, not two.
    */
   private readonly flush = (): void => {
