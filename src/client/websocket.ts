@@ -41,6 +41,8 @@ interface Socket {
   heartbeatMs: number;
   heardAt: number;
   watchdog?: ReturnType<typeof setTimeout>;
+  /** Settles `ready` (once); cancels the connect timer. */
+  settle(ok: boolean): void;
 }
 
 export class WebSocketChannel {
@@ -88,6 +90,7 @@ export class WebSocketChannel {
     }
     const socket = this.socket && this.socket.sid === spec.sid ? this.socket : this.connect(spec.sid);
     if (!(await socket.ready)) {
+      if (this.disposed) throw new AbortedError();
       if (this.mode === 'auto') {
         if (this.fellBackAt === 0) {
           this.onFallback(new BidiClientError('NETWORK_ERROR', `${this.url}: no WebSocket session within ${this.connectTimeoutMs} ms; using HTTP`));
@@ -110,19 +113,23 @@ export class WebSocketChannel {
 
   private connect(sid: string): Socket {
     if (this.socket) this.drop(this.socket, 1000, 'new session', new BidiClientError('NETWORK_ERROR', 'the session changed'));
-    let settle!: (ok: boolean) => void;
-    const ready = new Promise<boolean>((resolve) => (settle = resolve));
+    let resolveReady!: (ok: boolean) => void;
+    const ready = new Promise<boolean>((resolve) => (resolveReady = resolve));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const settle = (ok: boolean): void => {
+      clearTimeout(timer);
+      resolveReady(ok);
+    };
     let ws: WebSocketLike;
     try {
       ws = this.injected ? new this.impl(this.url, undefined, { headers: this.staticHeaders() }) : new this.impl(this.url);
     } catch {
       settle(false);
-      return { ws: { readyState: 3, send() {}, close() {} } as unknown as WebSocketLike, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: 0 };
+      return { ws: { readyState: 3, send() {}, close() {} } as unknown as WebSocketLike, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: 0, settle };
     }
-    const socket: Socket = { ws, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: Date.now() };
+    const socket: Socket = { ws, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: Date.now(), settle };
     this.socket = socket;
-    const timer = setTimeout(() => {
-      settle(false);
+    timer = setTimeout(() => {
       this.drop(socket, 1000, 'no ready frame', new BidiClientError('TIMEOUT', 'the WebSocket did not become ready'));
     }, this.connectTimeoutMs);
     ws.onopen = () => ws.send(JSON.stringify({ sid }));
@@ -139,7 +146,6 @@ export class WebSocketChannel {
           return;
         }
         if (frame.ready === true) {
-          clearTimeout(timer);
           socket.isReady = true;
           settle(true);
           continue;
@@ -149,8 +155,6 @@ export class WebSocketChannel {
       }
     };
     ws.onclose = (event) => {
-      clearTimeout(timer);
-      settle(false);
       const why = event.reason ? `${event.code} ${event.reason}` : String(event.code);
       this.drop(socket, 0, '', new BidiClientError('NETWORK_ERROR', `the WebSocket closed (${why})`));
     };
@@ -210,8 +214,9 @@ export class WebSocketChannel {
       const q = spec.query ?? {};
       frame = '{"id":' + id + ',"watch":{"ack":' + (q.ack ?? 0) + (q.wait !== undefined ? ',"wait":' + q.wait : '') + (spec.onFrame ? ',"stream":1' : '') + '}}';
     }
+    const signal = spec.signal;
+    if (signal?.aborted) return Promise.reject(new AbortedError());
     return new Promise<Reply>((resolve, reject) => {
-      const signal = spec.signal;
       const timer = setTimeout(() => finish(new BidiClientError('TIMEOUT', `${request} timed out after ${spec.timeoutMs} ms`)), Math.max(0, spec.timeoutMs));
       const onAbort = (): void => finish(new AbortedError());
       const finish = (err: Error | null, reply?: Reply): void => {
@@ -256,6 +261,8 @@ export class WebSocketChannel {
 
   /** Ends a socket: its requests fail with `error` (they are retried by their owners). */
   private drop(socket: Socket, code: number, reason: string, error: Error): void {
+    // Requests waiting for this socket to come up go elsewhere (HTTP, or a retry).
+    socket.settle(false);
     if (socket.watchdog) clearTimeout(socket.watchdog);
     socket.watchdog = undefined;
     if (this.socket === socket) this.socket = undefined;

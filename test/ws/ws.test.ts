@@ -354,6 +354,21 @@ describe('auto falls back to HTTP', () => {
   });
 });
 
+describe('websocket without fallback', () => {
+  it('retries a socket that does not come up, and close() while it is connecting ends the session at once', async () => {
+    const node = await startNode({ store: new MemoryStore(), onMessage: echo }, false);
+    const c = client(node.url, { transport: 'websocket', connectTimeoutMs: 200, closeTimeoutMs: 300, WebSocket: routedWebSocket(node).WebSocket });
+    void c.s.send('never').catch(() => {});
+    await waitFor('a retry', () => c.errors.some((e) => e.includes('WebSocket')), 5_000);
+    expect(c.s.activeTransport).toBe('websocket');
+    const started = Date.now();
+    await c.s.close();
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(c.closed).toHaveLength(1);
+    expect(c.closed[0]!.code).toBe('CLIENT');
+  });
+});
+
 describe('two instances over one RedisStore', () => {
   let redis: RedisProcess;
   let conns: Redis[] = [];
