@@ -94,6 +94,8 @@ const SYSTEMS: Record<string, { label: string; tier: Tier; reference?: string }>
   'bidi-mem-stream-http': { label: 'bidiweb ×1 MemoryStore, stream: true, node:http fetch', tier: 'single', reference: 'sio-poll' },
   'bidi-mem-stream': { label: 'bidiweb ×1 MemoryStore, stream: true', tier: 'other', reference: 'sio-poll' },
   'sio-ws': { label: 'Socket.IO WebSocket ×1', tier: 'other' },
+  'sio-ws-proxy': { label: 'Socket.IO WebSocket ×2 + Redis streams adapter, proxy forwarding upgrades', tier: 'other' },
+  'bidi-redis-ws': { label: "bidiweb ×2 + RedisStore, round-robin proxy forwarding upgrades, transport: 'websocket'", tier: 'other', reference: 'sio-ws-proxy' },
   'bidi-mem-ws': { label: "bidiweb ×1 MemoryStore, transport: 'websocket' (bidiweb/ws)", tier: 'other', reference: 'sio-ws' },
 };
 
@@ -875,6 +877,22 @@ async function startSystems(only: Set<string>): Promise<System[]> {
   if (any('sio-ws')) {
     const { proc, info } = await start('sio-ws', 'server', ['sio']);
     add('sio-ws', { client: 'sio-ws', url: `http://127.0.0.1:${info.port}`, pusher: proc, instances: [proc], idle: idleSio('clients') });
+  }
+  if (any('sio-ws-proxy')) {
+    log('starting Socket.IO ×2 + Redis streams adapter (own redis-server) behind the proxy, WebSocket clients');
+    const { server, client: redis } = await newRedis();
+    const env = { ADAPTER: 'redis', REDIS_PORT: String(server.port), PREFIX: 'wsproxy:' };
+    const p = await pair('sio-ws-proxy', 'sio', 'sticky', env, '');
+    add('sio-ws-proxy', { client: 'sio-ws', ...p.deployment, redis, restart: p.restart });
+    p.members.push(...systems.filter((x) => x.key === 'sio-ws-proxy'));
+  }
+  if (any('bidi-redis-ws')) {
+    log('starting bidiweb ×2 + RedisStore (own redis-server) with bidiweb/ws behind the proxy in round-robin mode');
+    const { server, client: redis } = await newRedis();
+    const env = { STORE: 'redis', REDIS_PORT: String(server.port), PREFIX: 'benchws:', WS: '1' };
+    const p = await pair('bidi-redis-ws', 'bidi', 'rr', env, '/session');
+    add('bidi-redis-ws', { client: 'bidi', transport: 'websocket', ...p.deployment, redis, countCommands: true, restart: p.restart });
+    p.members.push(...systems.filter((x) => x.key === 'bidi-redis-ws'));
   }
   if (any('bidi-mem-ws')) {
     const { proc, info } = await start('bidi-mem-ws', 'server', ['bidi'], { STORE: 'memory', WS: '1' });
