@@ -7,6 +7,7 @@ export default defineConfig({
     'koa/index': 'src/koa/index.ts',
     'nest/index': 'src/nest/index.ts',
     'node/index': 'src/node/index.ts',
+    'ws/index': 'src/ws/index.ts',
     'client/index': 'src/client/index.ts',
     'redis/index': 'src/redis/index.ts',
     'aws-lambda/index': 'src/aws-lambda/index.ts',
@@ -17,7 +18,7 @@ export default defineConfig({
   sourcemap: false, // maps would point at src/, which is not shipped (and tsup's CJS maps carried absolute paths)
   clean: true,
   target: 'node20',
-  external: ['express', 'ioredis', 'koa', /^@nestjs\//, 'reflect-metadata', 'rxjs', 'fast-check'],
+  external: ['express', 'ioredis', 'koa', 'ws', /^@nestjs\//, 'reflect-metadata', 'rxjs', 'fast-check'],
   loader: { '.lua': 'text' },
   splitting: true,
 });

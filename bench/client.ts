@@ -11,7 +11,8 @@ import http from 'node:http';
 import Redis from 'ioredis';
 import { io as sioConnect, type Socket } from 'socket.io-client';
 import { open as bidiOpen } from '../src/client';
-import type { FetchLike } from '../src/client';
+import type { FetchLike, WebSocketConstructorLike } from '../src/client';
+import WebSocket from 'ws';
 import { cpuMs, memory, now, percentiles, serve, sleep, within } from './lib';
 
 export type SystemKind = 'bidi' | 'sio-polling' | 'sio-ws' | 'hold';
@@ -116,6 +117,8 @@ interface ConnectOptions {
   /** bidiweb: `stream` as given; undefined = not passed (the client's default). */
   stream?: boolean;
   fetch?: FetchKind;
+  /** bidiweb: `transport: 'websocket'` (the ws package's WebSocket); undefined = not passed (HTTP). */
+  transport?: 'websocket';
   sharedAgent?: boolean;
 }
 
@@ -134,6 +137,7 @@ async function connect(system: SystemKind, url: string, opts: ConnectOptions): P
       ...(opts.wait ? { wait: opts.wait } : {}),
       ...(opts.fetch === 'node-http' ? { fetch: nodeFetch } : {}),
       ...(opts.stream !== undefined ? { stream: opts.stream } : {}),
+      ...(opts.transport ? { transport: opts.transport, WebSocket: WebSocket as unknown as WebSocketConstructorLike } : {}),
     });
     const conn: Conn = {
       id: '',

@@ -94,6 +94,9 @@ const SYSTEMS: Record<string, { label: string; tier: Tier; reference?: string }>
   'bidi-mem-stream-http': { label: 'bidiweb ×1 MemoryStore, stream: true, node:http fetch', tier: 'single', reference: 'sio-poll' },
   'bidi-mem-stream': { label: 'bidiweb ×1 MemoryStore, stream: true', tier: 'other', reference: 'sio-poll' },
   'sio-ws': { label: 'Socket.IO WebSocket ×1', tier: 'other' },
+  'sio-ws-proxy': { label: 'Socket.IO WebSocket ×2 + Redis streams adapter, proxy forwarding upgrades', tier: 'other' },
+  'bidi-redis-ws': { label: "bidiweb ×2 + RedisStore, round-robin proxy forwarding upgrades, transport: 'websocket'", tier: 'other', reference: 'sio-ws-proxy' },
+  'bidi-mem-ws': { label: "bidiweb ×1 MemoryStore, transport: 'websocket' (bidiweb/ws)", tier: 'other', reference: 'sio-ws' },
 };
 
 function selectedSystems(): Set<string> {
@@ -115,6 +118,8 @@ interface System {
   stream?: boolean;
   /** bidiweb clients: the fetch they get (undefined: none passed, the client's default). */
   fetch?: FetchKind;
+  /** bidiweb clients: `transport: 'websocket'` (undefined: HTTP). */
+  transport?: 'websocket';
   /** socket.io-client polling: one connection pool for all sockets (no per-connection stickiness needed). */
   sharedAgent?: boolean;
   /** Where clients connect. */
@@ -211,13 +216,14 @@ interface OpenOptions {
   url: string;
   stream?: boolean;
   fetch?: FetchKind;
+  transport?: 'websocket';
   sharedAgent?: boolean;
 }
 
 async function withConns<T>(sys: OpenOptions, n: number, fn: (tag: string, ids: string[]) => Promise<T>): Promise<T> {
   const tag = `t${++tagNo}`;
   try {
-    const { ids } = await client.call('open', { tag, system: sys.client, url: sys.url, n, stream: sys.stream, fetch: sys.fetch, sharedAgent: sys.sharedAgent }, 120_000);
+    const { ids } = await client.call('open', { tag, system: sys.client, url: sys.url, n, stream: sys.stream, fetch: sys.fetch, transport: sys.transport, sharedAgent: sys.sharedAgent }, 120_000);
     return await fn(tag, ids);
   } finally {
     await client.call('close', { tag }, 60_000).catch(() => {});
@@ -385,7 +391,7 @@ async function idleRun(sys: System, counts: number[]): Promise<void> {
   }
 }
 
-async function idleMeasure(sys: Pick<System, 'key' | 'label' | 'client' | 'stream' | 'fetch' | 'sharedAgent' | 'redis'>, target: { proc: Proc; url: string; count: 'inflight' | 'clients' }, counts: number[]): Promise<void> {
+async function idleMeasure(sys: Pick<System, 'key' | 'label' | 'client' | 'stream' | 'fetch' | 'transport' | 'sharedAgent' | 'redis'>, target: { proc: Proc; url: string; count: 'inflight' | 'clients' }, counts: number[]): Promise<void> {
   const out: Record<string, any> = {};
   const snapDir = argv.get('heap-snapshots');
   if (snapDir) await target.proc.call('snapshot', { file: path.resolve(snapDir, `${sys.key}-0.heapsnapshot`) }, 120_000);
@@ -398,7 +404,7 @@ async function idleMeasure(sys: Pick<System, 'key' | 'label' | 'client' | 'strea
     for (const n of counts) {
       if (overBudget()) break;
       const t = now();
-      await client.call('open', { tag, system: sys.client, url: target.url, n: n - open, parallel: 50, stream: sys.stream, fetch: sys.fetch, sharedAgent: sys.sharedAgent }, 300_000);
+      await client.call('open', { tag, system: sys.client, url: target.url, n: n - open, parallel: 50, stream: sys.stream, fetch: sys.fetch, transport: sys.transport, sharedAgent: sys.sharedAgent }, 300_000);
       open = n;
       const reached = await waitFor(target.proc, target.count, baseCount + n, 30_000);
       await sleep(1_000);
@@ -871,6 +877,26 @@ async function startSystems(only: Set<string>): Promise<System[]> {
   if (any('sio-ws')) {
     const { proc, info } = await start('sio-ws', 'server', ['sio']);
     add('sio-ws', { client: 'sio-ws', url: `http://127.0.0.1:${info.port}`, pusher: proc, instances: [proc], idle: idleSio('clients') });
+  }
+  if (any('sio-ws-proxy')) {
+    log('starting Socket.IO ×2 + Redis streams adapter (own redis-server) behind the proxy, WebSocket clients');
+    const { server, client: redis } = await newRedis();
+    const env = { ADAPTER: 'redis', REDIS_PORT: String(server.port), PREFIX: 'wsproxy:' };
+    const p = await pair('sio-ws-proxy', 'sio', 'sticky', env, '');
+    add('sio-ws-proxy', { client: 'sio-ws', ...p.deployment, redis, restart: p.restart });
+    p.members.push(...systems.filter((x) => x.key === 'sio-ws-proxy'));
+  }
+  if (any('bidi-redis-ws')) {
+    log('starting bidiweb ×2 + RedisStore (own redis-server) with bidiweb/ws behind the proxy in round-robin mode');
+    const { server, client: redis } = await newRedis();
+    const env = { STORE: 'redis', REDIS_PORT: String(server.port), PREFIX: 'benchws:', WS: '1' };
+    const p = await pair('bidi-redis-ws', 'bidi', 'rr', env, '/session');
+    add('bidi-redis-ws', { client: 'bidi', transport: 'websocket', ...p.deployment, redis, countCommands: true, restart: p.restart });
+    p.members.push(...systems.filter((x) => x.key === 'bidi-redis-ws'));
+  }
+  if (any('bidi-mem-ws')) {
+    const { proc, info } = await start('bidi-mem-ws', 'server', ['bidi'], { STORE: 'memory', WS: '1' });
+    add('bidi-mem-ws', { client: 'bidi', transport: 'websocket', url: `http://127.0.0.1:${info.port}/session`, pusher: proc, instances: [proc] });
   }
   // Table order: the catalogue's.
   const order = Object.keys(SYSTEMS);

@@ -23,6 +23,7 @@
  * whole, to learn its sid. Sends `{ ready, port }` over IPC.
  */
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { cpuMs, serve } from './lib';
 
@@ -116,7 +117,33 @@ const server = http.createServer((req, res) => {
 server.keepAliveTimeout = 60_000;
 server.maxConnections = 100_000;
 
-serve({ requests: () => requests, stats: () => ({ requests, learnt, hashed, owners: owners.size }), ping: () => 'pong', cpu: () => cpuMs() });
+/**
+ * WebSocket upgrades, in both modes: to the next backend (a WebSocket-only Socket.IO client carries no sid: its
+ * socket is its session, so sticky has nothing to stick to), then bytes both ways, as nginx with `proxy_pass` and
+ * `Upgrade` headers does.
+ */
+let upgrades = 0;
+server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+  upgrades++;
+  const port = backends[next++ % backends.length]!;
+  const upstream = net.connect(port, '127.0.0.1');
+  socket.on('error', () => upstream.destroy());
+  upstream.on('error', () => socket.destroy());
+  socket.on('close', () => upstream.destroy());
+  upstream.on('close', () => socket.destroy());
+  upstream.on('connect', () => {
+    upstream.setNoDelay(true);
+    socket.setNoDelay(true);
+    let head0 = `${req.method} ${req.url} HTTP/1.1\r\n`;
+    for (let i = 0; i < req.rawHeaders.length; i += 2) head0 += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+    upstream.write(head0 + '\r\n');
+    if (head.length > 0) upstream.write(head);
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+  });
+});
+
+serve({ requests: () => requests, stats: () => ({ requests, upgrades, learnt, hashed, owners: owners.size }), ping: () => 'pong', cpu: () => cpuMs() });
 server.listen(0, '127.0.0.1', () => process.send!({ ready: true, port: (server.address() as AddressInfo).port }));
 process.on('SIGTERM', () => process.exit(0));
 process.on('disconnect', () => process.exit(0));

@@ -2,7 +2,7 @@
  * One server under test, in its own process (forked by bench/main.ts):
  *
  *   server.js plain                 a plain Node HTTP echo: the floor
- *   server.js bidi                  bidiweb over node:http (STORE=memory | redis;
+ *   server.js bidi                  bidiweb over node:http (STORE=memory | redis; WS=1: bidiweb/ws upgrades too;
  *                                   SWEEP=0: no sweep timer; LINGER_MS: subscriptionLingerMs)
  *   server.js sio                   Socket.IO 4 (ADAPTER=redis: redis streams adapter);
  *                                   two of them behind bench/proxy.ts in sticky mode are
@@ -22,6 +22,7 @@ import type { AddressInfo } from 'node:net';
 import Redis from 'ioredis';
 import { createBidiServer, type BidiServer } from '../src/core';
 import { createNodeHandler } from '../src/node';
+import { attach } from '../src/ws';
 import { RedisStore } from '../src/redis';
 import { cpuMs, memory, now, serve, sleep, type Handlers } from './lib';
 
@@ -220,6 +221,8 @@ async function bidi(): Promise<void> {
     },
     commands: () => counter.take(),
   });
+  // WS=1: WebSocket upgrades at /session/ws too (bidiweb/ws), for clients with transport: 'websocket'.
+  if (env.WS === '1') attach(httpServer, server);
   process.send!({ ready: true, port: await listen(httpServer) });
 }
 

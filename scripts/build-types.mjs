@@ -36,7 +36,7 @@ for (const dts of declarations('dist')) {
   count++;
 }
 
-for (const entry of ['index', 'express/index', 'koa/index', 'nest/index', 'node/index', 'client/index', 'redis/index', 'aws-lambda/index', 'testing/index']) {
+for (const entry of ['index', 'express/index', 'koa/index', 'nest/index', 'node/index', 'ws/index', 'client/index', 'redis/index', 'aws-lambda/index', 'testing/index']) {
   for (const ext of ['.d.ts', '.d.mts']) {
     if (!existsSync(`dist/${entry}${ext}`)) throw new Error(`missing dist/${entry}${ext}`);
   }

@@ -9,6 +9,7 @@ const checks = {
   'bidiweb/nest': ['BidiWebModule', 'OnMessage', 'BidiWebService'],
   'bidiweb/redis': ['RedisStore'],
   'bidiweb/node': ['createNodeHandler'],
+  'bidiweb/ws': ['attach'],
   'bidiweb/client': ['open'],
   'bidiweb/aws-lambda': ['bidiLambda', 'lambdaEventToBidi', 'createBidiServer'],
   'bidiweb/testing': ['runStoreContract'],

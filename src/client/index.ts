@@ -34,5 +34,8 @@ export type {
   RetryOptions,
   ServerLimits,
   SessionState,
+  TransportMode,
+  WebSocketConstructorLike,
+  WebSocketLike,
 } from './types';
 export type { Listener } from './emitter';

@@ -2,7 +2,7 @@ import { Backoff, overBudget, TimerSet, type RetryBudget } from './backoff';
 import { Emitter, type Listener } from './emitter';
 import { AbortedError, BidiClientError, describe } from './errors';
 import { Sender, tooLarge, type SenderHost } from './sender';
-import { classify, headerProblem, resolveBaseUrl, thrownOutcome, Transport, type Outcome } from './transport';
+import { classify, headerProblem, resolveBaseUrl, splitBaseUrl, thrownOutcome, Transport, type Outcome } from './transport';
 import type {
   ClientEvents,
   ClientOptions,
@@ -12,9 +12,12 @@ import type {
   ReopenInfo,
   ServerLimits,
   SessionState,
+  TransportMode,
+  WebSocketConstructorLike,
 } from './types';
 import { Watcher, type CloseMarker, type WatcherHost } from './watcher';
 import { type AnnouncedLimits, DEFAULT_ANNOUNCED_LIMITS, DEFAULT_WAIT_MS, PROTOCOL_VERSION, utf8Length } from '../wire';
+import { DEFAULT_CONNECT_TIMEOUT_MS, WebSocketChannel } from './websocket';
 
 /** Limits the client always has: the server's defaults stand in for any an older server left out. */
 const ASSUMED_LIMITS = ['maxBodyBytes', 'maxMessageBytes', 'maxMessagesPerRequest', 'inboundWindow', 'maxWait', 'idleTimeout'] as const;
@@ -85,6 +88,12 @@ function checkStaticHeaders(headers: HeadersOption | undefined): void {
     const problem = headerProblem(name, String(value));
     if (problem) throw new TypeError(`bidiweb: options.headers: ${problem}`);
   }
+}
+
+function transportOption(value: unknown): TransportMode {
+  if (value === undefined) return 'http';
+  if (value !== 'http' && value !== 'websocket' && value !== 'auto') throw new RangeError("bidiweb: option transport must be 'auto', 'websocket' or 'http'");
+  return value;
 }
 
 function streamOption(value: unknown): boolean | 'auto' {
@@ -200,6 +209,19 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     }
     this.events = new Emitter<ClientEvents<TIn>>((event, err) => this.onListenerError(event, err));
     this.transport = new Transport(base, options.headers, options.fetch);
+    const mode = transportOption(options.transport);
+    if (mode !== 'http') {
+      const injected = options.WebSocket;
+      const impl = injected ?? (globalThis as { WebSocket?: WebSocketConstructorLike }).WebSocket;
+      if (typeof impl === 'function') {
+        const connectTimeoutMs = option('connectTimeoutMs', options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS, 1);
+        this.transport.channel = new WebSocketChannel(splitBaseUrl(base), mode, impl, options.headers, injected !== undefined, connectTimeoutMs, (error) =>
+          this.events.emit('error', error),
+        );
+      } else if (mode === 'websocket') {
+        throw new TypeError("bidiweb: transport 'websocket' needs a WebSocket class: pass options.WebSocket (e.g. the ws package's WebSocket in Node 20)");
+      }
+    }
     this.reopenBackoff = new Backoff(this.opts.initialDelayMs, this.opts.maxDelayMs);
     this.incarnate();
     this.watchPage();
@@ -227,6 +249,14 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
    */
   get streaming(): boolean {
     return this.watcher?.streaming ?? false;
+  }
+
+  /**
+   * Which transport the next send or watch takes: `'websocket'`, or `'http'` (`transport: 'http'`,
+   * or `'auto'` after no socket became ready; see {@link TransportMode}).
+   */
+  get activeTransport(): 'websocket' | 'http' {
+    return this.transport.channel?.active ?? 'http';
   }
 
   /** True while some request (open, send, watch or close) waits in backoff before a retry. */
@@ -672,6 +702,7 @@ export class BidiClientSession<TIn = unknown, TOut = unknown> {
     if (this._closeEvent) return;
     this._closeEvent = event;
     this.lifetime.abort();
+    this.transport.channel?.dispose();
     this.watcher?.stop();
     this.sender.halt();
     this.timers.clear();

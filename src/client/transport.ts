@@ -7,6 +7,7 @@ import { AbortedError, BidiClientError, describe, isErrorLike } from './errors';
 import { nodeDefaultFetch } from './node-http';
 import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
 import { DEFAULT_HEARTBEAT_MS, HEARTBEAT_HEADER, JSON_MEDIA_TYPE, MISSED_HEARTBEATS, SID_HEADER, SILENCE_MARGIN_MS, STREAM_MEDIA_TYPE } from '../wire';
+import type { WebSocketChannel } from './websocket';
 
 /** A response, body already read and parsed. */
 export interface Reply {
@@ -236,6 +237,8 @@ export class Transport {
   /** The base URL as error messages show it: no query (it may carry a token), no fragment. */
   private readonly shown: string;
   private readonly fetchImpl: FetchLike;
+  /** `transport: 'websocket' | 'auto'`: the session's socket (./websocket). */
+  channel?: WebSocketChannel;
 
   /** @param baseUrl an absolute URL (see {@link resolveBaseUrl}) */
   constructor(
@@ -284,6 +287,11 @@ export class Transport {
    * (`NETWORK_ERROR`, `TIMEOUT`, `HEADERS_ERROR`) otherwise.
    */
   async request(spec: RequestSpec): Promise<Reply> {
+    if (this.channel) {
+      // Sends and watches go over the session's WebSocket when it has one (null: over HTTP).
+      const reply = await this.channel.request(spec, this.describe(spec));
+      if (reply) return reply;
+    }
     const { signal } = spec;
     if (signal?.aborted) throw new AbortedError();
     const ctl = new AbortController();

@@ -167,6 +167,34 @@ export interface RetryOptions {
   maxElapsedMs?: number;
 }
 
+/**
+ * Which transport carries a session's sends and watches (the open and the close are
+ * always plain HTTP requests).
+ *
+ * - `'http'` (default): HTTP requests (plain or streaming watches, see `stream`).
+ * - `'websocket'`: one WebSocket per session to `{url}/ws` (served by `bidiweb/ws`'s
+ *   `attach`); a socket that fails or dies fails its requests like a dropped connection,
+ *   and they are retried over a new socket, with backoff, from the same seqs and acks.
+ * - `'auto'`: WebSocket when one becomes ready within `connectTimeoutMs`, else HTTP (an
+ *   `error` event says so); a socket is tried again in the background every 30 s, and
+ *   used once it is ready. Switching never loses, repeats or reorders a message.
+ */
+export type TransportMode = 'auto' | 'websocket' | 'http';
+
+/** The part of a WebSocket (the browser's, Node 22's global one, or the `ws` package's) the client uses. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+/** A WebSocket class: the global `WebSocket`, or the `ws` package's `WebSocket` in Node 20. */
+export type WebSocketConstructorLike = new (url: string, protocols?: string | string[], options?: { headers?: Record<string, string> }) => WebSocketLike;
+
 /** Options of {@link open}. */
 export interface ClientOptions {
   /**
@@ -217,6 +245,17 @@ export interface ClientOptions {
    * again (a `TIMEOUT` error, a `watch` retry).
    */
   stream?: boolean | 'auto';
+  /** Which transport carries sends and watches: `'http'` (default), `'websocket'` or `'auto'`; see {@link TransportMode}. */
+  transport?: TransportMode;
+  /**
+   * The WebSocket class for `transport: 'websocket' | 'auto'`. Default: the global
+   * `WebSocket` (browsers, Node 22). In Node 20 pass the `ws` package's `WebSocket`; an injected class also
+   * gets the static `headers` on the upgrade (a browser's WebSocket cannot send headers:
+   * there the upgrade carries cookies only, and the session id goes in the first frame).
+   */
+  WebSocket?: WebSocketConstructorLike;
+  /** How long a new socket may take to be ready (its first frame from the server), ms. Default 5000. */
+  connectTimeoutMs?: number;
   /** Maximum concurrent send POSTs. Default 4. */
   maxInflight?: number;
   /**

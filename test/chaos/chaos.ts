@@ -25,6 +25,8 @@
  *   --no-resend     RESEND=0    instances' ioredis with autoResendUnfulfilledCommands: false
  *                               (and a commandTimeout): the other way to configure ioredis
  *   --stream        STREAM=1    clients use streaming watches (combine with --cut to cut them midway)
+ *   --websocket     WEBSOCKET=1 clients use transport: 'websocket' (instances serve bidiweb/ws; each socket goes to
+ *                               the next instance); a random socket is cut every --cut-socket MS (CUT_SOCKET, default 200)
  *   --groups N      GROUPS      groups mode: sessions join N groups, and the server → client
  *                               traffic is MESSAGES publishes per group (written once, pulled
  *                               by every member) instead of pushes per session; default 0 (off)
@@ -76,6 +78,7 @@ async function main(): Promise<void> {
     redisRestartSignal: signal,
     resend: !(process.argv.includes('--no-resend') || process.env.RESEND === '0'),
     stream: process.argv.includes('--stream') || process.env.STREAM === '1',
+    ...(process.argv.includes('--websocket') || process.env.WEBSOCKET === '1' ? { websocket: { cutSocketEveryMs: num('cut-socket', 'CUT_SOCKET', 200) } } : {}),
     groups: Math.floor(num('groups', 'GROUPS', 0)) || undefined,
     durationMs: num('duration', 'DURATION', 900) * 1000,
     drainMs: num('drain', 'DRAIN', 120) * 1000,

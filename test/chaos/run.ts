@@ -28,7 +28,8 @@
  *   `watch` for server → client).
  */
 import Redis from 'ioredis';
-import { open, type BidiClientSession, type CloseEvent, type RetryInfo } from '../../src/client';
+import WebSocket from 'ws';
+import { open, type BidiClientSession, type CloseEvent, type RetryInfo, type WebSocketConstructorLike } from '../../src/client';
 import { RedisStore } from '../../src/redis';
 import { rng } from '../helpers/faulty-fetch';
 import { startProxy, type Proxy, type ProxyFaults } from '../helpers/proxy';
@@ -52,6 +53,13 @@ export interface ChaosOptions {
   redisRestartAt?: number;
   /** Clients use streaming watches (`stream: true`): with `faults.cutStream`, streams get cut midway. */
   stream?: boolean;
+  /**
+   * WebSocket mode: instances serve bidiweb/ws upgrades and clients use `transport: 'websocket'`; each new
+   * socket goes straight to the next live instance (as a balancer forwarding upgrades), and a random client
+   * socket is cut (terminated, no close frame) every `cutSocketEveryMs`. Opens and closes still cross the
+   * faulty balancer.
+   */
+  websocket?: { cutSocketEveryMs: number };
   /** false: the instances' ioredis does not resend commands whose reply was lost (default true, ioredis' default). */
   resend?: boolean;
   /** 'kill' (SIGKILL, a crash) or 'term' (graceful). Default 'kill'. */
@@ -115,6 +123,8 @@ export interface ChaosReport {
   notes: string[];
   integrityErrors: string[];
   proxy: Proxy['stats'];
+  /** WebSocket mode: sockets opened, and cut at random by the run. */
+  sockets?: { opened: number; cut: number };
   /** No loss, no duplicate, no reorder, no unexpected close, no integrity error. */
   ok: boolean;
 }
@@ -179,7 +189,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   try {
     redis = await startRedis({ appendonly: true });
     const prefix = `chaos${o.seed}:`;
-    const env = { REDIS_PORT: String(redis.port), PREFIX: prefix, WAIT: '2000', LEASE_MS: '1000', RESEND: o.resend === false ? '0' : '1' };
+    const env: Record<string, string> = { REDIS_PORT: String(redis.port), PREFIX: prefix, WAIT: '2000', LEASE_MS: '1000', RESEND: o.resend === false ? '0' : '1' };
+    if (o.websocket) Object.assign(env, { WS: '1', HEARTBEAT_MS: '1000' });
     // An instance that dies on its own is a finding: report it, and start a new one so the run goes on.
     const launch = async (slot: number): Promise<void> => {
       const inst = await startChaosInstance(env);
@@ -208,8 +219,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       `chaos: seed ${o.seed}, ${o.sessions} sessions × ${o.messages} messages each way, ${o.instances} instances, ` +
         `faults ${JSON.stringify(o.faults)}, redis ${redis.url} (appendonly yes, appendfsync always)` +
         (o.resend === false ? ', instances with autoResendUnfulfilledCommands: false' : '') +
-        (o.stream ? ', streaming watches' : ''),
+        (o.stream ? ', streaming watches' : '') +
+        (o.websocket ? `, WebSocket transport (a socket cut every ${o.websocket.cutSocketEveryMs} ms)` : ''),
     );
+    // WebSocket mode: each new socket to the next live instance; the run cuts them at random.
+    const clientSockets: WebSocket[] = [];
+    const socketStats = { opened: 0, cut: 0 };
+    let nextSocket = 0;
+    class Balanced extends WebSocket {
+      constructor(url: string, protocols?: string | string[], options?: WebSocket.ClientOptions) {
+        const u = new URL(url);
+        u.port = String(instances[nextSocket++ % instances.length]!.port);
+        super(u.toString(), protocols, options);
+        socketStats.opened++;
+        clientSockets.push(this);
+        this.once('close', () => clientSockets.splice(clientSockets.indexOf(this), 1));
+      }
+    }
 
     // --- sessions ---------------------------------------------------------------------------
     for (let k = 0; k < o.sessions; k++) {
@@ -220,6 +246,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         requestTimeoutMs: 10_000,
         closeTimeoutMs: 30_000,
         ...(o.stream ? { stream: true } : {}),
+        ...(o.websocket ? { transport: 'websocket' as const, WebSocket: Balanced as unknown as WebSocketConstructorLike, connectTimeoutMs: 3000 } : {}),
         ...(o.groups ? { meta: { group: `g${k % o.groups}` } } : {}),
       });
       const run: SessionRun = {
@@ -315,6 +342,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           await killOne();
           log(`chaos: SIGKILLed an instance at ${(at * 100).toFixed(0)}% and started a new one`);
         }
+      }
+    })();
+    const socketCutter = (async () => {
+      if (!o.websocket) return;
+      while (!trafficOver) {
+        const until = Date.now() + o.websocket.cutSocketEveryMs;
+        while (!trafficOver && Date.now() < until) await sleep(10);
+        if (trafficOver || clientSockets.length === 0) continue;
+        clientSockets[Math.floor(random() * clientSockets.length)]!.terminate();
+        socketStats.cut++;
       }
     })();
     const redisCrasher = (async () => {
@@ -478,6 +515,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const trafficMs = Date.now() - trafficStart;
     trafficOver = true;
     await killer;
+    await socketCutter;
     await redisCrasher;
     clearInterval(reporter);
     log(`chaos: traffic over after ${(trafficMs / 1000).toFixed(1)} s${capped ? ' (DURATION cap reached)' : ''}; closing sessions`);
@@ -654,6 +692,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       notes,
       integrityErrors,
       proxy: { ...proxy.stats },
+      ...(o.websocket ? { sockets: socketStats } : {}),
       ok,
     };
   } finally {
@@ -703,6 +742,7 @@ export function formatReport(r: ChaosReport): string {
       .join(', ')}`,
     `onClose: ran for ${r.onCloseRuns} sessions, more than once for ${r.onCloseRepeated} · send() rejections: ${r.sendRejections}`,
   ];
+  if (r.sockets) lines.splice(lines.length - 1, 0, `WebSocket transport: ${r.sockets.opened} sockets opened, ${r.sockets.cut} cut at random (besides those of killed instances)`);
   if (r.unexpectedCloses.length) lines.push(`unexpected session ends (${r.unexpectedCloses.length}):`, ...r.unexpectedCloses.slice(0, 10).map((s) => '  ' + s));
   if (r.instanceCrashes.length) lines.push(`instances that died on their own (${r.instanceCrashes.length}):`, ...r.instanceCrashes.slice(0, 3).map((s) => '  ' + s.replace(/\n/g, '\n    ')));
   if (r.integrityErrors.length) lines.push(`integrity errors (${r.integrityErrors.length}):`, ...r.integrityErrors.slice(0, 10).map((s) => '  ' + s));

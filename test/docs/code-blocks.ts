@@ -64,7 +64,7 @@ export interface Problem {
   message: string;
 }
 
-const ENTRIES = ['express', 'koa', 'nest', 'node', 'redis', 'client', 'aws-lambda', 'testing'];
+const ENTRIES = ['express', 'koa', 'nest', 'node', 'ws', 'redis', 'client', 'aws-lambda', 'testing'];
 
 /**
  * Compiles every block not skipped; returns one problem per diagnostic, by

@@ -17,6 +17,8 @@ export interface ProtocolSuiteEnv {
   /** Release what makeStore made (after each test). */
   cleanup?(): Promise<void>;
   kinds?: TargetKind[];
+  /** How tests speak the wire (default: HTTP); test/ws runs the suite with sends and watches over WebSockets. */
+  wire?(target: Target, options: BidiOptions<any, any>): Wire;
 }
 
 /** Wraps a store so that one operation can be made to fail, as if the instance died mid-way. */
@@ -65,7 +67,7 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
     async function serve(options: BidiOptions<any, any> = {}): Promise<{ t: Target; wire: Wire }> {
       const t = await startTarget(kind, { ...quiet, ...options, store: options.store ?? (await env.makeStore()) });
       targets.push(t);
-      return { t, wire: new Wire(t.url) };
+      return { t, wire: env.wire ? env.wire(t, { ...quiet, ...options, store: t.store }) : new Wire(t.url) };
     }
     const newStore = async () => env.makeStore();
     afterEach(async () => {

@@ -1,0 +1,284 @@
+/**
+ * The WebSocket transport, client side. One socket per session carries the
+ * session's sends and watches as frames (docs/WEBSOCKET.md); everything else
+ * about a request (retries, acks, windows, exactly-once) is the sender's and
+ * the watcher's, as over HTTP. So a socket that dies fails its requests like
+ * a dropped connection would: they are retried, over a new socket (to any
+ * instance) or over HTTP, from the same seqs and acks.
+ *
+ * Open and close stay plain HTTP requests (the close must outlive a page that
+ * is going away).
+ */
+import { parseRetryAfter } from './backoff';
+import { AbortedError, BidiClientError } from './errors';
+import type { Reply, RequestSpec } from './transport';
+import type { HeadersOption, TransportMode, WebSocketConstructorLike, WebSocketLike } from './types';
+
+/** Default time from `new WebSocket()` to the server's `ready` frame before the socket counts as failed. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/** `transport: 'auto'` that fell back to HTTP tries a socket again after this long (in the background). */
+export const WEBSOCKET_RETRY_MS = 30_000;
+/** A socket whose watch announced heartbeats and then stayed silent for this many of them (plus 1 s) is dead. */
+const MISSED_HEARTBEATS = 3;
+const SILENCE_MARGIN_MS = 1_000;
+const OPEN = 1;
+
+interface Pending {
+  resolve(reply: Reply): void;
+  reject(err: Error): void;
+  onFrame?: (frame: unknown) => void;
+  request: string;
+  /** A watch: the socket's silence watchdog applies while one is pending. */
+  watch: boolean;
+}
+
+interface Socket {
+  ws: WebSocketLike;
+  sid: string;
+  ready: Promise<boolean>;
+  isReady: boolean;
+  pending: Map<number, Pending>;
+  heartbeatMs: number;
+  heardAt: number;
+  watchdog?: ReturnType<typeof setTimeout>;
+  /** Settles `ready` (once); cancels the connect timer. */
+  settle(ok: boolean): void;
+}
+
+export class WebSocketChannel {
+  private socket?: Socket;
+  private nextId = 1;
+  /** `'auto'` only: sockets failed to come up; HTTP carries the requests (a socket is tried again later). */
+  private fellBackAt = 0;
+  private disposed = false;
+  private readonly url: string;
+
+  constructor(
+    baseUrl: { path: string; query: string },
+    private readonly mode: Exclude<TransportMode, 'http'>,
+    private readonly impl: WebSocketConstructorLike,
+    /** The app's headers: sent on the upgrade only by an injected implementation (browsers cannot). */
+    private readonly headers: HeadersOption | undefined,
+    private readonly injected: boolean,
+    private readonly connectTimeoutMs: number,
+    private readonly onFallback: (error: BidiClientError) => void,
+  ) {
+    this.url = baseUrl.path.replace(/^http/, 'ws') + '/ws' + (baseUrl.query ? '?' + baseUrl.query : '');
+  }
+
+  /** Which transport the next send or watch takes. */
+  get active(): 'websocket' | 'http' {
+    return this.fellBackAt !== 0 && !this.socket?.isReady ? 'http' : 'websocket';
+  }
+
+  /**
+   * Carries a send or a watch over the socket. Resolves `null` when the request should go
+   * over HTTP instead (not a send or watch; `'auto'` after sockets failed to come up).
+   */
+  async request(spec: RequestSpec, describe: string): Promise<Reply | null> {
+    if (this.disposed || spec.sid === undefined || spec.keepalive || (spec.path !== '/send' && spec.path !== '/watch')) return null;
+    if (spec.signal?.aborted) throw new AbortedError();
+    if (this.mode === 'auto' && this.fellBackAt !== 0) {
+      if (!this.socket?.isReady) {
+        // Keep HTTP; try a socket in the background now and then, and switch once one is ready.
+        if (!this.socket && Date.now() - this.fellBackAt >= WEBSOCKET_RETRY_MS) {
+          this.fellBackAt = Date.now();
+          void this.connect(spec.sid);
+        }
+        return null;
+      }
+    }
+    const socket = this.socket && this.socket.sid === spec.sid ? this.socket : this.connect(spec.sid);
+    if (!(await socket.ready)) {
+      if (this.disposed) throw new AbortedError();
+      if (this.mode === 'auto') {
+        if (this.fellBackAt === 0) {
+          this.onFallback(new BidiClientError('NETWORK_ERROR', `${this.url}: no WebSocket session within ${this.connectTimeoutMs} ms; using HTTP`));
+        }
+        this.fellBackAt = Date.now();
+        return null;
+      }
+      throw new BidiClientError('NETWORK_ERROR', `${describe} (WebSocket): the socket could not be opened`);
+    }
+    if (socket !== this.socket || socket.ws.readyState !== OPEN) throw new BidiClientError('NETWORK_ERROR', `${describe} (WebSocket): the socket closed`);
+    if (this.mode === 'auto') this.fellBackAt = 0;
+    return this.exchange(socket, spec, describe + ' (WebSocket)');
+  }
+
+  /** The session ended: close the socket. */
+  dispose(): void {
+    this.disposed = true;
+    if (this.socket) this.drop(this.socket, 1000, 'closed', new AbortedError());
+  }
+
+  private connect(sid: string): Socket {
+    if (this.socket) this.drop(this.socket, 1000, 'new session', new BidiClientError('NETWORK_ERROR', 'the session changed'));
+    let resolveReady!: (ok: boolean) => void;
+    const ready = new Promise<boolean>((resolve) => (resolveReady = resolve));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const settle = (ok: boolean): void => {
+      clearTimeout(timer);
+      resolveReady(ok);
+    };
+    let ws: WebSocketLike;
+    try {
+      ws = this.injected ? new this.impl(this.url, undefined, { headers: this.staticHeaders() }) : new this.impl(this.url);
+    } catch {
+      settle(false);
+      return { ws: { readyState: 3, send() {}, close() {} } as unknown as WebSocketLike, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: 0, settle };
+    }
+    const socket: Socket = { ws, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: Date.now(), settle };
+    this.socket = socket;
+    timer = setTimeout(() => {
+      this.drop(socket, 1000, 'no ready frame', new BidiClientError('TIMEOUT', 'the WebSocket did not become ready'));
+    }, this.connectTimeoutMs);
+    ws.onopen = () => ws.send(JSON.stringify({ sid }));
+    ws.onmessage = (event) => {
+      socket.heardAt = Date.now();
+      const data = typeof event.data === 'string' ? event.data : String(event.data);
+      // The server sends the frames of one turn as one message, a frame per line.
+      for (const line of data.includes('\n') ? data.split('\n') : [data]) {
+        let frame: Record<string, unknown>;
+        try {
+          frame = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          this.drop(socket, 4400, 'BAD_RESPONSE', new BidiClientError('BAD_RESPONSE', 'a WebSocket frame is not JSON'));
+          return;
+        }
+        if (frame.ready === true) {
+          socket.isReady = true;
+          settle(true);
+          continue;
+        }
+        this.onFrame(socket, frame);
+        if (this.socket !== socket && !socket.isReady) return; // dropped by a frame's handler
+      }
+    };
+    ws.onclose = (event) => {
+      const why = event.reason ? `${event.code} ${event.reason}` : String(event.code);
+      this.drop(socket, 0, '', new BidiClientError('NETWORK_ERROR', `the WebSocket closed (${why})`));
+    };
+    ws.onerror = () => {
+      // onclose follows with the code
+    };
+    return socket;
+  }
+
+  /** Headers for an injected implementation's upgrade (a function is not awaited: the upgrade cannot wait). */
+  private staticHeaders(): Record<string, string> {
+    const out: Record<string, string> = {};
+    const h = this.headers;
+    if (h && typeof h === 'object') for (const k of Object.keys(h)) if (h[k] !== undefined) out[k] = String(h[k]);
+    return out;
+  }
+
+  private onFrame(socket: Socket, frame: Record<string, unknown>): void {
+    const id = frame.id;
+    if (typeof id !== 'number') return;
+    const p = socket.pending.get(id);
+    if (!p) return;
+    if (typeof frame.hb === 'number') {
+      if (frame.hb > 0 && socket.heartbeatMs !== frame.hb) {
+        socket.heartbeatMs = frame.hb;
+        this.armWatchdog(socket);
+      }
+      return;
+    }
+    if ('frame' in frame) {
+      try {
+        p.onFrame?.(frame.frame);
+      } catch (err) {
+        socket.pending.delete(id);
+        this.cancel(socket, id);
+        p.reject(err as Error);
+      }
+      return;
+    }
+    if (typeof frame.status !== 'number') return;
+    socket.pending.delete(id);
+    if (frame.end === true) {
+      p.resolve({ status: 200, body: undefined, streamed: true, request: p.request });
+      return;
+    }
+    const reply: Reply = { status: frame.status, body: frame.body ?? undefined, request: p.request };
+    const retryAfterMs = parseRetryAfter(typeof frame.retryAfter === 'string' ? frame.retryAfter : undefined);
+    if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
+    p.resolve(reply);
+  }
+
+  private exchange(socket: Socket, spec: RequestSpec, request: string): Promise<Reply> {
+    const id = this.nextId++;
+    let frame: string;
+    if (spec.path === '/send') frame = '{"id":' + id + ',"send":' + (spec.body ?? '{}') + '}';
+    else {
+      const q = spec.query ?? {};
+      frame = '{"id":' + id + ',"watch":{"ack":' + (q.ack ?? 0) + (q.wait !== undefined ? ',"wait":' + q.wait : '') + (spec.onFrame ? ',"stream":1' : '') + '}}';
+    }
+    const signal = spec.signal;
+    if (signal?.aborted) return Promise.reject(new AbortedError());
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => finish(new BidiClientError('TIMEOUT', `${request} timed out after ${spec.timeoutMs} ms`)), Math.max(0, spec.timeoutMs));
+      const onAbort = (): void => finish(new AbortedError());
+      const finish = (err: Error | null, reply?: Reply): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (err) {
+          if (socket.pending.delete(id)) this.cancel(socket, id);
+          reject(err);
+        } else resolve(reply!);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      socket.pending.set(id, {
+        resolve: (reply) => finish(null, reply),
+        reject: (err) => finish(err),
+        request,
+        watch: spec.path === '/watch',
+        ...(spec.onFrame ? { onFrame: spec.onFrame } : {}),
+      });
+      socket.ws.send(frame);
+    });
+  }
+
+  private cancel(socket: Socket, id: number): void {
+    if (socket.ws.readyState === OPEN) socket.ws.send('{"id":' + this.nextId++ + ',"cancel":' + id + '}');
+  }
+
+  /** One timer per socket: a socket silent past its heartbeats while a watch waits on it is dead. */
+  private armWatchdog(socket: Socket): void {
+    if (socket.watchdog) clearTimeout(socket.watchdog);
+    const limit = MISSED_HEARTBEATS * socket.heartbeatMs + SILENCE_MARGIN_MS;
+    const check = (): void => {
+      const quiet = Date.now() - socket.heardAt;
+      const watching = [...socket.pending.values()].some((p) => p.watch);
+      if (watching && quiet >= limit) {
+        this.drop(socket, 4408, 'silent', new BidiClientError('TIMEOUT', `the WebSocket was silent for ${limit} ms (${MISSED_HEARTBEATS} heartbeats and more): taken as dead`));
+        return;
+      }
+      socket.watchdog = setTimeout(check, watching ? limit - quiet : limit);
+    };
+    socket.watchdog = setTimeout(check, limit);
+  }
+
+  /** Ends a socket: its requests fail with `error` (they are retried by their owners). */
+  private drop(socket: Socket, code: number, reason: string, error: Error): void {
+    // Requests waiting for this socket to come up go elsewhere (HTTP, or a retry).
+    socket.settle(false);
+    if (socket.watchdog) clearTimeout(socket.watchdog);
+    socket.watchdog = undefined;
+    if (this.socket === socket) this.socket = undefined;
+    socket.isReady = false;
+    const ws = socket.ws;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onerror = () => {};
+    if (code !== 0 && (ws.readyState === 0 || ws.readyState === OPEN)) {
+      try {
+        ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+    const pending = [...socket.pending.values()];
+    socket.pending.clear();
+    for (const p of pending) p.reject(error);
+  }
+}
