@@ -83,8 +83,11 @@ export class Sender {
   private limits?: ServerLimits;
   private sid = '';
   private inflight = 0;
-  /** One per POST in flight, so `halt()` can cancel them: not one shared signal, which would gather a listener per POST. */
-  private readonly inflightCtls = new Set<AbortController>();
+  /**
+   * Cancels the POSTs in flight (`halt()`), shared by them: an AbortController per POST costs more than the
+   * rest of a POST over a WebSocket. The transport's listener on it goes when its request ends.
+   */
+  private inflightCtl = new AbortController();
   private halted = false;
   private pumpScheduled = false;
   private inBackoff = false;
@@ -199,8 +202,8 @@ export class Sender {
    */
   halt(keepInflight = false): void {
     if (!keepInflight) {
-      for (const ctl of this.inflightCtls) ctl.abort();
-      this.inflightCtls.clear();
+      this.inflightCtl.abort();
+      this.inflightCtl = new AbortController();
     }
     if (this.halted) return;
     this.halted = true;
@@ -291,9 +294,7 @@ export class Sender {
   private async post(batch: Outgoing[], serverAck: number): Promise<void> {
     this.inflight++;
     const body = `{"msgs":[${batch.map((m) => `[${m.seq},${m.json}]`).join(',')}],"ack":${serverAck}}`;
-    const ctl = new AbortController();
-    this.inflightCtls.add(ctl);
-    const signal = ctl.signal;
+    const signal = this.inflightCtl.signal;
     let outcome: ReturnType<typeof classify>;
     try {
       const reply = await this.host.transport.request({
@@ -310,7 +311,6 @@ export class Sender {
       outcome = thrownOutcome(err);
     } finally {
       this.inflight--;
-      this.inflightCtls.delete(ctl);
       if (this.inflight === 0) for (const w of this.settleWaiters.splice(0)) w();
     }
     if (this.halted) {
