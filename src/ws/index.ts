@@ -346,16 +346,23 @@ class Connection {
       this.paused = true;
       this.ws.pause();
     }
-    const run = isSend ? this.send(id, body) : this.watch(id, body, watch!);
-    void run
-      .catch(() => this.write('{"id":' + id + ',"status":500,"body":{"error":{"code":"INTERNAL","message":"internal error"}}}'))
-      .finally(() => {
-        this.requests.delete(id);
-        if (this.paused && this.requests.size < this.settings.maxRequests && !this.closed) {
-          this.paused = false;
-          this.ws.resume();
-        }
-      });
+    void this.run(id, body, watch);
+  }
+
+  /** One request to its end (one async function, not a chain of promises per frame). */
+  private async run(id: number, body: string, watch: WatchHandle | null): Promise<void> {
+    try {
+      if (watch === null) await this.send(id, body);
+      else await this.watch(id, body, watch);
+    } catch {
+      this.write('{"id":' + id + ',"status":500,"body":{"error":{"code":"INTERNAL","message":"internal error"}}}');
+    } finally {
+      this.requests.delete(id);
+      if (this.paused && this.requests.size < this.settings.maxRequests && !this.closed) {
+        this.paused = false;
+        this.ws.resume();
+      }
+    }
   }
 
   /** The first frame: `{"sid":"..."}` binds the socket to a session (never in the URL: URLs reach access logs). */
