@@ -67,6 +67,8 @@ interface Outgoing {
 }
 
 const noop = (): void => {};
+/** Spare abort controllers a sender keeps (see Sender.spareCtls). */
+const SPARE_CONTROLLERS = 16;
 
 function digits(n: number): number {
   return String(n).length;
@@ -83,11 +85,10 @@ export class Sender {
   private limits?: ServerLimits;
   private sid = '';
   private inflight = 0;
-  /**
-   * Cancels the POSTs in flight (`halt()`), shared by them: an AbortController per POST costs more than the
-   * rest of a POST over a WebSocket. The transport's listener on it goes when its request ends.
-   */
-  private inflightCtl = new AbortController();
+  /** One per POST in flight, so `halt()` can cancel them: not one shared signal, which would gather a listener per POST. */
+  private readonly inflightCtls = new Set<AbortController>();
+  /** Controllers of POSTs that ended without an abort, for the next POSTs: making one costs more than the rest of a POST over a WebSocket. */
+  private readonly spareCtls: AbortController[] = [];
   private halted = false;
   private pumpScheduled = false;
   private inBackoff = false;
@@ -202,8 +203,8 @@ export class Sender {
    */
   halt(keepInflight = false): void {
     if (!keepInflight) {
-      this.inflightCtl.abort();
-      this.inflightCtl = new AbortController();
+      for (const ctl of this.inflightCtls) ctl.abort();
+      this.inflightCtls.clear();
     }
     if (this.halted) return;
     this.halted = true;
@@ -294,7 +295,9 @@ export class Sender {
   private async post(batch: Outgoing[], serverAck: number): Promise<void> {
     this.inflight++;
     const body = `{"msgs":[${batch.map((m) => `[${m.seq},${m.json}]`).join(',')}],"ack":${serverAck}}`;
-    const signal = this.inflightCtl.signal;
+    const ctl = this.spareCtls.pop() ?? new AbortController();
+    this.inflightCtls.add(ctl);
+    const signal = ctl.signal;
     let outcome: ReturnType<typeof classify>;
     try {
       const reply = await this.host.transport.request({
@@ -311,6 +314,9 @@ export class Sender {
       outcome = thrownOutcome(err);
     } finally {
       this.inflight--;
+      this.inflightCtls.delete(ctl);
+      // The transport took its listener off when the request ended.
+      if (!ctl.signal.aborted && this.spareCtls.length < SPARE_CONTROLLERS) this.spareCtls.push(ctl);
       if (this.inflight === 0) for (const w of this.settleWaiters.splice(0)) w();
     }
     if (this.halted) {
