@@ -210,8 +210,10 @@ export class WebSocketChannel {
       return;
     }
     const reply: Reply = { status: frame.status, body: frame.body ?? undefined, request: p.request };
-    const retryAfterMs = parseRetryAfter(typeof frame.retryAfter === 'string' ? frame.retryAfter : undefined);
-    if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
+    if (typeof frame.retryAfter === 'string') {
+      const retryAfterMs = parseRetryAfter(frame.retryAfter);
+      if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
+    }
     p.resolve(reply);
   }
 
