@@ -98,7 +98,8 @@ export class WebSocketChannel {
       }
     }
     const socket = this.socket && this.socket.sid === spec.sid ? this.socket : this.connect(spec.sid);
-    if (!(await socket.ready)) {
+    // A socket that is up needs no wait (an await costs a turn of the microtask queue per frame).
+    if (!socket.isReady && !(await socket.ready)) {
       if (this.disposed) throw new AbortedError();
       if (this.mode === 'auto') {
         if (this.fellBackAt === 0) {
