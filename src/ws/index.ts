@@ -251,6 +251,8 @@ class Connection {
   private alive = true;
   private closed = false;
   private paused = false;
+  /** Sends in progress: while one is, output waits for the end of the turn, so its reply shares a write with the watch frame it caused. */
+  private sending = 0;
   /** Requests in progress: a watch's handle (a cancel ends it); null for a send, which runs to its end as over HTTP. */
   private readonly requests = new Map<number, WatchHandle | null>();
   /** Frames written in this turn of the event loop: they go out as one message (fewer writes, see flush). */
@@ -340,6 +342,7 @@ class Connection {
     const isSend = m[2] === 'send';
     // A send needs no handle: nothing in it waits for the client.
     const watch = isSend ? null : new WatchHandle();
+    if (isSend) this.sending++;
     this.requests.set(id, watch);
     if (this.requests.size >= this.settings.maxRequests && !this.paused) {
       // Bounded work per socket: read no more frames until a request ends (TCP pushes back on the client).
@@ -358,6 +361,7 @@ class Connection {
       this.write('{"id":' + id + ',"status":500,"body":{"error":{"code":"INTERNAL","message":"internal error"}}}');
     } finally {
       this.requests.delete(id);
+      if (watch === null) this.sending--;
       if (this.paused && this.requests.size < this.settings.maxRequests && !this.closed) {
         this.paused = false;
         this.ws.resume();
@@ -477,7 +481,11 @@ class Connection {
 
   private write(frame: string): void {
     if (this.closed) return;
-    if (this.outbox.push(frame) === 1) scheduleFlush(this);
+    if (this.outbox.push(frame) !== 1) return;
+    // No send in progress (a push, a heartbeat): out after this job's microtasks, without waiting for the
+    // other sockets' frames of the turn (a broadcast's first socket would wait for its last).
+    if (this.sending === 0) queueMicrotask(this.flush);
+    else scheduleFlush(this);
   }
 
   /**
