@@ -43,6 +43,8 @@ import RateLimiterRedis from 'rate-limiter-flexible/lib/RateLimiterRedis.js';
 import { keySlot, RedisKeys } from './keys';
 import type { ScriptedRedis, ScriptName } from './scripts';
 import { defineScripts } from './scripts';
+import type { ReplicaAcks } from './replica-acks';
+import { withReplicaAcks } from './replica-acks';
 
 export interface RedisStoreOptions {
   /**
@@ -85,6 +87,15 @@ export interface RedisStoreOptions {
    * as soon as the last listener leaves.
    */
   subscriptionLingerMs?: number;
+  /**
+   * Wait for replicas before answering: after each state-changing script,
+   * `WAIT replicas timeoutMs` on the master that ran it; fewer confirmations
+   * fail the operation with STORE_UNAVAILABLE (503: the client retries). Closes
+   * the window in which a master that dies before replicating loses a write
+   * it acknowledged (Redis replication is asynchronous). Costs one more round
+   * trip per operation, plus the replica's own. Default: off. See docs/REDIS.md.
+   */
+  replicaAcks?: ReplicaAcks;
 }
 
 type Reply = Array<string | number>;
@@ -145,7 +156,7 @@ export class RedisStore implements Store {
 
   constructor(options: RedisStoreOptions) {
     if (!options || !options.redis) throw new TypeError('bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
-    this.redis = defineScripts(options.redis);
+    this.redis = withReplicaAcks(defineScripts(options.redis), options.replicaAcks);
     this.prefix = options.prefix ?? 'bidi:';
     this.keys = new RedisKeys(this.prefix);
     this.cluster = isCluster(options.redis);

@@ -27,12 +27,13 @@
  * - *retries*: the clients' `retry` events (op `send` for client → server,
  *   `watch` for server → client).
  */
-import Redis from 'ioredis';
+import Redis, { Cluster } from 'ioredis';
 import { open, type BidiClientSession, type CloseEvent, type RetryInfo } from '../../src/client';
 import { RedisStore } from '../../src/redis';
 import { rng } from '../helpers/faulty-fetch';
 import { startProxy, type Proxy, type ProxyFaults } from '../helpers/proxy';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { startRedis, startRedisCluster, type RedisClusterProcess, type RedisProcess } from '../helpers/redis-server';
+import { clusterOp, type ClusterOp } from './cluster-ops';
 import { chaosKeys } from './keys';
 import { killAll, removeBundle, startChaosInstance, type ChaosInstance } from './cluster';
 
@@ -72,6 +73,23 @@ export interface ChaosOptions {
   outstanding?: number;
   progressEveryMs?: number;
   log?: (line: string) => void;
+  /**
+   * Cluster mode: the store runs on a Redis Cluster of 3 masters + 3
+   * replicas instead of one Redis (the run's own bookkeeping goes to a
+   * separate Redis, so a lost store write cannot hide its own trace), and the
+   * cluster is operated during the traffic (test/chaos/cluster-ops.ts).
+   * `redisRestartAt` does not apply.
+   */
+  redisCluster?: RedisClusterChaos;
+}
+
+export interface RedisClusterChaos {
+  /** Operations at fractions (0..1) of the total progress, in order. */
+  ops: Array<{ op: ClusterOp; at: number }>;
+  /** cluster-node-timeout, ms (how soon a replica takes over from a silent master). Default 1500. */
+  nodeTimeoutMs?: number;
+  /** The instances' RedisStore `replicaAcks` option. */
+  replicaAcks?: { replicas: number; timeoutMs: number };
 }
 
 export interface DirectionStats {
@@ -96,6 +114,8 @@ export interface ChaosReport {
   s2c: DirectionStats;
   kills: number;
   redisRestarts: number;
+  /** Cluster mode: what each operation did. */
+  clusterOps: string[];
   openRetries: number;
   closeRetries: number;
   pushRequests: number;
@@ -166,6 +186,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const started = Date.now();
   const outstanding = o.outstanding ?? 50;
   let redis: RedisProcess | undefined;
+  let cluster: RedisClusterProcess | undefined;
+  let storeConn: Cluster | undefined;
   let conn: Redis | undefined;
   let proxy: Proxy | undefined;
   let store: RedisStore | undefined;
@@ -177,9 +199,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const onExit = () => killAll();
   process.once('exit', onExit);
   try {
-    redis = await startRedis({ appendonly: true });
+    const rc = o.redisCluster;
+    // Cluster mode: `redis` holds only the run's bookkeeping, and is never crashed.
+    redis = await startRedis({ appendonly: !rc });
+    if (rc) cluster = await startRedisCluster(3, { replicas: 1, nodeTimeoutMs: rc.nodeTimeoutMs ?? 1500 });
     const prefix = `chaos${o.seed}:`;
-    const env = { REDIS_PORT: String(redis.port), PREFIX: prefix, WAIT: '2000', LEASE_MS: '1000', RESEND: o.resend === false ? '0' : '1' };
+    const env: Record<string, string> = { REDIS_PORT: String(redis.port), PREFIX: prefix, WAIT: '2000', LEASE_MS: '1000', RESEND: o.resend === false ? '0' : '1' };
+    if (cluster) {
+      env.REDIS_CLUSTER = cluster.nodes.map((n) => n.port).join(',');
+      env.BOOK_PORT = String(redis.port);
+      if (rc?.replicaAcks) env.REPLICA_ACKS = `${rc.replicaAcks.replicas}:${rc.replicaAcks.timeoutMs}`;
+    }
     // An instance that dies on its own is a finding: report it, and start a new one so the run goes on.
     const launch = async (slot: number): Promise<void> => {
       const inst = await startChaosInstance(env);
@@ -202,11 +232,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     );
     conn = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: null });
     conn.on('error', () => {});
-    store = new RedisStore({ redis: conn, prefix });
+    if (cluster) {
+      storeConn = new Cluster(cluster.nodes, { retryDelayOnFailover: 200, retryDelayOnClusterDown: 200, maxRedirections: 32, redisOptions: { maxRetriesPerRequest: null } });
+      storeConn.on('error', () => {});
+    }
+    store = new RedisStore({ redis: storeConn ?? conn, prefix });
     const base = proxy.url;
     log(
       `chaos: seed ${o.seed}, ${o.sessions} sessions × ${o.messages} messages each way, ${o.instances} instances, ` +
-        `faults ${JSON.stringify(o.faults)}, redis ${redis.url} (appendonly yes, appendfsync always)` +
+        `faults ${JSON.stringify(o.faults)}, ` +
+        (cluster
+          ? `Redis Cluster 3 masters + 3 replicas (ports ${env.REDIS_CLUSTER}, cluster-node-timeout ${rc!.nodeTimeoutMs ?? 1500} ms` +
+            (rc!.replicaAcks ? `, replicaAcks ${JSON.stringify(rc!.replicaAcks)}` : ', no replicaAcks') +
+            `), bookkeeping on ${redis.url}`
+          : `redis ${redis.url} (appendonly yes, appendfsync always)`) +
         (o.resend === false ? ', instances with autoResendUnfulfilledCommands: false' : '') +
         (o.stream ? ', streaming watches' : ''),
     );
@@ -318,7 +357,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       }
     })();
     const redisCrasher = (async () => {
-      if (o.redisRestartAt === undefined) return;
+      if (o.redisRestartAt === undefined || cluster) return;
       while (!trafficOver && progress() < o.redisRestartAt) await sleep(20);
       if (trafficOver) return;
       const at = progress();
@@ -327,6 +366,22 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       await redis!.restart();
       redisRestarts++;
       log(`chaos: Redis ${o.redisRestartSignal === 'term' ? 'stopped' : 'SIGKILLed'} and restarted at ${(at * 100).toFixed(0)}% (down ${Date.now() - t0} ms)`);
+    })();
+    const clusterOps: string[] = [];
+    const clusterOperator = (async () => {
+      if (!cluster || !rc) return;
+      for (const { op, at } of rc.ops) {
+        while (!trafficOver && progress() < at) await sleep(20);
+        if (trafficOver) return;
+        const reached = progress();
+        const line = await clusterOp(
+          cluster,
+          op,
+          runs.filter((r) => r.sid && !r.closeEvent).map((r) => `${prefix}{${r.sid}}`),
+        );
+        clusterOps.push(`${line} (at ${(reached * 100).toFixed(0)}%)`);
+        log(`chaos: ${line} (at ${(reached * 100).toFixed(0)}%)`);
+      }
     })();
     const lastProgress = { c2s: 0, s2c: 0 };
     const reporter = setInterval(() => {
@@ -479,6 +534,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     trafficOver = true;
     await killer;
     await redisCrasher;
+    await clusterOperator;
     clearInterval(reporter);
     log(`chaos: traffic over after ${(trafficMs / 1000).toFixed(1)} s${capped ? ' (DURATION cap reached)' : ''}; closing sessions`);
 
@@ -546,8 +602,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const lostHere = r.sent - [...seen].filter((i) => i <= r.sent).length;
       c2s.lost += lostHere;
       if (lostHere > 0 && process.env.CHAOS_DEBUG) {
-        const rec = await conn.hgetall(`${prefix}{${r.sid}}:s`);
-        const inb = await conn.hkeys(`${prefix}{${r.sid}}:in`);
+        const rec = await (storeConn ?? conn).hgetall(`${prefix}{${r.sid}}:s`);
+        const inb = await (storeConn ?? conn).hkeys(`${prefix}{${r.sid}}:in`);
         log(`debug c2s session ${r.k}: sent ${r.sent}, acked ${r.acked}, rejected ${r.rejected}, handler saw ${seen.size} (max ${maxI}), redelivered [${redelivered}], record ${JSON.stringify({ ...rec, user: undefined, state: undefined })}, inbound [${inb.slice(0, 10)}${inb.length > 10 ? '…' : ''}] (${inb.length}), close ${JSON.stringify(r.closeEvent)}`);
       }
       if (closes !== null) {
@@ -639,6 +695,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       s2c,
       kills,
       redisRestarts,
+      clusterOps,
       openRetries,
       closeRetries,
       pushRequests,
@@ -663,7 +720,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await Promise.all(instances.map((i) => i.kill().catch(() => {})));
     await store?.dispose().catch(() => {});
     conn?.disconnect();
+    storeConn?.disconnect();
     await redis?.stop().catch(() => {});
+    await cluster?.stop().catch(() => {});
     removeBundle();
     process.removeListener('exit', onExit);
   }
@@ -694,7 +753,10 @@ export function formatReport(r: ChaosReport): string {
     '',
     `handler redeliveries (documented exception after an instance crash): ${r.c2s.redelivered}`,
     `ioredis autoResendUnfulfilledCommands in the instances: ${o.resend === false ? 'false' : 'true (default)'} · watches: ${o.stream ? 'streaming (stream: true)' : 'plain'}`,
-    `instance SIGKILLs: ${r.kills} · Redis restarts: ${r.redisRestarts} (${o.redisRestartSignal === 'term' ? 'SIGTERM' : 'SIGKILL'}, appendfsync always)`,
+    o.redisCluster
+      ? `instance SIGKILLs: ${r.kills} · Redis Cluster (3 masters + 3 replicas) operations: ${r.clusterOps.length} · replicaAcks: ${o.redisCluster.replicaAcks ? JSON.stringify(o.redisCluster.replicaAcks) : 'off'}`
+      : `instance SIGKILLs: ${r.kills} · Redis restarts: ${r.redisRestarts} (${o.redisRestartSignal === 'term' ? 'SIGTERM' : 'SIGKILL'}, appendfsync always)`,
+    ...r.clusterOps.map((line) => `  ${line}`),
     `proxy: ${p.requests} requests, ${p.droppedRequests} requests dropped, ${p.droppedResponses} responses dropped, ${p.duplicates} duplicated, ${p.cutStreams} cut, ${p.delayed} delayed, ${p.badGateway} × 502 (dead backend)`,
     `client retries: send ${r.c2s.retries}, watch ${r.s2c.retries}, open ${r.openRetries}, close ${r.closeRetries} · pushes: ${r.pushRequests} requests, ${r.pushRetries} retried, ${r.pushRecovered} answered from a dead holder's intent`,
     `client retry causes: ${Object.entries(r.retryCauses)
