@@ -96,15 +96,20 @@ export async function clusterOp(c: RedisClusterProcess, op: ClusterOp, sessionKe
     await c.settled(30_000);
     return `SIGKILL master :${m.port} (${n} live sessions): replica :${m.replicaPort} master after ${tookOver} ms, every slot served after ${served} ms; the old master back as a replica after ${Date.now() - t0} ms`;
   }
-  // reshard: the lowest slots of the busiest master (redis-cli moves a source's slots in ascending
-  // order), as many as it takes to carry about half of its live sessions, to the least busy one.
-  const from = busiest(ms, slots, false);
+  // reshard: redis-cli moves a source's slots in ascending order, so take the lowest slots of the
+  // master where the fewest slots carry two live sessions (one if it has one), to the least busy other.
+  const plans = ms
+    .map((m) => {
+      const mine: number[] = [];
+      for (const [a, b] of m.ranges) for (let s = a; s <= b; s++) mine.push(s);
+      const live = [...new Set(slots.filter((s) => owns(m, s)))].sort((a, b) => a - b);
+      const carry = Math.min(2, live.length);
+      return { m, carry, count: carry === 0 ? Infinity : mine.indexOf(live[carry - 1]!) + 1 };
+    })
+    .sort((a, b) => b.carry - a.carry || a.count - b.count);
+  const from = plans[0]!.m;
+  const count = Number.isFinite(plans[0]!.count) ? plans[0]!.count : 100;
   const to = ms.filter((m) => m !== from).map((m) => ({ m, n: slots.filter((s) => owns(m, s)).length })).sort((a, b) => a.n - b.n)[0]!.m;
-  const fromSlots: number[] = [];
-  for (const [a, b] of from.ranges) for (let s = a; s <= b; s++) fromSlots.push(s);
-  const live = [...new Set(slots.filter((s) => owns(from, s)))].sort((a, b) => a - b);
-  const want = Math.max(1, Math.ceil(live.length / 2));
-  const count = live.length === 0 ? 100 : fromSlots.indexOf(live[want - 1]!) + 1;
   await c.cli(from.port, '--cluster', 'reshard', `127.0.0.1:${from.port}`, '--cluster-from', from.id, '--cluster-to', to.id, '--cluster-slots', String(count), '--cluster-yes');
   await c.settled();
   const after = await masters(c);

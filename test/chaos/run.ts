@@ -368,21 +368,30 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       log(`chaos: Redis ${o.redisRestartSignal === 'term' ? 'stopped' : 'SIGKILLed'} and restarted at ${(at * 100).toFixed(0)}% (down ${Date.now() - t0} ms)`);
     })();
     const clusterOps: string[] = [];
+    let opsOver = false;
+    const clusterOpFailures: string[] = [];
     const clusterOperator = (async () => {
       if (!cluster || !rc) return;
       for (const { op, at } of rc.ops) {
         while (!trafficOver && progress() < at) await sleep(20);
         if (trafficOver) return;
         const reached = progress();
+        // An operation is meant to hit flowing traffic: say so when some of it already waits at the gate.
+        const held = atGate > 0 ? `, ${atGate} of ${o.sessions * (o.groups ? 1 : 2)} drivers idle at the gate` : '';
         const line = await clusterOp(
           cluster,
           op,
           runs.filter((r) => r.sid && !r.closeEvent).map((r) => `${prefix}{${r.sid}}`),
         );
-        clusterOps.push(`${line} (at ${(reached * 100).toFixed(0)}%)`);
-        log(`chaos: ${line} (at ${(reached * 100).toFixed(0)}%)`);
+        clusterOps.push(`${line} (at ${(reached * 100).toFixed(0)}%${held})`);
+        log(`chaos: ${line} (at ${(reached * 100).toFixed(0)}%${held})`);
       }
-    })();
+    })()
+      .catch((err: unknown) => {
+        clusterOpFailures.push(String(err));
+        log(`chaos: a cluster operation failed: ${String(err)}`);
+      })
+      .finally(() => (opsOver = true));
     const lastProgress = { c2s: 0, s2c: 0 };
     const reporter = setInterval(() => {
       let c2s = 0;
@@ -409,10 +418,21 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     // --- traffic ---------------------------------------------------------------------------------
     const stillRunning = (r: SessionRun) => !r.closeEvent && Date.now() < deadline;
+    // Cluster mode: past this fraction of its messages a session's traffic waits for the cluster
+    // operations to be over, so that each one happens while traffic flows (and some flows after).
+    const gate = rc ? Math.min(0.95, Math.max(0, ...rc.ops.map((x) => x.at)) + 0.15) : 1;
+    let atGate = 0;
+    const pastGate = async (r: SessionRun, n: number) => {
+      if (n <= gate * o.messages || opsOver) return;
+      atGate++;
+      while (!opsOver && stillRunning(r)) await sleep(50);
+      atGate--;
+    };
 
     const sender = async (r: SessionRun) => {
       const rand = rng(o.seed * 7919 + r.k);
       for (let i = 1; i <= o.messages; i++) {
+        await pastGate(r, i);
         while (r.sent - r.acked >= outstanding && stillRunning(r)) await nextEvent(r);
         if (!stillRunning(r)) break;
         r.sendTimes[i] = Date.now();
@@ -436,6 +456,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       let from = 1;
       let pushSerial = 0;
       while (from <= o.messages && stillRunning(r)) {
+        await pastGate(r, from);
         while (r.confirmed.size - r.received.length >= outstanding * 2 && stillRunning(r)) await nextEvent(r);
         if (!stillRunning(r)) break;
         const n = Math.min(o.messages - from + 1, 1 + Math.floor(rand() * 25));
@@ -685,7 +706,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       unexpectedCloses.length === 0 &&
       instanceCrashes.length === 0 &&
       anomalies.length === 0 &&
-      integrityErrors.length === 0;
+      integrityErrors.length === 0 &&
+      clusterOpFailures.length === 0 &&
+      (!rc || clusterOps.length === rc.ops.length);
     return {
       options: o,
       durationMs: Date.now() - started,
@@ -695,7 +718,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       s2c,
       kills,
       redisRestarts,
-      clusterOps,
+      clusterOps: [...clusterOps, ...clusterOpFailures.map((f) => `FAILED: ${f}`)],
       openRetries,
       closeRetries,
       pushRequests,
