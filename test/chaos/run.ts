@@ -369,6 +369,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     })();
     const clusterOps: string[] = [];
     let opsOver = false;
+    /** Drivers (senders, pushers) waiting at the gate for the operations to be over. */
+    let atGate = 0;
     const clusterOpFailures: string[] = [];
     const clusterOperator = (async () => {
       if (!cluster || !rc) return;
@@ -421,7 +423,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     // Cluster mode: past this fraction of its messages a session's traffic waits for the cluster
     // operations to be over, so that each one happens while traffic flows (and some flows after).
     const gate = rc ? Math.min(0.95, Math.max(0, ...rc.ops.map((x) => x.at)) + 0.15) : 1;
-    let atGate = 0;
     const pastGate = async (r: SessionRun, n: number) => {
       if (n <= gate * o.messages || opsOver) return;
       atGate++;
