@@ -228,6 +228,9 @@ export async function startRedisCluster(masters = 3, options: RedisClusterOption
     path.join(nodeDir, 'nodes.conf'),
     '--cluster-node-timeout',
     String(options.nodeTimeoutMs ?? 5000),
+    // A replica (a new one, or a restarted node) syncs at once rather than after the default 5 s.
+    '--repl-diskless-sync-delay',
+    '0',
   ];
   const settled = async (timeoutMs = 20_000) => {
     const deadline = Date.now() + timeoutMs;
