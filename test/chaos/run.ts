@@ -420,11 +420,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     // --- traffic ---------------------------------------------------------------------------------
     const stillRunning = (r: SessionRun) => !r.closeEvent && Date.now() < deadline;
-    // Cluster mode: past this fraction of its messages a session's traffic waits for the cluster
+    // Cluster mode: once the run as a whole is past this fraction, traffic waits for the cluster
     // operations to be over, so that each one happens while traffic flows (and some flows after).
     const gate = rc ? Math.min(0.95, Math.max(0, ...rc.ops.map((x) => x.at)) + 0.15) : 1;
-    const pastGate = async (r: SessionRun, n: number) => {
-      if (n <= gate * o.messages || opsOver) return;
+    const pastGate = async (r: SessionRun) => {
+      if (gate >= 1 || opsOver || progress() <= gate) return;
       atGate++;
       while (!opsOver && stillRunning(r)) await sleep(50);
       atGate--;
@@ -433,7 +433,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const sender = async (r: SessionRun) => {
       const rand = rng(o.seed * 7919 + r.k);
       for (let i = 1; i <= o.messages; i++) {
-        await pastGate(r, i);
+        await pastGate(r);
         while (r.sent - r.acked >= outstanding && stillRunning(r)) await nextEvent(r);
         if (!stillRunning(r)) break;
         r.sendTimes[i] = Date.now();
@@ -457,7 +457,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       let from = 1;
       let pushSerial = 0;
       while (from <= o.messages && stillRunning(r)) {
-        await pastGate(r, from);
+        await pastGate(r);
         while (r.confirmed.size - r.received.length >= outstanding * 2 && stillRunning(r)) await nextEvent(r);
         if (!stillRunning(r)) break;
         const n = Math.min(o.messages - from + 1, 1 + Math.floor(rand() * 25));
