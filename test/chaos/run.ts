@@ -208,6 +208,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (cluster) {
       env.REDIS_CLUSTER = cluster.nodes.map((n) => n.port).join(',');
       env.BOOK_PORT = String(redis.port);
+      // A master's takeover stalls its slots for seconds: the push lock must outlast that.
+      env.PUSH_LOCK_MS = '20000';
       if (rc?.replicaAcks) env.REPLICA_ACKS = `${rc.replicaAcks.replicas}:${rc.replicaAcks.timeoutMs}`;
     }
     // An instance that dies on its own is a finding: report it, and start a new one so the run goes on.
