@@ -1,7 +1,9 @@
 /**
  * What RedisStore's `replicaAcks` costs per echo (a client message, the
- * handler's `session.send()` of it back, the client receiving it): Redis
- * commands and WAITs per echo from the master's `INFO commandstats`, and the
+ * handler's `session.send()` of it back, the client receiving it): commands
+ * the store sent per echo (counted on its ioredis connection: each is a
+ * round trip, WAITs included), WAITs per echo (the master's `INFO
+ * commandstats`), and the
  * echo's round trip as a real client sees it, with the option off and on
  * ({ replicas: 1, timeoutMs: 100 }), in the same run, rounds alternating.
  * One redis-server master with one replica, both started here on free
@@ -25,11 +27,19 @@ const SESSIONS = (argv.get('sessions') ?? '1,20').split(',').map(Number);
 const MODES = ['off', 'on'] as const;
 type Mode = (typeof MODES)[number];
 
-async function commandStats(redis: Redis): Promise<{ all: number; wait: number }> {
-  const info = await redis.info('commandstats');
-  let all = 0;
-  for (const m of info.matchAll(/calls=(\d+)/g)) all += Number(m[1]);
-  return { all, wait: Number(/cmdstat_wait:calls=(\d+)/.exec(info)?.[1] ?? 0) };
+async function waitCalls(redis: Redis): Promise<number> {
+  return Number(/cmdstat_wait:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+}
+
+/** Counts the commands sent on the connection (INFO commandstats would also count each redis.call inside the scripts). */
+function countCommands(redis: Redis): { n: number } {
+  const counter = { n: 0 };
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+    counter.n++;
+    return send(...args);
+  }) as Redis['sendCommand'];
+  return counter;
 }
 
 async function main(): Promise<void> {
@@ -41,10 +51,12 @@ async function main(): Promise<void> {
   const servers: Array<{ close(): void }> = [];
   const stores: RedisStore[] = [];
   const urls = {} as Record<Mode, string>;
+  const sent = {} as Record<Mode, { n: number }>;
   try {
     for (const mode of MODES) {
       const redis = new Redis(master.port, '127.0.0.1');
       conns.push(redis);
+      sent[mode] = countCommands(redis);
       const store = new RedisStore({ redis, prefix: `bench-ra-${mode}:`, ...(mode === 'on' ? { replicaAcks: { replicas: 1, timeoutMs: 100 } } : {}) });
       stores.push(store);
       const app = express();
@@ -92,15 +104,14 @@ async function main(): Promise<void> {
               }),
             );
           await run(10);
-          const before = await commandStats(admin);
+          const waitsBefore = await waitCalls(admin);
+          const cmdsBefore = sent[mode].n;
           const t0 = now();
           await run(ECHOES, acc[mode].lat);
           const wall = now() - t0;
-          const after = await commandStats(admin);
           const echoes = ECHOES * n;
-          // The two INFO calls themselves are in the count: take them out.
-          acc[mode].cmds.push((after.all - before.all - 1) / echoes);
-          acc[mode].waits.push((after.wait - before.wait) / echoes);
+          acc[mode].cmds.push((sent[mode].n - cmdsBefore) / echoes);
+          acc[mode].waits.push(((await waitCalls(admin)) - waitsBefore) / echoes);
           acc[mode].rate.push((echoes * 1000) / wall);
           await Promise.all(clients.map((c) => c.close()));
         }
