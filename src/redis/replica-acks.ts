@@ -40,7 +40,13 @@ export function withReplicaAcks(redis: ScriptedRedis, acks: ReplicaAcks | undefi
   }
   const wait = async (key: string): Promise<void> => {
     const node = nodeFor(redis, key);
-    const got = Number(await node.wait(acks.replicas, acks.timeoutMs));
+    let got: number;
+    try {
+      got = Number(await node.wait(acks.replicas, acks.timeoutMs));
+    } catch (err) {
+      // The master went away under the WAIT (the case this option exists for): unconfirmed, retry.
+      throw new BidiError('STORE_UNAVAILABLE', `bidiweb/redis: the write could not be confirmed by a replica (${String(err)})`, { retryAfter: 1, cause: err });
+    }
     if (got < acks.replicas) {
       throw new BidiError('STORE_UNAVAILABLE', `bidiweb/redis: ${got} of ${acks.replicas} replica(s) confirmed the write within ${acks.timeoutMs} ms`, { retryAfter: 1 });
     }
