@@ -21,6 +21,8 @@
  *   push whose response was lost is retried and answers the seqs it got the
  *   first time, so an unconfirmed push is neither counted lost nor sent
  *   twice. *delivered*: seqs the client's `message` event delivered.
+ *   *lost*: seqs assigned and never delivered, or (if more) confirmed pushed
+ *   items never delivered (a seq handed out twice after a lost Redis write).
  *   *duplicated*: a seq delivered twice, or one pushed item delivered under
  *   two seqs. *reordered*: a seq delivered after a higher one. Latency: from
  *   the instance's `send()` to the client's `message` event.
@@ -693,7 +695,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         if (seq <= lastSeq) s2c.delivered++;
         s2cLat.push(latency);
       }
-      for (let seq = 1; seq <= lastSeq; seq++) if (!gotSeq.has(seq)) s2c.lost++;
+      let seqsMissing = 0;
+      for (let seq = 1; seq <= lastSeq; seq++) if (!gotSeq.has(seq)) seqsMissing++;
+      // A push confirmed at a seq the store later handed out again (a write lost with a Redis
+      // master) never reaches the client although every seq does: count such items too.
+      let itemsMissing = 0;
+      for (const item of r.confirmed.keys()) if (!gotItem.has(item)) itemsMissing++;
+      s2c.lost += Math.max(seqsMissing, itemsMissing);
       if (itemAt.size !== lastSeq) integrityErrors.push(`s2c session ${r.k}: ${lastSeq} seqs assigned, ${itemAt.size} recorded by pushes`);
     }
     const allAnomalies = await conn.lrange(chaosKeys(prefix, '-').anomalies, 0, -1);
