@@ -96,17 +96,18 @@ export async function clusterOp(c: RedisClusterProcess, op: ClusterOp, sessionKe
     await c.settled(30_000);
     return `SIGKILL master :${m.port} (${n} live sessions): replica :${m.replicaPort} master after ${tookOver} ms, every slot served after ${served} ms; the old master back as a replica after ${Date.now() - t0} ms`;
   }
-  // reshard: redis-cli moves a source's slots in ascending order, so take the lowest slots of the
-  // master where the fewest slots carry two live sessions (one if it has one), to the least busy other.
+  // reshard: redis-cli moves a source's slots in ascending order, so take the lowest slots of a
+  // master, as many as carry a quarter of its live sessions (at least 2, if it has them), to the
+  // least busy other master; of the masters, the one where that takes the fewest slots per session.
   const plans = ms
     .map((m) => {
       const mine: number[] = [];
       for (const [a, b] of m.ranges) for (let s = a; s <= b; s++) mine.push(s);
       const live = [...new Set(slots.filter((s) => owns(m, s)))].sort((a, b) => a - b);
-      const carry = Math.min(2, live.length);
+      const carry = Math.min(live.length, Math.max(2, Math.ceil(live.length / 4)));
       return { m, carry, count: carry === 0 ? Infinity : mine.indexOf(live[carry - 1]!) + 1 };
     })
-    .sort((a, b) => b.carry - a.carry || a.count - b.count);
+    .sort((a, b) => a.count / Math.max(1, a.carry) - b.count / Math.max(1, b.carry));
   const from = plans[0]!.m;
   const count = Number.isFinite(plans[0]!.count) ? plans[0]!.count : 100;
   const to = ms.filter((m) => m !== from).map((m) => ({ m, n: slots.filter((s) => owns(m, s)).length })).sort((a, b) => a.n - b.n)[0]!.m;
