@@ -31,8 +31,10 @@
  *   --no-redis-restart          skip the Redis crash
  *   --redis-cluster-failover    cluster mode: the store on a Redis Cluster of 3 masters + 3 replicas
  *                               (cluster-node-timeout 1500 ms), operated during the traffic; no
- *                               Redis crash. Default operations: CLUSTER FAILOVER at 20 %, a reshard
- *                               of slots holding live sessions at 45 %, a SIGKILL of a master at 70 %
+ *                               Redis crash; the run's bookkeeping on a Redis of its own. Default
+ *                               operations: CLUSTER FAILOVER at 20 %, a reshard of slots holding
+ *                               live sessions at 45 %, a SIGKILL of a master at 70 %
+ *                               (test/chaos/cluster-ops.ts)
  *   --cluster-ops LIST  CLUSTER_OPS  e.g. failover@0.2,reshard@0.45,kill@0.7 (implies cluster mode)
  *   --replica-acks R:MS REPLICA_ACKS  the instances' RedisStore replicaAcks { replicas: R, timeoutMs: MS }
  *   --json FILE     JSON        also write the report as JSON
