@@ -80,6 +80,14 @@ describe('replicaAcks on a master with one replica', () => {
     await store.dispose();
   });
 
+  it('leaves the open rate limiter (rate-limiter-flexible on the same connection) working', async () => {
+    const store = new RedisStore({ redis, prefix: `l${newToken()}:`, replicaAcks: { replicas: 1, timeoutMs: 1000 } });
+    const limiter = store.openLimiter({ opens: 2, perSeconds: 60 });
+    expect([await limiter.take('k'), await limiter.take('k')]).toEqual([0, 0]);
+    expect(await limiter.take('k')).toBeGreaterThan(0);
+    await store.dispose();
+  });
+
   it('fails with STORE_UNAVAILABLE (503) when no replica confirms in time, and works again once one does', async () => {
     const store = new RedisStore({ redis, prefix: `b${newToken()}:`, replicaAcks: { replicas: 1, timeoutMs: 100 } });
     const sid = await open(store);
