@@ -45,6 +45,7 @@ import type { ScriptedRedis, ScriptName } from './scripts';
 import { defineScripts } from './scripts';
 import type { ReplicaAcks } from './replica-acks';
 import { withReplicaAcks } from './replica-acks';
+import { followSlots } from './follow-slots';
 
 export interface RedisStoreOptions {
   /**
@@ -171,7 +172,7 @@ export class RedisStore implements Store {
     const sharded = this.cluster && (given ? isCluster(given) && given.options.shardedSubscribers === true : supportsShardedSubscribers(options.redis));
     this.sharded = sharded ? '1' : '0';
     this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? DEFAULT_SUBSCRIPTION_LINGER_MS), given, () =>
-      isCluster(options.redis) ? options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {}) : options.redis.duplicate(),
+      isCluster(options.redis) ? followSlots(options.redis, options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {})) : options.redis.duplicate(),
     );
   }
 
