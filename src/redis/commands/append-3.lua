@@ -59,7 +59,8 @@ local bytes = 0
 for i = 7, 6 + k do
   bytes = bytes + #ARGV[i]
 end
-local len = redis.call('LLEN', outKey)
+-- The log exists exactly while it holds bytes: an empty one needs no LLEN.
+local len = lbytes > 0 and redis.call('LLEN', outKey) or 0
 local wasEmpty = len == 0
 if num(f[5]) > 0 then
   if #ARGV < 7 + k then return {'groups', unpack(groupCursors(s, f[5]))} end
