@@ -35,7 +35,7 @@
 ]]
 -- @include session
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn', 'leaseUntil')
+local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn', 'leaseUntil', 'seen')
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end
 -- A member of groups must pull their entries before its own sends (a cross-slot step this script
 -- cannot take): change nothing; the caller appends the sends, then commits without them.
@@ -122,11 +122,13 @@ if keep then
   fields[#fields + 1] = 'leaseUntil'
   fields[#fields + 1] = now + tonumber(extra)
 else
-  -- Released, in the same HSET ('-' is no token). No TIME: the delivery's activity is the
-  -- receive's (it set 'seen'); the expiry check below measures from when the lease was last
-  -- granted or renewed, by the server's clock, at most a renewal period ago.
-  now = num(f[14]) - tonumber(ARGV[5])
+  -- Released, in the same HSET ('-' is no token). No TIME: 'seen' and the expiry check below
+  -- take the time the lease was last granted or renewed (the server's clock, at most a renewal
+  -- period ago), never moving 'seen' back.
+  now = math.max(num(f[14]) - tonumber(ARGV[5]), num(f[15]))
   extra = 0
+  fields[#fields + 1] = 'seen'
+  fields[#fields + 1] = now
   fields[#fields + 1] = 'lease'
   fields[#fields + 1] = '-'
   fields[#fields + 1] = 'leaseUntil'
