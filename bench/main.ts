@@ -498,6 +498,8 @@ async function costScenario(): Promise<void> {
     const clients: Array<[string, Partial<OpenOptions>]> = [
       ['default client', {}],
       ['stream: true', { stream: true }],
+      // The plain watch (one response per batch), which the default client falls back to behind a buffering proxy.
+      ['stream: false', { stream: false }],
     ];
     for (const [what, opts] of clients) {
       const sys = { client: 'bidi' as const, url: viaProxy, ...opts };
