@@ -294,6 +294,8 @@ class Connection {
 
   ping(): void {
     if (this.closed) return;
+    // Reads held (holdReads): its pongs wait unread; drained() judges it by the bytes it takes instead.
+    if (this.unread) return;
     if (!this.alive) {
       // No pong since the last ping: the peer or the path to it is gone.
       this.ws.terminate();
