@@ -120,6 +120,8 @@ interface ConnectOptions {
   /** bidiweb: `transport: 'websocket'` (the ws package's WebSocket); undefined = not passed (HTTP). */
   transport?: 'websocket';
   sharedAgent?: boolean;
+  /** socket.io-client: reconnect after a lost connection, with its default delays (the kill scenario). Default: no. */
+  reconnect?: boolean;
 }
 
 async function connect(system: SystemKind, url: string, opts: ConnectOptions): Promise<Conn> {
@@ -165,7 +167,7 @@ async function connect(system: SystemKind, url: string, opts: ConnectOptions): P
   // (a 400 "Session ID unknown" under load): try again, as socket.io-client's reconnection would.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await connectSio(system, url, opts.sharedAgent === true);
+      return await connectSio(system, url, opts.sharedAgent === true, opts.reconnect === true);
     } catch (err) {
       sioConnectRetries++;
       if (attempt >= 5) throw err;
@@ -179,12 +181,12 @@ let sioConnectRetries = 0;
 /** One agent for every socket that does not need its own (a single instance needs no stickiness). */
 const sioAgent = new http.Agent({ keepAlive: true });
 
-async function connectSio(system: SystemKind, url: string, sharedAgent: boolean): Promise<Conn> {
+async function connectSio(system: SystemKind, url: string, sharedAgent: boolean, reconnect = false): Promise<Conn> {
   const polling = system === 'sio-polling';
   const socket: Socket = sioConnect(url, {
     transports: [polling ? 'polling' : 'websocket'],
     forceNew: true,
-    reconnection: false,
+    reconnection: reconnect,
     timeout: 30_000,
     // Behind @socket.io/sticky every connection must carry one socket's requests only (the primary routes
     // connections, not requests): a pool per socket, as a browser tab has. One instance: one shared pool,

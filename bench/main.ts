@@ -5,7 +5,7 @@
  * count and in time. Prints tables and writes bench/results/<date>.json.
  *
  * Options (after `npm run bench --`):
- *   --only=floor,echo,push,burst,cost,idle  scenarios to run (default: all)
+ *   --only=floor,echo,push,burst,cost,idle  scenarios to run (default: all; also kill, not in the default)
  *   --systems=multi                         systems or groups of them (default multi; also single, all,
  *                                           or keys: sio-proxy, bidi-redis, bidi-redis-stream, ... see SYSTEMS)
  *   --rounds=N                              echo/push/burst N times per system, alternating systems (default 2)
@@ -62,6 +62,9 @@ const ECHO_WARMUP = 20;
 const PUSH_TICKS = 200;
 const PUSH_INTERVAL_MS = 10;
 const BURST = 1_000;
+/** kill: pushes per client (one every PUSH_INTERVAL_MS), and when the second instance is SIGKILLed after the first. */
+const KILL_TICKS = 400;
+const KILL_AT_MS = 1_000;
 
 const DIR = __dirname; // the bundle directory (scripts/run-bench.mjs)
 const ROOT = process.env.BIDI_BENCH_ROOT ?? path.resolve(DIR, '..', '..', '..');
@@ -95,6 +98,7 @@ const SYSTEMS: Record<string, { label: string; tier: Tier; reference?: string }>
   'bidi-mem-stream': { label: 'bidiweb ×1 MemoryStore, stream: true', tier: 'other', reference: 'sio-poll' },
   'sio-ws': { label: 'Socket.IO WebSocket ×1', tier: 'other' },
   'sio-ws-proxy': { label: 'Socket.IO WebSocket ×2 + Redis streams adapter, proxy forwarding upgrades', tier: 'other' },
+  'sio-ws-proxy-csr': { label: 'Socket.IO WebSocket ×2 + Redis streams adapter, connectionStateRecovery, proxy forwarding upgrades', tier: 'other' },
   'bidi-redis-ws': { label: "bidiweb ×2 + RedisStore, round-robin proxy forwarding upgrades, transport: 'websocket'", tier: 'other', reference: 'sio-ws-proxy' },
   'bidi-mem-ws': { label: "bidiweb ×1 MemoryStore, transport: 'websocket' (bidiweb/ws)", tier: 'other', reference: 'sio-ws' },
 };
@@ -191,6 +195,7 @@ const results: any = {
   echo: {} as Record<string, any[]>,
   push: {} as Record<string, any[]>,
   burst: {} as Record<string, any[]>,
+  kill: {} as Record<string, any[]>,
   idle: {} as Record<string, any>,
   floor: {} as Record<string, any>,
   cost: {} as Record<string, any>,
@@ -198,7 +203,7 @@ const results: any = {
   errors: [] as string[],
 };
 
-function record(scenario: 'echo' | 'push' | 'burst', key: string, value: unknown): void {
+function record(scenario: 'echo' | 'push' | 'burst' | 'kill', key: string, value: unknown): void {
   (results[scenario][key] ??= []).push(value);
 }
 
@@ -218,12 +223,14 @@ interface OpenOptions {
   fetch?: FetchKind;
   transport?: 'websocket';
   sharedAgent?: boolean;
+  /** socket.io-client: reconnect (its default delays); bidiweb's client always does. */
+  reconnect?: boolean;
 }
 
 async function withConns<T>(sys: OpenOptions, n: number, fn: (tag: string, ids: string[]) => Promise<T>): Promise<T> {
   const tag = `t${++tagNo}`;
   try {
-    const { ids } = await client.call('open', { tag, system: sys.client, url: sys.url, n, stream: sys.stream, fetch: sys.fetch, transport: sys.transport, sharedAgent: sys.sharedAgent }, 120_000);
+    const { ids } = await client.call('open', { tag, system: sys.client, url: sys.url, n, stream: sys.stream, fetch: sys.fetch, transport: sys.transport, sharedAgent: sys.sharedAgent, reconnect: sys.reconnect }, 120_000);
     return await fn(tag, ids);
   } finally {
     await client.call('close', { tag }, 60_000).catch(() => {});
@@ -370,6 +377,40 @@ async function burstRun(sys: System): Promise<void> {
   });
 }
 
+/**
+ * Kill an instance mid-stream: fresh instances; the first pushes to every client every PUSH_INTERVAL_MS,
+ * KILL_TICKS times; KILL_AT_MS in, the second is SIGKILLed (its clients' connections die with it and
+ * reconnect through the proxy, with each client's default reconnection). Counts, per client, the pushes
+ * never received, received twice, or out of order.
+ */
+async function killRun(sys: System): Promise<void> {
+  if (!sys.restart || sys.instances.length < 2 || !sys.proxy) throw new Error('kill needs a two-instance system behind the proxy');
+  await sys.restart();
+  const upgrades = async () => ((await sys.proxy!.call('stats')) as { upgrades: number }).upgrades;
+  await withConns({ ...sys, reconnect: true }, CLIENTS, async (tag, ids) => {
+    let since = now();
+    await sys.pusher.call('push', { sids: ids, ticks: 20, intervalMs: PUSH_INTERVAL_MS });
+    await client.call('collect', { tag, expected: 20, timeoutMs: 3_000, since, stallMs: STALL_MS }, 60_000);
+    await client.call('reset', { tag });
+    const upgrades0 = await upgrades();
+    since = now();
+    const pushing = sys.pusher.call('push', { sids: ids, ticks: KILL_TICKS, intervalMs: PUSH_INTERVAL_MS }, 60_000);
+    await sleep(KILL_AT_MS);
+    sys.instances[1]!.child.kill('SIGKILL');
+    const p = await pushing;
+    // Long enough for every reconnection (socket.io-client's delays reach 5 s) and redelivery.
+    const r = await client.call('collect', { tag, expected: KILL_TICKS, timeoutMs: 10_000, since, stallMs: STALL_MS }, 60_000);
+    r.server = p;
+    r.reconnects = (await upgrades()) - upgrades0;
+    record('kill', sys.key, r);
+    log(
+      `  kill ${sys.key}: ${KILL_TICKS} pushes to each of ${CLIENTS} clients, instance 2 SIGKILLed at ${KILL_AT_MS} ms: lost ${r.lost} dup ${r.dup} ooo ${r.outOfOrder}; clients missing some ${r.incomplete}; upgrades after the kill ${r.reconnects}; push p50 ${r.latency.p50.toFixed(1)} p99 ${r.latency.p99.toFixed(1)} ms`,
+    );
+  });
+  // A healthy pair for whatever runs next.
+  await sys.restart();
+}
+
 async function waitFor(proc: Proc, what: 'inflight' | 'clients', target: number, ms: number): Promise<number> {
   const deadline = now() + ms;
   let n = 0;
@@ -498,6 +539,8 @@ async function costScenario(): Promise<void> {
     const clients: Array<[string, Partial<OpenOptions>]> = [
       ['default client', {}],
       ['stream: true', { stream: true }],
+      // The plain watch (one response per batch), which the default client falls back to behind a buffering proxy.
+      ['stream: false', { stream: false }],
     ];
     for (const [what, opts] of clients) {
       const sys = { client: 'bidi' as const, url: viaProxy, ...opts };
@@ -649,7 +692,7 @@ function medianOf(rows: any[] | undefined, pick: (r: any) => number | undefined)
   return vals.length ? median(vals) : undefined;
 }
 
-type Scenario = 'echo' | 'push' | 'burst';
+type Scenario = 'echo' | 'push' | 'burst' | 'kill';
 const med = (scenario: Scenario, key: string, pick: (r: any) => number | undefined) => medianOf(results[scenario][key], pick);
 
 function table(systems: System[]): string {
@@ -709,6 +752,20 @@ function table(systems: System[]): string {
       );
     if (results.floor.idle) idleRow('floor: plain Node HTTP, one held request', results.floor.idle);
     for (const s of systems) if (results.idle[s.key]) idleRow(`${s.label} (one instance)`, results.idle[s.key]);
+  }
+  const killed = systems.filter((s) => results.kill[s.key]?.length);
+  if (killed.length) {
+    lines.push('');
+    lines.push(
+      `| kill an instance mid-stream (${KILL_TICKS} pushes to each of ${CLIENTS} clients, every ${PUSH_INTERVAL_MS} ms; instance 2 of 2 SIGKILLed at ${KILL_AT_MS} ms), per run | lost | duplicated | out of order | clients missing some | upgrades after the kill | push p50 / p99 ms |`,
+    );
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    const per = (key: string, pick: (r: any) => string) => (results.kill[key] as any[]).map(pick).join(', ');
+    for (const s of killed) {
+      lines.push(
+        `| ${s.label} | ${per(s.key, (r) => r.lost)} | ${per(s.key, (r) => r.dup)} | ${per(s.key, (r) => r.outOfOrder)} | ${per(s.key, (r) => r.incomplete)} | ${per(s.key, (r) => r.reconnects)} | ${per(s.key, (r) => `${fmt(r.latency.p50, 1)} / ${fmt(r.latency.p99, 1)}`)} |`,
+      );
+    }
   }
   const f = results.floor;
   if (f.http || f.redis) {
@@ -886,6 +943,14 @@ async function startSystems(only: Set<string>): Promise<System[]> {
     add('sio-ws-proxy', { client: 'sio-ws', ...p.deployment, redis, restart: p.restart });
     p.members.push(...systems.filter((x) => x.key === 'sio-ws-proxy'));
   }
+  if (any('sio-ws-proxy-csr')) {
+    log('starting Socket.IO ×2 + Redis streams adapter with connectionStateRecovery (own redis-server) behind the proxy, WebSocket clients');
+    const { server, client: redis } = await newRedis();
+    const env = { ADAPTER: 'redis', REDIS_PORT: String(server.port), PREFIX: 'wscsr:', CSR: '1' };
+    const p = await pair('sio-ws-proxy-csr', 'sio', 'sticky', env, '');
+    add('sio-ws-proxy-csr', { client: 'sio-ws', ...p.deployment, redis, restart: p.restart });
+    p.members.push(...systems.filter((x) => x.key === 'sio-ws-proxy-csr'));
+  }
   if (any('bidi-redis-ws')) {
     log('starting bidiweb ×2 + RedisStore (own redis-server) with bidiweb/ws behind the proxy in round-robin mode');
     const { server, client: redis } = await newRedis();
@@ -906,7 +971,7 @@ async function startSystems(only: Set<string>): Promise<System[]> {
 async function main(): Promise<void> {
   log(`bidiweb benchmarks: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   noteLoad('start');
-  const needSystems = SCENARIOS.some((s) => ['echo', 'push', 'burst', 'idle'].includes(s));
+  const needSystems = SCENARIOS.some((s) => ['echo', 'push', 'burst', 'idle', 'kill'].includes(s));
   const only = needSystems ? selectedSystems() : new Set<string>();
 
   client = (await start('client', 'client', [])).proc;
@@ -972,6 +1037,12 @@ async function main(): Promise<void> {
   if (SCENARIOS.includes('burst') && systems.length) {
     log(`burst: ${CLIENTS} clients × ${BURST} pushed messages, as fast as possible`);
     await alternate('burst', burstRun);
+  }
+  if (SCENARIOS.includes('kill') && systems.length) {
+    log(`kill: ${KILL_TICKS} pushes to each of ${CLIENTS} clients; the second instance SIGKILLed ${KILL_AT_MS} ms in`);
+    await alternate('kill', async (s) => {
+      if (s.restart && s.instances.length >= 2) await killRun(s);
+    });
   }
   if (SCENARIOS.includes('cost')) {
     log(`store cost: Redis round trips and commands per operation (own redis-server, INFO commandstats deltas); groups of ${GROUP_SIZES.join(', ')}`);

@@ -230,7 +230,12 @@ async function bidi(): Promise<void> {
 
 async function makeIo(httpServer: http.Server) {
   const { Server } = await import('socket.io');
-  const io = new Server(httpServer, { serveClient: false, transports: ['polling', 'websocket'] });
+  // CSR=1: Socket.IO's connection state recovery (missed packets replayed to a client that reconnects in time).
+  const io = new Server(httpServer, {
+    serveClient: false,
+    transports: ['polling', 'websocket'],
+    ...(env.CSR === '1' ? { connectionStateRecovery: { maxDisconnectionDuration: 120_000 } } : {}),
+  });
   if (env.ADAPTER === 'redis') {
     const { createAdapter } = await import('@socket.io/redis-streams-adapter');
     const redis = new Redis({ host: '127.0.0.1', port: Number(env.REDIS_PORT), maxRetriesPerRequest: null });

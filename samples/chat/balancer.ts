@@ -19,6 +19,13 @@
  *
  * Request bodies are read whole before forwarding (bidiweb's are small: 1 MiB
  * at most by default) so that a refused request can be replayed.
+ *
+ * WebSocket upgrades (bidiweb/ws, when instances run with WS=1) go to the
+ * next live backend too, then bytes flow both ways as with nginx's
+ * `proxy_pass` + `Upgrade` headers; a backend that refuses the connection is
+ * skipped as above. When it dies, the client's socket ends with it and the
+ * client reconnects through here, to another instance. `upgrades: 'refuse'`
+ * plays a proxy that blocks upgrades (a 403), for clients to fall back to HTTP.
  */
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
@@ -34,6 +41,17 @@ export interface BalancerOptions {
   maxBodyBytes?: number;
   /** Told when a backend leaves or rejoins the rotation (index into `backends`). */
   onChange?(index: number, up: boolean): void;
+  /** WebSocket upgrades: forwarded to the next live backend (default), or refused with a 403. */
+  upgrades?: 'forward' | 'refuse';
+}
+
+/** One forwarded WebSocket. */
+export interface Tunnel {
+  /** Index into `backends` of the instance holding the socket. */
+  backend: number;
+  /** The upgrade's User-Agent (tells a test's pages apart: the sid is never in an upgrade). */
+  userAgent: string;
+  open: boolean;
 }
 
 export interface Balancer {
@@ -48,6 +66,10 @@ export interface Balancer {
     /** Requests answered 502: no backend took them, or one failed mid-request. */
     badGateway: number;
   };
+  /** WebSocket upgrades refused (`upgrades: 'refuse'`, or no backend took them). */
+  upgradeStats: { refused: number };
+  /** Every WebSocket forwarded so far, oldest first. */
+  tunnels: Tunnel[];
   close(): Promise<void>;
 }
 
@@ -64,6 +86,9 @@ export function startBalancer(backends: number[], port: number, options: Balance
   const counts = backends.map(() => 0);
   const up = backends.map(() => true);
   const stats = { retried: 0, badGateway: 0 };
+  const upgradeStats = { refused: 0 };
+  const tunnels: Tunnel[] = [];
+  const upgraded = new Set<net.Socket>();
   const probes = new Map<number, NodeJS.Timeout>();
   let closed = false;
   let next = 0;
@@ -110,6 +135,63 @@ export function startBalancer(backends: number[], port: number, options: Balance
     });
   });
   server.keepAliveTimeout = 65_000;
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    if (options.upgrades === 'refuse') {
+      upgradeStats.refused++;
+      refuseUpgrade(socket, 403, 'UPGRADE_REFUSED', 'this proxy does not forward WebSocket upgrades');
+      return;
+    }
+    upgrade(req, socket, head, new Set());
+  });
+
+  function upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer, tried: Set<number>): void {
+    if (socket.destroyed) return;
+    const index = pick(tried);
+    if (index === undefined) {
+      upgradeStats.refused++;
+      refuseUpgrade(socket, 502, 'BAD_GATEWAY', 'no backend available');
+      return;
+    }
+    if (tried.size > 0) stats.retried++;
+    tried.add(index);
+    counts[index]!++;
+    const upstream = net.connect(backends[index]!, '127.0.0.1');
+    let connected = false;
+    const connectTimer = setTimeout(() => upstream.destroy(), connectTimeoutMs);
+    upstream.once('error', () => {
+      clearTimeout(connectTimer);
+      if (connected) return; // 'close' ends the pair
+      // Nothing reached the backend: skip it, as for a plain request.
+      markDown(index);
+      upgrade(req, socket, head, tried);
+    });
+    upstream.once('connect', () => {
+      clearTimeout(connectTimer);
+      connected = true;
+      const tunnel: Tunnel = { backend: index, userAgent: String(req.headers['user-agent'] ?? ''), open: true };
+      tunnels.push(tunnel);
+      upgraded.add(socket);
+      const end = () => {
+        tunnel.open = false;
+        upgraded.delete(socket);
+        socket.destroy();
+        upstream.destroy();
+      };
+      socket.on('close', end);
+      upstream.on('close', end);
+      upstream.on('error', end);
+      upstream.setNoDelay(true);
+      socket.setNoDelay(true);
+      let head0 = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) head0 += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      upstream.write(head0 + `x-forwarded-for: ${req.socket.remoteAddress ?? ''}\r\n\r\n`);
+      if (head.length > 0) upstream.write(head);
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+    });
+  }
 
   function forward(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer, tried: Set<number>): void {
     if (res.destroyed) return; // the client went away meanwhile
@@ -182,6 +264,8 @@ export function startBalancer(backends: number[], port: number, options: Balance
         counts,
         up,
         stats,
+        upgradeStats,
+        tunnels,
         close: () =>
           new Promise<void>((done) => {
             closed = true;
@@ -189,6 +273,7 @@ export function startBalancer(backends: number[], port: number, options: Balance
             probes.clear();
             server.close(() => done());
             server.closeAllConnections();
+            for (const socket of upgraded) socket.destroy();
             agent.destroy();
           }),
       });
@@ -199,6 +284,11 @@ export function startBalancer(backends: number[], port: number, options: Balance
 function reply(res: http.ServerResponse, status: number, code: string, message: string): void {
   res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
   res.end(JSON.stringify({ error: { code, message } }));
+}
+
+function refuseUpgrade(socket: net.Socket, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 /** The health check: does the port accept a TCP connection? */

@@ -177,7 +177,8 @@ async function main(): Promise<void> {
       await Promise.all(instances.map((i) => i.stop()));
     });
     for (let i = 1; i <= INSTANCES; i++) {
-      const inst = await startChatInstance(bundle, { REDIS_URL: redisUrl, INSTANCE: `instance-${i}` });
+      // WS=1: pages opened with ?transport=websocket (or auto) chat over a socket (see README).
+      const inst = await startChatInstance(bundle, { REDIS_URL: redisUrl, INSTANCE: `instance-${i}`, WS: process.env.WS ?? '1' });
       instances.push(inst);
       console.log(`[cluster] instance-${i} on 127.0.0.1:${inst.port} (pid ${inst.pid})`);
       inst.child.once('exit', (code, signal) => {

@@ -10,11 +10,14 @@
  * Environment: REDIS_URL (required), PORT (0 = any), CHAT_ROOT (the
  * repository root, for the page and the client source), PREFIX (Redis key
  * prefix, default `chat:`), INSTANCE (name sent as `x-chat-instance`), WAIT
- * and IDLE_TIMEOUT (ms), HISTORY_KEEP (lines per room).
+ * and IDLE_TIMEOUT (ms), HISTORY_KEEP (lines per room), WS (1: also serve
+ * WebSocket upgrades at /session/ws with bidiweb/ws, for pages opened with
+ * `?transport=websocket` or `?transport=auto`).
  */
 import type { AddressInfo } from 'node:net';
 import Redis from 'ioredis';
 import { RedisStore } from '../../src/redis';
+import { attach, type WsAttachment } from '../../src/ws';
 import { createChatApp } from './server';
 
 const url = process.env.REDIS_URL;
@@ -44,6 +47,7 @@ const server = app.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
   console.log(`LISTENING ${(server.address() as AddressInfo).port}`);
 });
 server.keepAliveTimeout = 65_000;
+const sockets: WsAttachment | undefined = process.env.WS === '1' ? attach(server, middleware) : undefined;
 
 let stopping = false;
 function stop(): void {
@@ -51,8 +55,8 @@ function stop(): void {
   stopping = true;
   server.close();
   server.closeAllConnections();
-  void middleware.server
-    .dispose()
+  void Promise.resolve(sockets?.close())
+    .then(() => middleware.server.dispose())
     .then(() => store.dispose())
     .then(() => redis.quit())
     .catch(() => {})

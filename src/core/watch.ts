@@ -63,7 +63,9 @@ export class Watches {
         if (run.deadline - Date.now() <= 0) break;
         await run.waitForNews();
         if (run.superseded) break;
-        r = await run.read(false);
+        // A re-read as a stream's: the first read trimmed by the ack and marked the session seen (a
+        // watch lasts at most maxWait), so a wake-up needs no trim, no clock and no write.
+        r = await run.read(false, ack);
       }
       return watchResponse(r, ack, run.superseded);
     } finally {

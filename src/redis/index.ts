@@ -11,5 +11,6 @@
  */
 export { RedisStore } from './store';
 export type { RedisStoreOptions } from './store';
+export type { ReplicaAcks } from './replica-acks';
 export { RedisKeys } from './keys';
 export type { SessionKeys } from './keys';

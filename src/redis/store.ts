@@ -44,6 +44,9 @@ import { keySlot, RedisKeys } from './keys';
 import type { ScriptName, Scripts } from './scripts';
 import { defineScripts } from './scripts';
 import { Subscriptions } from './subscriptions';
+import type { ReplicaAcks } from './replica-acks';
+import { withReplicaAcks } from './replica-acks';
+import { followSlots } from './follow-slots';
 
 export interface RedisStoreOptions {
   /**
@@ -86,6 +89,15 @@ export interface RedisStoreOptions {
    * as soon as the last listener leaves.
    */
   subscriptionLingerMs?: number;
+  /**
+   * Wait for replicas before answering: after each state-changing script,
+   * `WAIT replicas timeoutMs` on the master that ran it; fewer confirmations
+   * fail the operation with STORE_UNAVAILABLE (503: the client retries). Closes
+   * the window in which a master that dies before replicating loses a write
+   * it acknowledged (Redis replication is asynchronous). Costs one more round
+   * trip per operation, plus the replica's own. Default: off. See docs/REDIS.md.
+   */
+  replicaAcks?: ReplicaAcks;
 }
 
 /** A script's flat reply (Lua tables become arrays; a `false` in one becomes null). */
@@ -145,8 +157,9 @@ export class RedisStore implements Store {
 
   constructor(options: RedisStoreOptions) {
     if (!options || !options.redis) throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
-    this.redis = options.redis;
-    this.scripts = defineScripts(options.redis);
+    // Every command (scripts and pipelines alike) goes through the replica-ack wrapper when it is on.
+    this.redis = withReplicaAcks(options.redis, options.replicaAcks);
+    this.scripts = defineScripts(this.redis);
     this.prefix = options.prefix ?? 'bidi:';
     this.keys = new RedisKeys(this.prefix);
     this.cluster = isCluster(options.redis);
@@ -161,7 +174,7 @@ export class RedisStore implements Store {
     const sharded = this.cluster && (given ? isCluster(given) && given.options.shardedSubscribers === true : supportsShardedSubscribers(options.redis));
     this.sharded = sharded ? '1' : '0';
     this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? DEFAULT_SUBSCRIPTION_LINGER_MS), given, () =>
-      isCluster(options.redis) ? options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {}) : options.redis.duplicate(),
+      isCluster(options.redis) ? followSlots(options.redis, options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {})) : options.redis.duplicate(),
     );
   }
 

@@ -23,10 +23,14 @@ import type { BidiOptions, BidiServer } from '../core/server';
 import { toBidiServer } from '../core/server';
 import { SESSION_ID_PATTERN, utf8Length } from '../core/util';
 import { useNodeDebug } from '../node/debug';
+import { Admission, refuseUpgrade, type AdmissionOptions } from './admission';
+
+export { DEFAULT_MAX_SOCKETS, DEFAULT_MAX_SOCKETS_PER_CLIENT, WS_REFUSED, type SocketClientKey } from './admission';
 
 useNodeDebug();
 
-export interface AttachOptions {
+/** Also `maxSockets`, `maxSocketsPerClient` and `clientKey`: see ./admission.ts. */
+export interface AttachOptions extends AdmissionOptions {
   /**
    * The upgrade path. Default: the server's `path` + `/ws` (`/session/ws`). When the
    * middleware is mounted under a prefix (`app.use('/api', bidiWeb())`), pass the full path.
@@ -49,6 +53,8 @@ export interface AttachOptions {
 export interface WsAttachment {
   /** Sockets open now. */
   readonly sockets: number;
+  /** Upgrades refused so far by `maxSockets` / `maxSocketsPerClient`. */
+  readonly refused: number;
   /** Stop accepting upgrades and close every socket (code 1001); clients reconnect elsewhere or fall back. */
   close(): Promise<void>;
 }
@@ -95,6 +101,7 @@ export function attach(httpServer: HttpServer, bidi: Bidi | { server: Bidi } | B
   // over HTTP (the client halves its batches on it); only a frame far above (twice) ends the socket, with 1009.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * server.limits.maxBodyBytes + 1024, perMessageDeflate: false });
   const connections = new Set<Connection>();
+  const admission = new Admission(options);
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const url = req.url ?? '/';
@@ -105,6 +112,9 @@ export function attach(httpServer: HttpServer, bidi: Bidi | { server: Bidi } | B
       return;
     }
     socket.on('error', () => socket.destroy());
+    // Counted before any work on it, so a flood of upgrades is bounded too.
+    const full = admission.take(req, socket);
+    if (full) return refuseUpgrade(socket, full);
     void admit(server, req).then(
       (refusal) => {
         if (refusal) return refuse(socket, refusal);
@@ -129,6 +139,9 @@ export function attach(httpServer: HttpServer, bidi: Bidi | { server: Bidi } | B
   return {
     get sockets() {
       return connections.size;
+    },
+    get refused() {
+      return admission.refused;
     },
     async close() {
       httpServer.off('upgrade', onUpgrade);
@@ -253,6 +266,10 @@ class Connection {
   private paused = false;
   /** Sends in progress: while one is, output waits for the end of the turn, so its reply shares a write with the watch frame it caused. */
   private sending = 0;
+  /** Reads held: more than highWaterMark queued for a client that does not read (see holdReads). */
+  private unread = false;
+  /** Frames read while reads were held (see onMessage). */
+  private backlog: Array<[RawData, boolean]> = [];
   /** Requests in progress: a watch's handle (a cancel ends it); null for a send, which runs to its end as over HTTP. */
   private readonly requests = new Map<number, WatchHandle | null>();
   /** Frames written in this turn of the event loop: they go out as one message (fewer writes, see flush). */
@@ -283,6 +300,8 @@ class Connection {
 
   ping(): void {
     if (this.closed) return;
+    // Reads held (holdReads): its pongs wait unread; drained() judges it by the bytes it takes instead.
+    if (this.unread) return;
     if (!this.alive) {
       // No pong since the last ping: the peer or the path to it is gone.
       this.ws.terminate();
@@ -304,6 +323,7 @@ class Connection {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     for (const ctl of this.requests.values()) ctl?.abort();
     this.outbox = [];
+    this.backlog = [];
     this.requests.clear();
     this.onGone();
   }
@@ -311,6 +331,16 @@ class Connection {
   private onMessage(data: RawData, isBinary: boolean): void {
     this.alive = true;
     if (this.closed) return;
+    if (!this.unread && this.queued() > this.settings.highWaterMark) this.holdReads();
+    // ws delivers every frame of a TCP chunk already read even while paused: they wait here, in order (at most a chunk's worth).
+    if (this.paused || this.unread || this.backlog.length > 0) {
+      this.backlog.push([data, isBinary]);
+      return;
+    }
+    this.onFrame(data, isBinary);
+  }
+
+  private onFrame(data: RawData, isBinary: boolean): void {
     let text: string;
     try {
       if (isBinary) throw new BidiError('BAD_REQUEST', 'frames are JSON text');
@@ -364,9 +394,40 @@ class Connection {
       if (watch === null) this.sending--;
       if (this.paused && this.requests.size < this.settings.maxRequests && !this.closed) {
         this.paused = false;
-        this.ws.resume();
+        this.readOn();
       }
     }
+  }
+
+  /**
+   * The client does not read the answers it asks for: read none of its frames until it takes them
+   * (TCP then pushes back on it), so its socket holds at most about highWaterMark; dropped after drainTimeout.
+   */
+  private holdReads(): void {
+    this.unread = true;
+    this.ws.pause();
+    // After this turn's flush (an immediate queued before this one), so the socket's queue counts what the outbox held.
+    void new Promise((resolve) => setImmediate(resolve)).then(() => this.drained()).then(() => {
+      this.unread = false;
+      this.readOn();
+    });
+  }
+
+  /** Bytes waiting for the client: the socket's queue and this turn's frames not yet flushed (UTF-16 units: near enough). */
+  private queued(): number {
+    let n = this.ws.bufferedAmount;
+    for (const frame of this.outbox) n += frame.length;
+    return n;
+  }
+
+  /** Reads resume: frames held back first, then the socket. */
+  private readOn(): void {
+    while (this.backlog.length > 0 && !this.paused && !this.unread && !this.closed) {
+      if (this.queued() > this.settings.highWaterMark) return this.holdReads();
+      const [data, isBinary] = this.backlog.shift()!;
+      this.onFrame(data, isBinary);
+    }
+    if (this.backlog.length === 0 && !this.paused && !this.unread && !this.closed) this.ws.resume();
   }
 
   /** The first frame: `{"sid":"..."}` binds the socket to a session (never in the URL: URLs reach access logs). */

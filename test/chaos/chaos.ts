@@ -31,6 +31,14 @@
  *                               traffic is MESSAGES publishes per group (written once, pulled
  *                               by every member) instead of pushes per session; default 0 (off)
  *   --no-redis-restart          skip the Redis crash
+ *   --redis-cluster-failover    cluster mode: the store on a Redis Cluster of 3 masters + 3 replicas
+ *                               (cluster-node-timeout 1500 ms), operated during the traffic; no
+ *                               Redis crash; the run's bookkeeping on a Redis of its own. Default
+ *                               operations: CLUSTER FAILOVER at 20 %, a reshard of slots holding
+ *                               live sessions at 45 %, a SIGKILL of a master at 70 %
+ *                               (test/chaos/cluster-ops.ts)
+ *   --cluster-ops LIST  CLUSTER_OPS  e.g. failover@0.2,reshard@0.45,kill@0.7 (implies cluster mode)
+ *   --replica-acks R:MS REPLICA_ACKS  the instances' RedisStore replicaAcks { replicas: R, timeoutMs: MS }
  *   --json FILE     JSON        also write the report as JSON
  *
  *   node scripts/run-ts.mjs test/chaos/chaos.ts --seed 42 --sessions 20 --messages 100
@@ -61,6 +69,18 @@ async function main(): Promise<void> {
   const seed = Math.floor(num('seed', 'SEED', Math.floor(Math.random() * 2 ** 31)));
   const killEvery = num('kill-every', 'KILL_EVERY', 5);
   const signal = arg('redis-signal', 'REDIS_SIGNAL') === 'term' ? 'term' : 'kill';
+  const opsArg = arg('cluster-ops', 'CLUSTER_OPS');
+  const clusterMode = process.argv.includes('--redis-cluster-failover') || !!opsArg;
+  const ops = (opsArg ?? 'failover@0.2,reshard@0.45,kill@0.7').split(',').map((item) => {
+    const [op, at] = item.split('@');
+    if ((op !== 'failover' && op !== 'kill' && op !== 'reshard') || !(Number(at) >= 0 && Number(at) <= 1)) {
+      console.error(`chaos: --cluster-ops takes op@fraction items (op: failover | kill | reshard), got ${item}`);
+      process.exit(2);
+    }
+    return { op: op as 'failover' | 'kill' | 'reshard', at: Number(at) };
+  });
+  const acksArg = arg('replica-acks', 'REPLICA_ACKS');
+  const acks = acksArg?.split(':').map(Number);
   const report = await runChaos({
     seed,
     sessions: Math.floor(num('sessions', 'SESSIONS', 200)),
@@ -74,7 +94,8 @@ async function main(): Promise<void> {
       cutStream: num('cut', 'CUT', 0),
     },
     killEveryMs: killEvery > 0 ? killEvery * 1000 : undefined,
-    redisRestartAt: process.argv.includes('--no-redis-restart') ? undefined : 0.5,
+    redisRestartAt: process.argv.includes('--no-redis-restart') || clusterMode ? undefined : 0.5,
+    ...(clusterMode ? { redisCluster: { ops, ...(acks ? { replicaAcks: { replicas: acks[0]!, timeoutMs: acks[1]! } } : {}) } } : {}),
     redisRestartSignal: signal,
     resend: !(process.argv.includes('--no-resend') || process.env.RESEND === '0'),
     stream: process.argv.includes('--stream') || process.env.STREAM === '1',

@@ -21,19 +21,22 @@
  *   push whose response was lost is retried and answers the seqs it got the
  *   first time, so an unconfirmed push is neither counted lost nor sent
  *   twice. *delivered*: seqs the client's `message` event delivered.
+ *   *lost*: seqs assigned and never delivered, or (if more) confirmed pushed
+ *   items never delivered (a seq handed out twice after a lost Redis write).
  *   *duplicated*: a seq delivered twice, or one pushed item delivered under
  *   two seqs. *reordered*: a seq delivered after a higher one. Latency: from
  *   the instance's `send()` to the client's `message` event.
  * - *retries*: the clients' `retry` events (op `send` for client → server,
  *   `watch` for server → client).
  */
-import Redis from 'ioredis';
+import Redis, { Cluster } from 'ioredis';
 import WebSocket from 'ws';
 import { open, type BidiClientSession, type CloseEvent, type RetryInfo, type WebSocketConstructorLike } from '../../src/client';
 import { RedisStore } from '../../src/redis';
 import { rng } from '../helpers/faulty-fetch';
 import { startProxy, type Proxy, type ProxyFaults } from '../helpers/proxy';
-import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { startRedis, startRedisCluster, type RedisClusterProcess, type RedisProcess } from '../helpers/redis-server';
+import { clusterOp, type ClusterOp } from './cluster-ops';
 import { chaosKeys } from './keys';
 import { killAll, removeBundle, startChaosInstance, type ChaosInstance } from './cluster';
 
@@ -80,6 +83,23 @@ export interface ChaosOptions {
   outstanding?: number;
   progressEveryMs?: number;
   log?: (line: string) => void;
+  /**
+   * Cluster mode: the store runs on a Redis Cluster of 3 masters + 3
+   * replicas instead of one Redis (the run's own bookkeeping goes to a
+   * separate Redis, so a lost store write cannot hide its own trace), and the
+   * cluster is operated during the traffic (test/chaos/cluster-ops.ts).
+   * `redisRestartAt` does not apply.
+   */
+  redisCluster?: RedisClusterChaos;
+}
+
+export interface RedisClusterChaos {
+  /** Operations at fractions (0..1) of the total progress, in order. */
+  ops: Array<{ op: ClusterOp; at: number }>;
+  /** cluster-node-timeout, ms (how soon a replica takes over from a silent master). Default 1500. */
+  nodeTimeoutMs?: number;
+  /** The instances' RedisStore `replicaAcks` option. */
+  replicaAcks?: { replicas: number; timeoutMs: number };
 }
 
 export interface DirectionStats {
@@ -104,6 +124,8 @@ export interface ChaosReport {
   s2c: DirectionStats;
   kills: number;
   redisRestarts: number;
+  /** Cluster mode: what each operation did. */
+  clusterOps: string[];
   openRetries: number;
   closeRetries: number;
   pushRequests: number;
@@ -176,6 +198,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const started = Date.now();
   const outstanding = o.outstanding ?? 50;
   let redis: RedisProcess | undefined;
+  let cluster: RedisClusterProcess | undefined;
+  let storeConn: Cluster | undefined;
   let conn: Redis | undefined;
   let proxy: Proxy | undefined;
   let store: RedisStore | undefined;
@@ -187,10 +211,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const onExit = () => killAll();
   process.once('exit', onExit);
   try {
-    redis = await startRedis({ appendonly: true });
+    const rc = o.redisCluster;
+    // Cluster mode: `redis` holds only the run's bookkeeping, and is never crashed.
+    redis = await startRedis({ appendonly: !rc });
+    if (rc) cluster = await startRedisCluster(3, { replicas: 1, nodeTimeoutMs: rc.nodeTimeoutMs ?? 1500 });
     const prefix = `chaos${o.seed}:`;
     const env: Record<string, string> = { REDIS_PORT: String(redis.port), PREFIX: prefix, WAIT: '2000', LEASE_MS: '1000', RESEND: o.resend === false ? '0' : '1' };
     if (o.websocket) Object.assign(env, { WS: '1', HEARTBEAT_MS: '1000' });
+    if (cluster) {
+      env.REDIS_CLUSTER = cluster.nodes.map((n) => n.port).join(',');
+      env.BOOK_PORT = String(redis.port);
+      // A master's takeover stalls its slots for seconds: the push lock must outlast that.
+      env.PUSH_LOCK_MS = '20000';
+      if (rc?.replicaAcks) env.REPLICA_ACKS = `${rc.replicaAcks.replicas}:${rc.replicaAcks.timeoutMs}`;
+    }
     // An instance that dies on its own is a finding: report it, and start a new one so the run goes on.
     const launch = async (slot: number): Promise<void> => {
       const inst = await startChaosInstance(env);
@@ -213,11 +247,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     );
     conn = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: null });
     conn.on('error', () => {});
-    store = new RedisStore({ redis: conn, prefix });
+    if (cluster) {
+      storeConn = new Cluster(cluster.nodes, { retryDelayOnFailover: 200, retryDelayOnClusterDown: 200, maxRedirections: 32, redisOptions: { maxRetriesPerRequest: null } });
+      storeConn.on('error', () => {});
+    }
+    store = new RedisStore({ redis: storeConn ?? conn, prefix });
     const base = proxy.url;
     log(
       `chaos: seed ${o.seed}, ${o.sessions} sessions × ${o.messages} messages each way, ${o.instances} instances, ` +
-        `faults ${JSON.stringify(o.faults)}, redis ${redis.url} (appendonly yes, appendfsync always)` +
+        `faults ${JSON.stringify(o.faults)}, ` +
+        (cluster
+          ? `Redis Cluster 3 masters + 3 replicas (ports ${env.REDIS_CLUSTER}, cluster-node-timeout ${rc!.nodeTimeoutMs ?? 1500} ms` +
+            (rc!.replicaAcks ? `, replicaAcks ${JSON.stringify(rc!.replicaAcks)}` : ', no replicaAcks') +
+            `), bookkeeping on ${redis.url}`
+          : `redis ${redis.url} (appendonly yes, appendfsync always)`) +
         (o.resend === false ? ', instances with autoResendUnfulfilledCommands: false' : '') +
         (o.stream ? ', streaming watches' : '') +
         (o.websocket ? `, WebSocket transport (a socket cut every ${o.websocket.cutSocketEveryMs} ms)` : ''),
@@ -355,7 +398,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       }
     })();
     const redisCrasher = (async () => {
-      if (o.redisRestartAt === undefined) return;
+      if (o.redisRestartAt === undefined || cluster) return;
       while (!trafficOver && progress() < o.redisRestartAt) await sleep(20);
       if (trafficOver) return;
       const at = progress();
@@ -365,6 +408,33 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       redisRestarts++;
       log(`chaos: Redis ${o.redisRestartSignal === 'term' ? 'stopped' : 'SIGKILLed'} and restarted at ${(at * 100).toFixed(0)}% (down ${Date.now() - t0} ms)`);
     })();
+    const clusterOps: string[] = [];
+    let opsOver = false;
+    /** Drivers (senders, pushers) waiting at the gate for the operations to be over. */
+    let atGate = 0;
+    const clusterOpFailures: string[] = [];
+    const clusterOperator = (async () => {
+      if (!cluster || !rc) return;
+      for (const { op, at } of rc.ops) {
+        while (!trafficOver && progress() < at) await sleep(20);
+        if (trafficOver) return;
+        const reached = progress();
+        // An operation is meant to hit flowing traffic: say so when some of it already waits at the gate.
+        const held = atGate > 0 ? `, ${atGate} of ${o.sessions * (o.groups ? 1 : 2)} drivers idle at the gate` : '';
+        const line = await clusterOp(
+          cluster,
+          op,
+          runs.filter((r) => r.sid && !r.closeEvent).map((r) => `${prefix}{${r.sid}}`),
+        );
+        clusterOps.push(`${line} (at ${(reached * 100).toFixed(0)}%${held})`);
+        log(`chaos: ${line} (at ${(reached * 100).toFixed(0)}%${held})`);
+      }
+    })()
+      .catch((err: unknown) => {
+        clusterOpFailures.push(String(err));
+        log(`chaos: a cluster operation failed: ${String(err)}`);
+      })
+      .finally(() => (opsOver = true));
     const lastProgress = { c2s: 0, s2c: 0 };
     const reporter = setInterval(() => {
       let c2s = 0;
@@ -391,10 +461,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     // --- traffic ---------------------------------------------------------------------------------
     const stillRunning = (r: SessionRun) => !r.closeEvent && Date.now() < deadline;
+    // Cluster mode: once the run as a whole is past this fraction, traffic waits for the cluster
+    // operations to be over, so that each one happens while traffic flows (and some flows after).
+    const gate = rc ? Math.min(0.95, Math.max(0, ...rc.ops.map((x) => x.at)) + 0.15) : 1;
+    const pastGate = async (r: SessionRun) => {
+      if (gate >= 1 || opsOver || progress() <= gate) return;
+      atGate++;
+      while (!opsOver && stillRunning(r)) await sleep(50);
+      atGate--;
+    };
 
     const sender = async (r: SessionRun) => {
       const rand = rng(o.seed * 7919 + r.k);
       for (let i = 1; i <= o.messages; i++) {
+        await pastGate(r);
         while (r.sent - r.acked >= outstanding && stillRunning(r)) await nextEvent(r);
         if (!stillRunning(r)) break;
         r.sendTimes[i] = Date.now();
@@ -418,6 +498,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       let from = 1;
       let pushSerial = 0;
       while (from <= o.messages && stillRunning(r)) {
+        await pastGate(r);
         while (r.confirmed.size - r.received.length >= outstanding * 2 && stillRunning(r)) await nextEvent(r);
         if (!stillRunning(r)) break;
         const n = Math.min(o.messages - from + 1, 1 + Math.floor(rand() * 25));
@@ -517,6 +598,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await killer;
     await socketCutter;
     await redisCrasher;
+    await clusterOperator;
     clearInterval(reporter);
     log(`chaos: traffic over after ${(trafficMs / 1000).toFixed(1)} s${capped ? ' (DURATION cap reached)' : ''}; closing sessions`);
 
@@ -584,8 +666,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const lostHere = r.sent - [...seen].filter((i) => i <= r.sent).length;
       c2s.lost += lostHere;
       if (lostHere > 0 && process.env.CHAOS_DEBUG) {
-        const rec = await conn.hgetall(`${prefix}{${r.sid}}:s`);
-        const inb = await conn.hkeys(`${prefix}{${r.sid}}:in`);
+        const rec = await (storeConn ?? conn).hgetall(`${prefix}{${r.sid}}:s`);
+        const inb = await (storeConn ?? conn).hkeys(`${prefix}{${r.sid}}:in`);
         log(`debug c2s session ${r.k}: sent ${r.sent}, acked ${r.acked}, rejected ${r.rejected}, handler saw ${seen.size} (max ${maxI}), redelivered [${redelivered}], record ${JSON.stringify({ ...rec, user: undefined, state: undefined })}, inbound [${inb.slice(0, 10)}${inb.length > 10 ? '…' : ''}] (${inb.length}), close ${JSON.stringify(r.closeEvent)}`);
       }
       if (closes !== null) {
@@ -651,7 +733,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         if (seq <= lastSeq) s2c.delivered++;
         s2cLat.push(latency);
       }
-      for (let seq = 1; seq <= lastSeq; seq++) if (!gotSeq.has(seq)) s2c.lost++;
+      let seqsMissing = 0;
+      for (let seq = 1; seq <= lastSeq; seq++) if (!gotSeq.has(seq)) seqsMissing++;
+      // A push confirmed at a seq the store later handed out again (a write lost with a Redis
+      // master) never reaches the client although every seq does: count such items too.
+      let itemsMissing = 0;
+      for (const item of r.confirmed.keys()) if (!gotItem.has(item)) itemsMissing++;
+      s2c.lost += Math.max(seqsMissing, itemsMissing);
       if (itemAt.size !== lastSeq) integrityErrors.push(`s2c session ${r.k}: ${lastSeq} seqs assigned, ${itemAt.size} recorded by pushes`);
     }
     const allAnomalies = await conn.lrange(chaosKeys(prefix, '-').anomalies, 0, -1);
@@ -667,7 +755,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       unexpectedCloses.length === 0 &&
       instanceCrashes.length === 0 &&
       anomalies.length === 0 &&
-      integrityErrors.length === 0;
+      integrityErrors.length === 0 &&
+      clusterOpFailures.length === 0 &&
+      (!rc || clusterOps.length === rc.ops.length);
     return {
       options: o,
       durationMs: Date.now() - started,
@@ -677,6 +767,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       s2c,
       kills,
       redisRestarts,
+      clusterOps: [...clusterOps, ...clusterOpFailures.map((f) => `FAILED: ${f}`)],
       openRetries,
       closeRetries,
       pushRequests,
@@ -702,7 +793,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await Promise.all(instances.map((i) => i.kill().catch(() => {})));
     await store?.dispose().catch(() => {});
     conn?.disconnect();
+    storeConn?.disconnect();
     await redis?.stop().catch(() => {});
+    await cluster?.stop().catch(() => {});
     removeBundle();
     process.removeListener('exit', onExit);
   }
@@ -733,7 +826,10 @@ export function formatReport(r: ChaosReport): string {
     '',
     `handler redeliveries (documented exception after an instance crash): ${r.c2s.redelivered}`,
     `ioredis autoResendUnfulfilledCommands in the instances: ${o.resend === false ? 'false' : 'true (default)'} · watches: ${o.stream ? 'streaming (stream: true)' : 'plain'}`,
-    `instance SIGKILLs: ${r.kills} · Redis restarts: ${r.redisRestarts} (${o.redisRestartSignal === 'term' ? 'SIGTERM' : 'SIGKILL'}, appendfsync always)`,
+    o.redisCluster
+      ? `instance SIGKILLs: ${r.kills} · Redis Cluster (3 masters + 3 replicas) operations: ${r.clusterOps.length} · replicaAcks: ${o.redisCluster.replicaAcks ? JSON.stringify(o.redisCluster.replicaAcks) : 'off'}`
+      : `instance SIGKILLs: ${r.kills} · Redis restarts: ${r.redisRestarts} (${o.redisRestartSignal === 'term' ? 'SIGTERM' : 'SIGKILL'}, appendfsync always)`,
+    ...r.clusterOps.map((line) => `  ${line}`),
     `proxy: ${p.requests} requests, ${p.droppedRequests} requests dropped, ${p.droppedResponses} responses dropped, ${p.duplicates} duplicated, ${p.cutStreams} cut, ${p.delayed} delayed, ${p.badGateway} × 502 (dead backend)`,
     `client retries: send ${r.c2s.retries}, watch ${r.s2c.retries}, open ${r.openRetries}, close ${r.closeRetries} · pushes: ${r.pushRequests} requests, ${r.pushRetries} retried, ${r.pushRecovered} answered from a dead holder's intent`,
     `client retry causes: ${Object.entries(r.retryCauses)

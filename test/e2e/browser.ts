@@ -39,8 +39,9 @@ export function recordInstances(page: Page): string[] {
   return seen;
 }
 
-export async function join(page: Page, base: string, nick: string, room: string): Promise<void> {
-  await page.goto(`${base}/#${room}`);
+/** `query`: the page's own options, e.g. `?transport=websocket` (samples/chat/public/app.js). */
+export async function join(page: Page, base: string, nick: string, room: string, query = ''): Promise<void> {
+  await page.goto(`${base}/${query}#${room}`);
   await page.fill('#nick', nick);
   await page.fill('#room', room);
   await page.click('#join button[type="submit"]');

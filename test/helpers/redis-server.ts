@@ -31,8 +31,35 @@ export interface RedisOptions {
 }
 
 export interface RedisClusterProcess {
+  /** Every node, masters and replicas (ioredis' startup nodes). */
   nodes: Array<{ host: string; port: number }>;
+  /** Each node's process, to crash and bring back (same port, same nodes.conf: it rejoins, as a replica if it lost its slots). */
+  servers: ClusterServer[];
+  /** `redis-cli -p port args…` against one node; resolves with stdout. */
+  cli(port: number, ...args: string[]): Promise<string>;
+  /**
+   * Resolves once every running node reports cluster_state:ok, every slot is
+   * served by a reachable master and every replica's link to its master is up.
+   */
+  settled(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface ClusterServer {
+  port: number;
+  /** True while its process runs. */
+  running(): boolean;
+  /** SIGKILL: no chance to hand anything over. */
+  kill(): Promise<void>;
+  /** Start it again after kill(). */
+  restart(): Promise<void>;
+}
+
+export interface RedisClusterOptions {
+  /** Replicas per master. Default 0. */
+  replicas?: number;
+  /** `cluster-node-timeout`, ms: how long a silent master is given before its replica takes over. Default 5000. */
+  nodeTimeoutMs?: number;
 }
 
 let checked = false;
@@ -172,50 +199,89 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisProce
 }
 
 /**
- * Starts an n-master Redis Cluster (no replicas) on free ports and waits
- * until every node reports cluster_state:ok.
+ * Starts an n-master Redis Cluster (with `replicas` replicas per master) on
+ * free ports and waits until it is settled (see `settled`). No persistence:
+ * a restarted node comes back empty and resyncs from its master.
  */
-export async function startRedisCluster(masters = 3): Promise<RedisClusterProcess> {
+export async function startRedisCluster(masters = 3, options: RedisClusterOptions = {}): Promise<RedisClusterProcess> {
   requireRedisServer();
+  const replicas = options.replicas ?? 0;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bidiweb-redis-cluster-'));
-  const children: ChildProcess[] = [];
+  const children = new Map<number, ChildProcess>();
   const nodes: Array<{ host: string; port: number }> = [];
+  const servers: ClusterServer[] = [];
   const stop = async () => {
-    for (const c of children) c.kill('SIGTERM');
-    await Promise.all(children.map(exited));
+    const all = [...children.values()];
+    children.clear();
+    for (const c of all) c.kill('SIGTERM');
+    await Promise.all(all.map(exited));
     rmSync(dir, { recursive: true, force: true });
   };
+  const argsOf = (nodeDir: string) => [
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--cluster-enabled',
+    'yes',
+    '--cluster-config-file',
+    path.join(nodeDir, 'nodes.conf'),
+    '--cluster-node-timeout',
+    String(options.nodeTimeoutMs ?? 5000),
+    // A replica (a new one, or a restarted node) syncs at once rather than after the default 5 s.
+    '--repl-diskless-sync-delay',
+    '0',
+  ];
+  const settled = async (timeoutMs = 20_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const up = servers.filter((s) => s.running());
+      const infos = await Promise.all(up.map((s) => cli(s.port, 'cluster', 'info').catch((e: Error) => e.message)));
+      const repl = await Promise.all(up.map((s) => cli(s.port, 'info', 'replication').catch((e: Error) => e.message)));
+      const slots = await cli(up[0]!.port, 'cluster', 'nodes').catch(() => '');
+      const live = new Set(up.map((s) => `127.0.0.1:${s.port}`));
+      // Every master that holds slots is one of ours, running, and not marked failed.
+      const servedByLive = slots
+        .split('\n')
+        .map((line) => line.trim().split(' '))
+        .filter((f) => f.length > 8 && f[2]!.includes('master'))
+        .every((f) => live.has(f[1]!.split('@')[0]!) && !f[2]!.includes('fail'));
+      const ok =
+        infos.every((i) => i.includes('cluster_state:ok')) &&
+        repl.every((r) => !r.includes('role:slave') || r.includes('master_link_status:up')) &&
+        servedByLive;
+      if (ok) return;
+      if (Date.now() > deadline) throw new Error(`cluster did not settle:\n${infos.join('\n')}\n${slots}`);
+      await sleep(100);
+    }
+  };
   try {
-    for (let i = 0; i < masters; i++) {
+    for (let i = 0; i < masters * (1 + replicas); i++) {
       const port = await freePort(true);
       const nodeDir = path.join(dir, String(port));
       rmSync(nodeDir, { recursive: true, force: true });
       mkdirSync(nodeDir);
-      children.push(
-        await launch(port, nodeDir, [
-          '--save',
-          '',
-          '--appendonly',
-          'no',
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          path.join(nodeDir, 'nodes.conf'),
-          '--cluster-node-timeout',
-          '5000',
-        ]),
-      );
+      children.set(port, await launch(port, nodeDir, argsOf(nodeDir)));
       nodes.push({ host: '127.0.0.1', port });
+      servers.push({
+        port,
+        running: () => children.has(port),
+        async kill() {
+          const c = children.get(port);
+          if (!c) return;
+          children.delete(port);
+          c.kill('SIGKILL');
+          await exited(c);
+        },
+        async restart() {
+          if (children.has(port)) return;
+          children.set(port, await launch(port, nodeDir, argsOf(nodeDir)));
+        },
+      });
     }
-    await cli(nodes[0]!.port, '--cluster', 'create', ...nodes.map((n) => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes');
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const infos = await Promise.all(nodes.map((n) => cli(n.port, 'cluster', 'info')));
-      if (infos.every((info) => info.includes('cluster_state:ok'))) break;
-      if (Date.now() > deadline) throw new Error(`cluster did not reach cluster_state:ok:\n${infos.join('\n')}`);
-      await sleep(100);
-    }
-    return { nodes, stop };
+    await cli(nodes[0]!.port, '--cluster', 'create', ...nodes.map((n) => `${n.host}:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes');
+    await settled();
+    return { nodes, servers, cli, settled, stop };
   } catch (err) {
     await stop();
     throw err;

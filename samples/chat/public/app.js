@@ -3,7 +3,8 @@
 //
 // What the page shows, and where (the e2e tests read the same attributes):
 // - connection: #status[data-state] = connecting | open | retrying | closing | closed
-//   (closed also has data-code, the close code);
+//   (closed also has data-code, the close code; data-transport: 'websocket' or 'http',
+//   what carried the last message in, see ?transport= below);
 // - each line of ours: li.mine[data-state] = sending → acked (the send() promise
 //   resolved: the server's handler has it) or failed; li.pending until the room's
 //   copy came back (then it takes its place in the room's order);
@@ -26,6 +27,10 @@
   var refusal = null;     // the server's message when our nick was taken (chat.ts: code 'nick-taken')
   var seen = new Set();   // ids of 'said' lines shown
   var cidCounter = 0;
+  // ?transport=websocket | auto | http (default): how sends and watches travel. WebSocket needs
+  // instances that serve bidiweb/ws (WS=1, see ../instance.ts); 'auto' falls back to HTTP without.
+  var transport = new URLSearchParams(location.search).get('transport');
+  if (transport !== 'websocket' && transport !== 'auto') transport = 'http';
 
   // --- connection state -----------------------------------------------------
 
@@ -126,7 +131,11 @@
   }
 
   function onSaid(m) {
-    if (seen.has(m.id)) return; // a second copy: history + live, or a redelivery after a crash
+    if (seen.has(m.id)) {
+      // A second copy: history + live, or a redelivery after a crash. Counted for the e2e tests.
+      els.messages.dataset.repeats = String(Number(els.messages.dataset.repeats || 0) + 1);
+      return;
+    }
     seen.add(m.id);
     var own = ownPendingFor(m);
     if (own) {
@@ -254,6 +263,7 @@
 
     s = bidiweb.open(new URL('session', location.href).href, {
       meta: { nick: nick, room: room },
+      transport: transport,
       fetch: trackingFetch,
       retry: { initialDelayMs: 250, maxDelayMs: 5000 },
     });
@@ -289,6 +299,7 @@
     });
     s.on('message', function (m) {
       if (s !== session) return;
+      els.status.dataset.transport = s.activeTransport;
       recovered();
       onMessage(m);
     });

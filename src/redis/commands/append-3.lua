@@ -38,7 +38,7 @@
 -- @include session
 local APPEND_IDS, APPEND_IDS_MS = 32, 600000
 local s, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an', 'gn')
+local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an', 'gn', 'exp')
 if not f[1] then return {'unknown'} end
 local id = ARGV[5]
 local aids
@@ -59,7 +59,8 @@ local bytes = 0
 for i = 7, 6 + k do
   bytes = bytes + #ARGV[i]
 end
-local len = redis.call('LLEN', outKey)
+-- The log exists exactly while it holds bytes: an empty one needs no LLEN.
+local len = lbytes > 0 and redis.call('LLEN', outKey) or 0
 local wasEmpty = len == 0
 if num(f[5]) > 0 then
   if #ARGV < 7 + k then return {'groups', unpack(groupCursors(s, f[5]))} end
@@ -98,9 +99,14 @@ else
 end
 -- Not activity (the client did nothing): the log simply lives as long as the record. A log that
 -- existed already has the record's expiry (every activity extends all the session's keys together).
+-- With the expiry the hot-path scripts last gave the keys (`exp`, see touch), one PEXPIREAT.
 if wasEmpty then
-  local ttl = redis.call('PTTL', s)
-  if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
+  if num(f[6]) > 0 then
+    redis.call('PEXPIREAT', outKey, num(f[6]))
+  else
+    local ttl = redis.call('PTTL', s)
+    if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
+  end
 end
 notify(ARGV[1], ARGV[2], 'm')
 return {'ok', last + 1, last + n}

@@ -35,7 +35,7 @@
 ]]
 -- @include session
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn')
+local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn', 'leaseUntil', 'seen')
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end
 -- A member of groups must pull their entries before its own sends (a cross-slot step this script
 -- cannot take): change nothing; the caller appends the sends, then commits without them.
@@ -44,17 +44,20 @@ if #ARGV > 11 and f[1] == 'open' and num(f[13]) > 0 and tonumber(ARGV[2]) == num
 local cack = num(f[3])
 local seq = tonumber(ARGV[2])
 local n = #ARGV - 11
+local ibytes = num(f[11])
 -- What became of the handler's messages: `stored` of them from seq `first`; the rest `refused`.
 local stored, first, refused = -1, 0, ''
 if n > 0 then stored = 0 end
 local fields = {}
 local created
 if seq == cack + 1 then
-  local json = redis.call('HGET', inKey, seq)
+  -- The buffer exists exactly while it holds bytes: an empty one needs no look.
+  local json = ibytes > 0 and redis.call('HGET', inKey, seq)
   if json then
     redis.call('HDEL', inKey, seq)
+    ibytes = ibytes - #json
     fields[#fields + 1] = 'ibytes'
-    fields[#fields + 1] = num(f[11]) - #json
+    fields[#fields + 1] = ibytes
   end
   cack = seq
   fields[#fields + 1] = 'cack'
@@ -66,7 +69,8 @@ if seq == cack + 1 then
     if f[1] ~= 'open' then
       refused = 'closed'
     else
-      local room = tonumber(ARGV[10]) - redis.call('LLEN', outKey)
+      -- The log exists exactly while it holds bytes: an empty one needs no LLEN.
+      local room = tonumber(ARGV[10]) - (lbytes > 0 and redis.call('LLEN', outKey) or 0)
       local budget = tonumber(ARGV[11]) - lbytes
       local bytes = 0
       while stored < n and stored < room and bytes + #ARGV[12 + stored] <= budget do
@@ -75,7 +79,7 @@ if seq == cack + 1 then
       end
       if stored < n then refused = 'full' end
       if stored > 0 then
-        -- The log exists exactly while it holds bytes: this call creates it when it held none.
+        -- This call creates the log when it held none.
         if lbytes == 0 then created = {outKey} end
         for i = 12, 11 + stored, 1000 do
           redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, 11 + stored)))
@@ -105,20 +109,35 @@ if ARGV[3] == '1' then
   fields[#fields + 1] = 'state'
   fields[#fields + 1] = state
 end
-local now = nowMs()
-fields[#fields + 1] = 'seen'
-fields[#fields + 1] = now
-fields[#fields + 1] = 'leaseUntil'
-fields[#fields + 1] = now + tonumber(ARGV[5])
+
+local result = {'ok', cack, stored, first, refused}
+local keep = f[1] == 'closing' or ARGV[6] ~= '1' or takeRun(inKey, cack, tonumber(ARGV[7]), result, nil, ibytes > 0) > 0
+local now, extra
+if keep then
+  -- The lease goes on (the next run, onClose, or next=false): extended from the server's clock.
+  now = nowMs()
+  extra = ARGV[5]
+  fields[#fields + 1] = 'seen'
+  fields[#fields + 1] = now
+  fields[#fields + 1] = 'leaseUntil'
+  fields[#fields + 1] = now + tonumber(extra)
+else
+  -- Released, in the same HSET ('-' is no token). No TIME: 'seen' and the expiry check below
+  -- take the time the lease was last granted or renewed (the server's clock, at most a renewal
+  -- period ago), never moving 'seen' back.
+  now = math.max(num(f[14]) - tonumber(ARGV[5]), num(f[15]))
+  extra = 0
+  fields[#fields + 1] = 'seen'
+  fields[#fields + 1] = now
+  fields[#fields + 1] = 'lease'
+  fields[#fields + 1] = '-'
+  fields[#fields + 1] = 'leaseUntil'
+  fields[#fields + 1] = 0
+end
 redis.call('HSET', s, unpack(fields))
-touch({s, inKey, outKey}, f[7], ARGV[5], now, f[12], created)
+touch({s, inKey, outKey}, f[7], extra, now, f[12], created)
 
 if f[1] == 'closing' then
   return {'closing', cack, f[6], f[4], state, stored, first, refused}
-end
-local result = {'ok', cack, stored, first, refused}
-if ARGV[6] ~= '1' then return result end
-if takeRun(inKey, cack, tonumber(ARGV[7]), result) == 0 then
-  redis.call('HDEL', s, 'lease', 'leaseUntil')
 end
 return result

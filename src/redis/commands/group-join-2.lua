@@ -10,6 +10,8 @@
 
   Returns {epoch ('' = no log yet), last gseq}
 ]]
-redis.call('SADD', KEYS[1], ARGV[1])
-local f = redis.call('HMGET', KEYS[2], 'e', 'last')
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+local f = redis.call('HMGET', KEYS[2], 'e', 'last', 'n')
+-- The member count publish-3 keeps, where it has one (else its next publish counts the set).
+if added == 1 and f[3] then redis.call('HINCRBY', KEYS[2], 'n', 1) end
 return {f[1] or '', tonumber(f[2]) or 0}

@@ -8,7 +8,12 @@
 
   Returns the number of members left. Safe to run twice.
 ]]
-redis.call('SREM', KEYS[1], ARGV[1])
+local removed = redis.call('SREM', KEYS[1], ARGV[1])
 local n = redis.call('SCARD', KEYS[1])
-if n == 0 then redis.call('DEL', KEYS[2], KEYS[3]) end
+if n == 0 then
+  redis.call('DEL', KEYS[2], KEYS[3])
+elseif removed == 1 then
+  -- publish-3's member count: its next publish counts the set again (leaves are rare next to publishes).
+  redis.call('HDEL', KEYS[3], 'n')
+end
 return n

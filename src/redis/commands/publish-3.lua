@@ -10,7 +10,9 @@
                    begun again is told apart), last (gseq of the newest
                    entry), t0 (time, ms, of the oldest entry, or older),
                    ids ('|id:gseq:members' of the last 32 publishes, newest
-                   first), idn (their count)
+                   first), idn (their count), n (the member count, so a
+                   publish needs no SCARD: set here from SCARD when absent,
+                   raised by group-join-2, dropped by group-leave-3)
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] maxEntries   ARGV[4] maxAgeMs
@@ -28,7 +30,7 @@
 local PUBLISH_IDS = 32
 local membersKey, logKey, metaKey = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[5]
-local f = redis.call('HMGET', metaKey, 'e', 'last', 't0', 'ids', 'idn')
+local f = redis.call('HMGET', metaKey, 'e', 'last', 't0', 'ids', 'idn', 'n')
 if id ~= '' and f[4] then
   local at = string.find(f[4], '|' .. id .. ':', 1, true)
   if at then
@@ -36,7 +38,10 @@ if id ~= '' and f[4] then
     return {tonumber(members), tonumber(gseq)}
   end
 end
-local members = redis.call('SCARD', membersKey)
+-- A count too high (an older version's leave left it) only writes an entry nobody pulls, and
+-- one too low only answers fewer members: the entry is written whenever the count is not 0.
+local members = tonumber(f[6]) or 0
+if members <= 0 then members = redis.call('SCARD', membersKey) end
 if members == 0 then return {0, 0} end
 local t = redis.call('TIME')
 local now = msOf(t)
@@ -74,7 +79,7 @@ if id ~= '' then
     idn = PUBLISH_IDS
   end
 end
-redis.call('HSET', metaKey, 'e', epoch, 'last', last, 't0', t0, 'ids', ids, 'idn', idn)
+redis.call('HSET', metaKey, 'e', epoch, 'last', last, 't0', t0, 'ids', ids, 'idn', idn, 'n', members)
 if ARGV[2] == '1' then
   redis.call('SPUBLISH', ARGV[1], 'm')
 else

@@ -57,16 +57,18 @@ local after = tonumber(ARGV[7])
 local continued = #ARGV >= 11
 -- A stream's re-read (`after`) is not activity: it neither marks the session seen nor extends its keys.
 local now = (not after and not continued) and nowMs() or nil
-local trimmed = 0
-if not continued then trimmed = trimLog(s, outKey, last, ack, channel, sharded, f[11]) end
+-- Record fields written by this call, in one HSET.
+local fields = {}
+local trimmed, lbytes = 0, num(f[8])
+if not continued then
+  trimmed, lbytes = trimLog(s, outKey, last, ack, lbytes, channel, sharded, f[11])
+end
 local status = f[1]
 local overrunAt = 0
 local groups = {}
 if status == 'open' and num(f[9]) > 0 then
   if continued then
-    local len = redis.call('LLEN', outKey)
-    local lbytes = num(f[8])
-    if trimmed > 0 then lbytes = num(redis.call('HGET', s, 'lbytes')) end
+    local len = lbytes > 0 and redis.call('LLEN', outKey) or 0
     local st, n, bytes = applyPulls(s, outKey, ARGV, 11, f[9], len, lbytes, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
     if st == 'overrun' then
       beginClose(s, inKey, OVERRUN_REASON, last, channel, sharded)
@@ -76,7 +78,8 @@ if status == 'open' and num(f[9]) > 0 then
       overrunAt = nowMs()
     elseif n > 0 then
       last = last + n
-      redis.call('HSET', s, 'last', last, 'lbytes', lbytes + bytes)
+      lbytes = lbytes + bytes
+      redis.call('HSET', s, 'last', last, 'lbytes', lbytes)
       -- A log this call created gets the record's expiry (activity below extends both).
       if len == 0 then
         local ttl = redis.call('PTTL', s)
@@ -87,24 +90,30 @@ if status == 'open' and num(f[9]) > 0 then
     groups = groupCursors(s, f[9])
   end
 end
+if trimmed > 0 then
+  if status == 'closed' and lbytes <= 0 then
+    -- A tombstone's last message acked: it keeps only its few fields.
+    redis.call('HDEL', s, 'lbytes')
+    redis.call('DEL', KEYS[4])
+  else
+    fields[#fields + 1] = 'lbytes'
+    fields[#fields + 1] = lbytes
+  end
+end
 local watcher = f[3]
 if status == 'closed' then
   watcher = ARGV[4]
-  if trimmed > 0 and redis.call('LLEN', outKey) == 0 then
-    redis.call('HDEL', s, 'lbytes')
-    redis.call('DEL', KEYS[4])
-  end
 elseif ARGV[5] == '1' then
   watcher = ARGV[4]
-  if now then
-    redis.call('HSET', s, 'seen', now, 'watcher', watcher)
-  else
-    redis.call('HSET', s, 'watcher', watcher)
-  end
+  fields[#fields + 1] = 'watcher'
+  fields[#fields + 1] = watcher
   notify(channel, sharded, 'w:' .. watcher)
-elseif now then
-  redis.call('HSET', s, 'seen', now)
 end
+if now and status ~= 'closed' then
+  fields[#fields + 1] = 'seen'
+  fields[#fields + 1] = now
+end
+if #fields > 0 then redis.call('HSET', s, unpack(fields)) end
 local superseded = watcher ~= ARGV[4]
 
 local result = {'ok', num(f[4]), superseded and 1 or 0, 0, '', overrunAt, #groups / 2}
@@ -118,34 +127,43 @@ end
 if superseded then
   result[#result + 1] = 0
 else
-  local len = redis.call('LLEN', outKey)
-  local first = last - len + 1
-  local skip = 0
-  if after and after >= first then skip = after - first + 1 end
-  result[#result + 1] = first + skip
+  -- The messages after the ack (and after `after`), without LLEN: seq q sits at index
+  -- -(last - q + 1). The first seq goes at `at`; none: last + 1.
+  local at = #result + 1
+  result[at] = last + 1
   local max = tonumber(ARGV[6])
   local maxBytes = tonumber(ARGV[10]) or 0
-  if len > skip and max > 0 and maxBytes <= 0 then
-    local msgs = redis.call('LRANGE', outKey, skip, skip + max - 1)
-    for i = 1, #msgs do
-      result[#result + 1] = msgs[i]
-    end
-  elseif len > skip and max > 0 then
-    -- In slices, so a large log is never copied whole for a small budget.
-    local bytes, n, i, full = 0, 0, skip, false
-    while not full and n < max and i < len do
-      local msgs = redis.call('LRANGE', outKey, i, i + math.min(max - n, 16) - 1)
+  local seq = math.max(ack, after or 0) + 1
+  local n, bytes, fellBack = 0, 0, false
+  -- With a byte budget, in slices, so a large log is never copied whole for a small budget.
+  while lbytes > 0 and seq <= last and n < max do
+    local want = max - n
+    if maxBytes > 0 and want > 16 then want = 16 end
+    local i = -(last - seq + 1)
+    local j = math.min(i + want - 1, -1)
+    local msgs = redis.call('LRANGE', outKey, i, j)
+    if #msgs < j - i + 1 and j < -1 then
+      -- Fewer than asked, short of the end: the log begins after `seq` (an ack older than the
+      -- last trim). Go on from its first entry.
+      if fellBack then break end
+      fellBack = true
+      seq = last - redis.call('LLEN', outKey) + 1
+    else
       if #msgs == 0 then break end
-      for j = 1, #msgs do
-        if bytes >= maxBytes then
+      local endSeq = last + j + 1
+      if n == 0 then result[at] = endSeq - #msgs + 1 end
+      local full = false
+      for k = 1, #msgs do
+        if maxBytes > 0 and bytes >= maxBytes then
           full = true
           break
         end
-        bytes = bytes + #msgs[j]
-        result[#result + 1] = msgs[j]
+        bytes = bytes + #msgs[k]
+        result[#result + 1] = msgs[k]
         n = n + 1
       end
-      i = i + #msgs
+      if full or j == -1 then break end
+      seq = endSeq + 1
     end
   end
 end

@@ -27,10 +27,13 @@
 -- @include session
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
 local channel, sharded = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'ttl', 'exp', 'wr')
+-- User and state too, though only a delivery returns them: one HMGET rather than two.
+local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'ttl', 'exp', 'wr', 'lbytes', 'user', 'state')
 if not f[1] then return {'unknown'} end
 if f[1] ~= 'open' then return {'closed'} end
 local cack, last, ibytes = num(f[2]), num(f[3]), num(f[4])
+-- The buffer exists exactly while it holds bytes: an empty one needs no look.
+local buffered = ibytes > 0
 local ack = tonumber(ARGV[3])
 if ack and ack > last then return {'invalid-ack', last} end
 
@@ -41,7 +44,7 @@ local freshBySeq = {}
 local added = 0
 for i = 9, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
-  if seq > cack and not freshBySeq[seq] and redis.call('HEXISTS', inKey, seq) == 0 then
+  if seq > cack and not freshBySeq[seq] and not (buffered and redis.call('HEXISTS', inKey, seq) == 1) then
     if seq > cack + window then return {'out-of-window', cack} end
     local json = ARGV[i + 1]
     freshBySeq[seq] = json
@@ -59,7 +62,7 @@ if added > 0 and ibytes + added > bufferBytes then
   if fills then
     local lastFresh = fresh[#fresh - 1]
     local seq = cack + 1
-    while seq <= lastFresh and (freshBySeq[seq] or redis.call('HEXISTS', inKey, seq) == 1) do
+    while seq <= lastFresh and (freshBySeq[seq] or (buffered and redis.call('HEXISTS', inKey, seq) == 1)) do
       seq = seq + 1
     end
     fills = seq > lastFresh
@@ -70,11 +73,17 @@ end
 local now = nowMs()
 -- Record fields written by this call, in one HSET at the end.
 local fields = {'seen', now}
-if ack then trimLog(s, outKey, last, ack, channel, sharded, f[9]) end
+if ack then
+  local trimmed, lbytes = trimLog(s, outKey, last, ack, f[10], channel, sharded, f[9])
+  if trimmed > 0 then
+    fields[#fields + 1] = 'lbytes'
+    fields[#fields + 1] = lbytes
+  end
+end
 local created
 if #fresh > 0 then
-  -- The buffer exists exactly while it holds bytes: this call creates it when it held none.
-  if ibytes == 0 then created = {inKey} end
+  -- This call creates the buffer when it held none.
+  if not buffered then created = {inKey} end
   redis.call('HSET', inKey, unpack(fresh))
   fields[#fields + 1] = 'ibytes'
   fields[#fields + 1] = ibytes + added
@@ -83,12 +92,11 @@ end
 local result = {'ok', cack}
 local leaseMs = 0
 -- A lease held by this very token is free to it: this call is a repeat (a resend after a lost reply).
-if (not leaseHeld(f[5], f[6], now) or f[5] == ARGV[6]) and (freshBySeq[cack + 1] or redis.call('HEXISTS', inKey, cack + 1) == 1) then
+if (not leaseHeld(f[5], f[6], now) or f[5] == ARGV[6]) and (freshBySeq[cack + 1] or (buffered and redis.call('HEXISTS', inKey, cack + 1) == 1)) then
   -- The caller delivers: it needs the user and the state too.
-  local data = redis.call('HMGET', s, 'user', 'state')
-  result[3] = data[1]
-  result[4] = data[2]
-  takeRun(inKey, cack, tonumber(ARGV[8]), result)
+  result[3] = f[11]
+  result[4] = f[12]
+  takeRun(inKey, cack, tonumber(ARGV[8]), result, freshBySeq, buffered)
   leaseMs = tonumber(ARGV[7])
   fields[#fields + 1] = 'lease'
   fields[#fields + 1] = ARGV[6]

@@ -13,7 +13,9 @@
     ibytes       bytes of client messages in the inbound buffer (KEYS[2])
     last         last server seq assigned
     lbytes       bytes of unacked server messages in the log (KEYS[3])
-    lease, leaseUntil          delivery / onClose lease: token and expiry, ms
+    lease, leaseUntil          delivery / onClose lease: token and expiry, ms; a commit that
+                               releases it writes '-' and 0 (no token is '-': in the same HSET
+                               as the delivery record, where an HDEL would be one command more)
     watcher                    token of the current watch
     closeSeq, closeReason, closedAt
     g:<group>                  one field per group the session joined, holding its cursor
@@ -82,37 +84,50 @@ local function touch(keys, ttl, extra, now, exp, created)
 end
 
 -- Trim the server log (LIST outKey, whose last element is seq `last`) up to
--- and including `ack`. Emits 'a' only when something was removed and a
--- sender may be waiting for room (`wr`, set by an append that found the log
--- full): most acks wake nobody.
-local function trimLog(s, outKey, last, ack, channel, sharded, wr)
-  local len = redis.call('LLEN', outKey)
-  if len == 0 then return 0 end
-  local n = ack - (last - len + 1) + 1
-  if n <= 0 then return 0 end
-  if n > len then n = len end
-  local removed = redis.call('LRANGE', outKey, 0, n - 1)
-  local bytes = 0
-  for i = 1, #removed do
-    bytes = bytes + #removed[i]
+-- and including `ack`, without LLEN: the log holds seqs first..last, seq q at
+-- index -(last - q + 1). `lbytes` is the log's bytes now (the log exists
+-- exactly while it holds bytes). Returns how many were removed (0 or more;
+-- any positive count when it emptied the log) and the log's bytes after; the
+-- caller writes 'lbytes' when the count is positive. Emits 'a' only when
+-- something was removed and a sender may be waiting for room (`wr`, set by
+-- an append that found the log full): most acks wake nobody.
+local function trimLog(s, outKey, last, ack, lbytes, channel, sharded, wr)
+  lbytes = num(lbytes)
+  if lbytes <= 0 or ack <= 0 then return 0, lbytes end
+  local n
+  if ack >= last then
+    -- Everything goes: its bytes are all of them.
+    redis.call('DEL', outKey)
+    n, lbytes = 1, 0
+  else
+    local removed = redis.call('LRANGE', outKey, 0, -(last - ack + 1))
+    n = #removed
+    if n == 0 then return 0, lbytes end
+    redis.call('LTRIM', outKey, -(last - ack), -1)
+    for i = 1, n do
+      lbytes = lbytes - #removed[i]
+    end
   end
-  redis.call('LTRIM', outKey, n, -1)
-  redis.call('HINCRBY', s, 'lbytes', -bytes)
   if wr then
     redis.call('HDEL', s, 'wr')
     notify(channel, sharded, 'a')
   end
-  return n
+  return n, lbytes
 end
 
--- Append the contiguous buffered run after `from` (at most `max`) to `into`
--- as seq, json pairs; returns how many.
-local function takeRun(inKey, from, max, into)
+-- Append the contiguous run after `from` (at most `max`) to `into` as seq,
+-- json pairs; returns how many. `known`: seq -> json of messages this call
+-- has in hand (nil: none); `buffered`: whether the inbound buffer (HASH
+-- inKey) may hold any (it exists exactly while it holds bytes), else only
+-- `known` is looked at.
+local function takeRun(inKey, from, max, into, known, buffered)
   local n = 0
   while n < max do
-    local json = redis.call('HGET', inKey, from + n + 1)
+    local seq = from + n + 1
+    local json = known and known[seq]
+    if not json and buffered then json = redis.call('HGET', inKey, seq) end
     if not json then break end
-    into[#into + 1] = from + n + 1
+    into[#into + 1] = seq
     into[#into + 1] = json
     n = n + 1
   end
