@@ -67,6 +67,8 @@ interface Outgoing {
 }
 
 const noop = (): void => {};
+/** Spare abort controllers a sender keeps (see Sender.spareCtls). */
+const SPARE_CONTROLLERS = 16;
 
 function digits(n: number): number {
   return String(n).length;
@@ -85,6 +87,8 @@ export class Sender {
   private inflight = 0;
   /** One per POST in flight, so `halt()` can cancel them: not one shared signal, which would gather a listener per POST. */
   private readonly inflightCtls = new Set<AbortController>();
+  /** Controllers of POSTs that ended without an abort, for the next POSTs: making one costs more than the rest of a POST over a WebSocket. */
+  private readonly spareCtls: AbortController[] = [];
   private halted = false;
   private pumpScheduled = false;
   private inBackoff = false;
@@ -291,7 +295,7 @@ export class Sender {
   private async post(batch: Outgoing[], serverAck: number): Promise<void> {
     this.inflight++;
     const body = `{"msgs":[${batch.map((m) => `[${m.seq},${m.json}]`).join(',')}],"ack":${serverAck}}`;
-    const ctl = new AbortController();
+    const ctl = this.spareCtls.pop() ?? new AbortController();
     this.inflightCtls.add(ctl);
     const signal = ctl.signal;
     let outcome: ReturnType<typeof classify>;
@@ -311,6 +315,8 @@ export class Sender {
     } finally {
       this.inflight--;
       this.inflightCtls.delete(ctl);
+      // The transport took its listener off when the request ended.
+      if (!ctl.signal.aborted && this.spareCtls.length < SPARE_CONTROLLERS) this.spareCtls.push(ctl);
       if (this.inflight === 0) for (const w of this.settleWaiters.splice(0)) w();
     }
     if (this.halted) {

@@ -30,6 +30,9 @@ interface Pending {
   request: string;
   /** A watch: the socket's silence watchdog applies while one is pending. */
   watch: boolean;
+  /** When it times out (Date.now() clock), and with what. */
+  deadline: number;
+  timeoutMs: number;
 }
 
 interface Socket {
@@ -41,6 +44,12 @@ interface Socket {
   heartbeatMs: number;
   heardAt: number;
   watchdog?: ReturnType<typeof setTimeout>;
+  /**
+   * One timer for the request timeouts of the socket, due at the earliest deadline or before (not a
+   * timer per request: setting and clearing one per frame cost more than the rest of the frame).
+   */
+  deadlineTimer?: ReturnType<typeof setTimeout>;
+  deadlineAt: number;
   /** Settles `ready` (once); cancels the connect timer. */
   settle(ok: boolean): void;
 }
@@ -89,7 +98,8 @@ export class WebSocketChannel {
       }
     }
     const socket = this.socket && this.socket.sid === spec.sid ? this.socket : this.connect(spec.sid);
-    if (!(await socket.ready)) {
+    // A socket that is up needs no wait (an await costs a turn of the microtask queue per frame).
+    if (!socket.isReady && !(await socket.ready)) {
       if (this.disposed) throw new AbortedError();
       if (this.mode === 'auto') {
         if (this.fellBackAt === 0) {
@@ -125,9 +135,9 @@ export class WebSocketChannel {
       ws = this.injected ? new this.impl(this.url, undefined, { headers: this.staticHeaders() }) : new this.impl(this.url);
     } catch {
       settle(false);
-      return { ws: { readyState: 3, send() {}, close() {} } as unknown as WebSocketLike, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: 0, settle };
+      return { ws: { readyState: 3, send() {}, close() {} } as unknown as WebSocketLike, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: 0, deadlineAt: 0, settle };
     }
-    const socket: Socket = { ws, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: Date.now(), settle };
+    const socket: Socket = { ws, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: Date.now(), deadlineAt: 0, settle };
     this.socket = socket;
     timer = setTimeout(() => {
       this.drop(socket, 1000, 'no ready frame', new BidiClientError('TIMEOUT', 'the WebSocket did not become ready'));
@@ -201,8 +211,10 @@ export class WebSocketChannel {
       return;
     }
     const reply: Reply = { status: frame.status, body: frame.body ?? undefined, request: p.request };
-    const retryAfterMs = parseRetryAfter(typeof frame.retryAfter === 'string' ? frame.retryAfter : undefined);
-    if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
+    if (typeof frame.retryAfter === 'string') {
+      const retryAfterMs = parseRetryAfter(frame.retryAfter);
+      if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
+    }
     p.resolve(reply);
   }
 
@@ -217,10 +229,10 @@ export class WebSocketChannel {
     const signal = spec.signal;
     if (signal?.aborted) return Promise.reject(new AbortedError());
     return new Promise<Reply>((resolve, reject) => {
-      const timer = setTimeout(() => finish(new BidiClientError('TIMEOUT', `${request} timed out after ${spec.timeoutMs} ms`)), Math.max(0, spec.timeoutMs));
+      const timeoutMs = Math.max(0, spec.timeoutMs);
+      const deadline = Date.now() + timeoutMs;
       const onAbort = (): void => finish(new AbortedError());
       const finish = (err: Error | null, reply?: Reply): void => {
-        clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         if (err) {
           if (socket.pending.delete(id)) this.cancel(socket, id);
@@ -233,10 +245,29 @@ export class WebSocketChannel {
         reject: (err) => finish(err),
         request,
         watch: spec.path === '/watch',
+        deadline,
+        timeoutMs,
         ...(spec.onFrame ? { onFrame: spec.onFrame } : {}),
       });
+      if (socket.deadlineTimer === undefined || deadline < socket.deadlineAt) this.armDeadlines(socket, deadline);
       socket.ws.send(frame);
     });
+  }
+
+  /** (Re)arms the socket's timeout timer for `at`; when it fires, requests past their deadline fail with TIMEOUT. */
+  private armDeadlines(socket: Socket, at: number): void {
+    if (socket.deadlineTimer !== undefined) clearTimeout(socket.deadlineTimer);
+    socket.deadlineAt = at;
+    socket.deadlineTimer = setTimeout(() => {
+      socket.deadlineTimer = undefined;
+      const now = Date.now();
+      let next = Infinity;
+      for (const p of [...socket.pending.values()]) {
+        if (p.deadline <= now) p.reject(new BidiClientError('TIMEOUT', `${p.request} timed out after ${p.timeoutMs} ms`));
+        else if (p.deadline < next) next = p.deadline;
+      }
+      if (next !== Infinity && this.socket === socket) this.armDeadlines(socket, next);
+    }, Math.max(0, at - Date.now()));
   }
 
   private cancel(socket: Socket, id: number): void {
@@ -265,6 +296,8 @@ export class WebSocketChannel {
     socket.settle(false);
     if (socket.watchdog) clearTimeout(socket.watchdog);
     socket.watchdog = undefined;
+    if (socket.deadlineTimer !== undefined) clearTimeout(socket.deadlineTimer);
+    socket.deadlineTimer = undefined;
     if (this.socket === socket) this.socket = undefined;
     socket.isReady = false;
     const ws = socket.ws;

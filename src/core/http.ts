@@ -257,14 +257,31 @@ export class HttpFace {
       }
       return res;
     } catch (err) {
-      const e = toBidiError(err);
-      if (e.status >= 500) {
-        const sid = req.headers.get(SID_HEADER);
-        this.endpoints.failed(err, sid && SESSION_ID_PATTERN.test(sid) ? sid : undefined);
-      }
-      return errorResponse(e, corsHeaders);
+      return this.failure(err, req, corsHeaders);
     }
   };
+
+  /**
+   * Serve a send or a watch that came over a carrier whose every request passed the CORS and Host
+   * check already, once, when it was set up (a WebSocket's upgrade, see src/ws): the same endpoint,
+   * limits and error responses as through {@link handle}, without routing or a CORS check per request.
+   */
+  readonly serveAdmitted = async (route: 'send' | 'watch', req: BidiRequest): Promise<BidiResponse> => {
+    try {
+      return await (route === 'send' ? this.endpoints.receive(req) : this.endpoints.watch(req));
+    } catch (err) {
+      return this.failure(err, req, undefined);
+    }
+  };
+
+  private failure(err: unknown, req: BidiRequest, corsHeaders: Record<string, string> | undefined): BidiResponse {
+    const e = toBidiError(err);
+    if (e.status >= 500) {
+      const sid = req.headers.get(SID_HEADER);
+      this.endpoints.failed(err, sid && SESSION_ID_PATTERN.test(sid) ? sid : undefined);
+    }
+    return errorResponse(e, corsHeaders);
+  }
 
   private route(path: string): Route | null {
     if (path === this.path || path === this.path + '/') return 'root';

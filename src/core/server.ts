@@ -29,6 +29,12 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
    * server's mount path (adapters then pass the request on).
    */
   handle: (req: BidiRequest) => Promise<BidiResponse | null>;
+  /**
+   * For transports that check CORS and the Host once per connection, when it is set up (bidiweb/ws
+   * at the upgrade, through {@link handle}): serve one send or watch of that connection, with the same
+   * endpoint, limits and error responses as {@link handle}, without routing or a CORS check per request.
+   */
+  serveAdmitted: (route: 'send' | 'watch', req: BidiRequest) => Promise<BidiResponse>;
   private readonly engine: Engine<User, State, In, Out>;
 
   constructor(options: BidiOptions<User, State, In, Out> = {}) {
@@ -40,7 +46,9 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     this.hub = this.engine.hub;
     this.drainTimeout = settings.drainTimeout;
     // A streaming watch announces its heartbeat: a cross-origin page must be allowed to read that.
-    this.handle = new HttpFace(settings.path, settings.cors, this.engine, [HEARTBEAT_HEADER]).handle;
+    const face = new HttpFace(settings.path, settings.cors, this.engine, [HEARTBEAT_HEADER]);
+    this.handle = face.handle;
+    this.serveAdmitted = face.serveAdmitted;
   }
 
   /**

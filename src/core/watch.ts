@@ -110,6 +110,14 @@ class WatchRun {
   private unsubscribe?: Unsubscribe;
   private wake?: () => void;
   private timer?: ReturnType<typeof setTimeout>;
+  /**
+   * A stream's heartbeat: when one is due (`waitForNews(idleAt)`), and the one timer that serves every
+   * wait of the stream. It is moved only when it fires early (not set and cleared per wait: a stream
+   * that carries a message every few ms would make and drop a timer per message).
+   */
+  private idleAt = 0;
+  private idleTimer?: ReturnType<typeof setTimeout>;
+  private onIdle?: () => void;
   private disposed = false;
   /** Called once when the watch is over (the observer's watch gauge). */
   onDispose?: () => void;
@@ -171,18 +179,20 @@ class WatchRun {
   /**
    * Waits for news: `'news'` when events came since the last read, `'end'`
    * when the wait ended (deadline, client gone, disposed) without any, and,
-   * given `idleMs`, `'idle'` when that long passed first (a heartbeat is due).
-   * The idle timer never outlives the call; the deadline's is cleared by `dispose()`.
+   * given `idleAt` (a `Date.now()` time), `'idle'` when that time came first
+   * (a heartbeat is due). The deadline's and the heartbeat's timers are cleared by `dispose()`.
    */
-  waitForNews(idleMs = 0): Promise<'news' | 'idle' | 'end'> {
+  waitForNews(idleAt = 0): Promise<'news' | 'idle' | 'end'> {
     if (this.news !== this.seen) return Promise.resolve('news');
     if (this.ended) return Promise.resolve('end');
+    // Only when due before the deadline: at the deadline the stream ends instead.
+    const idle = idleAt > 0 && idleAt < this.deadline;
+    if (idle && idleAt <= Date.now()) return Promise.resolve('idle');
     return new Promise((resolve) => {
       const signal = this.signal;
-      let idleTimer: ReturnType<typeof setTimeout> | undefined;
       const done = () => {
         this.wake = undefined;
-        if (idleTimer) clearTimeout(idleTimer);
+        this.onIdle = undefined;
         signal?.removeEventListener('abort', done);
         resolve(this.news !== this.seen ? 'news' : 'end');
       };
@@ -194,16 +204,28 @@ class WatchRun {
           this.wake?.();
         }, this.deadline - Date.now());
       }
-      // Only when due before the deadline: at the deadline the stream ends instead.
-      if (idleMs > 0 && idleMs < this.deadline - Date.now()) {
-        idleTimer = setTimeout(() => {
-          idleTimer = undefined;
+      if (idle) {
+        this.idleAt = idleAt;
+        this.onIdle = () => {
           this.wake = undefined;
+          this.onIdle = undefined;
           signal?.removeEventListener('abort', done);
           resolve(this.news !== this.seen ? 'news' : this.ended ? 'end' : 'idle');
-        }, idleMs);
+        };
+        this.armIdle();
       }
     });
+  }
+
+  private armIdle(): void {
+    if (this.idleTimer || this.disposed) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      // No wait in progress: the next wait looks at idleAt itself.
+      if (!this.onIdle) return;
+      if (Date.now() >= this.idleAt) this.onIdle();
+      else this.armIdle();
+    }, Math.max(1, this.idleAt - Date.now()));
   }
 
   /** The wait is over: deadline passed, client gone, or disposed. */
@@ -217,6 +239,8 @@ class WatchRun {
     this.onDispose?.();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
     this.wake?.();
@@ -291,8 +315,7 @@ class WatchStream implements BidiStream {
       for (;;) {
         if (this.done) return null;
         // Idle for heartbeatMs since the last chunk (not since this call: a wake-up may bring nothing).
-        const idleMs = this.heartbeatMs > 0 ? Math.max(1, this.heartbeatMs - (Date.now() - this.wroteAt)) : 0;
-        const woke = this.ending ? 'end' : await this.run.waitForNews(idleMs);
+        const woke = this.ending ? 'end' : await this.run.waitForNews(this.heartbeatMs > 0 ? this.wroteAt + this.heartbeatMs : 0);
         if (woke === 'end' || this.done) {
           this.close();
           return null;

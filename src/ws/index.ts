@@ -170,7 +170,7 @@ function nonNegative(name: string, value: number): number {
  * 403 CORS_FORBIDDEN an HTTP request would get.
  */
 async function admit(server: Bidi, req: IncomingMessage): Promise<BidiResponse | null> {
-  const probe = new FrameRequest(req, 'OPTIONS', server.path + '/watch', EMPTY_QUERY, undefined, '', undefined);
+  const probe = new FrameRequest(req, 'OPTIONS', server.path + '/watch', EMPTY_QUERY, undefined, new FrameHeaders(req.headers, '', false), undefined);
   const res = await server.handle(probe);
   return res && res.status === 204 ? null : (res ?? { status: 404, headers: {}, body: '' });
 }
@@ -234,10 +234,11 @@ class FrameRequest implements BidiRequest {
     readonly path: string,
     readonly query: URLSearchParams,
     private readonly body: string | undefined,
-    sid: string,
+    /** The connection's, made once: its session id and content type never change. */
+    headers: FrameHeaders,
     readonly signal: AbortSignal | undefined,
   ) {
-    this.headers = new FrameHeaders(upgrade.headers, sid, body !== undefined);
+    this.headers = headers;
   }
 
   get raw(): unknown {
@@ -263,6 +264,8 @@ class Connection {
   private alive = true;
   private closed = false;
   private paused = false;
+  /** Sends in progress: while one is, output waits for the end of the turn, so its reply shares a write with the watch frame it caused. */
+  private sending = 0;
   /** Reads held: more than highWaterMark queued for a client that does not read (see holdReads). */
   private unread = false;
   /** Frames read while reads were held (see onMessage). */
@@ -273,6 +276,9 @@ class Connection {
   private outbox: string[] = [];
   private helloTimer?: ReturnType<typeof setTimeout>;
   private readonly base: string;
+  /** The headers every send and every watch of this socket's session reads (set by the first frame). */
+  private sendHeaders?: FrameHeaders;
+  private watchHeaders?: FrameHeaders;
 
   constructor(
     private readonly ws: WebSocket,
@@ -338,7 +344,8 @@ class Connection {
     let text: string;
     try {
       if (isBinary) throw new BidiError('BAD_REQUEST', 'frames are JSON text');
-      text = decodeUtf8(Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? new Uint8Array(data) : data);
+      // ws has checked a text frame's UTF-8 already (it closes the socket with 1007 otherwise).
+      text = Buffer.isBuffer(data) ? data.toString() : decodeUtf8(Array.isArray(data) ? Buffer.concat(data) : new Uint8Array(data));
     } catch {
       this.close(WS_CLOSE.BAD_REQUEST, 'BAD_REQUEST');
       return;
@@ -365,22 +372,31 @@ class Connection {
     const isSend = m[2] === 'send';
     // A send needs no handle: nothing in it waits for the client.
     const watch = isSend ? null : new WatchHandle();
+    if (isSend) this.sending++;
     this.requests.set(id, watch);
     if (this.requests.size >= this.settings.maxRequests && !this.paused) {
       // Bounded work per socket: read no more frames until a request ends (TCP pushes back on the client).
       this.paused = true;
       this.ws.pause();
     }
-    const run = isSend ? this.send(id, body) : this.watch(id, body, watch!);
-    void run
-      .catch(() => this.write('{"id":' + id + ',"status":500,"body":{"error":{"code":"INTERNAL","message":"internal error"}}}'))
-      .finally(() => {
-        this.requests.delete(id);
-        if (this.paused && this.requests.size < this.settings.maxRequests && !this.closed) {
-          this.paused = false;
-          this.readOn();
-        }
-      });
+    void this.run(id, body, watch);
+  }
+
+  /** One request to its end (one async function, not a chain of promises per frame). */
+  private async run(id: number, body: string, watch: WatchHandle | null): Promise<void> {
+    try {
+      if (watch === null) await this.send(id, body);
+      else await this.watch(id, body, watch);
+    } catch {
+      this.write('{"id":' + id + ',"status":500,"body":{"error":{"code":"INTERNAL","message":"internal error"}}}');
+    } finally {
+      this.requests.delete(id);
+      if (watch === null) this.sending--;
+      if (this.paused && this.requests.size < this.settings.maxRequests && !this.closed) {
+        this.paused = false;
+        this.readOn();
+      }
+    }
   }
 
   /**
@@ -429,12 +445,15 @@ class Connection {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = undefined;
     this.sid = sid;
+    this.sendHeaders = new FrameHeaders(this.upgrade.headers, sid, true);
+    this.watchHeaders = new FrameHeaders(this.upgrade.headers, sid, false);
     this.write('{"ready":true,"v":1}');
   }
 
+  /** CORS and allowedHosts were checked at the upgrade (admit): the core serves the frame without a check per request. */
   private async send(id: number, body: string): Promise<void> {
-    const res = await this.server.handle(new FrameRequest(this.upgrade, 'POST', this.base + '/send', EMPTY_QUERY, body, this.sid, undefined));
-    if (res) this.reply(id, res);
+    const res = await this.server.serveAdmitted('send', new FrameRequest(this.upgrade, 'POST', this.base + '/send', EMPTY_QUERY, body, this.sendHeaders!, undefined));
+    this.reply(id, res);
   }
 
   /** `{"ack":N,"wait":ms,"stream":1}`: a streaming watch whose frames go out as they come, tagged with the request id. */
@@ -454,8 +473,7 @@ class Connection {
     if (streaming) query.set('stream', '1');
     // A stream is ended by closing it (handle.abort); a signal would cost a listener per wait in the core.
     const signal = streaming ? undefined : handle.signal();
-    const res = await this.server.handle(new FrameRequest(this.upgrade, 'GET', this.base + '/watch', query, undefined, this.sid, signal));
-    if (!res) return;
+    const res = await this.server.serveAdmitted('watch', new FrameRequest(this.upgrade, 'GET', this.base + '/watch', query, undefined, this.watchHeaders!, signal));
     const stream = res.stream;
     if (!stream) {
       if (!handle.aborted) this.reply(id, res);
@@ -482,6 +500,12 @@ class Connection {
 
   /** A stream chunk (one NDJSON line, or an empty line: a heartbeat) as frames of watch `id`. */
   private forward(id: number, chunk: string, heartbeat: number): void {
+    // Most chunks are one frame and its newline.
+    const nl = chunk.indexOf('\n');
+    if (nl > 0 && nl === chunk.length - 1) {
+      this.write('{"id":' + id + ',"frame":' + chunk.slice(0, nl) + '}');
+      return;
+    }
     for (const line of chunk.split('\n')) {
       if (line !== '') this.write('{"id":' + id + ',"frame":' + line + '}');
     }
@@ -518,17 +542,34 @@ class Connection {
 
   private write(frame: string): void {
     if (this.closed) return;
-    if (this.outbox.push(frame) === 1) setImmediate(this.flush);
+    if (this.outbox.push(frame) !== 1) return;
+    // No send in progress (a push, a heartbeat): out after this job's microtasks, without waiting for the
+    // other sockets' frames of the turn (a broadcast's first socket would wait for its last).
+    if (this.sending === 0) queueMicrotask(this.flush);
+    else scheduleFlush(this);
   }
 
   /**
    * The frames of one turn of the event loop (flushed after its I/O callbacks) as one message, one per line (JSON text has no raw
    * newline): an echo's response and the watch frame with its answer then cost one socket write, not two.
    */
-  private readonly flush = (): void => {
+  readonly flush = (): void => {
     const frames = this.outbox;
     this.outbox = [];
     if (frames.length === 0 || this.closed || this.ws.readyState !== 1) return;
     this.ws.send(frames.length === 1 ? frames[0]! : frames.join('\n'));
   };
+}
+
+/** Sockets with frames to send after this turn: one setImmediate for all of them, not one per socket. */
+let toFlush: Connection[] = [];
+
+function scheduleFlush(c: Connection): void {
+  if (toFlush.push(c) === 1) setImmediate(flushAll);
+}
+
+function flushAll(): void {
+  const list = toFlush;
+  toFlush = [];
+  for (const c of list) c.flush();
 }
