@@ -103,21 +103,22 @@ export class Admission {
   }
 }
 
+const STATUS_TEXT: Readonly<Record<number, string>> = { 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+
 /**
- * Answers an upgrade with a plain HTTP error (JSON) and ends the connection. Destroyed once written: a
- * client that never closes its side must not keep a refused connection half-open.
+ * Answers an upgrade with a plain HTTP error (a JSON body) and ends the connection. Destroyed once
+ * written: a client that never closes its side must not keep a refused connection half-open.
  */
-export function refuseUpgrade(socket: Duplex, refusal: Refusal): void {
+export function refuseUpgrade(socket: Duplex, status: number, body: string, headers: Readonly<Record<string, string>> = {}): void {
+  let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Refused'}\r\ncontent-type: application/json; charset=utf-8\r\n`;
+  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+  socket.end(`${head}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+}
+
+/** The refusal of an upgrade past `maxSockets` / `maxSocketsPerClient`. */
+export function refuseOverLimit(socket: Duplex, refusal: Refusal): void {
   const body = JSON.stringify({ error: { code: refusal.code, message: refusal.message } });
-  socket.end(
-    `HTTP/1.1 ${refusal.status} ${refusal.status === 429 ? 'Too Many Requests' : 'Service Unavailable'}\r\n` +
-      'content-type: application/json; charset=utf-8\r\n' +
-      `retry-after: ${RETRY_AFTER_S}\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      'connection: close\r\n\r\n' +
-      body,
-    () => socket.destroy(),
-  );
+  refuseUpgrade(socket, refusal.status, body, { 'retry-after': String(RETRY_AFTER_S) });
 }
 
 function positive(name: string, value: number): number {

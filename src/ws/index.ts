@@ -23,7 +23,7 @@ import type { BidiOptions, BidiServer } from '../core/server';
 import { toBidiServer } from '../core/server';
 import { SESSION_ID_PATTERN, utf8Length } from '../core/util';
 import { useNodeDebug } from '../node/debug';
-import { Admission, refuseUpgrade, type AdmissionOptions } from './admission';
+import { Admission, refuseOverLimit, refuseUpgrade, type AdmissionOptions } from './admission';
 
 export { DEFAULT_MAX_SOCKETS, DEFAULT_MAX_SOCKETS_PER_CLIENT, WS_REFUSED, type SocketClientKey } from './admission';
 
@@ -114,10 +114,10 @@ export function attach(httpServer: HttpServer, bidi: Bidi | { server: Bidi } | B
     socket.on('error', () => socket.destroy());
     // Counted before any work on it, so a flood of upgrades is bounded too.
     const full = admission.take(req, socket);
-    if (full) return refuseUpgrade(socket, full);
+    if (full) return refuseOverLimit(socket, full);
     void admit(server, req).then(
       (refusal) => {
-        if (refusal) return refuse(socket, refusal);
+        if (refusal) return refuseUpgrade(socket, refusal.status, refusal.body);
         wss.handleUpgrade(req, socket, head, (ws) => {
           const c = new Connection(ws, req, server, settings, () => connections.delete(c));
           connections.add(c);
@@ -173,17 +173,6 @@ async function admit(server: Bidi, req: IncomingMessage): Promise<BidiResponse |
   const probe = new FrameRequest(req, 'OPTIONS', server.path + '/watch', EMPTY_QUERY, undefined, new FrameHeaders(req.headers, '', false), undefined);
   const res = await server.handle(probe);
   return res && res.status === 204 ? null : (res ?? { status: 404, headers: {}, body: '' });
-}
-
-function refuse(socket: Duplex, res: BidiResponse): void {
-  const body = res.body;
-  socket.end(
-    `HTTP/1.1 ${res.status} ${res.status === 403 ? 'Forbidden' : 'Refused'}\r\n` +
-      'content-type: application/json; charset=utf-8\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      'connection: close\r\n\r\n' +
-      body,
-  );
 }
 
 /** A watch in progress: a cancel or the socket's end stops it (its stream, or the signal of a plain watch). */

@@ -258,6 +258,34 @@ describe('over one instance (MemoryStore)', () => {
     expect(await refused({ origin: 'https://app.example' })).toBe(101);
     expect(await refused({})).toBe(101);
   });
+
+  it('closes a CORS-refused upgrade itself, even when the client never ends its side', async () => {
+    const node = await startNode({ store: new MemoryStore(), cors: { origins: ['https://app.example'] } });
+    // allowHalfOpen: this client never ends its side; only the server can close the connection.
+    const raw = net.connect({ port: node.port, host: '127.0.0.1', allowHalfOpen: true });
+    raw.setEncoding('utf8');
+    raw.on('error', () => {});
+    let answer = '';
+    raw.on('data', (chunk: string) => (answer += chunk));
+    const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+    const ended = new Promise<void>((resolve) => raw.once('end', () => resolve()));
+    raw.write(
+      'GET /session/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    await ended;
+    expect(answer).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/);
+    expect(answer).toContain('"CORS_FORBIDDEN"');
+    // A connection the server only half-closed would take these bytes quietly; a destroyed one resets.
+    let isClosed = false;
+    void closed.then(() => (isClosed = true));
+    for (let i = 0; i < 40 && !isClosed; i++) {
+      raw.write('x');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(isClosed).toBe(true);
+    raw.destroy();
+  });
 });
 
 /** A loopback relay whose connections can be frozen: open, but nothing passes either way (a dead path). */
