@@ -18,11 +18,12 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { BidiError } from '../core/errors';
 import type { BidiRequest, BidiResponse, BidiStream, HeaderReader } from '../core/http';
 import { SID_HEADER } from '../core/http';
-import { decodeUtf8 } from '../core/protocol';
+import { decodeUtf8, HEARTBEAT_FRAME, HEARTBEAT_HEADER } from '../core/protocol';
 import type { BidiOptions, BidiServer } from '../core/server';
 import { toBidiServer } from '../core/server';
 import { SESSION_ID_PATTERN, utf8Length } from '../core/util';
 import { useNodeDebug } from '../node/debug';
+import { JSON_MEDIA_TYPE } from '../wire';
 import { Admission, refuseOverLimit, refuseUpgrade, type AdmissionOptions } from './admission';
 
 export { DEFAULT_MAX_SOCKETS, DEFAULT_MAX_SOCKETS_PER_CLIENT, WS_REFUSED, type SocketClientKey } from './admission';
@@ -203,7 +204,7 @@ class FrameHeaders implements HeaderReader {
   get(name: string): string | null {
     const key = name.toLowerCase();
     if (key === SID_HEADER) return this.sid || null;
-    if (key === 'content-type') return this.hasBody ? 'application/json' : null;
+    if (key === 'content-type') return this.hasBody ? JSON_MEDIA_TYPE : null;
     // The upgrade's own length says nothing about a frame; text() checks the frame's.
     if (key === 'content-length') return null;
     const v = this.upgrade[key];
@@ -471,7 +472,7 @@ class Connection {
     handle.stream = stream;
     if (handle.aborted) stream.close();
     try {
-      const heartbeat = Number(res.headers['bidi-heartbeat'] ?? 0);
+      const heartbeat = Number(res.headers[HEARTBEAT_HEADER] ?? 0);
       this.write('{"id":' + id + ',"hb":' + heartbeat + '}');
       this.forward(id, res.body, heartbeat);
       for (;;) {
@@ -498,7 +499,7 @@ class Connection {
     for (const line of chunk.split('\n')) {
       if (line !== '') this.write('{"id":' + id + ',"frame":' + line + '}');
     }
-    if (chunk === '\n') this.write('{"id":' + id + ',"hb":' + heartbeat + '}');
+    if (chunk === HEARTBEAT_FRAME) this.write('{"id":' + id + ',"hb":' + heartbeat + '}');
   }
 
   /**
