@@ -184,6 +184,8 @@ export type TransportMode = 'auto' | 'websocket' | 'http';
 /** The part of a WebSocket (the browser's, Node 22's global one, or the `ws` package's) the client uses. */
 export interface WebSocketLike {
   readonly readyState: number;
+  /** Bytes passed to `send()` not yet handed to the network (read for back-pressure; taken as 0 when absent). */
+  readonly bufferedAmount?: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
   onopen: ((event: unknown) => void) | null;

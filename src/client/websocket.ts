@@ -22,6 +22,17 @@ export const WEBSOCKET_RETRY_MS = 30_000;
 const MISSED_HEARTBEATS = 3;
 const SILENCE_MARGIN_MS = 1_000;
 const OPEN = 1;
+/**
+ * Back-pressure: while a socket's `bufferedAmount` is above this, send frames are held in the
+ * channel (in order) instead of being written, so a server or network that stops taking data
+ * cannot make the socket buffer everything the app sends (the sender's window bounds what is
+ * in flight, but a request that times out is retried while its first frame may still sit in the
+ * buffer). 1 MiB, the server's `highWaterMark` default: one full request body (`maxBodyBytes`)
+ * fits under it, and at one poll per DRAIN_POLL_MS the socket is never starved below ~100 MB/s.
+ */
+export const WEBSOCKET_HIGH_WATER_MARK = 1024 * 1024;
+/** How often a socket above WEBSOCKET_HIGH_WATER_MARK is checked: browsers' WebSocket has no drain event. */
+export const DRAIN_POLL_MS = 10;
 
 interface Pending {
   resolve(reply: Reply): void;
@@ -50,6 +61,9 @@ interface Socket {
    */
   deadlineTimer?: ReturnType<typeof setTimeout>;
   deadlineAt: number;
+  /** Send frames held back while `bufferedAmount` is above WEBSOCKET_HIGH_WATER_MARK, by request id, in write order. */
+  held: Map<number, string>;
+  drainTimer?: ReturnType<typeof setTimeout>;
   /** Settles `ready` (once); cancels the connect timer. */
   settle(ok: boolean): void;
 }
@@ -135,9 +149,9 @@ export class WebSocketChannel {
       ws = this.injected ? new this.impl(this.url, undefined, { headers: this.staticHeaders() }) : new this.impl(this.url);
     } catch {
       settle(false);
-      return { ws: { readyState: 3, send() {}, close() {} } as unknown as WebSocketLike, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: 0, deadlineAt: 0, settle };
+      return { ws: { readyState: 3, send() {}, close() {} } as unknown as WebSocketLike, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: 0, deadlineAt: 0, held: new Map(), settle };
     }
-    const socket: Socket = { ws, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: Date.now(), deadlineAt: 0, settle };
+    const socket: Socket = { ws, sid, ready, isReady: false, pending: new Map(), heartbeatMs: 0, heardAt: Date.now(), deadlineAt: 0, held: new Map(), settle };
     this.socket = socket;
     timer = setTimeout(() => {
       this.drop(socket, 1000, 'no ready frame', new BidiClientError('TIMEOUT', 'the WebSocket did not become ready'));
@@ -235,7 +249,8 @@ export class WebSocketChannel {
       const finish = (err: Error | null, reply?: Reply): void => {
         signal?.removeEventListener('abort', onAbort);
         if (err) {
-          if (socket.pending.delete(id)) this.cancel(socket, id);
+          // A frame still held was never written: nothing for the server to cancel.
+          if (socket.pending.delete(id) && !socket.held.delete(id)) this.cancel(socket, id);
           reject(err);
         } else resolve(reply!);
       };
@@ -250,8 +265,29 @@ export class WebSocketChannel {
         ...(spec.onFrame ? { onFrame: spec.onFrame } : {}),
       });
       if (socket.deadlineTimer === undefined || deadline < socket.deadlineAt) this.armDeadlines(socket, deadline);
-      socket.ws.send(frame);
+      // Only sends wait for the socket to drain: a watch or cancel frame is a few dozen bytes, and
+      // holding a watch back would stall what comes down (acks, heartbeats) behind the uploads.
+      // The request's timeout runs while its frame is held, as an HTTP request's runs while it
+      // waits for a connection: it bounds the whole request.
+      if (spec.path === '/send' && (socket.held.size > 0 || (socket.ws.bufferedAmount ?? 0) > WEBSOCKET_HIGH_WATER_MARK)) {
+        socket.held.set(id, frame);
+        if (socket.drainTimer === undefined) this.awaitDrain(socket);
+      } else socket.ws.send(frame);
     });
+  }
+
+  /** Polls a socket above the high-water mark; writes held frames, in order, while it is at or below. */
+  private awaitDrain(socket: Socket): void {
+    socket.drainTimer = setTimeout(() => {
+      socket.drainTimer = undefined;
+      if (this.socket !== socket || socket.ws.readyState !== OPEN) return;
+      for (const [id, frame] of socket.held) {
+        if ((socket.ws.bufferedAmount ?? 0) > WEBSOCKET_HIGH_WATER_MARK) break;
+        socket.held.delete(id);
+        socket.ws.send(frame);
+      }
+      if (socket.held.size > 0) this.awaitDrain(socket);
+    }, DRAIN_POLL_MS);
   }
 
   /** (Re)arms the socket's timeout timer for `at`; when it fires, requests past their deadline fail with TIMEOUT. */
@@ -298,6 +334,9 @@ export class WebSocketChannel {
     socket.watchdog = undefined;
     if (socket.deadlineTimer !== undefined) clearTimeout(socket.deadlineTimer);
     socket.deadlineTimer = undefined;
+    if (socket.drainTimer !== undefined) clearTimeout(socket.drainTimer);
+    socket.drainTimer = undefined;
+    socket.held.clear();
     if (this.socket === socket) this.socket = undefined;
     socket.isReady = false;
     const ws = socket.ws;
