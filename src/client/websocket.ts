@@ -13,14 +13,13 @@ import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError } from './errors';
 import type { Reply, RequestSpec } from './transport';
 import type { HeadersOption, TransportMode, WebSocketConstructorLike, WebSocketLike } from './types';
+// A socket whose watch announced heartbeats and then stayed silent for MISSED_HEARTBEATS of them (plus the margin) is dead.
+import { MISSED_HEARTBEATS, SILENCE_MARGIN_MS } from '../wire';
 
 /** Default time from `new WebSocket()` to the server's `ready` frame before the socket counts as failed. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** `transport: 'auto'` that fell back to HTTP tries a socket again after this long (in the background). */
 export const WEBSOCKET_RETRY_MS = 30_000;
-/** A socket whose watch announced heartbeats and then stayed silent for this many of them (plus 1 s) is dead. */
-const MISSED_HEARTBEATS = 3;
-const SILENCE_MARGIN_MS = 1_000;
 const OPEN = 1;
 /**
  * Back-pressure: while a socket's `bufferedAmount` is above this, send frames are held in the
