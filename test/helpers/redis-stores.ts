@@ -1,25 +1,37 @@
 /**
- * RedisStores for a suite over a redis-server started for the calling test
- * file: registers its beforeAll/afterAll, hands out stores with a fresh
- * prefix each, and closes their subscriber connections after each test
- * (their keys go with the server).
+ * RedisStores for a suite over a redis-server (or a 3-master Cluster) started
+ * for the calling test file: registers its beforeAll/afterAll, hands out
+ * stores with a fresh prefix each, and closes their subscriber connections
+ * after each test (their keys go with the server).
  */
-import Redis from 'ioredis';
+import Redis, { Cluster } from 'ioredis';
 import { newToken } from '../../src/core/util';
 import { RedisStore } from '../../src/redis';
-import { startRedis, type RedisProcess } from './redis-server';
+import { startRedis, startRedisCluster } from './redis-server';
 
-export function redisStoresForFile(prefixTag: string): { makeStore: () => RedisStore; cleanup: () => Promise<void> } {
-  let server: RedisProcess | undefined;
-  let connection: Redis | undefined;
+export interface StoresForFile {
+  makeStore(): RedisStore;
+  cleanup(): Promise<void>;
+}
+
+export function redisStoresForFile(prefixTag: string, topology: 'standalone' | 'cluster' = 'standalone'): StoresForFile {
+  let stop: (() => Promise<void>) | undefined;
+  let connection: Redis | Cluster | undefined;
   const stores: RedisStore[] = [];
   beforeAll(async () => {
-    server = await startRedis();
-    connection = new Redis(server.port, '127.0.0.1');
+    if (topology === 'cluster') {
+      const cluster = await startRedisCluster(3);
+      stop = () => cluster.stop();
+      connection = new Cluster(cluster.nodes);
+    } else {
+      const server = await startRedis();
+      stop = () => server.stop();
+      connection = new Redis(server.port, '127.0.0.1');
+    }
   });
   afterAll(async () => {
     await connection?.quit();
-    await server?.stop();
+    await stop?.();
   });
   return {
     makeStore() {
