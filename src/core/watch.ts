@@ -9,7 +9,7 @@ import { jsonResponse } from './http';
 import type { Limits } from './limits';
 import type { Observer } from './observe';
 import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, STREAM_CONTENT_TYPE, parseWatch, watchBody } from './protocol';
-import type { AppendLimits, ReadResult, Store, StoreEvent, Unsubscribe } from './store';
+import type { AppendLimits, ReadInput, ReadResult, Store, StoreEvent, Unsubscribe } from './store';
 import { newToken, utf8Length } from './util';
 
 export interface WatchSettings {
@@ -121,6 +121,8 @@ class WatchRun {
   private disposed = false;
   /** Called once when the watch is over (the observer's watch gauge). */
   onDispose?: () => void;
+  /** The unacked bounds passed with every read (made once, not per read). */
+  private readonly readLimits?: AppendLimits;
 
   constructor(
     private readonly store: Store,
@@ -131,8 +133,10 @@ class WatchRun {
     private readonly maxBytes: number,
     private readonly signal: AbortSignal | undefined,
     /** The unacked bounds, for the group entries a read pulls in. */
-    private readonly limits?: AppendLimits,
-  ) {}
+    limits?: AppendLimits,
+  ) {
+    if (limits) this.readLimits = { maxUnackedMessages: limits.maxUnackedMessages, maxUnackedBytes: limits.maxUnackedBytes };
+  }
 
   async subscribe(): Promise<void> {
     const unsubscribe = await this.store.subscribe(this.sid, this.onEvent);
@@ -160,15 +164,10 @@ class WatchRun {
   /** `maxBytes`: a stream's budget left (default: the whole response budget). */
   read(claim: boolean, after?: number, maxBytes = this.maxBytes): Promise<ReadResult> {
     this.seen = this.news;
-    return this.store.read(this.sid, {
-      ack: this.ack,
-      watchToken: this.token,
-      claim,
-      maxMessages: this.maxMessages,
-      maxBytes,
-      ...(this.limits ? { limits: { maxUnackedMessages: this.limits.maxUnackedMessages, maxUnackedBytes: this.limits.maxUnackedBytes } } : {}),
-      ...(after !== undefined ? { after: Math.max(after, this.ack) } : {}),
-    });
+    const input: ReadInput = { ack: this.ack, watchToken: this.token, claim, maxMessages: this.maxMessages, maxBytes };
+    if (this.readLimits) input.limits = this.readLimits;
+    if (after !== undefined) input.after = Math.max(after, this.ack);
+    return this.store.read(this.sid, input);
   }
 
   /** Events came since the last read. */
@@ -294,7 +293,7 @@ class WatchStream implements BidiStream {
     if (r.msgs.length > 0) {
       this.after = r.msgs[r.msgs.length - 1]!.seq;
       this.streamed += r.msgs.length;
-      for (const m of r.msgs) this.streamedBytes += utf8Length(m.json);
+      for (const m of r.msgs) this.streamedBytes += m.bytes ?? utf8Length(m.json);
     }
     if (r.close || this.streamed >= this.limits.messages || this.streamedBytes >= this.limits.bytes) this.ending = true;
     return watchBody(r.msgs, r.clientAck, { close: r.close }) + '\n';
