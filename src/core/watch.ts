@@ -299,13 +299,13 @@ class WatchStream implements BidiStream {
     return watchBody(r.msgs, r.clientAck, { close: r.close }) + '\n';
   }
 
-  async next(): Promise<string | null> {
-    const chunk = await this.nextChunk();
-    if (chunk !== null) this.wroteAt = Date.now();
+  /** A chunk goes out: the heartbeat interval counts from now. */
+  private wrote(chunk: string): string {
+    this.wroteAt = Date.now();
     return chunk;
   }
 
-  private async nextChunk(): Promise<string | null> {
+  async next(): Promise<string | null> {
     try {
       // More news already, right after a frame: messages are coming faster than frames go out.
       // Let them gather for one turn of the event loop, then send them as one frame.
@@ -319,10 +319,10 @@ class WatchStream implements BidiStream {
           this.close();
           return null;
         }
-        if (woke === 'idle') return HEARTBEAT_FRAME;
+        if (woke === 'idle') return this.wrote(HEARTBEAT_FRAME);
         if (this.run.superseded) {
           this.ending = true;
-          return watchBody([], this.clientAck, { superseded: true }) + '\n';
+          return this.wrote(watchBody([], this.clientAck, { superseded: true }) + '\n');
         }
         const r = await this.run.read(false, this.after, Math.max(1, this.limits.bytes - this.streamedBytes));
         if (this.done) return null;
@@ -330,12 +330,12 @@ class WatchStream implements BidiStream {
           // The session vanished mid-stream (or the store lost it): tell the client as a 4xx would.
           this.ending = true;
           const e = r.status === 'unknown' ? unknownSession() : new BidiError('INVALID_ACK', `ack is above the last server seq ${r.lastSeq}`);
-          return JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n';
+          return this.wrote(JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n');
         }
         const frame = this.frame(r);
         if (frame !== null) {
           this.sentFrame = true;
-          return frame;
+          return this.wrote(frame);
         }
       }
     } catch (err) {
