@@ -14,10 +14,11 @@ import type { BidiOptions, ErrorContext, ErrorPhase, Settings } from './options'
 import { leaseLost, Outbox } from './outbox';
 import { Observer } from './observe';
 import type { OpenLimiter } from './open-limit';
-import { PROTOCOL_VERSION, parseOpen, parseSend, readJsonObject, readSessionId } from './protocol';
+import type { SendBody } from './protocol';
+import { PROTOCOL_VERSION, parseOpen, parseSend, readJsonObject, readSessionId, reparsesSame } from './protocol';
 import type { SendOptions, SessionBackend } from './session';
 import { PendingSessionBackend, ServerSession } from './session';
-import type { AppendResult, CommitResult, Store, StoredMessage, Unsubscribe } from './store';
+import type { AppendResult, CommitInput, CommitResult, Store, StoredMessage, Unsubscribe } from './store';
 import { MemoryStore } from './stores/memory';
 import { newAppendId, newSessionId, newToken, sessionLabel, utf8Length } from './util';
 import { Watches } from './watch';
@@ -97,6 +98,8 @@ interface HeldLease {
   renewedAt: number;
   /** A renewal found it taken by someone else: stop delivering. */
   lost: boolean;
+  /** Its place in `Engine.held` while held; -1 once released. */
+  index: number;
 }
 
 export class Engine<User = unknown, State extends object = Record<string, unknown>, In = unknown, Out = unknown> implements Endpoints {
@@ -116,8 +119,8 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   private readonly logged = new Map<string, { since: number; suppressed: number }>();
   private sweepTimer?: ReturnType<typeof setInterval>;
   private readonly sweepToken = newToken();
-  /** Delivery leases held by this object's requests, and the one timer that renews them. */
-  private readonly held = new Set<HeldLease>();
+  /** Delivery leases held by this object's requests (an array with each lease's index: no hashing per delivery), and the one timer that renews them. */
+  private readonly held: HeldLease[] = [];
   private leaseTimer?: ReturnType<typeof setInterval>;
   /** Deliveries running in this object, by session: their handlers' queued sends. */
   private readonly outboxes = new Map<string, Outbox>();
@@ -187,7 +190,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
     // Deliveries still running keep their renewals; the timer stops by itself once they end.
-    if (this.leaseTimer && this.held.size === 0) {
+    if (this.leaseTimer && this.held.length === 0) {
       clearInterval(this.leaseTimer);
       this.leaseTimer = undefined;
     }
@@ -269,11 +272,12 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   async receive(req: BidiRequest): Promise<BidiResponse> {
     const t0 = this.obs.on ? this.obs.now() : 0;
     const sid = readSessionId(req);
-    await this.authorize(req, sid);
-    const { msgs, ack } = parseSend(await readJsonObject(req, this.limits), this.limits);
+    if (this.options.authorize) await this.authorize(req, sid);
+    const sent = parseSend(await readJsonObject(req, this.limits), this.limits);
+    const ack = sent.ack;
     const token = newToken();
     const result = await this.store.receive(sid, {
-      msgs,
+      msgs: sent.msgs,
       ack,
       window: this.limits.inboundWindow,
       bufferBytes: this.limits.inboundBufferBytes,
@@ -292,7 +296,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
     }
     let clientAck = result.clientAck;
     if (result.deliver.length > 0) {
-      clientAck = await this.deliver(sid, token, result.deliver, result.userJson ?? 'null', result.stateJson ?? '{}', t0);
+      clientAck = await this.deliver(sid, token, result.deliver, result.userJson ?? 'null', result.stateJson ?? '{}', t0, sent);
     }
     return jsonResponse(200, '{"ack":' + clientAck + '}');
   }
@@ -302,18 +306,35 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
    * lease, recording each delivery (and the state it left) before the next.
    * Returns the client ack reached.
    */
-  private async deliver(sid: string, token: string, first: StoredMessage[], userJson: string, stateJson: string, t0 = 0): Promise<number> {
+  private async deliver(
+    sid: string,
+    token: string,
+    first: StoredMessage[],
+    userJson: string,
+    stateJson: string,
+    t0 = 0,
+    /** The request's own messages, parsed: their data is handed over as is instead of parsed again (see below). */
+    sent?: SendBody,
+  ): Promise<number> {
     // The session's own sends ride on each message's commit (see ./outbox).
     const outbox = new Outbox(
       (msgs) => this.store.append(sid, msgs, this.limits, newAppendId()),
       (err) => this.report(err, { phase: 'message', ...this.errorWho(sid, session) }),
     );
-    const backend: SessionBackend = { ...this.hub, send: (_sid, data, opts) => this.sendFromHandler(sid, outbox, serialize(data), opts) };
+    const hub = this.hub;
+    const backend: SessionBackend = {
+      send: (_sid, data, opts) => this.sendFromHandler(sid, outbox, serialize(data), opts),
+      close: hub.close,
+      join: hub.join,
+      leave: hub.leave,
+    };
     const session = ServerSession.fromStored<User, State, Out>(sid, { userJson, stateJson }, backend);
     this.outboxes.set(sid, outbox);
     let savedState = stateJson;
     const lease = this.holdLease(sid, token);
     let clientAck = first[0]!.seq - 1;
+    /** Where the next delivered seq is looked for in `sent` (both ascend). */
+    let at = 0;
     try {
       let batch = first;
       while (batch.length > 0 && !lease.lost) {
@@ -321,8 +342,19 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
         for (let i = 0; i < batch.length; i++) {
           const msg = batch[i]!;
           let threw = false;
+          // The handler gets what the stored JSON parses to. When the store kept this request's own text for the
+          // seq, the request's parsed data is that already (unless it holds -0 or an overflowing number).
+          let data: unknown;
+          if (sent) {
+            const msgs = sent.msgs;
+            while (at < msgs.length && msgs[at]!.seq < msg.seq) at++;
+            if (at < msgs.length && msgs[at]!.seq === msg.seq && msgs[at]!.json === msg.json && reparsesSame(sent.values[at])) data = sent.values[at];
+            else data = JSON.parse(msg.json);
+          } else {
+            data = JSON.parse(msg.json);
+          }
           try {
-            await this.options.onMessage?.(session, JSON.parse(msg.json), { seq: msg.seq });
+            await this.options.onMessage?.(session, data as In, { seq: msg.seq });
           } catch (err) {
             // A throwing handler still consumes its message: redelivering it would loop forever.
             threw = true;
@@ -331,25 +363,25 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
           if (this.obs.on) this.obs.delivered(sid, msg.seq, t0, threw);
           const newState = this.stateToSave(session, savedState);
           const last = i === batch.length - 1;
-          let sends = await outbox.take();
-          const commit = () =>
-            this.store.commit(sid, {
-              token,
-              seq: msg.seq,
-              stateJson: newState,
-              leaseMs: this.leaseMs,
-              next: last,
-              maxDeliver: this.limits.maxMessagesPerRequest,
-              ...(sends.length > 0 ? { sends: { msgs: sends.map((q) => q.json), limits: this.limits } } : {}),
-            });
+          let sends = outbox.takeNow() ?? (await outbox.take());
+          const input: CommitInput = {
+            token,
+            seq: msg.seq,
+            stateJson: newState,
+            leaseMs: this.leaseMs,
+            next: last,
+            maxDeliver: this.limits.maxMessagesPerRequest,
+          };
+          if (sends.length > 0) input.sends = { msgs: sends.map((q) => q.json), limits: this.limits };
           let r: CommitResult;
           try {
-            r = await commit();
+            r = await this.store.commit(sid, input);
             if (r.status === 'pull') {
               // A group member: its sends go after the groups' entries, by append, before the record.
               await outbox.appendNow(sends);
               sends = [];
-              r = await commit();
+              delete input.sends;
+              r = await this.store.commit(sid, input);
             }
           } catch (err) {
             outbox.fail(sends, err);
@@ -365,7 +397,8 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
           clientAck = r.clientAck;
           if (r.status === 'closing') {
             this.releaseLease(lease);
-            await this.endOutbox(sid, outbox);
+            const ending = this.endOutbox(sid, outbox);
+            if (ending) await ending;
             await this.runClose(sid, token, r.reason, r.userJson, r.stateJson, session);
             return clientAck;
           }
@@ -376,20 +409,24 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
       return clientAck;
     } finally {
       this.releaseLease(lease);
-      await this.endOutbox(sid, outbox);
+      const ending = this.endOutbox(sid, outbox);
+      if (ending) await ending;
     }
   }
 
-  /** The delivery is over: what its handler still queued is stored now, and later sends go straight to the store. */
-  private async endOutbox(sid: string, outbox: Outbox): Promise<void> {
+  /**
+   * The delivery is over: what its handler still queued is stored now, and later sends go straight to the store.
+   * Undefined when nothing was left to store (no promise to wait for, the usual case).
+   */
+  private endOutbox(sid: string, outbox: Outbox): Promise<void> | undefined {
     if (this.outboxes.get(sid) === outbox) this.outboxes.delete(sid);
-    await outbox.close();
+    return outbox.close();
   }
 
   /** `session.send()` from the session being delivered to: queued for the commit unless it must wait for room. */
   private sendFromHandler(sid: string, outbox: Outbox, json: string, options: SendOptions | undefined): Promise<number> {
     const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
-    if (!outbox.open || whenFull === 'wait' || utf8Length(json) > this.limits.maxMessageBytes) return this.sendJson(sid, json, options);
+    if (!outbox.open || whenFull === 'wait' || this.tooLarge(json)) return this.sendJson(sid, json, options);
     return outbox.add(json);
   }
 
@@ -410,8 +447,8 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
    * instead of one timer per request.
    */
   private holdLease(sid: string, token: string): HeldLease {
-    const lease: HeldLease = { sid, token, renewedAt: Date.now(), lost: false };
-    this.held.add(lease);
+    const lease: HeldLease = { sid, token, renewedAt: Date.now(), lost: false, index: this.held.length };
+    this.held.push(lease);
     if (!this.leaseTimer) {
       const every = Math.max(50, Math.floor(this.leaseMs / 3));
       this.leaseTimer = setInterval(() => this.renewLeases(every), Math.max(25, Math.floor(every / 2)));
@@ -421,11 +458,19 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   }
 
   private releaseLease(lease: HeldLease): void {
-    this.held.delete(lease);
+    const i = lease.index;
+    if (i < 0) return;
+    lease.index = -1;
+    // The last lease takes its place.
+    const moved = this.held.pop()!;
+    if (moved !== lease) {
+      this.held[i] = moved;
+      moved.index = i;
+    }
   }
 
   private renewLeases(every: number): void {
-    if (this.held.size === 0) {
+    if (this.held.length === 0) {
       clearInterval(this.leaseTimer);
       this.leaseTimer = undefined;
       return;
@@ -463,8 +508,14 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
     return this.checkSize(serialize(data));
   }
 
+  /** Over `maxMessageBytes`. A UTF-16 length of at most a third of it cannot be: count bytes only when it might. */
+  private tooLarge(json: string): boolean {
+    const max = this.limits.maxMessageBytes;
+    return json.length * 3 > max && utf8Length(json) > max;
+  }
+
   private checkSize(json: string): string {
-    if (utf8Length(json) > this.limits.maxMessageBytes) {
+    if (this.tooLarge(json)) {
       throw new BidiError('MESSAGE_TOO_LARGE', `message exceeds limits.maxMessageBytes (${this.limits.maxMessageBytes})`);
     }
     return json;
@@ -517,7 +568,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
 
   async watch(req: BidiRequest): Promise<BidiResponse> {
     const sid = readSessionId(req);
-    await this.authorize(req, sid);
+    if (this.options.authorize) await this.authorize(req, sid);
     return this.watches.serve(req, sid);
   }
 

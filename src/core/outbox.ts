@@ -29,6 +29,19 @@ const afterMicrotasks: Defer =
     ? (fn) => void (globalThis as unknown as { setImmediate: (f: () => void) => unknown }).setImmediate(fn)
     : (fn) => void setTimeout(fn, 0);
 
+/** Outboxes that had a send queued this turn: one deferred call looks at them all (not one per delivery). */
+let due: Outbox[] = [];
+
+function lookAtDue(): void {
+  const outboxes = due;
+  due = [];
+  for (const outbox of outboxes) outbox.turnEnded();
+}
+
+const NOTHING: never[] = [];
+
+function ignore(): void {}
+
 export class Outbox {
   private queue: Queued[] = [];
   private scheduled = false;
@@ -52,16 +65,19 @@ export class Outbox {
   add(json: string): Promise<number> {
     const p = new Promise<number>((resolve, reject) => this.queue.push({ json, resolve, reject }));
     // Reported below when it fails; a send nobody awaits must not become an unhandled rejection.
-    p.catch(() => {});
+    p.catch(ignore);
     if (!this.scheduled) {
       this.scheduled = true;
-      afterMicrotasks(() => {
-        this.scheduled = false;
-        // Still queued a turn later: the handler waits for it (or is busy elsewhere). Store it now.
-        if (this.queue.length > 0) void this.flush();
-      });
+      if (due.push(this) === 1) afterMicrotasks(lookAtDue);
     }
     return p;
+  }
+
+  /** @internal The turn in which a send was queued is over (see `add`). */
+  turnEnded(): void {
+    this.scheduled = false;
+    // Still queued a turn later: the handler waits for it (or is busy elsewhere). Store it now.
+    if (this.queue.length > 0) void this.flush();
   }
 
   /** Store what is queued now, after any flush in flight (so sends keep their order). */
@@ -76,7 +92,16 @@ export class Outbox {
   /** For the commit: what the handler left queued (after any flush in flight). */
   async take(): Promise<Queued[]> {
     while (this.flushing) await this.flushing;
-    return this.queue.splice(0);
+    return this.takeNow()!;
+  }
+
+  /** `take()` without waiting, when no flush is in flight (else undefined: call `take()`). */
+  takeNow(): Queued[] | undefined {
+    if (this.flushing) return undefined;
+    if (this.queue.length === 0) return NOTHING;
+    const items = this.queue;
+    this.queue = [];
+    return items;
   }
 
   /** The commit's outcome for what `take()` gave it. */
@@ -99,10 +124,14 @@ export class Outbox {
     if (items.length > 0) await this.appendAll(items);
   }
 
-  /** The delivery is over: later sends go straight to the store, after what is still queued. */
-  async close(): Promise<void> {
+  /**
+   * The delivery is over: later sends go straight to the store, after what is still queued.
+   * Undefined when nothing is queued or being flushed (nothing to wait for).
+   */
+  close(): Promise<void> | undefined {
     this.deferring = false;
-    await this.flush();
+    if (this.queue.length === 0 && !this.flushing) return undefined;
+    return this.flush();
   }
 
   private async appendAll(items: Queued[]): Promise<void> {

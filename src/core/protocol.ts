@@ -131,6 +131,8 @@ export function parseOpen(body: Record<string, unknown>, limits: Pick<Limits, 'm
 
 export interface SendBody {
   msgs: StoredMessage[];
+  /** Each message's data as parsed from the body (`values[i]` is `msgs[i]`'s): see {@link reparsesSame}. */
+  values: unknown[];
   ack?: number;
 }
 
@@ -144,6 +146,7 @@ export function parseSend(body: Record<string, unknown>, limits: Limits): SendBo
   }
   const max = limits.maxMessageBytes;
   let msgs: StoredMessage[] = [];
+  let values: unknown[] = [];
   let ascending = true;
   for (const item of rawMsgs) {
     if (!Array.isArray(item) || item.length !== 2) throw new BidiError('BAD_REQUEST', 'each message must be a [seq, data] pair');
@@ -162,14 +165,34 @@ export function parseSend(body: Record<string, unknown>, limits: Limits): SendBo
     }
     if (msgs.length > 0 && seq <= msgs[msgs.length - 1]!.seq) ascending = false;
     msgs.push({ seq, json });
+    values.push(data);
   }
   if (!ascending) {
     // Retransmissions and reordering: sort, and keep the first copy of each seq.
-    const bySeq = new Map<number, string>();
-    for (const m of msgs) if (!bySeq.has(m.seq)) bySeq.set(m.seq, m.json);
-    msgs = [...bySeq].map(([seq, json]) => ({ seq, json })).sort((a, b) => a.seq - b.seq);
+    const bySeq = new Map<number, number>();
+    msgs.forEach((m, i) => bySeq.has(m.seq) || bySeq.set(m.seq, i));
+    const order = [...bySeq.values()].sort((a, b) => msgs[a]!.seq - msgs[b]!.seq);
+    values = order.map((i) => values[i]);
+    msgs = order.map((i) => msgs[i]!);
   }
-  return ack === undefined ? { msgs } : { msgs, ack };
+  return ack === undefined ? { msgs, values } : { msgs, values, ack };
+}
+
+/**
+ * Whether `JSON.parse(JSON.stringify(value))` gives `value` back, for a value `JSON.parse` made:
+ * true unless it holds -0 or a number too large for a double (`1e400`), which JSON text cannot
+ * carry back (0, null). Then a message's data as parsed from the request is what its stored JSON
+ * would parse to, and the handler can have it without a second parse.
+ */
+export function reparsesSame(value: unknown): boolean {
+  if (typeof value === 'number') return value === 0 ? 1 / value > 0 : value - value === 0;
+  if (typeof value !== 'object' || value === null) return true;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!reparsesSame(value[i])) return false;
+    return true;
+  }
+  for (const key in value) if (!reparsesSame((value as Record<string, unknown>)[key])) return false;
+  return true;
 }
 
 export interface WatchQuery {

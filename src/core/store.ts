@@ -15,6 +15,8 @@ import type { OpenLimit, OpenLimiter } from './open-limit';
 export interface StoredMessage {
   seq: number;
   json: string;
+  /** Its JSON's UTF-8 length, when the store has it counted already (core counts it otherwise). */
+  bytes?: number;
 }
 
 /** A lease request: who asks (an unguessable token) and for how long. */

@@ -9,7 +9,7 @@ import { jsonResponse } from './http';
 import type { Limits } from './limits';
 import type { Observer } from './observe';
 import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, STREAM_CONTENT_TYPE, parseWatch, watchBody } from './protocol';
-import type { AppendLimits, ReadResult, Store, StoreEvent, Unsubscribe } from './store';
+import type { AppendLimits, ReadInput, ReadResult, Store, StoreEvent, Unsubscribe } from './store';
 import { newToken, utf8Length } from './util';
 
 export interface WatchSettings {
@@ -121,6 +121,8 @@ class WatchRun {
   private disposed = false;
   /** Called once when the watch is over (the observer's watch gauge). */
   onDispose?: () => void;
+  /** The unacked bounds passed with every read (made once, not per read). */
+  private readonly readLimits?: AppendLimits;
 
   constructor(
     private readonly store: Store,
@@ -131,8 +133,10 @@ class WatchRun {
     private readonly maxBytes: number,
     private readonly signal: AbortSignal | undefined,
     /** The unacked bounds, for the group entries a read pulls in. */
-    private readonly limits?: AppendLimits,
-  ) {}
+    limits?: AppendLimits,
+  ) {
+    if (limits) this.readLimits = { maxUnackedMessages: limits.maxUnackedMessages, maxUnackedBytes: limits.maxUnackedBytes };
+  }
 
   async subscribe(): Promise<void> {
     const unsubscribe = await this.store.subscribe(this.sid, this.onEvent);
@@ -160,15 +164,10 @@ class WatchRun {
   /** `maxBytes`: a stream's budget left (default: the whole response budget). */
   read(claim: boolean, after?: number, maxBytes = this.maxBytes): Promise<ReadResult> {
     this.seen = this.news;
-    return this.store.read(this.sid, {
-      ack: this.ack,
-      watchToken: this.token,
-      claim,
-      maxMessages: this.maxMessages,
-      maxBytes,
-      ...(this.limits ? { limits: { maxUnackedMessages: this.limits.maxUnackedMessages, maxUnackedBytes: this.limits.maxUnackedBytes } } : {}),
-      ...(after !== undefined ? { after: Math.max(after, this.ack) } : {}),
-    });
+    const input: ReadInput = { ack: this.ack, watchToken: this.token, claim, maxMessages: this.maxMessages, maxBytes };
+    if (this.readLimits) input.limits = this.readLimits;
+    if (after !== undefined) input.after = Math.max(after, this.ack);
+    return this.store.read(this.sid, input);
   }
 
   /** Events came since the last read. */
@@ -294,19 +293,19 @@ class WatchStream implements BidiStream {
     if (r.msgs.length > 0) {
       this.after = r.msgs[r.msgs.length - 1]!.seq;
       this.streamed += r.msgs.length;
-      for (const m of r.msgs) this.streamedBytes += utf8Length(m.json);
+      for (const m of r.msgs) this.streamedBytes += m.bytes ?? utf8Length(m.json);
     }
     if (r.close || this.streamed >= this.limits.messages || this.streamedBytes >= this.limits.bytes) this.ending = true;
     return watchBody(r.msgs, r.clientAck, { close: r.close }) + '\n';
   }
 
-  async next(): Promise<string | null> {
-    const chunk = await this.nextChunk();
-    if (chunk !== null) this.wroteAt = Date.now();
+  /** A chunk goes out: the heartbeat interval counts from now. */
+  private wrote(chunk: string): string {
+    this.wroteAt = Date.now();
     return chunk;
   }
 
-  private async nextChunk(): Promise<string | null> {
+  async next(): Promise<string | null> {
     try {
       // More news already, right after a frame: messages are coming faster than frames go out.
       // Let them gather for one turn of the event loop, then send them as one frame.
@@ -320,10 +319,10 @@ class WatchStream implements BidiStream {
           this.close();
           return null;
         }
-        if (woke === 'idle') return HEARTBEAT_FRAME;
+        if (woke === 'idle') return this.wrote(HEARTBEAT_FRAME);
         if (this.run.superseded) {
           this.ending = true;
-          return watchBody([], this.clientAck, { superseded: true }) + '\n';
+          return this.wrote(watchBody([], this.clientAck, { superseded: true }) + '\n');
         }
         const r = await this.run.read(false, this.after, Math.max(1, this.limits.bytes - this.streamedBytes));
         if (this.done) return null;
@@ -331,12 +330,12 @@ class WatchStream implements BidiStream {
           // The session vanished mid-stream (or the store lost it): tell the client as a 4xx would.
           this.ending = true;
           const e = r.status === 'unknown' ? unknownSession() : new BidiError('INVALID_ACK', `ack is above the last server seq ${r.lastSeq}`);
-          return JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n';
+          return this.wrote(JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n');
         }
         const frame = this.frame(r);
         if (frame !== null) {
           this.sentFrame = true;
-          return frame;
+          return this.wrote(frame);
         }
       }
     } catch (err) {

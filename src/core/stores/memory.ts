@@ -42,6 +42,28 @@ export interface MemoryStoreOptions {
 
 type Status = 'open' | 'closing';
 
+/**
+ * A message as this store keeps it, and hands out (reads and deliveries return these objects): with
+ * its UTF-8 length, counted once when it comes in (every bound, trim and stream budget needs it).
+ * The length is no own property: results look exactly like `{ seq, json }` (the contract suite
+ * compares them so).
+ */
+class Kept implements StoredMessage {
+  readonly #bytes: number;
+
+  constructor(
+    readonly seq: number,
+    readonly json: string,
+    bytes: number,
+  ) {
+    this.#bytes = bytes;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+}
+
 interface SessionRecord {
   status: Status;
   userJson: string;
@@ -51,11 +73,11 @@ interface SessionRecord {
   /** Client → server: highest seq delivered, and what waits behind it. */
   clientAck: number;
   /** Made on first use and dropped when empty: an idle session holds no Map. */
-  inbound?: Map<number, string>;
+  inbound?: Map<number, Kept>;
   inboundBytes: number;
   /** Server → client: last assigned seq, unacked log (ascending), its bytes. */
   lastSeq: number;
-  log: StoredMessage[];
+  log: Kept[];
   logBytes: number;
   leaseToken: string | null;
   leaseUntil: number;
@@ -85,7 +107,7 @@ interface Tombstone {
   closeReason: string;
   /** When it is dropped (unknown from then on). */
   expiresAt: number;
-  log?: StoredMessage[];
+  log?: Kept[];
   logBytes?: number;
   appends?: Array<{ id: string; firstSeq: number; lastSeq: number }>;
 }
@@ -178,7 +200,7 @@ export class MemoryStore implements Store {
       createToken: input.token,
       no: ++this.created,
     };
-    for (const json of input.initial) this.push(record, json);
+    for (const json of input.initial) this.push(record, json, utf8Length(json));
     this.sessions.set(input.sid, record);
     this.openCount++;
     return { status: 'ok' };
@@ -191,29 +213,33 @@ export class MemoryStore implements Store {
     if (input.ack !== undefined && input.ack > r.lastSeq) return { status: 'invalid-ack', lastSeq: r.lastSeq };
 
     // Validate the whole request before changing anything.
-    const fresh = input.msgs.filter((m) => m.seq > r.clientAck && !r.inbound?.has(m.seq));
+    const fresh: Kept[] = [];
     let added = 0;
-    for (const m of fresh) {
+    for (const m of input.msgs) {
+      if (m.seq <= r.clientAck || r.inbound?.has(m.seq)) continue;
       if (m.seq > r.clientAck + input.window) return { status: 'out-of-window', clientAck: r.clientAck };
-      added += utf8Length(m.json);
+      const bytes = utf8Length(m.json);
+      added += bytes;
+      fresh.push(new Kept(m.seq, m.json, bytes));
     }
     if (added > 0 && r.inboundBytes + added > input.bufferBytes && !this.fillsGap(r, fresh)) {
       return { status: 'out-of-window', clientAck: r.clientAck };
     }
 
-    r.lastSeen = this.now();
+    const now = this.now();
+    r.lastSeen = now;
     if (input.ack !== undefined) this.trim(sid, r, input.ack);
     if (fresh.length > 0) {
       const inbound = (r.inbound ??= new Map());
-      for (const m of fresh) inbound.set(m.seq, m.json);
+      for (const m of fresh) inbound.set(m.seq, m);
     }
     r.inboundBytes += added;
 
     let deliver: StoredMessage[] = [];
-    if (r.inbound?.has(r.clientAck + 1) && (!this.leaseHeld(r) || r.leaseToken === input.lease.token)) {
+    if (r.inbound?.has(r.clientAck + 1) && (!this.leaseHeld(r, now) || r.leaseToken === input.lease.token)) {
       deliver = this.run(r, r.clientAck, input.maxDeliver);
       r.leaseToken = input.lease.token;
-      r.leaseUntil = this.now() + input.lease.ms;
+      r.leaseUntil = now + input.lease.ms;
     }
     if (deliver.length === 0) return { status: 'ok', clientAck: r.clientAck, deliver };
     return { status: 'ok', clientAck: r.clientAck, deliver, userJson: r.userJson, stateJson: r.stateJson };
@@ -227,9 +253,9 @@ export class MemoryStore implements Store {
     if (sends && r.status === 'open' && r.groups && r.groups.size > 0 && input.seq === r.clientAck + 1) return { status: 'pull' };
     let sent: CommitSent | undefined;
     if (input.seq === r.clientAck + 1) {
-      const json = r.inbound?.get(input.seq);
-      if (json !== undefined) {
-        r.inboundBytes -= utf8Length(json);
+      const kept = r.inbound?.get(input.seq);
+      if (kept !== undefined) {
+        r.inboundBytes -= kept.bytes;
         r.inbound!.delete(input.seq);
         if (r.inbound!.size === 0) r.inbound = undefined;
       }
@@ -243,8 +269,9 @@ export class MemoryStore implements Store {
       sent = r.lastCommitSent?.seq === input.seq ? r.lastCommitSent.sent : { stored: 0, firstSeq: r.lastSeq + 1, refused: 'closed' };
     }
     if (input.stateJson !== undefined) r.stateJson = input.stateJson;
-    r.lastSeen = this.now();
-    r.leaseUntil = this.now() + input.leaseMs;
+    const now = this.now();
+    r.lastSeen = now;
+    r.leaseUntil = now + input.leaseMs;
     if (r.status === 'closing') {
       const closing: CommitResult = { status: 'closing', clientAck: r.clientAck, reason: r.closeReason, userJson: r.userJson, stateJson: r.stateJson };
       if (sent) closing.sent = sent;
@@ -263,11 +290,12 @@ export class MemoryStore implements Store {
     const sent: CommitSent = { stored: 0, firstSeq: r.lastSeq + 1 };
     if (r.status !== 'open') return { ...sent, refused: 'closed' };
     for (const json of msgs) {
-      if (r.log.length + 1 > limits.maxUnackedMessages || r.logBytes + utf8Length(json) > limits.maxUnackedBytes) {
+      const bytes = utf8Length(json);
+      if (r.log.length + 1 > limits.maxUnackedMessages || r.logBytes + bytes > limits.maxUnackedBytes) {
         sent.refused = 'full';
         break;
       }
-      this.push(r, json);
+      this.push(r, json, bytes);
       sent.stored++;
     }
     if (sent.stored > 0) this.emit(sid, { type: 'message' });
@@ -328,7 +356,7 @@ export class MemoryStore implements Store {
     let msgs: StoredMessage[] = [];
     if (t.log) {
       let n = 0;
-      while (n < t.log.length && t.log[n]!.seq <= input.ack) t.logBytes! -= utf8Length(t.log[n++]!.json);
+      while (n < t.log.length && t.log[n]!.seq <= input.ack) t.logBytes! -= t.log[n++]!.bytes;
       if (n > 0) t.log.splice(0, n);
       if (t.log.length === 0) {
         t.log = undefined;
@@ -567,23 +595,26 @@ export class MemoryStore implements Store {
     }
     for (let i = 0; i < n; i++) {
       const e = pending[i]!;
-      this.push(r, e.json);
+      this.push(r, e.json, utf8Length(e.json));
       r.groups.set(e.group, { epoch: this.groups.get(e.group)!.epoch, gseq: e.gseq });
     }
     return 'ok';
   }
 
-  private leaseHeld(r: SessionRecord): boolean {
-    return r.leaseToken !== null && r.leaseUntil > this.now();
+  private leaseHeld(r: SessionRecord, now = this.now()): boolean {
+    return r.leaseToken !== null && r.leaseUntil > now;
   }
 
   /** The contiguous buffered run after `from`. */
   private run(r: SessionRecord, from: number, max: number): StoredMessage[] {
     const out: StoredMessage[] = [];
+    const inbound = r.inbound;
+    if (!inbound) return out;
     for (let seq = from + 1; out.length < max; seq++) {
-      const json = r.inbound?.get(seq);
-      if (json === undefined) break;
-      out.push({ seq, json });
+      const kept = inbound.get(seq);
+      if (kept === undefined) break;
+      // The kept object itself: nobody changes it (commit only drops it from the map).
+      out.push(kept);
     }
     return out;
   }
@@ -601,10 +632,10 @@ export class MemoryStore implements Store {
     return fresh[fresh.length - 1]!.seq <= end;
   }
 
-  private push(r: SessionRecord, json: string): number {
+  private push(r: SessionRecord, json: string, bytes: number): number {
     r.lastSeq++;
-    r.log.push({ seq: r.lastSeq, json });
-    r.logBytes += utf8Length(json);
+    r.log.push(new Kept(r.lastSeq, json, bytes));
+    r.logBytes += bytes;
     return r.lastSeq;
   }
 
@@ -622,7 +653,12 @@ export class MemoryStore implements Store {
     }
     if (r.status !== 'open') return { status: 'closed' };
     let bytes = 0;
-    for (const json of msgs) bytes += utf8Length(json);
+    const sizes: number[] = [];
+    for (const json of msgs) {
+      const b = utf8Length(json);
+      sizes.push(b);
+      bytes += b;
+    }
     // Group entries published before this send come before it: pull them all first (or refuse).
     const pulled = this.pull(sid, r, limits, true, msgs.length, bytes);
     if (pulled === 'overrun') return { status: 'closed' };
@@ -630,7 +666,7 @@ export class MemoryStore implements Store {
       return { status: 'full' };
     }
     const firstSeq = r.lastSeq + 1;
-    for (const json of msgs) this.push(r, json);
+    for (let i = 0; i < msgs.length; i++) this.push(r, msgs[i]!, sizes[i]!);
     if (id !== undefined) {
       const appends = (r.appends ??= []);
       if (appends.length >= APPEND_IDS_REMEMBERED) appends.shift();
@@ -643,7 +679,7 @@ export class MemoryStore implements Store {
   private trim(sid: string, r: SessionRecord, ack: number): void {
     let n = 0;
     while (n < r.log.length && r.log[n]!.seq <= ack) {
-      r.logBytes -= utf8Length(r.log[n]!.json);
+      r.logBytes -= r.log[n]!.bytes;
       n++;
     }
     if (n > 0) {
@@ -667,13 +703,15 @@ export class MemoryStore implements Store {
     if (!list || list.length === 0) return;
     // Listeners run after the operation returns, as they would with a remote store.
     queueMicrotask(() => {
-      for (const listener of list.slice()) listener(event);
+      // A copy, so that listeners (un)subscribing meanwhile do not upset the loop; one listener (a watch) needs none.
+      if (list.length === 1) list[0]!(event);
+      else for (const listener of list.slice()) listener(event);
     });
   }
 }
 
 /** The messages of a contiguous log a read returns: after `after`, at most `maxMessages`, until their bytes reach `maxBytes` (the first always goes). */
-function slice(log: StoredMessage[], input: ReadInput): StoredMessage[] {
+function slice(log: Kept[], input: ReadInput): StoredMessage[] {
   // The log is contiguous: the message with seq `after + 1` is at index `after + 1 - log[0].seq`.
   const start = input.after === undefined ? 0 : Math.max(0, input.after + 1 - log[0]!.seq);
   let end = Math.min(log.length, start + input.maxMessages);
@@ -684,7 +722,7 @@ function slice(log: StoredMessage[], input: ReadInput): StoredMessage[] {
         end = i;
         break;
       }
-      bytes += utf8Length(log[i]!.json);
+      bytes += log[i]!.bytes;
     }
   }
   return log.slice(start, end);
