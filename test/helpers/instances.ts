@@ -20,6 +20,8 @@ export interface SpawnOptions {
   onSpawn?(child: ChildProcess): void;
   /** Added to the start errors (e.g. the child's stderr). */
   details?(): string;
+  /** Node flags before the bundle (e.g. `--expose-gc` for a process that measures its memory). */
+  execArgv?: string[];
 }
 
 /**
@@ -29,7 +31,7 @@ export interface SpawnOptions {
  */
 export function spawnListening(bundle: string, env: Record<string, string>, o: SpawnOptions = {}): Promise<{ child: ChildProcess; port: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bundle], {
+    const child = spawn(process.execPath, [...(o.execArgv ?? []), bundle], {
       env: { ...process.env, ...env, PORT: String(o.port ?? 0) },
       stdio: ['ignore', 'pipe', o.stderr ?? 'inherit'],
     });

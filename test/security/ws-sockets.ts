@@ -15,12 +15,13 @@
  *
  *   node scripts/run-ts.mjs test/security/ws-sockets-run.ts
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { bundleEntry } from '../../samples/chat/bundle';
+import { spawnListening } from '../helpers/instances';
 
 export interface WsAbuseOptions {
   /** Upgrade requests of the flood. */
@@ -74,27 +75,10 @@ async function json(port: number, method: string, p: string, body?: unknown, loc
 
 const stats = (port: number): Promise<WsStats> => json(port, 'GET', '/stats');
 
-function start(env: Record<string, string>): Promise<{ child: ChildProcess; port: number; bundle: string }> {
+async function start(env: Record<string, string>): Promise<{ child: ChildProcess; port: number; bundle: string }> {
+  // From the project root (jest and the runner both start there; this file may run bundled elsewhere).
   const bundle = bundleEntry(path.resolve('test/fixtures/ws-abuse-instance.ts'));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', bundle], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error('ws-abuse-instance did not start within 20 s'));
-    }, 20_000);
-    let out = '';
-    child.once('exit', (code) => reject(new Error(`ws-abuse-instance exited with ${code}`)));
-    child.stdout!.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /LISTENING (\d+)/.exec(out);
-      if (!m) return;
-      clearTimeout(timer);
-      child.removeAllListeners('exit');
-      child.stdout!.removeAllListeners('data');
-      child.stdout!.resume();
-      resolve({ child, port: Number(m[1]), bundle });
-    });
-  });
+  return { ...(await spawnListening(bundle, env, { execArgv: ['--expose-gc'] })), bundle };
 }
 
 /** Opens a socket from `localAddress` and binds it to `sid`; resolves once the server's `ready` frame came. */
