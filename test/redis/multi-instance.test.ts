@@ -14,6 +14,7 @@ import { RedisStore } from '../../src/redis';
 import { removeInstanceBundle, startInstance, type Instance } from '../helpers/instances';
 import { startProxy, type Proxy } from '../helpers/proxy';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
+import { handlerLog, range, trafficBothWays } from '../helpers/kill-traffic';
 
 jest.setTimeout(240_000);
 
@@ -53,25 +54,6 @@ async function stopCluster(c: Cluster): Promise<void> {
   await c.redis.stop();
 }
 
-/**
- * Each session sends 1..n while the hub pushes 1..n to it, one push per
- * client send, resting `pauseMs` every `pauseEvery` messages; resolves when
- * every client send is acked.
- */
-async function trafficBothWays(sessions: BidiClientSession[], hub: BidiServer['hub'], n: number, pauseEvery: number, pauseMs: number): Promise<void> {
-  await Promise.all(
-    sessions.map(async (s, k) => {
-      const sends: Promise<void>[] = [];
-      for (let i = 1; i <= n; i++) {
-        sends.push(s.send({ k, i }));
-        await hub.send(s.id!, { k, s: i }, { whenFull: 'wait' });
-        if (i % pauseEvery === 0) await sleep(pauseMs);
-      }
-      await Promise.all(sends);
-    }),
-  );
-}
-
 function connect(url: string, count: number): { sessions: BidiClientSession[]; received: unknown[][]; closes: Array<CloseEvent | undefined> } {
   const sessions: BidiClientSession[] = [];
   const received: unknown[][] = [];
@@ -97,15 +79,6 @@ async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Pr
     await sleep(50);
   }
 }
-
-/** What the instances' handlers recorded: first deliveries in order, and the redelivery count. */
-async function handlerLog(c: Cluster, sid: string): Promise<{ log: unknown[]; redelivered: number }> {
-  const tag = `${c.prefix}test:{${sid}}`;
-  const [log, redelivered] = await Promise.all([c.conn.lrange(`${tag}:log`, 0, -1), c.conn.get(`${tag}:redelivered`)]);
-  return { log: log.map((j) => JSON.parse(j)), redelivered: Number(redelivered ?? 0) };
-}
-
-const range = (n: number, f: (i: number) => unknown) => Array.from({ length: n }, (_, i) => f(i + 1));
 
 describe('multiple instances behind a round-robin balancer (RedisStore)', () => {
   it('100 sessions × 500 messages each way: exactly once, in order', async () => {
@@ -137,7 +110,7 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
       expect(closes.filter(Boolean)).toEqual([]);
       for (let k = 0; k < sessions.length; k++) {
         expect(received[k]).toEqual(range(N, (i) => ({ k, s: i })));
-        const { log, redelivered } = await handlerLog(c, sessions[k]!.id!);
+        const { log, redelivered } = await handlerLog(c.conn, c.prefix, sessions[k]!.id!);
         expect(log).toEqual(range(N, (i) => ({ k, i })));
         expect(redelivered).toBe(0);
       }
@@ -181,7 +154,7 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
       let redeliveries = 0;
       for (let k = 0; k < sessions.length; k++) {
         expect(received[k]).toEqual(range(N, (i) => ({ k, s: i })));
-        const { log, redelivered } = await handlerLog(c, sessions[k]!.id!);
+        const { log, redelivered } = await handlerLog(c.conn, c.prefix, sessions[k]!.id!);
         expect(log).toEqual(range(N, (i) => ({ k, i })));
         redeliveries += redelivered;
       }
@@ -219,7 +192,7 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
       expect(closes.filter(Boolean)).toEqual([]);
       for (let k = 0; k < sessions.length; k++) {
         expect(received[k]).toEqual(range(N, (i) => ({ k, s: i })));
-        expect((await handlerLog(c, sessions[k]!.id!)).log).toEqual(range(N, (i) => ({ k, i })));
+        expect((await handlerLog(c.conn, c.prefix, sessions[k]!.id!)).log).toEqual(range(N, (i) => ({ k, i })));
       }
     } finally {
       await Promise.all(sessions.map((s) => s.close().catch(() => {})));

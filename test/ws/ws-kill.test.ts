@@ -17,13 +17,13 @@ import { removeInstanceBundle, startInstance, type Instance } from '../helpers/i
 import { startProxy } from '../helpers/proxy';
 import { startRedis } from '../helpers/redis-server';
 import { waitFor } from '../helpers/client-session';
+import { handlerLog, range, trafficBothWays } from '../helpers/kill-traffic';
 
 jest.setTimeout(240_000);
 
 afterAll(() => removeInstanceBundle());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const range = (n: number, f: (i: number) => unknown) => Array.from({ length: n }, (_, i) => f(i + 1));
 
 it('SIGKILLed instances under WebSocket sessions lose, duplicate and reorder nothing', async () => {
   const redis = await startRedis();
@@ -80,17 +80,7 @@ it('SIGKILLed instances under WebSocket sessions lose, duplicate and reorder not
   })();
   try {
     await waitFor('sessions open', () => sessions.every((s) => s.state === 'open'), 30_000);
-    await Promise.all(
-      sessions.map(async (s, k) => {
-        const sends: Promise<void>[] = [];
-        for (let i = 1; i <= N; i++) {
-          sends.push(s.send({ k, i }));
-          await hub.hub.send(s.id!, { k, s: i }, { whenFull: 'wait' });
-          if (i % 20 === 0) await sleep(10);
-        }
-        await Promise.all(sends);
-      }),
-    );
+    await trafficBothWays(sessions, hub.hub, N, 20, 10);
     await waitFor('every client to receive its messages', () => received.every((r) => r.length >= N), 120_000);
     killing = false;
     await killer;
@@ -99,10 +89,9 @@ it('SIGKILLed instances under WebSocket sessions lose, duplicate and reorder not
     let redeliveries = 0;
     for (let k = 0; k < sessions.length; k++) {
       expect(received[k]).toEqual(range(N, (i) => ({ k, s: i })));
-      const tag = `${prefix}test:{${sessions[k]!.id}}`;
-      const [log, redelivered] = await Promise.all([conn.lrange(`${tag}:log`, 0, -1), conn.get(`${tag}:redelivered`)]);
-      expect(log.map((j) => JSON.parse(j))).toEqual(range(N, (i) => ({ k, i })));
-      redeliveries += Number(redelivered ?? 0);
+      const { log, redelivered } = await handlerLog(conn, prefix, sessions[k]!.id!);
+      expect(log).toEqual(range(N, (i) => ({ k, i })));
+      redeliveries += redelivered;
       expect(sessions[k]!.activeTransport).toBe('websocket');
     }
     // The documented exception: a kill between a handler and its delivery record redelivers that one message.
