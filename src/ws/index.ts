@@ -89,7 +89,8 @@ type Bidi = BidiServer<any, any, any, any>;
  * ```
  */
 export function attach(httpServer: HttpServer, bidi: Bidi | { server: Bidi } | BidiOptions<any, any, any, any>, options: AttachOptions = {}): WsAttachment {
-  const server: Bidi = 'server' in bidi && bidi.server && typeof (bidi.server as Bidi).handle === 'function' ? (bidi.server as Bidi) : toBidiServer(bidi as BidiOptions<any, any>);
+  // An adapter's middleware carries its server; anything else is a server or options (no option is named `server`).
+  const server: Bidi = toBidiServer('server' in bidi ? (bidi.server as Bidi) : (bidi as Bidi | BidiOptions<any, any>));
   const path = options.path ?? server.path + '/ws';
   if (!path.startsWith('/')) throw new BidiError('INVALID_OPTIONS', `attach: path must start with "/", got ${JSON.stringify(path)}`);
   const settings: Settings = {
