@@ -23,6 +23,7 @@
  */
 import { BidiError } from '../core/errors';
 import type { BidiRequest, BidiResponse } from '../core/http';
+import { outsideMountResponse } from '../core/http';
 import { MAX_WAIT_CAP_MS } from '../wire';
 import type { BidiOptions } from '../core/server';
 import { createBidiServer, type BidiServer } from '../core/server';
@@ -180,11 +181,7 @@ async function drain(res: BidiResponse): Promise<string> {
 
 /** Translates the core's response into the result format of `event`. */
 export async function bidiToLambdaResult(event: LambdaHttpEvent, res: BidiResponse | null): Promise<LambdaResult> {
-  const r = res ?? {
-    status: 404,
-    headers: { 'content-type': 'application/json; charset=utf-8' },
-    body: JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such path' } }),
-  };
+  const r = res ?? outsideMountResponse();
   const body = r.status === 204 ? '' : await drain(r);
   const headers: Record<string, string> = {};
   const cookies: string[] = [];

@@ -4,6 +4,7 @@
  */
 import { BidiError } from './errors';
 import type { BidiRequest, BidiStream } from './http';
+import { outsideMountResponse } from './http';
 import { decodeUtf8 } from './protocol';
 import type { BidiOptions, BidiServer } from './server';
 import { toBidiServer } from './server';
@@ -91,11 +92,7 @@ export function toFetchHandler(serverOrOptions: BidiServer<any, any> | BidiOptio
   const server = toBidiServer(serverOrOptions);
   const { remoteAddress } = options;
   return async (request, ...rest: unknown[]) => {
-    const res = (await server.handle(fetchRequestToBidi(request, remoteAddress?.(request, ...rest)))) ?? {
-      status: 404,
-      headers: { 'content-type': 'application/json; charset=utf-8' },
-      body: JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such path' } }),
-    };
+    const res = (await server.handle(fetchRequestToBidi(request, remoteAddress?.(request, ...rest)))) ?? outsideMountResponse();
     if (res.stream) return new Response(streamBody(res.body, res.stream), { status: res.status, headers: res.headers });
     return new Response(res.status === 204 ? null : res.body, { status: res.status, headers: res.headers });
   };

@@ -81,6 +81,11 @@ export function jsonResponse(status: number, body: string, extra?: Record<string
   return { status, headers: extra ? { ...JSON_HEADERS, ...extra } : { ...JSON_HEADERS }, body };
 }
 
+/** The answer of handlers that must answer a request outside the mount path (Fetch, Lambda): a 404 in bidiweb's JSON shape. */
+export function outsideMountResponse(): BidiResponse {
+  return jsonResponse(404, JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no such path' } }));
+}
+
 const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
 
 /**
