@@ -258,8 +258,27 @@ export interface ListResult {
   cursor: string | null;
 }
 
-/** What woke a watch. `watch` carries the claiming watch's token so it can ignore its own claim. */
-export type StoreEvent = { type: 'message' } | { type: 'close' } | { type: 'ack' } | { type: 'watch'; token: string };
+/**
+ * What woke a watch. `watch` carries the claiming watch's token so it can ignore its own claim.
+ * A `message` event may carry the messages it announces (`run`): then a watch that has sent
+ * everything before them writes them without a read (see {@link AppendedRun}).
+ */
+export type StoreEvent =
+  | { type: 'message'; run?: AppendedRun }
+  | { type: 'close' }
+  | { type: 'ack' }
+  | { type: 'watch'; token: string };
+
+/**
+ * The messages one append (or one commit's sends) stored, as the log now holds them: consecutive
+ * seqs, in order, with the client ack at that moment. Optional for a store (a store may leave it
+ * out, e.g. when the messages are large); when present it must be exactly what a `read` would
+ * return for those seqs, because a watch delivers it instead of reading.
+ */
+export interface AppendedRun {
+  msgs: StoredMessage[];
+  clientAck: number;
+}
 
 export type Unsubscribe = () => void;
 

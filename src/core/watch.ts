@@ -9,7 +9,7 @@ import { jsonResponse } from './http';
 import type { Limits } from './limits';
 import type { Observer } from './observe';
 import { HEARTBEAT_FRAME, HEARTBEAT_HEADER, STREAM_CONTENT_TYPE, parseWatch, watchBody } from './protocol';
-import type { AppendLimits, ReadInput, ReadResult, Store, StoreEvent, Unsubscribe } from './store';
+import type { AppendedRun, AppendLimits, ReadInput, ReadResult, Store, StoreEvent, StoredMessage, Unsubscribe } from './store';
 import { newToken, utf8Length } from './util';
 
 export interface WatchSettings {
@@ -20,6 +20,9 @@ export interface WatchSettings {
   /** A streaming watch's heartbeat interval, ms; 0 = none. */
   heartbeatMs: number;
 }
+
+/** Most wake-ups whose messages a watch holds between two reads; past it, it reads. */
+const MAX_HELD_RUNS = 64;
 
 /** Serves the watches of one server object. */
 export class Watches {
@@ -63,9 +66,10 @@ export class Watches {
         if (run.deadline - Date.now() <= 0) break;
         await run.waitForNews();
         if (run.superseded) break;
-        // A re-read as a stream's: the first read trimmed by the ack and marked the session seen (a
-        // watch lasts at most maxWait), so a wake-up needs no trim, no clock and no write.
-        r = await run.read(false, ack);
+        // The wake-up's own messages when it brought them, else a re-read as a stream's: the first read
+        // trimmed by the ack and marked the session seen (a watch lasts at most maxWait), so a wake-up
+        // needs no trim, no clock and no write.
+        r = run.fromRuns(ack) ?? (await run.read(false, ack));
       }
       return watchResponse(r, ack, run.superseded);
     } finally {
@@ -107,6 +111,12 @@ class WatchRun {
   superseded = false;
   /** Our own claim's event came back: later claims are newer watches. */
   private claimSeen = false;
+  /**
+   * The messages the events since the last read brought (see `fromRuns`), while every such event
+   * brought its messages; null once one did not (a close, another watch's claim, a wake-up
+   * without its messages): then only a read can say what changed.
+   */
+  private runs: AppendedRun[] | null = [];
   private unsubscribe?: Unsubscribe;
   private wake?: () => void;
   private timer?: ReturnType<typeof setTimeout>;
@@ -157,6 +167,10 @@ class WatchRun {
       // our claim): let the next read say whether we are still the session's watch.
       if (this.claimSeen) this.superseded = true;
     }
+    if (this.runs !== null) {
+      if (event.type === 'message' && event.run && this.runs.length < MAX_HELD_RUNS) this.runs.push(event.run);
+      else this.runs = null;
+    }
     this.news++;
     this.wake?.();
   };
@@ -164,10 +178,37 @@ class WatchRun {
   /** `maxBytes`: a stream's budget left (default: the whole response budget). */
   read(claim: boolean, after?: number, maxBytes = this.maxBytes): Promise<ReadResult> {
     this.seen = this.news;
+    this.runs = [];
     const input: ReadInput = { ack: this.ack, watchToken: this.token, claim, maxMessages: this.maxMessages, maxBytes };
     if (this.readLimits) input.limits = this.readLimits;
     if (after !== undefined) input.after = Math.max(after, this.ack);
     return this.store.read(this.sid, input);
+  }
+
+  /**
+   * What a read with `after` would return, from the messages the events since the last read
+   * brought, without asking the store; null when they cannot tell (an event without its
+   * messages, a gap after `after`, or more than the budgets allow: read instead). Messages at or
+   * below `after` are skipped: the last read may have returned them already.
+   */
+  fromRuns(after: number, maxBytes = this.maxBytes): ReadResult | null {
+    const runs = this.runs;
+    if (runs === null || runs.length === 0) return null;
+    const msgs: StoredMessage[] = [];
+    let next = Math.max(after, this.ack) + 1;
+    let bytes = 0;
+    for (const run of runs) {
+      for (const m of run.msgs) {
+        if (m.seq < next) continue;
+        if (m.seq > next || msgs.length >= this.maxMessages || bytes >= maxBytes) return null;
+        msgs.push(m);
+        bytes += m.bytes ?? utf8Length(m.json);
+        next++;
+      }
+    }
+    this.seen = this.news;
+    this.runs = [];
+    return { status: 'ok', msgs, clientAck: runs[runs.length - 1]!.clientAck, superseded: false };
   }
 
   /** Events came since the last read. */
@@ -324,7 +365,8 @@ class WatchStream implements BidiStream {
           this.ending = true;
           return this.wrote(watchBody([], this.clientAck, { superseded: true }) + '\n');
         }
-        const r = await this.run.read(false, this.after, Math.max(1, this.limits.bytes - this.streamedBytes));
+        const budget = Math.max(1, this.limits.bytes - this.streamedBytes);
+        const r = this.run.fromRuns(this.after, budget) ?? (await this.run.read(false, this.after, budget));
         if (this.done) return null;
         if (r.status !== 'ok') {
           // The session vanished mid-stream (or the store lost it): tell the client as a 4xx would.

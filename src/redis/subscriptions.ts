@@ -13,17 +13,39 @@ export type Listener = (event: StoreEvent) => void;
 /** Longest add() waits for Redis to confirm the subscription. */
 const SUBSCRIBE_TIMEOUT_MS = 2_000;
 
+const MESSAGE: StoreEvent = Object.freeze({ type: 'message' });
+
 function decodeEvent(payload: string): StoreEvent | null {
   switch (payload) {
     case 'm':
-      return { type: 'message' };
+      return MESSAGE;
     case 'c':
       return { type: 'close' };
     case 'a':
       return { type: 'ack' };
     default:
-      return payload.startsWith('w:') ? { type: 'watch', token: payload.slice(2) } : null;
+      if (payload.startsWith('w:')) return { type: 'watch', token: payload.slice(2) };
+      return payload.charCodeAt(0) === 109 /* m */ ? decodeRun(payload) : null;
   }
+}
+
+/**
+ * 'm<first seq> <client ack>\n<json>\n<json>...' (includes/session.lua, `notifyMessages`): a
+ * message wake-up with its messages. Anything else that starts with 'm' is a bare wake-up (a
+ * watch then reads), never a run it could get wrong.
+ */
+function decodeRun(payload: string): StoreEvent {
+  const nl = payload.indexOf('\n');
+  const sp = payload.indexOf(' ');
+  if (nl < 0 || sp < 0 || sp > nl) return MESSAGE;
+  const first = Number(payload.slice(1, sp));
+  const clientAck = Number(payload.slice(sp + 1, nl));
+  if (!Number.isSafeInteger(first) || first < 1 || !Number.isSafeInteger(clientAck) || clientAck < 0) return MESSAGE;
+  const msgs = payload
+    .slice(nl + 1)
+    .split('\n')
+    .map((json, i) => ({ seq: first + i, json }));
+  return { type: 'message', run: { msgs, clientAck } };
 }
 
 interface Waiter {

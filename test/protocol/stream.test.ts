@@ -171,6 +171,55 @@ describe.each(stores)('streaming watch over the %s store', (_name, makeStore) =>
     w.abort();
   });
 
+  it('writes pushed messages from their wake-up without reading the log again, and reads when a wake-up leaves a gap', async () => {
+    const inner = store;
+    let reads = 0;
+    let dropNext = false;
+    // The same store, counting reads and able to lose one message wake-up (as a subscription that was down would).
+    const counted: Store = Object.create(inner, {
+      read: { value: (sid: string, input: Parameters<Store['read']>[1]) => (reads++, inner.read(sid, input)) },
+      subscribe: {
+        value: (sid: string, listener: Parameters<Store['subscribe']>[1]) =>
+          inner.subscribe(sid, (e) => {
+            if (e.type === 'message' && dropNext) dropNext = false;
+            else listener(e);
+          }),
+      },
+    });
+    const t = await serve({ store: counted, heartbeatMs: 0 });
+    try {
+      const sid = await openSid(t.url);
+      const w = streamWatch(t.url, sid, 0, 5_000);
+      await until(() => reads === 1);
+      for (let i = 1; i <= 5; i++) {
+        await t.server.hub.send(sid, { i });
+        await until(() => w.frames.length >= i);
+      }
+      expect(reads).toBe(1);
+      // A lost wake-up: the next one's messages do not follow what the stream sent, so it reads.
+      dropNext = true;
+      await t.server.hub.send(sid, 'lost');
+      await sleep(50);
+      expect(w.frames).toHaveLength(5);
+      await t.server.hub.send(sid, 'next');
+      await until(() => w.frames.length >= 6);
+      expect(w.frames[5]!.body.msgs).toEqual([
+        [6, 'lost'],
+        [7, 'next'],
+      ]);
+      expect(reads).toBe(2);
+      // A large message (a store may wake without it): it still comes, once, in order.
+      const big = 'x'.repeat(40_000);
+      await t.server.hub.send(sid, big);
+      await t.server.hub.send(sid, 'after');
+      await until(() => w.frames.flatMap((f) => f.body.msgs).length >= 9);
+      expect(w.frames.flatMap((f) => f.body.msgs.map((m: [number, unknown]) => m[0]))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      w.abort();
+    } finally {
+      await t.close();
+    }
+  });
+
   it('ends when the wait ends, with no frame when nothing came (heartbeats only)', async () => {
     const sid = await openSid(s.url);
     const t = Date.now();

@@ -298,7 +298,7 @@ export class MemoryStore implements Store {
       this.push(r, json, bytes);
       sent.stored++;
     }
-    if (sent.stored > 0) this.emit(sid, { type: 'message' });
+    if (sent.stored > 0) this.emit(sid, { type: 'message', run: { msgs: r.log.slice(-sent.stored), clientAck: r.clientAck } });
     return sent;
   }
 
@@ -672,7 +672,7 @@ export class MemoryStore implements Store {
       if (appends.length >= APPEND_IDS_REMEMBERED) appends.shift();
       appends.push({ id, firstSeq, lastSeq: r.lastSeq });
     }
-    this.emit(sid, { type: 'message' });
+    this.emit(sid, { type: 'message', run: { msgs: r.log.slice(-msgs.length), clientAck: r.clientAck } });
     return { status: 'ok', firstSeq, lastSeq: r.lastSeq };
   }
 

@@ -33,12 +33,12 @@
                                       absent or out of date: nothing changed
     | {'overrun'}  a group's log dropped entries the session never pulled:
                    nothing changed; the caller closes the session
-  Events: 'm' on ok (not on a repeat).
+  Events: 'm' on ok (not on a repeat), with the messages (see notifyMessages).
 ]]
 -- @include session
 local APPEND_IDS, APPEND_IDS_MS = 32, 600000
 local s, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an', 'gn', 'exp')
+local f = redis.call('HMGET', s, 'status', 'last', 'lbytes', 'an', 'gn', 'exp', 'cack')
 if not f[1] then return {'unknown'} end
 local id = ARGV[5]
 local aids
@@ -108,5 +108,5 @@ if wasEmpty then
     if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
   end
 end
-notify(ARGV[1], ARGV[2], 'm')
+notifyMessages(ARGV[1], ARGV[2], last + 1, num(f[7]), ARGV, 7, 6 + k, bytes)
 return {'ok', last + 1, last + n}

@@ -31,7 +31,7 @@
     {'ok', clientAck, stored, first, refused, seq, json, ...}   pairs: keep delivering; none with next: lease released
   stored: -1 when the call carried no messages, else how many were appended
   (seqs first .. first + stored - 1); refused: '' | 'full' | 'closed', why the rest were not.
-  Events: 'm' when messages were appended.
+  Events: 'm' when messages were appended (with them, see notifyMessages).
 ]]
 -- @include session
 local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
@@ -88,7 +88,7 @@ if seq == cack + 1 then
         fields[#fields + 1] = last + stored
         fields[#fields + 1] = 'lbytes'
         fields[#fields + 1] = lbytes + bytes
-        notify(ARGV[8], ARGV[9], 'm')
+        notifyMessages(ARGV[8], ARGV[9], first, cack, ARGV, 12, 11 + stored, bytes)
       end
     end
     fields[#fields + 1] = 'cs'
