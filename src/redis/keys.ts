@@ -4,8 +4,7 @@
  *
  * Layout (prefix `bidi:` by default):
  *
- *   bidi:{<sid>}:s          HASH   the session record (fields in commands/includes/session.lua)
- *   bidi:{<sid>}:in         HASH   client messages waiting behind a gap: seq -> json
+ *   bidi:{<sid>}:s          HASH   the session record, with the inbound buffer (fields in commands/includes/session.lua)
  *   bidi:{<sid>}:out        LIST   unacked server messages, oldest first
  *   bidi:{<sid>}:aids       STRING the last append ids and their seqs (see commands/append-3.lua)
  *   bidi:{<sid>}:ev         channel (PUBLISH / SPUBLISH) for wake-ups
@@ -38,8 +37,6 @@ export interface GroupKeys {
 export interface SessionKeys {
   /** The session record (HASH). */
   s: string;
-  /** Client messages buffered behind a gap (HASH seq -> json). */
-  in: string;
   /** Unacked server messages (LIST). */
   out: string;
   /** The last append ids and the seqs they got, so a resent append stores nothing (STRING). */
@@ -67,7 +64,7 @@ export class RedisKeys {
 
   session(sid: string): SessionKeys {
     const unit = `${this.prefix}{${sid}}`;
-    return { s: `${unit}:s`, in: `${unit}:in`, out: `${unit}:out`, aids: `${unit}:aids`, channel: `${unit}:ev` };
+    return { s: `${unit}:s`, out: `${unit}:out`, aids: `${unit}:aids`, channel: `${unit}:ev` };
   }
 
   /** The session hash alone (for commands that need nothing else). */

@@ -17,19 +17,19 @@
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import admit2 from './commands/admit-2.lua';
 import append3 from './commands/append-3.lua';
-import close3 from './commands/close-3.lua';
-import commit3 from './commands/commit-3.lua';
+import close2 from './commands/close-2.lua';
+import commit2 from './commands/commit-2.lua';
 import create2 from './commands/create-2.lua';
-import expireCheck3 from './commands/expire-check-3.lua';
-import finishClose4 from './commands/finish-close-4.lua';
+import expireCheck2 from './commands/expire-check-2.lua';
+import finishClose3 from './commands/finish-close-3.lua';
 import groupJoin2 from './commands/group-join-2.lua';
 import groupLeave3 from './commands/group-leave-3.lua';
 import groupTail2 from './commands/group-tail-2.lua';
 import join1 from './commands/join-1.lua';
 import leave1 from './commands/leave-1.lua';
 import publish3 from './commands/publish-3.lua';
-import read4 from './commands/read-4.lua';
-import receive3 from './commands/receive-3.lua';
+import read3 from './commands/read-3.lua';
+import receive2 from './commands/receive-2.lua';
 import renew1 from './commands/renew-1.lua';
 import sweep2 from './commands/sweep-2.lua';
 import session from './commands/includes/session.lua';
@@ -39,19 +39,19 @@ import time from './commands/includes/time.lua';
 export const SCRIPT_FILES = {
   'admit-2': admit2,
   'append-3': append3,
-  'close-3': close3,
-  'commit-3': commit3,
+  'close-2': close2,
+  'commit-2': commit2,
   'create-2': create2,
-  'expire-check-3': expireCheck3,
-  'finish-close-4': finishClose4,
+  'expire-check-2': expireCheck2,
+  'finish-close-3': finishClose3,
   'group-join-2': groupJoin2,
   'group-leave-3': groupLeave3,
   'group-tail-2': groupTail2,
   'join-1': join1,
   'leave-1': leave1,
   'publish-3': publish3,
-  'read-4': read4,
-  'receive-3': receive3,
+  'read-3': read3,
+  'receive-2': receive2,
   'renew-1': renew1,
   'sweep-2': sweep2,
 } satisfies Record<string, string>;

@@ -188,7 +188,7 @@ export class RedisStore implements Store {
       await this.batch(
         a.slice(1).map((evicted) => {
           const e = this.keys.session(String(evicted));
-          return { key: e.s, add: (p) => p.del(e.s, e.in, e.out, e.aids) };
+          return { key: e.s, add: (p) => p.del(e.s, e.out, e.aids) };
         }),
       );
     }
@@ -211,7 +211,7 @@ export class RedisStore implements Store {
 
   async receive(sid: string, input: ReceiveInput): Promise<ReceiveResult> {
     const k = this.keys.session(sid);
-    const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.ack ?? '', input.window, input.bufferBytes];
+    const args: Arg[] = [k.s, k.out, k.channel, this.sharded, input.ack ?? '', input.window, input.bufferBytes];
     args.push(input.lease.token, input.lease.ms, input.maxDeliver);
     for (const m of input.msgs) args.push(m.seq, m.json);
     const r = asReply('receive', await this.scripts.run('receive', ...args));
@@ -239,7 +239,7 @@ export class RedisStore implements Store {
     const k = this.keys.session(sid);
     const hasState = input.stateJson !== undefined;
     const sends = input.sends;
-    const args: Arg[] = [k.s, k.in, k.out, input.token, input.seq, hasState ? '1' : '0', hasState ? input.stateJson! : ''];
+    const args: Arg[] = [k.s, k.out, input.token, input.seq, hasState ? '1' : '0', hasState ? input.stateJson! : ''];
     args.push(input.leaseMs, input.next ? '1' : '0', input.maxDeliver, k.channel, this.sharded);
     args.push(sends?.limits.maxUnackedMessages ?? 0, sends?.limits.maxUnackedBytes ?? 0);
     if (sends) for (const m of sends.msgs) args.push(m);
@@ -387,16 +387,16 @@ export class RedisStore implements Store {
   async read(sid: string, input: ReadInput): Promise<ReadResult> {
     const k = this.keys.session(sid);
     const limits = input.limits ?? DEFAULT_LIMITS;
+    const claimAt = 7;
     const args: Arg[] = [
       k.s,
-      k.in,
       k.out,
       k.aids,
       k.channel,
       this.sharded,
       input.ack,
       input.watchToken,
-      input.claim ? '1' : '0',
+      input.claim ? '1' : '0', // args[claimAt]
       input.maxMessages,
       input.after ?? '',
       limits.maxUnackedMessages,
@@ -409,7 +409,7 @@ export class RedisStore implements Store {
       await this.watchGroups(sid, cursors.map(([group]) => group));
       const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
-        args[8] = '0'; // claimed (or not) by the first call
+        args[claimAt] = '0'; // claimed (or not) by the first call
         r = readReply(await this.scripts.run('read', ...args, ...pullBlock(tails)));
         // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
         if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);
@@ -429,7 +429,7 @@ export class RedisStore implements Store {
   /** The close script; an open session in groups first answers its cursors, and its pending group entries are pulled before the marker. */
   async close(sid: string, input: CloseInput): Promise<CloseResult> {
     const k = this.keys.session(sid);
-    const args: Arg[] = [k.s, k.in, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0];
+    const args: Arg[] = [k.s, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0];
     let r = closeReply(await this.scripts.run('close', ...args));
     for (let attempt = 0; r[0] === 'groups'; attempt++) {
       if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: close kept finding the session\'s groups changed under it');
@@ -449,7 +449,7 @@ export class RedisStore implements Store {
 
   async finishClose(sid: string, token: string): Promise<void> {
     const k = this.keys.session(sid);
-    const r = asReply('finish-close', await this.scripts.run('finish-close', k.s, k.in, k.out, k.aids, token));
+    const r = asReply('finish-close', await this.scripts.run('finish-close', k.s, k.out, k.aids, token));
     if (r.length === 0) return; // not this token's to finish
     if (r[0] !== 'ok' || r.length < 2) throw unexpected('finish-close', r);
     const expiresAt = Number(r[1]);
@@ -483,7 +483,7 @@ export class RedisStore implements Store {
       const checks = await this.batch(
         sids.map((sid) => {
           const k = this.keys.session(sid);
-          return { key: k.s, add: (p) => this.scripts.queue(p, 'expire-check', k.s, k.in, k.out, k.channel, this.sharded, input.lease.token, input.lease.ms) };
+          return { key: k.s, add: (p) => this.scripts.queue(p, 'expire-check', k.s, k.out, k.channel, this.sharded, input.lease.token, input.lease.ms) };
         }),
       );
       // Re-score each candidate: drop the dead, push back the ones not due yet.
@@ -750,7 +750,7 @@ function appendResult(r: Reply): AppendResult {
   throw unexpected('append', r);
 }
 
-/** The read script's reply, its shape checked (see read-4.lua). */
+/** The read script's reply, its shape checked (see read-3.lua). */
 function readReply(value: unknown): Reply {
   const r = asReply('read', value);
   switch (r[0]) {
@@ -769,7 +769,7 @@ function readReply(value: unknown): Reply {
   throw unexpected('read', r);
 }
 
-/** The close script's reply, its shape checked (see close-3.lua). */
+/** The close script's reply, its shape checked (see close-2.lua). */
 function closeReply(value: unknown): Reply {
   const r = asReply('close', value);
   if ((r[0] === 'unknown' && r.length === 1) || (r[0] === 'groups' && r.length % 2 === 1) || (r[0] === 'ok' && r.length === 7)) return r;

@@ -667,7 +667,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       c2s.lost += lostHere;
       if (lostHere > 0 && process.env.CHAOS_DEBUG) {
         const rec = await (storeConn ?? conn).hgetall(`${prefix}{${r.sid}}:s`);
-        const inb = await (storeConn ?? conn).hkeys(`${prefix}{${r.sid}}:in`);
+        const inb = Object.keys(rec).filter((f) => /^i\d+$/.test(f));
         log(`debug c2s session ${r.k}: sent ${r.sent}, acked ${r.acked}, rejected ${r.rejected}, handler saw ${seen.size} (max ${maxI}), redelivered [${redelivered}], record ${JSON.stringify({ ...rec, user: undefined, state: undefined })}, inbound [${inb.slice(0, 10)}${inb.length > 10 ? '…' : ''}] (${inb.length}), close ${JSON.stringify(r.closeEvent)}`);
       }
       if (closes !== null) {

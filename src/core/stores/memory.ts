@@ -298,7 +298,7 @@ export class MemoryStore implements Store {
       this.push(r, json, bytes);
       sent.stored++;
     }
-    if (sent.stored > 0) this.emit(sid, { type: 'message', run: { msgs: r.log.slice(-sent.stored), clientAck: r.clientAck } });
+    if (sent.stored > 0) this.emitMessages(sid, r, sent.stored);
     return sent;
   }
 
@@ -672,7 +672,7 @@ export class MemoryStore implements Store {
       if (appends.length >= APPEND_IDS_REMEMBERED) appends.shift();
       appends.push({ id, firstSeq, lastSeq: r.lastSeq });
     }
-    this.emit(sid, { type: 'message', run: { msgs: r.log.slice(-msgs.length), clientAck: r.clientAck } });
+    this.emitMessages(sid, r, msgs.length);
     return { status: 'ok', firstSeq, lastSeq: r.lastSeq };
   }
 
@@ -696,6 +696,11 @@ export class MemoryStore implements Store {
     r.inbound = undefined;
     r.inboundBytes = 0;
     this.emit(sid, { type: 'close' });
+  }
+
+  /** A message event carrying the last `n` messages of the log (a watch writes them without a read). */
+  private emitMessages(sid: string, r: SessionRecord, n: number): void {
+    if (this.listeners.has(sid)) this.emit(sid, { type: 'message', run: { msgs: r.log.slice(-n), clientAck: r.clientAck } });
   }
 
   private emit(sid: string, event: StoreEvent): void {

@@ -10,9 +10,13 @@
     ttl          safety TTL: how long the keys outlive the last activity, ms
     seen         last client activity, ms (Redis TIME)
     cack         client ack: highest client seq delivered to the handler
-    ibytes       bytes of client messages in the inbound buffer (KEYS[2])
+    ibytes       bytes of client messages in the inbound buffer (the i<seq> fields)
+    i<seq>       the inbound buffer: a client message not yet committed (waiting for the lease
+                 holder, or behind a gap), one field per seq. In the record, not a key of its own:
+                 buffering and committing a message then ride on the record's own HSET and HMGET,
+                 and need no expiry of their own
     last         last server seq assigned
-    lbytes       bytes of unacked server messages in the log (KEYS[3])
+    lbytes       bytes of unacked server messages in the log (the session's LIST)
     lease, leaseUntil          delivery / onClose lease: token and expiry, ms; a commit that
                                releases it writes '-' and 0 (no token is '-': in the same HSET
                                as the delivery record, where an HDEL would be one command more)
@@ -138,17 +142,32 @@ local function trimLog(s, outKey, last, ack, lbytes, channel, sharded, wr)
   return n, lbytes
 end
 
+-- The inbound buffer's field for client seq `seq`.
+local function inField(seq)
+  return 'i' .. seq
+end
+
+-- Drop every buffered client message (`ibytes`: the buffer's bytes; 0: there are none).
+local function dropInbound(s, ibytes)
+  if num(ibytes) <= 0 then return end
+  local fields = redis.call('HKEYS', s)
+  local drop = {}
+  for i = 1, #fields do
+    if string.match(fields[i], '^i%d+$') then drop[#drop + 1] = fields[i] end
+  end
+  if #drop > 0 then redis.call('HDEL', s, unpack(drop)) end
+end
+
 -- Append the contiguous run after `from` (at most `max`) to `into` as seq,
 -- json pairs; returns how many. `known`: seq -> json of messages this call
--- has in hand (nil: none); `buffered`: whether the inbound buffer (HASH
--- inKey) may hold any (it exists exactly while it holds bytes), else only
--- `known` is looked at.
-local function takeRun(inKey, from, max, into, known, buffered)
+-- has in hand (nil: none); `buffered`: whether the inbound buffer may hold
+-- any (`ibytes` > 0), else only `known` is looked at.
+local function takeRun(s, from, max, into, known, buffered)
   local n = 0
   while n < max do
     local seq = from + n + 1
     local json = known and known[seq]
-    if not json and buffered then json = redis.call('HGET', inKey, seq) end
+    if not json and buffered then json = redis.call('HGET', s, inField(seq)) end
     if not json then break end
     into[#into + 1] = seq
     into[#into + 1] = json
@@ -159,9 +178,9 @@ end
 
 -- open -> closing: the close marker takes seq last + 1, and client messages
 -- waiting behind a gap are dropped (they can never be delivered now).
-local function beginClose(s, inKey, reason, last, channel, sharded)
+local function beginClose(s, ibytes, reason, last, channel, sharded)
   redis.call('HSET', s, 'status', 'closing', 'closeReason', reason, 'closeSeq', last + 1, 'ibytes', 0)
-  redis.call('DEL', inKey)
+  dropInbound(s, ibytes)
   notify(channel, sharded, 'c')
 end
 

@@ -14,9 +14,8 @@
   logs and, if there are any, calls again with them (claim '0').
 
   KEYS[1] s    session record (HASH)
-  KEYS[2] in   inbound buffer (HASH; only its TTL is refreshed)
-  KEYS[3] out  server log (LIST)
-  KEYS[4] aids append ids (STRING; deleted with a tombstone's last message)
+  KEYS[2] out  server log (LIST)
+  KEYS[3] aids append ids (STRING; deleted with a tombstone's last message)
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] ack   ARGV[4] watch token   ARGV[5] claim ('1' / '0')   ARGV[6] maxMessages
@@ -43,9 +42,9 @@
 ]]
 -- @include session
 local OVERRUN_REASON = 'group-overrun'
-local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
+local s, outKey = KEYS[1], KEYS[2]
 local channel, sharded = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', s, 'status', 'last', 'watcher', 'cack', 'closeSeq', 'closeReason', 'ttl', 'lbytes', 'gn', 'exp', 'wr')
+local f = redis.call('HMGET', s, 'status', 'last', 'watcher', 'cack', 'closeSeq', 'closeReason', 'ttl', 'lbytes', 'gn', 'exp', 'wr', 'ibytes')
 if not f[1] then return {'unknown'} end
 local last = num(f[2])
 local ack = tonumber(ARGV[3])
@@ -71,7 +70,7 @@ if status == 'open' and num(f[9]) > 0 then
     local len = lbytes > 0 and redis.call('LLEN', outKey) or 0
     local st, n, bytes = applyPulls(s, outKey, ARGV, 11, f[9], len, lbytes, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
     if st == 'overrun' then
-      beginClose(s, inKey, OVERRUN_REASON, last, channel, sharded)
+      beginClose(s, f[12], OVERRUN_REASON, last, channel, sharded)
       status = 'closing'
       f[5] = last + 1
       f[6] = OVERRUN_REASON
@@ -94,7 +93,7 @@ if trimmed > 0 then
   if status == 'closed' and lbytes <= 0 then
     -- A tombstone's last message acked: it keeps only its few fields.
     redis.call('HDEL', s, 'lbytes')
-    redis.call('DEL', KEYS[4])
+    redis.call('DEL', KEYS[3])
   else
     fields[#fields + 1] = 'lbytes'
     fields[#fields + 1] = lbytes
@@ -168,5 +167,5 @@ else
   end
 end
 -- A tombstone keeps the expiry finish-close gave it.
-if f[1] ~= 'closed' and now then touch({s, inKey, outKey}, f[7], 0, now, f[10]) end
+if f[1] ~= 'closed' and now then touch({s, outKey}, f[7], 0, now, f[10]) end
 return result

@@ -4,9 +4,8 @@
   buffers the new messages and, if the next seq is here and nobody holds the
   delivery lease, hands out the contiguous run under a new lease.
 
-  KEYS[1] s    session record (HASH)
-  KEYS[2] in   inbound buffer (HASH seq -> json)
-  KEYS[3] out  server log (LIST)
+  KEYS[1] s    session record (HASH; its i<seq> fields are the inbound buffer)
+  KEYS[2] out  server log (LIST)
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH, else PUBLISH)
   ARGV[3] ack of the server stream ('' when the client sent none)
@@ -25,7 +24,7 @@
   Events: 'a' when the ack trimmed something and an append found the log full since the last 'a'.
 ]]
 -- @include session
-local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
+local s, outKey = KEYS[1], KEYS[2]
 local channel, sharded = ARGV[1], ARGV[2]
 -- User and state too, though only a delivery returns them: one HMGET rather than two.
 local f = redis.call('HMGET', s, 'status', 'cack', 'last', 'ibytes', 'lease', 'leaseUntil', 'ttl', 'exp', 'wr', 'lbytes', 'user', 'state')
@@ -44,7 +43,7 @@ local freshBySeq = {}
 local added = 0
 for i = 9, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
-  if seq > cack and not freshBySeq[seq] and not (buffered and redis.call('HEXISTS', inKey, seq) == 1) then
+  if seq > cack and not freshBySeq[seq] and not (buffered and redis.call('HEXISTS', s, inField(seq)) == 1) then
     if seq > cack + window then return {'out-of-window', cack} end
     local json = ARGV[i + 1]
     freshBySeq[seq] = json
@@ -62,7 +61,7 @@ if added > 0 and ibytes + added > bufferBytes then
   if fills then
     local lastFresh = fresh[#fresh - 1]
     local seq = cack + 1
-    while seq <= lastFresh and (freshBySeq[seq] or (buffered and redis.call('HEXISTS', inKey, seq) == 1)) do
+    while seq <= lastFresh and (freshBySeq[seq] or (buffered and redis.call('HEXISTS', s, inField(seq)) == 1)) do
       seq = seq + 1
     end
     fills = seq > lastFresh
@@ -80,11 +79,12 @@ if ack then
     fields[#fields + 1] = lbytes
   end
 end
-local created
 if #fresh > 0 then
-  -- This call creates the buffer when it held none.
-  if not buffered then created = {inKey} end
-  redis.call('HSET', inKey, unpack(fresh))
+  -- Buffered in the record's own HSET below.
+  for i = 1, #fresh, 2 do
+    fields[#fields + 1] = inField(fresh[i])
+    fields[#fields + 1] = fresh[i + 1]
+  end
   fields[#fields + 1] = 'ibytes'
   fields[#fields + 1] = ibytes + added
 end
@@ -92,11 +92,11 @@ end
 local result = {'ok', cack}
 local leaseMs = 0
 -- A lease held by this very token is free to it: this call is a repeat (a resend after a lost reply).
-if (not leaseHeld(f[5], f[6], now) or f[5] == ARGV[6]) and (freshBySeq[cack + 1] or (buffered and redis.call('HEXISTS', inKey, cack + 1) == 1)) then
+if (not leaseHeld(f[5], f[6], now) or f[5] == ARGV[6]) and (freshBySeq[cack + 1] or (buffered and redis.call('HEXISTS', s, inField(cack + 1)) == 1)) then
   -- The caller delivers: it needs the user and the state too.
   result[3] = f[11]
   result[4] = f[12]
-  takeRun(inKey, cack, tonumber(ARGV[8]), result, freshBySeq, buffered)
+  takeRun(s, cack, tonumber(ARGV[8]), result, freshBySeq, buffered)
   leaseMs = tonumber(ARGV[7])
   fields[#fields + 1] = 'lease'
   fields[#fields + 1] = ARGV[6]
@@ -104,5 +104,5 @@ if (not leaseHeld(f[5], f[6], now) or f[5] == ARGV[6]) and (freshBySeq[cack + 1]
   fields[#fields + 1] = now + leaseMs
 end
 redis.call('HSET', s, unpack(fields))
-touch({s, inKey, outKey}, f[7], leaseMs, now, f[8], created)
+touch({s, outKey}, f[7], leaseMs, now, f[8])
 return result

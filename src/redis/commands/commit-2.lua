@@ -11,9 +11,8 @@
   outcome in the record's `cs` field ("seq:first:stored:refused"), and a
   repeat answers that and stores nothing.
 
-  KEYS[1] s    session record (HASH)
-  KEYS[2] in   inbound buffer (HASH seq -> json)
-  KEYS[3] out  server log (LIST)
+  KEYS[1] s    session record (HASH; its i<seq> fields are the inbound buffer)
+  KEYS[2] out  server log (LIST)
 
   ARGV[1] lease token   ARGV[2] seq
   ARGV[3] '1' when ARGV[4] holds new state JSON
@@ -34,8 +33,8 @@
   Events: 'm' when messages were appended (with them, see notifyMessages).
 ]]
 -- @include session
-local s, inKey, outKey = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn', 'leaseUntil', 'seen')
+local s, outKey = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn', 'leaseUntil', 'seen', inField(ARGV[2]))
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end
 -- A member of groups must pull their entries before its own sends (a cross-slot step this script
 -- cannot take): change nothing; the caller appends the sends, then commits without them.
@@ -51,10 +50,10 @@ if n > 0 then stored = 0 end
 local fields = {}
 local created
 if seq == cack + 1 then
-  -- The buffer exists exactly while it holds bytes: an empty one needs no look.
-  local json = ibytes > 0 and redis.call('HGET', inKey, seq)
+  -- The delivered message, read with the record (nil when the buffer did not hold it).
+  local json = f[16]
   if json then
-    redis.call('HDEL', inKey, seq)
+    redis.call('HDEL', s, inField(seq))
     ibytes = ibytes - #json
     fields[#fields + 1] = 'ibytes'
     fields[#fields + 1] = ibytes
@@ -111,7 +110,7 @@ if ARGV[3] == '1' then
 end
 
 local result = {'ok', cack, stored, first, refused}
-local keep = f[1] == 'closing' or ARGV[6] ~= '1' or takeRun(inKey, cack, tonumber(ARGV[7]), result, nil, ibytes > 0) > 0
+local keep = f[1] == 'closing' or ARGV[6] ~= '1' or takeRun(s, cack, tonumber(ARGV[7]), result, nil, ibytes > 0) > 0
 local now, extra
 if keep then
   -- The lease goes on (the next run, onClose, or next=false): extended from the server's clock.
@@ -135,7 +134,7 @@ else
   fields[#fields + 1] = 0
 end
 redis.call('HSET', s, unpack(fields))
-touch({s, inKey, outKey}, f[7], extra, now, f[12], created)
+touch({s, outKey}, f[7], extra, now, f[12], created)
 
 if f[1] == 'closing' then
   return {'closing', cack, f[6], f[4], state, stored, first, refused}

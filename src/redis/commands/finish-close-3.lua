@@ -9,10 +9,9 @@
   for a session its client closed (reason 'client': that client reads no
   more). Everything expires after the tombstone retention.
 
-  KEYS[1] s     session record (HASH)
-  KEYS[2] in    inbound buffer (HASH)
-  KEYS[3] out   server log (LIST)
-  KEYS[4] aids  append ids (STRING)
+  KEYS[1] s     session record (HASH; the inbound buffer goes with it)
+  KEYS[2] out   server log (LIST)
+  KEYS[3] aids  append ids (STRING)
 
   ARGV[1] lease token
 
@@ -31,7 +30,7 @@
 ]]
 -- @include session
 local CLIENT_REASON = 'client'
-local s, inKey, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local s, outKey, aidsKey = KEYS[1], KEYS[2], KEYS[3]
 local f = redis.call('HMGET', s, 'status', 'lease', 'tomb', 'closer', 'last', 'cack', 'closeReason', 'lbytes')
 local repeated = f[1] == 'closed' and f[4] == ARGV[1]
 if not repeated and (f[1] ~= 'closing' or f[2] ~= ARGV[1]) then return {} end
@@ -47,11 +46,11 @@ if repeated then
 end
 local tomb = num(f[3])
 if tomb <= 0 then
-  redis.call('DEL', s, inKey, outKey, aidsKey)
+  redis.call('DEL', s, outKey, aidsKey)
   return {'ok', 0, unpack(groups)}
 end
 local keepLog = f[7] ~= CLIENT_REASON and redis.call('LLEN', outKey) > 0
-redis.call('DEL', s, inKey)
+redis.call('DEL', s)
 redis.call('HSET', s, 'status', 'closed', 'last', num(f[5]), 'cack', num(f[6]), 'closeSeq', num(f[5]) + 1, 'closeReason', f[7] or '', 'closer', ARGV[1])
 for i = 1, #groups do
   redis.call('HSET', s, 'g:' .. groups[i], '')

@@ -5,8 +5,7 @@
   its holder died) is leased to the sweeper.
 
   KEYS[1] s    session record (HASH)
-  KEYS[2] in   inbound buffer (HASH)
-  KEYS[3] out  server log (LIST; only its TTL may be extended)
+  KEYS[2] out  server log (LIST; only its TTL may be extended)
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] sweep lease token   ARGV[4] lease ms
@@ -19,8 +18,8 @@
   Events: 'c' when an idle session starts closing.
 ]]
 -- @include session
-local s, inKey = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', s, 'status', 'seen', 'idle', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl')
+local s, outKey = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', s, 'status', 'seen', 'idle', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl', 'ibytes')
 if not f[1] then return {'gone'} end
 if f[1] == 'closed' then return {'closed'} end
 local now = nowMs()
@@ -29,11 +28,11 @@ if f[1] == 'open' then
   local expiresAfter = num(f[2]) + num(f[3])
   if now <= expiresAfter then return {'wait', expiresAfter + 1} end
   reason = 'expired'
-  beginClose(s, inKey, reason, num(f[4]), ARGV[1], ARGV[2])
+  beginClose(s, f[11], reason, num(f[4]), ARGV[1], ARGV[2])
 end
 if leaseHeld(f[5], f[6], now) then return {'wait', num(f[6])} end
 local leaseUntil = now + tonumber(ARGV[4])
 redis.call('HSET', s, 'lease', ARGV[3], 'leaseUntil', leaseUntil)
 -- The record must outlive the sweeper's lease: it still has onClose to run.
-touch({s, inKey, KEYS[3]}, f[10], ARGV[4])
+touch({s, outKey}, f[10], ARGV[4])
 return {'closing', reason, f[8], f[9], leaseUntil}

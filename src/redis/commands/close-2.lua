@@ -5,8 +5,7 @@
   repeat with the same lease token answers leased again.
 
   KEYS[1] s    session record (HASH)
-  KEYS[2] in   inbound buffer (HASH)
-  KEYS[3] out  server log (LIST; only its TTL may be extended)
+  KEYS[2] out  server log (LIST; only its TTL may be extended)
 
   An open session in groups first pulls every pending group entry (a
   publish that resolved before the close comes before the marker), whatever
@@ -30,8 +29,8 @@
   Events: 'c' on the transition.
 ]]
 -- @include session
-local s, inKey = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', s, 'status', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl', 'gn', 'lbytes')
+local s, outKey = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', s, 'status', 'last', 'lease', 'leaseUntil', 'closeReason', 'user', 'state', 'ttl', 'gn', 'lbytes', 'ibytes')
 if not f[1] then return {'unknown'} end
 local now = nowMs()
 local status, reason = f[1], f[5]
@@ -41,8 +40,8 @@ if status == 'open' then
   local last = num(f[2])
   if num(f[9]) > 0 then
     if #ARGV < 6 then return {'groups', unpack(groupCursors(s, f[9]))} end
-    local len = redis.call('LLEN', KEYS[3])
-    local st, n, bytes = applyPulls(s, KEYS[3], ARGV, 6, f[9], len, num(f[10]), math.huge, math.huge, true, 0, 0)
+    local len = redis.call('LLEN', outKey)
+    local st, n, bytes = applyPulls(s, outKey, ARGV, 6, f[9], len, num(f[10]), math.huge, math.huge, true, 0, 0)
     if st ~= 'ok' and st ~= 'overrun' then return {'groups', unpack(groupCursors(s, f[9]))} end
     if st == 'overrun' then
       reason = 'group-overrun'
@@ -51,11 +50,11 @@ if status == 'open' then
       redis.call('HSET', s, 'last', last, 'lbytes', num(f[10]) + bytes)
       if len == 0 then
         local ttl = redis.call('PTTL', s)
-        if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+        if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
       end
     end
   end
-  beginClose(s, inKey, reason, last, ARGV[1], ARGV[2])
+  beginClose(s, f[11], reason, last, ARGV[1], ARGV[2])
   status = 'closing'
   transitioned = 1
 end
@@ -69,7 +68,7 @@ if status == 'closing' then
     redis.call('HSET', s, 'lease', ARGV[4], 'leaseUntil', checkAt)
     leased = 1
     -- The record must outlive the lease: its holder still has onClose to run.
-    touch({s, inKey, KEYS[3]}, f[8], ARGV[5])
+    touch({s, outKey}, f[8], ARGV[5])
   else
     checkAt = now
   end
