@@ -260,7 +260,10 @@ export class RedisStore implements Store {
         if (r.length < 5 || r.length % 2 === 0) break;
         const result: CommitResult = { status: 'ok', clientAck: Number(r[1]), deliver: pairs(r, 5) };
         const sent = commitSent(r, 2);
-        if (sent) result.sent = sent;
+        if (sent) {
+          result.sent = sent;
+          if (sent.stored > 0) this.wakeHere(k.channel, sends!.msgs, sent.firstSeq, sent.stored, result.clientAck);
+        }
         return result;
       }
     }
@@ -313,7 +316,11 @@ export class RedisStore implements Store {
         else if (r[0] === 'overrun' && r.length === 1) {
           await this.close(sids[i]!, { reason: GROUP_OVERRUN_REASON });
           results[i] = { status: 'closed' };
-        } else results[i] = appendResult(r);
+        } else {
+          results[i] = appendResult(r);
+          // Stored by this call (a repeat answers without the client ack): wake the watches here now.
+          if (r.length === 4) this.wakeHere(keys[i]!.channel, msgs, Number(r[1]), msgs.length, Number(r[3]));
+        }
       }
       if (again.length > 0) {
         const wanted = new Map<string, [string, string]>();
@@ -350,6 +357,20 @@ export class RedisStore implements Store {
       for (let j = 3; j + 1 < r.length; j += 2) entries.push({ gseq: from + 1 + (j - 3) / 2, t: Number(r[j]), json: String(r[j + 1]) });
       return { group: cursors[i]![0], cursor: cursors[i]![1], epoch: String(r[0]), state: String(r[2]), entries };
     });
+  }
+
+  /**
+   * Messages this call stored (`msgs[0 .. n)` at seqs `first` ...), handed at once to this
+   * instance's own listeners of the session, as the wake-up Redis is about to deliver would: a
+   * watch here writes them without waiting for the published copy, in the same turn as the reply
+   * that caused them. Redis still publishes (other instances need it); here whichever copy comes
+   * second is dropped (`Subscriptions.wakeLocal`). Called after the script returned: the messages are stored.
+   */
+  private wakeHere(channel: string, msgs: string[], first: number, n: number, clientAck: number): void {
+    if (this.subs.listenerCount(channel) === 0) return;
+    const run = { msgs: msgs.slice(0, n).map((json, i) => ({ seq: first + i, json })), clientAck };
+    // Never inside the operation itself (docs/STORE.md, subscribe): once it has returned.
+    queueMicrotask(() => this.subs.wakeLocal(channel, run));
   }
 
   /** Listens to the channels of the session's groups on behalf of its listeners here; resolves once they are active. */
@@ -739,7 +760,7 @@ function commitSent(r: Reply, at: number): CommitSent | undefined {
 function appendResult(r: Reply): AppendResult {
   switch (r[0]) {
     case 'ok':
-      if (r.length === 3) return { status: 'ok', firstSeq: Number(r[1]), lastSeq: Number(r[2]) };
+      if (r.length === 3 || r.length === 4) return { status: 'ok', firstSeq: Number(r[1]), lastSeq: Number(r[2]) };
       break;
     case 'unknown':
     case 'closed':

@@ -6,7 +6,7 @@
  */
 import type { Cluster, Redis } from 'ioredis';
 import { BidiError } from '../core/errors';
-import type { StoreEvent, Unsubscribe } from '../core/store';
+import type { AppendedRun, StoreEvent, Unsubscribe } from '../core/store';
 
 export type Listener = (event: StoreEvent) => void;
 
@@ -15,7 +15,8 @@ const SUBSCRIBE_TIMEOUT_MS = 2_000;
 
 const MESSAGE: StoreEvent = Object.freeze({ type: 'message' });
 
-function decodeEvent(payload: string): StoreEvent | null {
+/** The event a payload stands for; null for none, or for a run of messages at or below `runsUpTo` (see ChannelState). */
+function decodeEvent(payload: string, runsUpTo: number): StoreEvent | null {
   switch (payload) {
     case 'm':
       return MESSAGE;
@@ -25,7 +26,7 @@ function decodeEvent(payload: string): StoreEvent | null {
       return { type: 'ack' };
     default:
       if (payload.startsWith('w:')) return { type: 'watch', token: payload.slice(2) };
-      return payload.charCodeAt(0) === 109 /* m */ ? decodeRun(payload) : null;
+      return payload.charCodeAt(0) === 109 /* m */ ? decodeRun(payload, runsUpTo) : null;
   }
 }
 
@@ -34,13 +35,15 @@ function decodeEvent(payload: string): StoreEvent | null {
  * message wake-up with its messages. Anything else that starts with 'm' is a bare wake-up (a
  * watch then reads), never a run it could get wrong.
  */
-function decodeRun(payload: string): StoreEvent {
+function decodeRun(payload: string, runsUpTo: number): StoreEvent | null {
   const nl = payload.indexOf('\n');
   const sp = payload.indexOf(' ');
   if (nl < 0 || sp < 0 || sp > nl) return MESSAGE;
   const first = Number(payload.slice(1, sp));
   const clientAck = Number(payload.slice(sp + 1, nl));
   if (!Number.isSafeInteger(first) || first < 1 || !Number.isSafeInteger(clientAck) || clientAck < 0) return MESSAGE;
+  // Runs are disjoint seq ranges: one that starts at or below runsUpTo lies wholly below it (no split needed to tell).
+  if (first <= runsUpTo) return null;
   const msgs = payload
     .slice(nl + 1)
     .split('\n')
@@ -74,6 +77,13 @@ interface ChannelState {
   idleSince?: number;
   /** The linger ran out: unsubscribe (unless a listener came back). */
   expired?: boolean;
+  /**
+   * The highest seq of the messages a wake-up handed to the listeners (a published one or
+   * `wakeLocal`'s). A later wake-up whose messages all lie at or below it is dropped: it is the
+   * other copy of the same messages, or older ones, which every listener has had or read (each
+   * message is stored before any wake-up for a later seq is sent, and a watch reads on a gap).
+   */
+  runsUpTo?: number;
 }
 
 /**
@@ -151,6 +161,15 @@ export class Subscriptions {
   /** Listeners on the channel now (a lingering subscription has none). */
   listenerCount(channel: string): number {
     return this.channels.get(channel)?.listeners.size ?? 0;
+  }
+
+  /**
+   * Hands messages this instance has just stored to the channel's listeners here, before Redis
+   * delivers the published copy, which is then dropped (it would only repeat them).
+   */
+  wakeLocal(channel: string, run: AppendedRun): void {
+    const ch = this.channels.get(channel);
+    if (ch && ch.listeners.size > 0) deliverRun(ch, run, { type: 'message', run });
   }
 
   /** Wakes the channel's listeners here as if `event` had been published on it (a group's publish wakes its members' watches). */
@@ -260,8 +279,10 @@ export class Subscriptions {
   private readonly onMessage = (channel: string, payload: string): void => {
     const ch = this.channels.get(channel);
     if (!ch || ch.listeners.size === 0) return;
-    const event = decodeEvent(String(payload));
-    if (event) deliver(ch, event);
+    const event = decodeEvent(String(payload), ch.runsUpTo ?? 0);
+    if (!event) return;
+    if (event.type === 'message' && event.run) deliverRun(ch, event.run, event);
+    else deliver(ch, event);
   };
 
   /** A new connection epoch: renew every subscription we want, leave the ones Redis may still hold for us. */
@@ -358,6 +379,16 @@ function settle(ch: ChannelState): void {
 
 function fail(ch: ChannelState, err: Error): void {
   for (const w of ch.waiters.splice(0)) w.reject(err);
+}
+
+/** A wake-up with its messages, unless a wake-up already handed them (or later ones) to the listeners. */
+function deliverRun(ch: ChannelState, run: AppendedRun, event: StoreEvent): void {
+  const msgs = run.msgs;
+  if (msgs.length === 0) return;
+  const last = msgs[msgs.length - 1]!.seq;
+  if (ch.runsUpTo !== undefined && last <= ch.runsUpTo) return;
+  ch.runsUpTo = last;
+  deliver(ch, event);
 }
 
 function deliver(ch: ChannelState, event: StoreEvent): void {

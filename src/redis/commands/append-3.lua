@@ -28,7 +28,9 @@
   ARGV[6] k, the number of messages   ARGV[7 .. 6 + k] messages (JSON)
   ARGV[7 + k ..] pull block (absent: none given)
 
-  Returns {'unknown'} | {'closed'} | {'full'} (and marks the record: the next trim publishes 'a') | {'ok', firstSeq, lastSeq}
+  Returns {'unknown'} | {'closed'} | {'full'} (and marks the record: the next trim publishes 'a')
+    | {'ok', firstSeq, lastSeq, clientAck}  stored now (the messages are these, at those seqs)
+    | {'ok', firstSeq, lastSeq}             a repeat: stored by the call with this id
     | {'groups', group, cursor, ...}  the session is in groups and the block is
                                       absent or out of date: nothing changed
     | {'overrun'}  a group's log dropped entries the session never pulled:
@@ -109,4 +111,4 @@ if wasEmpty then
   end
 end
 notifyMessages(ARGV[1], ARGV[2], last + 1, num(f[7]), ARGV, 7, 6 + k, bytes)
-return {'ok', last + 1, last + n}
+return {'ok', last + 1, last + n, num(f[7])}
