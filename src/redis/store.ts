@@ -43,7 +43,8 @@ import RateLimiterRedis from 'rate-limiter-flexible/lib/RateLimiterRedis.js';
 import { keySlot, RedisKeys } from './keys';
 import type { ScriptName, Scripts } from './scripts';
 import { defineScripts } from './scripts';
-import { Subscriptions } from './subscriptions';
+import { GroupHints } from './group-hints';
+import { Subscriptions, type GroupEntryNews } from './subscriptions';
 import type { ReplicaAcks } from './replica-acks';
 import { withReplicaAcks } from './replica-acks';
 import { followSlots } from './follow-slots';
@@ -153,7 +154,19 @@ export class RedisStore implements Store {
    * channel, whatever the group's size.
    */
   private readonly groupSubs = new Map<string, Map<string, Promise<Unsubscribe>>>();
+  /**
+   * Group hints: what this instance heard and last read, so that a member's watch here can pull
+   * a publish in one script call instead of three (its read answering the cursors, the group's
+   * tail, the pull). Per group channel listened to here, the entries its recent wake-ups carried;
+   * per session with listeners here, its groups and cursors as last read. Only ever a guess: the
+   * read script pulls under a compare-and-set on each cursor and answers the real cursors when
+   * the guess missed, and the read goes on as without hints.
+   */
+  private readonly groupHints = new GroupHints();
+  private readonly knownCursors = new Map<string, Array<[string, string]>>();
   private readonly prefix: string;
+
+  private readonly onGroupEntry = (channel: string, news: GroupEntryNews): void => this.groupHints.heard(channel, news, this.subs.connectionEpoch);
 
   constructor(options: RedisStoreOptions) {
     if (!options || !options.redis) throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
@@ -175,6 +188,7 @@ export class RedisStore implements Store {
     this.sharded = sharded ? '1' : '0';
     this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? DEFAULT_SUBSCRIPTION_LINGER_MS), given, () =>
       isCluster(options.redis) ? followSlots(options.redis, options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {})) : options.redis.duplicate(),
+      this.onGroupEntry,
     );
   }
 
@@ -373,6 +387,31 @@ export class RedisStore implements Store {
     queueMicrotask(() => this.subs.wakeLocal(channel, run));
   }
 
+  /**
+   * The pull block a re-read of `sid` would need, from its cursors as last read here and the
+   * entries its groups' wake-ups carried since: null when that cannot be told (no cursors known, or
+   * the hints do not reach back to a cursor, or miss an entry's text, or were heard on a
+   * connection that dropped since: read the cursors and the tails instead).
+   */
+  private guessPulls(sid: string): GroupTail[] | null {
+    const cursors = this.knownCursors.get(sid);
+    if (!cursors) return null;
+    const tails: GroupTail[] = [];
+    for (const [group, cursor] of cursors) {
+      const colon = cursor.lastIndexOf(':');
+      // Nothing heard since the cursor: nothing to pull (a publish wakes this instance before any read of it can pull it).
+      const known = this.groupHints.after(this.keys.groupKeys(group).channel, cursor.slice(0, colon), Number(cursor.slice(colon + 1)), this.subs.connectionEpoch);
+      if (!known) return null;
+      tails.push({ group, cursor, epoch: known.epoch, state: 'c', entries: known.entries });
+    }
+    return tails;
+  }
+
+  /** Remembers the session's groups and cursors as just read, while it has listeners here. */
+  private noteCursors(sid: string, cursors: Array<[string, string]>): void {
+    if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) this.knownCursors.set(sid, cursors);
+  }
+
   /** Listens to the channels of the session's groups on behalf of its listeners here; resolves once they are active. */
   private async watchGroups(sid: string, groups: string[]): Promise<void> {
     const channel = this.keys.session(sid).channel;
@@ -424,9 +463,14 @@ export class RedisStore implements Store {
       limits.maxUnackedBytes,
       input.maxBytes ?? 0,
     ];
-    let r = readReply(await this.scripts.run('read', ...args));
+    // A watch's re-read (no claim, no trim to do) of a session in groups: start with the pull block
+    // the group hints make, which saves the cursors' call and the groups' tails when it was right.
+    const guess = input.after !== undefined && !input.claim ? this.guessPulls(sid) : null;
+    let r = readReply(await this.scripts.run('read', ...args, ...(guess ? pullBlock(guess) : [])));
+    if (guess && r[0] === 'ok' && Number(r[6]) === 0) this.noteCursors(sid, advanced(this.knownCursors.get(sid)!, guess));
     if (r[0] === 'ok' && Number(r[6]) > 0) {
       const cursors = namePairs(r, 7, Number(r[6]));
+      this.noteCursors(sid, cursors);
       await this.watchGroups(sid, cursors.map(([group]) => group));
       const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
@@ -434,6 +478,7 @@ export class RedisStore implements Store {
         r = readReply(await this.scripts.run('read', ...args, ...pullBlock(tails)));
         // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
         if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);
+        if (r[0] === 'ok') this.noteCursors(sid, Number(r[6]) > 0 ? namePairs(r, 7, Number(r[6])) : advanced(cursors, tails));
       }
     }
     if (r[0] === 'unknown') return { status: 'unknown' };
@@ -555,10 +600,21 @@ export class RedisStore implements Store {
   /** Once the session's last listener here left, its group subscriptions go with it. */
   private unwatchGroups(sid: string): void {
     if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) return;
+    this.knownCursors.delete(sid);
     const subs = this.groupSubs.get(sid);
     if (!subs) return;
     this.groupSubs.delete(sid);
-    for (const sub of subs.values()) sub.then((u) => u(), () => {});
+    for (const [group, sub] of subs) {
+      sub.then(
+        (u) => {
+          u();
+          // No session here listens to the group any more: what its wake-ups carried goes too.
+          const channel = this.keys.groupKeys(group).channel;
+          if (this.subs.listenerCount(channel) === 0) this.groupHints.drop(channel);
+        },
+        () => {},
+      );
+    }
   }
 
   async inspect(sids: string[]): Promise<Array<SessionInfo | null>> {
@@ -640,6 +696,8 @@ export class RedisStore implements Store {
   /** Drops every listener and closes the subscriber connection if the store made it. The command connection is yours to close. */
   async dispose(): Promise<void> {
     this.groupSubs.clear();
+    this.knownCursors.clear();
+    this.groupHints.clear();
     await this.subs.close();
   }
 
@@ -708,6 +766,13 @@ function pairs(r: Reply, from: number): StoredMessage[] {
 }
 
 /** `count` (default: to the end) name, value pairs from index `from` of a reply. */
+/** The cursors after a pull of `tails`: each group's moves to its last entry pulled (a guess: see guessPulls). */
+function advanced(cursors: Array<[string, string]>, tails: GroupTail[]): Array<[string, string]> {
+  const moved = new Map<string, string>();
+  for (const t of tails) if (t.state !== 'o' && t.entries.length > 0) moved.set(t.group, `${t.epoch}:${t.entries[t.entries.length - 1]!.gseq}`);
+  return cursors.map(([group, cursor]) => [group, moved.get(group) ?? cursor]);
+}
+
 function namePairs(r: Reply, from: number, count = (r.length - from) / 2): Array<[string, string]> {
   const out: Array<[string, string]> = [];
   for (let i = 0; i < count; i++) out.push([String(r[from + 2 * i]), String(r[from + 2 * i + 1])]);

@@ -10,6 +10,28 @@ import type { AppendedRun, StoreEvent, Unsubscribe } from '../core/store';
 
 export type Listener = (event: StoreEvent) => void;
 
+/** What a group's wake-up says about the entry its publish wrote (publish-3.lua): `json` when it carries it. */
+export interface GroupEntryNews {
+  epoch: string;
+  gseq: number;
+  /** Publish time, µs (orders entries of different groups). */
+  t: number;
+  json?: string;
+}
+
+/** 'g<epoch> <gseq> <time µs>[\n<json>]'; null when malformed (the wake-up still wakes). */
+function decodeGroupWake(payload: string): GroupEntryNews | null {
+  const nl = payload.indexOf('\n');
+  const head = (nl < 0 ? payload.slice(1) : payload.slice(1, nl)).split(' ');
+  if (head.length !== 3) return null;
+  const gseq = Number(head[1]);
+  const t = Number(head[2]);
+  if (!head[0] || !Number.isSafeInteger(gseq) || gseq < 1 || !Number.isSafeInteger(t)) return null;
+  const news: GroupEntryNews = { epoch: head[0], gseq, t };
+  if (nl >= 0) news.json = payload.slice(nl + 1);
+  return news;
+}
+
 /** Longest add() waits for Redis to confirm the subscription. */
 const SUBSCRIBE_TIMEOUT_MS = 2_000;
 
@@ -122,6 +144,8 @@ export class Subscriptions {
     private readonly lingerMs: number,
     given: Redis | Cluster | undefined,
     private readonly make: () => Redis | Cluster,
+    /** Told of each group entry a group channel's wake-up names, before its listeners are woken. */
+    private readonly onGroupEntry?: (channel: string, news: GroupEntryNews) => void,
   ) {
     this.conn = given;
     this.owned = !given;
@@ -159,6 +183,11 @@ export class Subscriptions {
   }
 
   /** Listeners on the channel now (a lingering subscription has none). */
+  /** Changes with every (re)connection of the subscriber: what was heard before may have gaps since. */
+  get connectionEpoch(): number {
+    return this.epoch;
+  }
+
   listenerCount(channel: string): number {
     return this.channels.get(channel)?.listeners.size ?? 0;
   }
@@ -279,7 +308,15 @@ export class Subscriptions {
   private readonly onMessage = (channel: string, payload: string): void => {
     const ch = this.channels.get(channel);
     if (!ch || ch.listeners.size === 0) return;
-    const event = decodeEvent(String(payload), ch.runsUpTo ?? 0);
+    const text = String(payload);
+    if (text.charCodeAt(0) === 103 /* g */) {
+      // A group's publish: remember what it wrote, then wake (the listeners are its members' watches).
+      const news = decodeGroupWake(text);
+      if (news) this.onGroupEntry?.(channel, news);
+      deliver(ch, MESSAGE);
+      return;
+    }
+    const event = decodeEvent(text, ch.runsUpTo ?? 0);
     if (!event) return;
     if (event.type === 'message' && event.run) deliverRun(ch, event.run, event);
     else deliver(ch, event);

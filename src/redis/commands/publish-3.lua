@@ -2,7 +2,8 @@
   publish: one message to a group, written once to the group's log whatever
   the group's size (its own Cluster slot). Members pull it into their own
   logs at their next read or send (group-tail-2, then applyPulls). One
-  wake-up on the group's channel, which watches of members subscribe to.
+  wake-up on the group's channel, which watches of members subscribe to
+  (naming the entry, and carrying it when small: see the end).
 
   KEYS[1] members  the group's sids (SET)
   KEYS[2] log      entries '<time µs>|<json>', oldest first (LIST)
@@ -28,6 +29,7 @@
 ]]
 -- @include time
 local PUBLISH_IDS = 32
+local RUN_PAYLOAD_BYTES = 32768
 local membersKey, logKey, metaKey = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[5]
 local f = redis.call('HMGET', metaKey, 'e', 'last', 't0', 'ids', 'idn', 'n')
@@ -51,7 +53,8 @@ if not epoch then
   redis.call('DEL', logKey)
 end
 last = last + 1
-local len = redis.call('RPUSH', logKey, t[1] .. string.format('%06d', tonumber(t[2])) .. '|' .. ARGV[6])
+local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
+local len = redis.call('RPUSH', logKey, stamp .. '|' .. ARGV[6])
 local maxEntries, maxAge = tonumber(ARGV[3]), tonumber(ARGV[4])
 if len > maxEntries then
   redis.call('LTRIM', logKey, len - maxEntries, -1)
@@ -80,9 +83,14 @@ if id ~= '' then
   end
 end
 redis.call('HSET', metaKey, 'e', epoch, 'last', last, 't0', t0, 'ids', ids, 'idn', idn, 'n', members)
+-- The wake-up names the entry, and carries it when it is small and holds no newline, so that a
+-- member's watch can pull it without reading the group's log first (RedisStore, "group hints"):
+-- 'g<epoch> <gseq> <time µs>[\n<json>]'.
+local wake = 'g' .. epoch .. ' ' .. last .. ' ' .. stamp
+if #ARGV[6] <= RUN_PAYLOAD_BYTES and not string.find(ARGV[6], '\n', 1, true) then wake = wake .. '\n' .. ARGV[6] end
 if ARGV[2] == '1' then
-  redis.call('SPUBLISH', ARGV[1], 'm')
+  redis.call('SPUBLISH', ARGV[1], wake)
 else
-  redis.call('PUBLISH', ARGV[1], 'm')
+  redis.call('PUBLISH', ARGV[1], wake)
 end
 return {members, last}

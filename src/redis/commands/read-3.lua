@@ -11,7 +11,10 @@
   A session in groups is read in up to two calls (docs/REDIS.md, "Groups"):
   the first, without a pull block, also answers the session's groups and
   cursors; the caller reads the entries after those cursors from the groups'
-  logs and, if there are any, calls again with them (claim '0').
+  logs and, if there are any, calls again with them (claim '0'). A call with
+  a block whose groups and cursors are not all the session's current ones
+  pulls what it can and answers the cursors too (so a caller may start with
+  a block it guessed: RedisStore's group hints).
 
   KEYS[1] s    session record (HASH)
   KEYS[2] out  server log (LIST)
@@ -35,7 +38,8 @@
      G, group, cursor, ... (G pairs), firstSeq, json, json, ...}
       overrunAt: 0, or the time (ms) this call closed the session because a
       group's log dropped entries it had not pulled; G: the session's groups
-      (0 with a pull block, or when it is not open); the jsons carry seqs
+      (with a pull block: 0, unless the block missed some, see above; 0 when it
+      is not open); the jsons carry seqs
       firstSeq, firstSeq + 1, ...
   Events: 'a' when the ack trimmed something and an append found the log full since the last 'a';
   'w:<token>' on a claim; 'c' on an overrun close.
@@ -68,22 +72,27 @@ local groups = {}
 if status == 'open' and num(f[9]) > 0 then
   if continued then
     local len = lbytes > 0 and redis.call('LLEN', outKey) or 0
-    local st, n, bytes = applyPulls(s, outKey, ARGV, 11, f[9], len, lbytes, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
+    local st, n, bytes, current = applyPulls(s, outKey, ARGV, 11, f[9], len, lbytes, tonumber(ARGV[8]), tonumber(ARGV[9]), false, 0, 0)
     if st == 'overrun' then
       beginClose(s, f[12], OVERRUN_REASON, last, channel, sharded)
       status = 'closing'
       f[5] = last + 1
       f[6] = OVERRUN_REASON
       overrunAt = nowMs()
-    elseif n > 0 then
-      last = last + n
-      lbytes = lbytes + bytes
-      redis.call('HSET', s, 'last', last, 'lbytes', lbytes)
-      -- A log this call created gets the record's expiry (activity below extends both).
-      if len == 0 then
-        local ttl = redis.call('PTTL', s)
-        if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
+    else
+      if n > 0 then
+        last = last + n
+        lbytes = lbytes + bytes
+        redis.call('HSET', s, 'last', last, 'lbytes', lbytes)
+        -- A log this call created gets the record's expiry (activity below extends both).
+        if len == 0 then
+          local ttl = redis.call('PTTL', s)
+          if ttl > 0 then redis.call('PEXPIRE', outKey, ttl) end
+        end
       end
+      -- The block did not cover every group of the session at its cursor (a guess from an earlier
+      -- read, or another pull got there first): answer the cursors now, so the caller can pull the rest.
+      if current < num(f[9]) then groups = groupCursors(s, f[9]) end
     end
   else
     groups = groupCursors(s, f[9])

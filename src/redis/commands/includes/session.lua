@@ -225,7 +225,8 @@ end
   `gn`: the session's group count; `len`, `lbytes`: its log's length and
   bytes now. The caller records the new last seq and bytes.
 
-  Returns status, messages added, bytes added:
+  Returns status, messages added, bytes added, and how many of the block's groups
+  had the cursor it was read at (the session's current groups among them):
     'ok'       entries (maybe none) appended at seqs last + 1 ..., cursors moved
     'full'     (`all`) not everything fits: nothing changed
     'stale'    (`all`) the block does not cover the session's groups with their
@@ -270,7 +271,7 @@ local function applyPulls(s, outKey, args, i, gn, len, lbytes, maxN, maxB, all, 
     end
     i = i + 3
   end
-  if all and (len + n + extraN > maxN or lbytes + bytes + extraB > maxB) then return 'full', 0, 0 end
+  if all and (len + n + extraN > maxN or lbytes + bytes + extraB > maxB) then return 'full', 0, 0, current end
   for k = 1, #take, 1000 do
     redis.call('RPUSH', outKey, unpack(take, k, math.min(k + 999, #take)))
   end
@@ -278,5 +279,5 @@ local function applyPulls(s, outKey, args, i, gn, len, lbytes, maxN, maxB, all, 
     local h = hdr[g]
     if h.ok and h.upto then redis.call('HSET', s, 'g:' .. h.name, h.epoch .. ':' .. h.upto) end
   end
-  return 'ok', n, bytes
+  return 'ok', n, bytes, current
 end

@@ -1,0 +1,105 @@
+/**
+ * Group hints: the entries recent group wake-ups carried (publish-3.lua sends
+ * `g<epoch> <gseq> <time µs>\n<json>`), per group channel this instance
+ * listens to. RedisStore makes a woken member's pull block from them instead
+ * of reading the group's log (docs/REDIS.md, "Group hints"). Only ever a
+ * guess that the read script checks, so the cache may forget anything at any
+ * time; it is bounded per group and in total.
+ */
+import type { GroupEntryNews } from './subscriptions';
+
+export interface HintedEntry {
+  gseq: number;
+  /** Publish time, µs. */
+  t: number;
+  json: string;
+}
+
+interface Held {
+  /** The subscriber connection they were heard on: a reconnect may have lost wake-ups since. */
+  conn: number;
+  /** The group log's epoch. */
+  epoch: string;
+  /** Consecutive gseqs, oldest first; `json` absent when the wake-up did not carry it. */
+  entries: Array<{ gseq: number; t: number; json: string | undefined }>;
+  bytes: number;
+}
+
+/** Per group: the newest entries kept. */
+export const HINTS_PER_GROUP = 256;
+/** In total, over every group: past either bound, the cache starts over empty. */
+export const HINTS_MAX_ENTRIES = 65_536;
+export const HINTS_MAX_CHARS = 8 * 1024 * 1024;
+
+export class GroupHints {
+  private readonly groups = new Map<string, Held>();
+  private entries = 0;
+  private chars = 0;
+
+  /** A group channel's wake-up, heard on subscriber connection `conn`. */
+  heard(channel: string, news: GroupEntryNews, conn: number): void {
+    let h = this.groups.get(channel);
+    const last = h?.entries[h.entries.length - 1];
+    if (!h || h.conn !== conn || h.epoch !== news.epoch || (last && news.gseq !== last.gseq + 1)) {
+      // Not the next entry of what is held: start over from this one.
+      this.drop(channel);
+      h = { conn, epoch: news.epoch, entries: [], bytes: 0 };
+      this.groups.set(channel, h);
+    }
+    const size = news.json?.length ?? 0;
+    if (this.entries + 1 > HINTS_MAX_ENTRIES || this.chars + size > HINTS_MAX_CHARS) {
+      this.clear();
+      this.groups.set(channel, h);
+      h.entries.length = 0;
+      h.bytes = 0;
+    }
+    h.entries.push({ gseq: news.gseq, t: news.t, json: news.json });
+    h.bytes += size;
+    this.entries++;
+    this.chars += size;
+    if (h.entries.length > HINTS_PER_GROUP) {
+      const gone = h.entries.shift()!;
+      const goneSize = gone.json?.length ?? 0;
+      h.bytes -= goneSize;
+      this.entries--;
+      this.chars -= goneSize;
+    }
+  }
+
+  /**
+   * The entries after a member's cursor (`epoch`, `gseq`), as far as the wake-ups heard on
+   * connection `conn` tell them: [] when none was heard, null when they cannot tell (they do not
+   * reach back to the cursor, one came without its text, or the connection changed since).
+   */
+  after(channel: string, epoch: string, gseq: number, conn: number): { epoch: string; entries: HintedEntry[] } | null {
+    const h = this.groups.get(channel);
+    if (!h || h.entries.length === 0) return { epoch, entries: [] };
+    if (h.conn !== conn) return null;
+    // A cursor of another epoch: the log began again, its entries count from 1 (as group-tail does).
+    const from = h.epoch === epoch ? gseq : 0;
+    const firstHeld = h.entries[0]!.gseq;
+    if (firstHeld > from + 1) return null;
+    const entries = h.entries.slice(from + 1 - firstHeld);
+    for (const e of entries) if (e.json === undefined) return null;
+    return { epoch: h.epoch, entries: entries as HintedEntry[] };
+  }
+
+  drop(channel: string): void {
+    const h = this.groups.get(channel);
+    if (!h) return;
+    this.groups.delete(channel);
+    this.entries -= h.entries.length;
+    this.chars -= h.bytes;
+  }
+
+  clear(): void {
+    this.groups.clear();
+    this.entries = 0;
+    this.chars = 0;
+  }
+
+  /** For tests: entries and characters held. */
+  get size(): { entries: number; chars: number; groups: number } {
+    return { entries: this.entries, chars: this.chars, groups: this.groups.size };
+  }
+}
