@@ -393,18 +393,18 @@ export class RedisStore implements Store {
    * the hints do not reach back to a cursor, or miss an entry's text, or were heard on a
    * connection that dropped since: read the cursors and the tails instead).
    */
-  private guessPulls(sid: string): GroupTail[] | null {
+  private guessPulls(sid: string): { cursors: Array<[string, string]>; tails: GroupTail[] } | null {
     const cursors = this.knownCursors.get(sid);
     if (!cursors) return null;
     const tails: GroupTail[] = [];
     for (const [group, cursor] of cursors) {
       const colon = cursor.lastIndexOf(':');
-      // Nothing heard since the cursor: nothing to pull (a publish wakes this instance before any read of it can pull it).
+      // No entry heard since the cursor means none to pull: a publish wakes this instance before any read here could pull it.
       const known = this.groupHints.after(this.keys.groupKeys(group).channel, cursor.slice(0, colon), Number(cursor.slice(colon + 1)), this.subs.connectionEpoch);
       if (!known) return null;
       tails.push({ group, cursor, epoch: known.epoch, state: 'c', entries: known.entries });
     }
-    return tails;
+    return { cursors, tails };
   }
 
   /** Remembers the session's groups and cursors as just read, while it has listeners here. */
@@ -466,8 +466,8 @@ export class RedisStore implements Store {
     // A watch's re-read (no claim, no trim to do) of a session in groups: start with the pull block
     // the group hints make, which saves the cursors' call and the groups' tails when it was right.
     const guess = input.after !== undefined && !input.claim ? this.guessPulls(sid) : null;
-    let r = readReply(await this.scripts.run('read', ...args, ...(guess ? pullBlock(guess) : [])));
-    if (guess && r[0] === 'ok' && Number(r[6]) === 0) this.noteCursors(sid, advanced(this.knownCursors.get(sid)!, guess));
+    let r = readReply(await this.scripts.run('read', ...args, ...(guess ? pullBlock(guess.tails) : [])));
+    if (guess && r[0] === 'ok' && Number(r[6]) === 0) this.noteCursors(sid, advanced(guess.cursors, guess.tails));
     if (r[0] === 'ok' && Number(r[6]) > 0) {
       const cursors = namePairs(r, 7, Number(r[6]));
       this.noteCursors(sid, cursors);
