@@ -188,8 +188,8 @@ class WatchRun {
   /**
    * What a read with `after` would return, from the messages the events since the last read
    * brought, without asking the store; null when they cannot tell (an event without its
-   * messages, a gap after `after`, or more than the budgets allow: read instead). Messages at or
-   * below `after` are skipped: the last read may have returned them already.
+   * messages, a gap after `after`, more than the budgets allow, or nothing new: read instead).
+   * Messages at or below `after` are skipped: the last read may have returned them already.
    */
   fromRuns(after: number, maxBytes = this.maxBytes): ReadResult | null {
     const runs = this.runs;
@@ -206,8 +206,12 @@ class WatchRun {
         next++;
       }
     }
+    // Nothing new (all sent already): read, rather than answer with the client ack of a wake-up
+    // that may be older than the last read's.
+    if (msgs.length === 0) return null;
     this.seen = this.news;
     this.runs = [];
+    // The store's order: the last wake-up carries the newest client ack.
     return { status: 'ok', msgs, clientAck: runs[runs.length - 1]!.clientAck, superseded: false };
   }
 
