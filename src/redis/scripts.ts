@@ -68,7 +68,7 @@ export const INCLUDE_FILES: Record<string, string> = { session, time };
  */
 export const SCRIPT_VERSION = 3;
 
-/** 'expire-check-3' -> 'expire-check'. */
+/** 'expire-check-2' -> 'expire-check'. */
 type Stem<F extends string> = F extends `${infer Head}-${infer Rest}` ? (Rest extends `${number}` ? Head : `${Head}-${Stem<Rest>}`) : never;
 
 export type ScriptName = Stem<keyof typeof SCRIPT_FILES>;

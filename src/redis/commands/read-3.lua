@@ -6,7 +6,7 @@
   needs the messages sent before the close, then the close marker. A
   tombstone (closed) is never superseded and takes no claim (nothing waits
   on it: every watch is answered at once); the ack that empties its log
-  leaves it its few fields (finish-close-4).
+  leaves it its few fields (finish-close-3).
 
   A session in groups is read in up to two calls (docs/REDIS.md, "Groups"):
   the first, without a pull block, also answers the session's groups and
@@ -55,8 +55,9 @@ local ack = tonumber(ARGV[3])
 if ack > last then return {'invalid-ack', last} end
 
 local after = tonumber(ARGV[7])
--- With a pull block this is the second call of one read: the first did the activity, the trim
--- and the claim (and refreshed the TTLs), and does not need doing again.
+-- With a pull block this is the second call of one read (the first did the activity, the trim
+-- and the claim, and refreshed the TTLs), or a watch's re-read that starts with a block it
+-- guessed (RedisStore's group hints), which has none of those to do.
 local continued = #ARGV >= 11
 -- A stream's re-read (`after`) is not activity: it neither marks the session seen nor extends its keys.
 local now = (not after and not continued) and nowMs() or nil
