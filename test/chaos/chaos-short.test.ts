@@ -15,8 +15,8 @@
  * groups, each member pulling every one of its group's 100 items once, in
  * order).
  */
-import { formatReport, runChaos } from './run';
 import { expectCleanRun } from './expect-clean';
+import { runShortChaos, SHORT_MESSAGES_EACH_WAY } from './short';
 
 jest.setTimeout(180_000);
 
@@ -30,25 +30,7 @@ const VARIANTS = [
 
 describe.each(VARIANTS)('chaos, short: $name', ({ stream, cutStream, groups }) => {
   it(`20 sessions × 100 messages each way under faults, a SIGKILL and a Redis crash: nothing lost, duplicated or reordered (seed ${SEED})`, async () => {
-    const lines: string[] = [];
-    const report = await runChaos({
-      seed: SEED,
-      sessions: 20,
-      messages: 100,
-      instances: 3,
-      faults: { dropRequest: 0.1, dropResponse: 0.1, duplicate: 0.05, maxDelayMs: 50, cutStream },
-      stream,
-      groups,
-      killAtProgress: [0.3],
-      redisRestartAt: 0.6,
-      redisRestartSignal: 'kill',
-      durationMs: 90_000,
-      drainMs: 30_000,
-      progressEveryMs: 5_000,
-      log: (line) => lines.push(line),
-    });
-    const table = formatReport(report);
-    console.log(`${lines.join('\n')}\n${table}`);
+    const report = await runShortChaos(SEED, { stream, groups, faults: { cutStream } });
     expect(report.kills).toBe(1);
     expect(report.redisRestarts).toBe(1);
     // The network really misbehaved.
@@ -56,6 +38,6 @@ describe.each(VARIANTS)('chaos, short: $name', ({ stream, cutStream, groups }) =
     expect(report.proxy.droppedResponses).toBeGreaterThan(0);
     expect(report.proxy.duplicates).toBeGreaterThan(0);
     if (cutStream > 0) expect(report.proxy.cutStreams).toBeGreaterThan(0);
-    expectCleanRun(report, 2000);
+    expectCleanRun(report, SHORT_MESSAGES_EACH_WAY);
   });
 });

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type Redis from 'ioredis';
 import type { BidiClientSession } from '../../src/client';
 import type { BidiServer } from '../../src/core';
+import { startInstance, type Instance } from './instances';
 
 /**
  * Each session sends 1..n while the hub pushes 1..n to it, one push per
@@ -35,3 +36,51 @@ export async function handlerLog(conn: Redis, prefix: string, sid: string): Prom
 
 /** `[f(1), …, f(n)]`. */
 export const range = (n: number, f: (i: number) => unknown): unknown[] => Array.from({ length: n }, (_, i) => f(i + 1));
+
+/**
+ * After trafficBothWays: every client received its pushes 1..n once, in order, and the handlers
+ * recorded its sends 1..n once, in order, running messages again at most `maxRedeliveries` times
+ * in all (the documented exception: a kill between a handler and its delivery record redelivers
+ * that one message). Returns how many redeliveries the handlers saw.
+ */
+export async function expectEachOnceInOrder(sessions: BidiClientSession[], received: unknown[][], n: number, conn: Redis, prefix: string, maxRedeliveries: number): Promise<number> {
+  let redeliveries = 0;
+  for (let k = 0; k < sessions.length; k++) {
+    expect(received[k]).toEqual(range(n, (i) => ({ k, s: i })));
+    const { log, redelivered } = await handlerLog(conn, prefix, sessions[k]!.id!);
+    expect(log).toEqual(range(n, (i) => ({ k, i })));
+    redeliveries += redelivered;
+  }
+  expect(redeliveries).toBeLessThanOrEqual(maxRedeliveries);
+  return redeliveries;
+}
+
+/**
+ * Every `everyMs`, SIGKILLs the next instance of `instances` (in turn), starts a new one with
+ * `env` in its place and points the balancer at the new set. `stop()` ends the loop once the
+ * kill in progress (if any) is done.
+ */
+export function killInTurn(instances: Instance[], env: Record<string, string>, balancer: { setBackends(ports: number[]): void }, everyMs: number) {
+  let kills = 0;
+  let killing = true;
+  const loop = (async () => {
+    while (killing) {
+      await sleep(everyMs);
+      if (!killing) break;
+      const victim = kills % instances.length;
+      await instances[victim]!.kill();
+      kills++;
+      instances[victim] = await startInstance(env);
+      balancer.setBackends(instances.map((i) => i.port));
+    }
+  })();
+  return {
+    get kills() {
+      return kills;
+    },
+    stop(): Promise<void> {
+      killing = false;
+      return loop;
+    },
+  };
+}

@@ -14,7 +14,7 @@ import { RedisStore } from '../../src/redis';
 import { removeInstanceBundle, startInstance, type Instance } from '../helpers/instances';
 import { startProxy, type Proxy } from '../helpers/proxy';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
-import { handlerLog, range, trafficBothWays } from '../helpers/kill-traffic';
+import { expectEachOnceInOrder, killInTurn, range, trafficBothWays } from '../helpers/kill-traffic';
 
 jest.setTimeout(240_000);
 
@@ -108,12 +108,8 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
       await Promise.all(work);
       await waitFor(() => received.every((r) => r.length >= N), 120_000, 'every client to receive its messages');
       expect(closes.filter(Boolean)).toEqual([]);
-      for (let k = 0; k < sessions.length; k++) {
-        expect(received[k]).toEqual(range(N, (i) => ({ k, s: i })));
-        const { log, redelivered } = await handlerLog(c.conn, c.prefix, sessions[k]!.id!);
-        expect(log).toEqual(range(N, (i) => ({ k, i })));
-        expect(redelivered).toBe(0);
-      }
+      // No kill here: no redelivery either.
+      await expectEachOnceInOrder(sessions, received, N, c.conn, c.prefix, 0);
       // Every instance served requests: the balancer really spread them.
       expect(Math.min(...c.proxy.stats.perBackend)).toBeGreaterThan(100);
       console.log('round-robin:', JSON.stringify(c.proxy.stats));
@@ -129,41 +125,20 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
     const hubServer = new BidiServer({ store: hubStore, sweepInterval: 0 });
     const N = 300;
     const { sessions, received, closes } = connect(c.proxy.url, 20);
-    let kills = 0;
-    let killing = true;
-    const killer = (async () => {
-      while (killing) {
-        await sleep(700);
-        if (!killing) break;
-        const victim = kills % c.instances.length;
-        await c.instances[victim]!.kill();
-        kills++;
-        c.instances[victim] = await startInstance(c.env);
-        c.proxy.setBackends(c.instances.map((i) => i.port));
-      }
-    })();
+    const killer = killInTurn(c.instances, c.env, c.proxy, 700);
     try {
       await Promise.all(sessions.map(opened));
       // Server pushes from an instance that is never killed, interleaved with the client's sends.
       await trafficBothWays(sessions, hubServer.hub, N, 20, 10);
       await waitFor(() => received.every((r) => r.length >= N), 120_000, 'every client to receive its messages');
-      killing = false;
-      await killer;
+      await killer.stop();
+      const kills = killer.kills;
       expect(kills).toBeGreaterThanOrEqual(2);
       expect(closes.filter(Boolean)).toEqual([]);
-      let redeliveries = 0;
-      for (let k = 0; k < sessions.length; k++) {
-        expect(received[k]).toEqual(range(N, (i) => ({ k, s: i })));
-        const { log, redelivered } = await handlerLog(c.conn, c.prefix, sessions[k]!.id!);
-        expect(log).toEqual(range(N, (i) => ({ k, i })));
-        redeliveries += redelivered;
-      }
-      // The documented exception: a kill between a handler and its delivery record redelivers that one message.
-      expect(redeliveries).toBeLessThanOrEqual(kills * sessions.length);
+      const redeliveries = await expectEachOnceInOrder(sessions, received, N, c.conn, c.prefix, kills * sessions.length);
       console.log(`kills: ${kills}, handler redeliveries: ${redeliveries}, proxy: ${JSON.stringify(c.proxy.stats)}`);
     } finally {
-      killing = false;
-      await killer.catch(() => {});
+      await killer.stop().catch(() => {});
       await Promise.all(sessions.map((s) => s.close().catch(() => {})));
       await hubServer.dispose();
       await hubStore.dispose();
@@ -190,10 +165,8 @@ describe('multiple instances behind a round-robin balancer (RedisStore)', () => 
       await restart;
       await waitFor(() => received.every((r) => r.length >= N), 120_000, 'every client to receive its messages');
       expect(closes.filter(Boolean)).toEqual([]);
-      for (let k = 0; k < sessions.length; k++) {
-        expect(received[k]).toEqual(range(N, (i) => ({ k, s: i })));
-        expect((await handlerLog(c.conn, c.prefix, sessions[k]!.id!)).log).toEqual(range(N, (i) => ({ k, i })));
-      }
+      // The redeliveries a Redis crash may cause are not bounded here (only the first deliveries' order).
+      await expectEachOnceInOrder(sessions, received, N, c.conn, c.prefix, Infinity);
     } finally {
       await Promise.all(sessions.map((s) => s.close().catch(() => {})));
       await hubServer.dispose();
