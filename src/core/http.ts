@@ -242,14 +242,7 @@ export class HttpFace {
     const cors = this.cors.check(req);
     const corsHeaders = cors.crossOrigin && cors.allowed ? this.cors.headers(cors.origin!) : undefined;
     try {
-      if (cors.crossOrigin && !cors.allowed) {
-        if (cors.hostRefused) {
-          // Most likely the app's own page on a host it did not list: say so to the operator, not only to the page.
-          this.endpoints.hostRefused((req.headers.get('host') ?? '').slice(0, 100));
-          throw new BidiError('CORS_FORBIDDEN', 'this Host is not in allowedHosts');
-        }
-        throw new BidiError('CORS_FORBIDDEN', 'cross-origin requests from this origin are not allowed');
-      }
+      this.refuseForbidden(req, cors);
       if (req.method === 'OPTIONS' && route !== 'unknown') {
         return { status: 204, headers: cors.crossOrigin ? this.cors.preflightHeaders(cors.origin!) : { allow: allowed(route) }, body: '' };
       }
@@ -265,6 +258,31 @@ export class HttpFace {
       return this.failure(err, req, corsHeaders);
     }
   };
+
+  /**
+   * The CORS and allowedHosts decision alone, for a carrier that checks once when it is set up (a
+   * WebSocket's upgrade, see src/ws): null when admitted, else the 403 CORS_FORBIDDEN answer an
+   * HTTP request with these headers would get.
+   */
+  readonly admitConnection = (req: BidiRequest): BidiResponse | null => {
+    try {
+      this.refuseForbidden(req, this.cors.check(req));
+      return null;
+    } catch (err) {
+      return this.failure(err, req, undefined);
+    }
+  };
+
+  /** Throws CORS_FORBIDDEN for a cross-origin request the policy (origins, allowedHosts) refuses. */
+  private refuseForbidden(req: BidiRequest, cors: ReturnType<CorsPolicy['check']>): void {
+    if (!cors.crossOrigin || cors.allowed) return;
+    if (cors.hostRefused) {
+      // Most likely the app's own page on a host it did not list: say so to the operator, not only to the page.
+      this.endpoints.hostRefused((req.headers.get('host') ?? '').slice(0, 100));
+      throw new BidiError('CORS_FORBIDDEN', 'this Host is not in allowedHosts');
+    }
+    throw new BidiError('CORS_FORBIDDEN', 'cross-origin requests from this origin are not allowed');
+  }
 
   /**
    * Serve a send or a watch that came over a carrier whose every request passed the CORS and Host

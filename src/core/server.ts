@@ -31,7 +31,13 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
   handle: (req: BidiRequest) => Promise<BidiResponse | null>;
   /**
    * For transports that check CORS and the Host once per connection, when it is set up (bidiweb/ws
-   * at the upgrade, through {@link handle}): serve one send or watch of that connection, with the same
+   * at the upgrade): null when a request with these headers is admitted, else the 403
+   * CORS_FORBIDDEN response to refuse the connection with.
+   */
+  admitConnection: (req: BidiRequest) => BidiResponse | null;
+  /**
+   * For transports that check CORS and the Host once per connection, when it is set up (bidiweb/ws
+   * at the upgrade, through {@link admitConnection}): serve one send or watch of that connection, with the same
    * endpoint, limits and error responses as {@link handle}, without routing or a CORS check per request.
    */
   serveAdmitted: (route: 'send' | 'watch', req: BidiRequest) => Promise<BidiResponse>;
@@ -48,6 +54,7 @@ export class BidiServer<User = unknown, State extends object = Record<string, un
     // A streaming watch announces its heartbeat: a cross-origin page must be allowed to read that.
     const face = new HttpFace(settings.path, settings.cors, this.engine, [HEARTBEAT_HEADER]);
     this.handle = face.handle;
+    this.admitConnection = face.admitConnection;
     this.serveAdmitted = face.serveAdmitted;
   }
 

@@ -117,16 +117,12 @@ export function attach(httpServer: HttpServer, bidi: Bidi | { server: Bidi } | B
     // Counted before any work on it, so a flood of upgrades is bounded too.
     const full = admission.take(req, socket);
     if (full) return refuseOverLimit(socket, full);
-    void admit(server, req).then(
-      (refusal) => {
-        if (refusal) return refuseUpgrade(socket, refusal.status, refusal.body);
-        wss.handleUpgrade(req, socket, head, (ws) => {
-          const c = new Connection(ws, req, server, settings, () => connections.delete(c));
-          connections.add(c);
-        });
-      },
-      () => socket.destroy(),
-    );
+    const refusal = server.admitConnection(new FrameRequest(req, 'GET', path, EMPTY_QUERY, undefined, new FrameHeaders(req.headers, '', false), undefined));
+    if (refusal) return refuseUpgrade(socket, refusal.status, refusal.body);
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const c = new Connection(ws, req, server, settings, () => connections.delete(c));
+      connections.add(c);
+    });
   };
   httpServer.on('upgrade', onUpgrade);
 
@@ -164,17 +160,6 @@ interface Settings {
 function nonNegative(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value < 0) throw new BidiError('INVALID_OPTIONS', `attach: ${name} must be a non-negative integer, got ${String(value)}`);
   return value;
-}
-
-/**
- * The core's CORS and allowedHosts decision for the upgrade, asked the only public way:
- * a preflight of the watch route with the upgrade's headers. A refusal comes back as the
- * 403 CORS_FORBIDDEN an HTTP request would get.
- */
-async function admit(server: Bidi, req: IncomingMessage): Promise<BidiResponse | null> {
-  const probe = new FrameRequest(req, 'OPTIONS', server.path + '/watch', EMPTY_QUERY, undefined, new FrameHeaders(req.headers, '', false), undefined);
-  const res = await server.handle(probe);
-  return res && res.status === 204 ? null : (res ?? { status: 404, headers: {}, body: '' });
 }
 
 /** A watch in progress: a cancel or the socket's end stops it (its stream, or the signal of a plain watch). */
