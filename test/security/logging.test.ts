@@ -129,6 +129,8 @@ describe('session ids stay out of logs and URLs', () => {
       failures.read = 1;
       await until(() => failures.read === 0, 10_000, 'a watch to meet the store failure');
       await mw.hub.send(sid, { pushed: 2 });
+      // The client's watch retries after the failure; the push must reach it before the close below.
+      await until(() => received.some((m) => (m as { pushed?: number }).pushed === 2), 10_000, 'the push after the store failure');
       // Bad requests with this sid and around it.
       for (const init of [
         { method: 'POST', headers: { 'bidi-sid': sid, 'content-type': 'application/json' }, body: '{not json' },

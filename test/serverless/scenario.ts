@@ -25,10 +25,15 @@ export interface ScenarioOptions {
 
 export async function chatScenario({ base, runtime: name, idleTimeout: IDLE_TIMEOUT, streams, sweep, stats: statsOf }: ScenarioOptions): Promise<void> {
   // Count every session request the clients make, to compare with the servers the runtime built.
+  // `answered` counts those that got a response; a watch cut by close() may or may not have
+  // reached the runtime before it was aborted, so only these can be required to have a server.
   let requests = 0;
-  const counted: FetchLike = (url, init) => {
+  let answered = 0;
+  const counted: FetchLike = async (url, init) => {
     requests++;
-    return fetch(url, init as RequestInit) as ReturnType<FetchLike>;
+    const res = await (fetch(url, init as RequestInit) as ReturnType<FetchLike>);
+    answered++;
+    return res;
   };
 
   // carol opens and walks away (no watch, no close): only a sweep can end her session.
@@ -72,6 +77,10 @@ export async function chatScenario({ base, runtime: name, idleTimeout: IDLE_TIME
   await Promise.all([alice.s.close(), bob.s.close()]);
   const stats = statsOf ? await statsOf() : ((await (await fetch(`${base}/stats`)).json()) as { runtime: string; servers: number });
   expect(stats.runtime).toBe(name);
-  expect(stats.servers).toBe(requests);
+  // One server per request: every answered request had one, and none was built beyond what was sent
+  // (carol's open is counted in both). At most the two watches close() aborted are in between.
+  expect(stats.servers).toBeGreaterThanOrEqual(answered + 1);
+  expect(stats.servers).toBeLessThanOrEqual(requests);
+  expect(requests - (answered + 1)).toBeLessThanOrEqual(2);
   expect(requests).toBeGreaterThan(5);
 }
