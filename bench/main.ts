@@ -15,6 +15,8 @@
  *   --stall-ms=10000                        a client with no echo / no push for this long is reported stalled
  *   --handler-send=await                    bidiweb's echo handler awaits its session.send() (default: not awaited,
  *                                           as the README's echo)
+ *   --burst-inflight=N                      bidiweb's burst keeps N publishes in flight (default: all 1,000 at once,
+ *                                           as Socket.IO's burst calls io.emit in a loop without waiting)
  *   --groups=10,1000,10000                  group sizes for the store-cost `hub.publish` rows
  *   --idle=1000,5000                        idle session counts (default 1000,5000)
  *   --idle-max=0                            extra idle count for bidiweb only (default 0 = none)
@@ -51,6 +53,10 @@ const FRESH = argv.get('fresh') === 'true';
 /** Read by bench/server.ts (the children inherit this process's environment). */
 const HANDLER_SEND = argv.get('handler-send') === 'await' ? 'await' : 'pending';
 process.env.HANDLER_SEND = HANDLER_SEND;
+/** bidiweb's publishes in flight during a burst; 0 = all at once. Read by bench/server.ts. */
+const BURST_INFLIGHT = Number(argv.get('burst-inflight') ?? 0);
+if (BURST_INFLIGHT > 0) process.env.BURST_INFLIGHT = String(BURST_INFLIGHT);
+else delete process.env.BURST_INFLIGHT;
 const GROUP_SIZES = list('groups', ['10', '1000', '10000']).map(Number);
 const IDLE = list('idle', ['1000', '5000']).map(Number);
 const IDLE_MAX = Number(argv.get('idle-max') ?? 0);
@@ -190,7 +196,7 @@ const results: any = {
       return 'unknown';
     }
   })(),
-  settings: { FRESH, HANDLER_SEND, CLIENTS, ECHO_ROUNDS, ECHO_MAX_MS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, STALL_MS, GROUP_SIZES, IDLE, IDLE_MAX },
+  settings: { FRESH, HANDLER_SEND, BURST_INFLIGHT, CLIENTS, ECHO_ROUNDS, ECHO_MAX_MS, ECHO_WARMUP, PUSH_TICKS, PUSH_INTERVAL_MS, BURST, ROUNDS, STALL_MS, GROUP_SIZES, IDLE, IDLE_MAX },
   systems: {} as Record<string, string>,
   echo: {} as Record<string, any[]>,
   push: {} as Record<string, any[]>,
@@ -435,6 +441,7 @@ async function idleRun(sys: System, counts: number[]): Promise<void> {
 async function idleMeasure(sys: Pick<System, 'key' | 'label' | 'client' | 'stream' | 'fetch' | 'transport' | 'sharedAgent' | 'redis'>, target: { proc: Proc; url: string; count: 'inflight' | 'clients' }, counts: number[]): Promise<void> {
   const out: Record<string, any> = {};
   const snapDir = argv.get('heap-snapshots');
+  if (snapDir) mkdirSync(path.resolve(snapDir), { recursive: true });
   if (snapDir) await target.proc.call('snapshot', { file: path.resolve(snapDir, `${sys.key}-0.heapsnapshot`) }, 120_000);
   const base = await target.proc.call('mem');
   const redisBase = sys.redis && sys.client === 'bidi' ? await redisUsed(sys.redis) : undefined;
@@ -716,7 +723,7 @@ function table(systems: System[]): string {
   }
   lines.push('');
   lines.push(
-    `Medians over the runs. echo: ${CLIENTS} clients × ${ECHO_ROUNDS} sequential round trips (no round starts after ${ECHO_MAX_MS / 1000} s); push: every ${PUSH_INTERVAL_MS} ms to each of ${CLIENTS} clients, ${PUSH_TICKS} times; burst: ${BURST} messages to each of ${CLIENTS} clients as fast as possible. Server CPU = every server process + the proxy + redis-server, per echo round trip or per delivered message.`,
+    `Medians over the runs. echo: ${CLIENTS} clients × ${ECHO_ROUNDS} sequential round trips (no round starts after ${ECHO_MAX_MS / 1000} s); push: every ${PUSH_INTERVAL_MS} ms to each of ${CLIENTS} clients, ${PUSH_TICKS} times; burst: ${BURST} messages to each of ${CLIENTS} clients as fast as possible (bidiweb: ${BURST_INFLIGHT > 0 ? `${BURST_INFLIGHT} publishes` : 'every publish'} in flight at once). Server CPU = every server process + the proxy + redis-server, per echo round trip or per delivered message.`,
   );
 
   // Stalls and faults, run by run.

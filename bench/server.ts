@@ -27,8 +27,11 @@ import { RedisStore } from '../src/redis';
 import { cpuMs, memory, now, serve, sleep, type Handlers } from './lib';
 
 const mode = process.argv[2] ?? 'plain';
-/** bidiweb burst: broadcasts in flight at once (Socket.IO's emit does not wait at all). */
-const BURST_INFLIGHT = Number(process.env.BURST_INFLIGHT ?? 16);
+/**
+ * bidiweb burst: publishes in flight at once. Default: all of them, as Socket.IO's burst calls
+ * `io.emit` in a loop without waiting (`--burst-inflight=N` in bench/main.ts sets it).
+ */
+const BURST_INFLIGHT = process.env.BURST_INFLIGHT ? Number(process.env.BURST_INFLIGHT) : Infinity;
 const env = process.env;
 
 function listen(server: http.Server): Promise<number> {
@@ -172,8 +175,9 @@ async function bidi(): Promise<void> {
       return { failed, ms: now() - start };
     },
     /**
-     * `count` messages to each sid, as fast as the store takes them, up to `inflight` at a time (they stay
-     * in order: one store connection runs them in call order). As Socket.IO's `io.emit` fans out to a room,
+     * `count` messages to each sid, as fast as the store takes them, up to `inflight` at a time (default: all
+     * at once, as a loop of unawaited `hub.publish` calls; they stay in order: sends through one server object
+     * keep their call order, README "Guarantees"). As Socket.IO's `io.emit` fans out to a room,
      * the sids first join one group (not timed) and each message is one `hub.publish` to it, written once
      * whatever the group's size; `fanout: 'broadcast'` (or BURST_FANOUT=broadcast): one `hub.broadcast(sids)` per message instead.
      */
