@@ -273,6 +273,8 @@ async function redisCpuMs(redis: Redis): Promise<number> {
 
 interface CpuSample {
   instances: number;
+  /** The instances' system (kernel) CPU, part of `instances`. */
+  instancesKernel: number;
   proxy: number;
   redis: number;
   client: number;
@@ -280,13 +282,15 @@ interface CpuSample {
 
 /** CPU ms used so far by the system's instances, its balancer, its Redis, and by the client process. */
 async function cpuNow(sys: Pick<System, 'instances' | 'proxy' | 'redis'>): Promise<CpuSample> {
-  const [parts, proxy, redis, cl] = await Promise.all([
+  const [parts, kernel, proxy, redis, cl] = await Promise.all([
     Promise.all(sys.instances.map((p) => p.call<number>('cpu'))),
+    Promise.all(sys.instances.map((p) => p.call<number>('cpuKernel'))),
     sys.proxy ? sys.proxy.call<number>('cpu') : 0,
     sys.redis ? redisCpuMs(sys.redis) : 0,
     client.call<number>('cpu'),
   ]);
-  return { instances: parts.reduce((a, b) => a + b, 0), proxy, redis, client: cl };
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  return { instances: sum(parts), instancesKernel: sum(kernel), proxy, redis, client: cl };
 }
 
 /** CPU µs per unit of work: server side (instances + balancer + Redis) and its parts, and the client process. */
@@ -296,11 +300,11 @@ async function cpuPer(sys: Pick<System, 'instances' | 'proxy' | 'redis'>, before
   const instancesUs = us('instances');
   const proxyUs = us('proxy');
   const redisUs = us('redis');
-  return { serverUs: instancesUs + proxyUs + redisUs, instancesUs, proxyUs, redisUs, clientUs: us('client') };
+  return { serverUs: instancesUs + proxyUs + redisUs, instancesUs, instancesKernelUs: us('instancesKernel'), proxyUs, redisUs, clientUs: us('client') };
 }
 
 const cpuText = (c: any) =>
-  `server ${c.serverUs.toFixed(0)} µs (instances ${c.instancesUs.toFixed(0)} + proxy ${c.proxyUs.toFixed(0)} + Redis ${c.redisUs.toFixed(0)}), client ${c.clientUs.toFixed(0)} µs`;
+  `server ${c.serverUs.toFixed(0)} µs (instances ${c.instancesUs.toFixed(0)} [kernel ${c.instancesKernelUs.toFixed(0)}] + proxy ${c.proxyUs.toFixed(0)} + Redis ${c.redisUs.toFixed(0)}), client ${c.clientUs.toFixed(0)} µs`;
 
 // --- scenarios -----------------------------------------------------------------------------
 

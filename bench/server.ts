@@ -24,7 +24,7 @@ import { createBidiServer, type BidiServer } from '../src/core';
 import { createNodeHandler } from '../src/node';
 import { attach } from '../src/ws';
 import { RedisStore } from '../src/redis';
-import { cpuMs, memory, now, serve, sleep, type Handlers } from './lib';
+import { cpuKernelMs, cpuMs, memory, now, serve, sleep, type Handlers } from './lib';
 
 const mode = process.argv[2] ?? 'plain';
 /**
@@ -55,6 +55,7 @@ const common: Handlers = {
     return v8.writeHeapSnapshot(file);
   },
   cpu: () => cpuMs(),
+  cpuKernel: () => cpuKernelMs(),
   inflight: () => inflight,
   ping: () => 'pong',
 };
@@ -309,6 +310,7 @@ async function sioSticky(): Promise<void> {
       mem: () => memory(),
       // The primary (the balancer) and every worker.
       cpu: async () => (await Promise.all(workers.map((w) => call(w, 'cpu', {})))).reduce((a: number, b: number) => a + b, cpuMs()),
+      cpuKernel: async () => (await Promise.all(workers.map((w) => call(w, 'cpuKernel', {})))).reduce((a: number, b: number) => a + b, cpuKernelMs()),
       push: (args) => call(workers[0]!, 'push', args),
       burst: (args) => call(workers[0]!, 'burst', args),
       clients: async () => (await Promise.all(workers.map((w) => call(w, 'clients', {})))).reduce((a: number, b: number) => a + b, 0),
