@@ -12,7 +12,10 @@
 // ws, Socket.IO, bidiweb's bundle, Node's http / net / other internals); a sample inside the garbage
 // collector goes to 'gc'; one with no such frame (V8's compiler threads, builtins called from
 // native code) to 'V8 / native'. Then: the main thread's share (the rest is V8's helper threads:
-// concurrent GC and the optimizing compiler), and bidiweb's functions by the same rule.
+// concurrent GC and the optimizing compiler), and bidiweb's functions by the same rule. Read that
+// last table with care: perf names JIT code by the map file --perf-basic-prof writes, and code V8
+// moved or freed leaves stale names there; for single functions V8's own profile is the better
+// witness (docs/BENCHMARKS.md, "Where the CPU goes, measured on the CPU").
 import { createInterface } from 'node:readline';
 
 const top = Number(process.argv.find((a) => a.startsWith('--top='))?.slice(6) ?? 25);
