@@ -318,7 +318,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   ): Promise<number> {
     // The session's own sends ride on each message's commit (see ./outbox).
     const outbox = new Outbox(
-      (msgs) => this.store.append(sid, msgs, this.limits, newAppendId()),
+      (msgs, id) => this.store.append(sid, msgs, this.limits, id),
       (err) => this.report(err, { phase: 'message', ...this.errorWho(sid, session) }),
     );
     const hub = this.hub;
@@ -353,6 +353,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
           } else {
             data = JSON.parse(msg.json);
           }
+          outbox.beginMessage(msg.seq);
           try {
             await this.options.onMessage?.(session, data as In, { seq: msg.seq });
           } catch (err) {
@@ -426,7 +427,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   /** `session.send()` from the session being delivered to: queued for the commit unless it must wait for room. */
   private sendFromHandler(sid: string, outbox: Outbox, json: string, options: SendOptions | undefined): Promise<number> {
     const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
-    if (!outbox.open || whenFull === 'wait' || this.tooLarge(json)) return this.sendJson(sid, json, options);
+    if (!outbox.open || whenFull === 'wait' || this.tooLarge(json)) return this.sendJson(sid, json, options, outbox.idForDirectSend());
     return outbox.add(json);
   }
 
@@ -521,13 +522,13 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
     return json;
   }
 
-  private async sendJson(sid: string, json: string, options?: SendOptions): Promise<number> {
+  /** `appendId`: a handler's send while its message is delivered (see Outbox.idForDirectSend); else a fresh one. */
+  private async sendJson(sid: string, json: string, options?: SendOptions, appendId = newAppendId()): Promise<number> {
     this.checkSize(json);
     await this.flushOutbox(sid);
     const whenFull = options?.whenFull ?? this.options.whenFull ?? 'reject';
     const deadline = Date.now() + this.sendTimeout;
     // One id for every attempt of this send: a store client that resends the append makes no second copy.
-    const appendId = newAppendId();
     for (;;) {
       // Subscribe first so an ack between a 'full' answer and the wait still wakes us.
       let acked = false;

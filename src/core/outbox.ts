@@ -11,9 +11,15 @@
  * macrotask later) is flushed with a plain `append`, as before. So `await`ed
  * sends cost what they always did, and sends the handler does not wait for
  * (`session.send(x); return;`) go with the commit.
+ *
+ * Those plain appends (and a group member's, whose sends cannot ride on the commit) carry ids
+ * derived from the delivered message's seq (`deliveryAppendId`), not fresh ones: when the
+ * instance dies between them and the delivery record, the message is delivered again, and a
+ * handler that sends the same way gets the first delivery's seqs back instead of a second copy.
  */
 import { BidiError } from './errors';
 import type { AppendResult, CommitSent } from './store';
+import { deliveryAppendId, newAppendId } from './util';
 
 interface Queued {
   json: string;
@@ -48,10 +54,13 @@ export class Outbox {
   private flushing?: Promise<void>;
   /** While the delivery runs, sends are queued; afterwards they go straight to the store. */
   private deferring = true;
+  /** The client message being delivered, and how many appends its sends made so far (see `nextAppendId`). */
+  private seq?: number;
+  private appends = 0;
 
   constructor(
-    /** Stores messages with a plain append (all or nothing within the unacked bounds). */
-    private readonly append: (msgs: string[]) => Promise<AppendResult>,
+    /** Stores messages with a plain append (all or nothing within the unacked bounds), under append id `id`. */
+    private readonly append: (msgs: string[], id: string) => Promise<AppendResult>,
     /** Failures of sends the handler may not be waiting for. */
     private readonly report: (err: unknown) => void,
   ) {}
@@ -59,6 +68,17 @@ export class Outbox {
   /** The delivery still runs: a send may be queued for its commit. */
   get open(): boolean {
     return this.deferring;
+  }
+
+  /** The handler for client message `seq` is about to run: its sends' appends get ids made from `seq`. */
+  beginMessage(seq: number): void {
+    this.seq = seq;
+    this.appends = 0;
+  }
+
+  /** The id for the next append of sends the current message's handler made. */
+  private nextAppendId(): string {
+    return this.seq !== undefined ? deliveryAppendId(this.seq, this.appends++) : newAppendId();
   }
 
   /** A send from the delivering session: resolves with its seq once stored (with a commit, or by a flush). */
@@ -137,11 +157,14 @@ export class Outbox {
   private async appendAll(items: Queued[]): Promise<void> {
     let r: AppendResult;
     try {
-      r = await this.append(items.map((i) => i.json));
+      r = await this.append(
+        items.map((i) => i.json),
+        this.nextAppendId(),
+      );
       // All or nothing: when they do not fit together, store as many as fit, one by one, in order.
       if (r.status === 'full' && items.length > 1) {
         for (let i = 0; i < items.length; i++) {
-          const one = await this.append([items[i]!.json]);
+          const one = await this.append([items[i]!.json], this.nextAppendId());
           if (one.status !== 'ok') {
             this.fail(items.slice(i), appendError(one));
             return;
@@ -154,8 +177,23 @@ export class Outbox {
       this.fail(items, err);
       return;
     }
-    if (r.status === 'ok') items.forEach((item, i) => item.resolve(r.firstSeq + i));
-    else this.fail(items, appendError(r));
+    if (r.status !== 'ok') {
+      this.fail(items, appendError(r));
+      return;
+    }
+    // A redelivery whose earlier run stored fewer of these under this id (it split its sends
+    // differently): those are stored; the rest go on under the next id.
+    const stored = r.lastSeq - r.firstSeq + 1;
+    for (let i = 0; i < items.length && i < stored; i++) items[i]!.resolve(r.firstSeq + i);
+    if (stored < items.length) await this.appendAll(items.slice(stored));
+  }
+
+  /**
+   * The append id for a send the handler makes past the queue (`whenFull: 'wait'`, too large to
+   * queue) while its message is delivered; undefined once the delivery is over (a fresh id then).
+   */
+  idForDirectSend(): string | undefined {
+    return this.deferring && this.seq !== undefined ? this.nextAppendId() : undefined;
   }
 }
 

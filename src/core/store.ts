@@ -302,7 +302,9 @@ export interface Store {
    * {@link APPEND_IDS_REMEMBERED} appends stores nothing and answers the
    * first call's seqs, whatever the session's state now. That makes the call
    * safe for a store client to resend when a reply was lost (ioredis does,
-   * after a reconnect).
+   * after a reconnect). Core repeats ids on purpose too: the appends of a
+   * handler's sends while client message `seq` is delivered carry ids made
+   * from `seq`, the same on a redelivery of that message.
    */
   append(sid: string, msgs: string[], limits: AppendLimits, id?: string): Promise<AppendResult>;
   /** One message to many sessions in one round trip (pipelined where the store is remote); `id` as for `append`, per session. */

@@ -69,6 +69,17 @@ export function newAppendId(): string {
   return appendIdPrefix + appendIdCounter.toString(36);
 }
 
+/**
+ * The append id of the `n`-th store append a handler's sends make while client message `seq` is
+ * delivered: the same on every delivery of that message, on any instance, so a redelivery (after
+ * a crash between those appends and the delivery record) that sends the same way stores nothing
+ * twice. Never one of newAppendId's: those hold base-36 digits only from their 9th character on,
+ * and this has a '-' there or later.
+ */
+export function deliveryAppendId(seq: number, n: number): string {
+  return 'd' + seq.toString(36).padStart(7, '0') + '-' + n.toString(36);
+}
+
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
