@@ -157,10 +157,7 @@ export class Outbox {
   private async appendAll(items: Queued[]): Promise<void> {
     let r: AppendResult;
     try {
-      r = await this.append(
-        items.map((i) => i.json),
-        this.nextAppendId(),
-      );
+      r = await this.append(items.map((i) => i.json), this.nextAppendId());
       // All or nothing: when they do not fit together, store as many as fit, one by one, in order.
       if (r.status === 'full' && items.length > 1) {
         for (let i = 0; i < items.length; i++) {
@@ -183,7 +180,7 @@ export class Outbox {
     }
     // A redelivery whose earlier run stored fewer of these under this id (it split its sends
     // differently): those are stored; the rest go on under the next id.
-    const stored = r.lastSeq - r.firstSeq + 1;
+    const stored = Math.max(1, r.lastSeq - r.firstSeq + 1);
     for (let i = 0; i < items.length && i < stored; i++) items[i]!.resolve(r.firstSeq + i);
     if (stored < items.length) await this.appendAll(items.slice(stored));
   }
