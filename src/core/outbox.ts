@@ -19,7 +19,7 @@
  */
 import { BidiError } from './errors';
 import type { AppendResult, CommitSent } from './store';
-import { deliveryAppendId, newAppendId } from './util';
+import { deliveryAppendId } from './util';
 
 interface Queued {
   json: string;
@@ -54,8 +54,8 @@ export class Outbox {
   private flushing?: Promise<void>;
   /** While the delivery runs, sends are queued; afterwards they go straight to the store. */
   private deferring = true;
-  /** The client message being delivered, and how many appends its sends made so far (see `nextAppendId`). */
-  private seq?: number;
+  /** The client message being delivered (set before its handler runs), and how many appends its sends made so far. */
+  private seq = 0;
   private appends = 0;
 
   constructor(
@@ -78,7 +78,7 @@ export class Outbox {
 
   /** The id for the next append of sends the current message's handler made. */
   private nextAppendId(): string {
-    return this.seq !== undefined ? deliveryAppendId(this.seq, this.appends++) : newAppendId();
+    return deliveryAppendId(this.seq, this.appends++);
   }
 
   /** A send from the delivering session: resolves with its seq once stored (with a commit, or by a flush). */
@@ -190,7 +190,7 @@ export class Outbox {
    * queue) while its message is delivered; undefined once the delivery is over (a fresh id then).
    */
   idForDirectSend(): string | undefined {
-    return this.deferring && this.seq !== undefined ? this.nextAppendId() : undefined;
+    return this.deferring ? this.nextAppendId() : undefined;
   }
 }
 

@@ -12,47 +12,33 @@
  */
 import Redis from 'ioredis';
 import { BidiServer, MemoryStore } from '../../src/core';
-import type { BidiOptions, BidiRequest, Store } from '../../src/core';
+import type { BidiOptions, Store } from '../../src/core';
 import { RedisStore } from '../../src/redis';
 import { newToken } from '../../src/core/util';
+import { bidiRequest } from '../model/harness';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
 const LEASE_MS = 300;
 
-function request(method: string, path: string, body: string | undefined, sid?: string, query = ''): BidiRequest {
-  const headers = new Map<string, string>();
-  if (body !== undefined) headers.set('content-type', 'application/json');
-  if (sid) headers.set('bidi-sid', sid);
-  return { method, path, query: new URLSearchParams(query), headers: { get: (n) => headers.get(n.toLowerCase()) ?? null }, text: async () => body ?? '' };
-}
-
-/** `inner`, until `die()`: then every call hangs for good (its instance is gone). */
-function mortal(inner: Store): { store: Store; die(): void } {
+/**
+ * `inner` as instance A sees it: A dies right after its first append (the handler's send) was
+ * stored; from then on every call hangs for good, as after a SIGKILL.
+ */
+function dyingAfterFirstAppend(inner: Store): Store {
   let dead = false;
-  const store = new Proxy(inner, {
+  return new Proxy(inner, {
     get(target, key, receiver) {
       const value = Reflect.get(target, key, receiver) as unknown;
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => (dead ? new Promise(() => {}) : (value as (...a: unknown[]) => unknown).apply(target, args));
+      return async (...args: unknown[]) => {
+        if (dead) return new Promise(() => {});
+        const result = await (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (key === 'append') dead = true;
+        return result;
+      };
     },
   });
-  return { store, die: () => void (dead = true) };
 }
-
-type Send = 'awaited' | 'wait' | 'pending';
-
-interface Case {
-  name: string;
-  send: Send;
-  group: boolean;
-}
-
-const CASES: Case[] = [
-  { name: 'an awaited send', send: 'awaited', group: false },
-  { name: "a send with whenFull: 'wait'", send: 'wait', group: false },
-  { name: "a group member's pending send (stored by append before the record)", send: 'pending', group: true },
-  { name: "a group member's awaited send", send: 'awaited', group: true },
-];
 
 let redis: RedisProcess;
 let conn: Redis;
@@ -86,115 +72,104 @@ const STORES: Array<[string, () => [Store, Store, () => Promise<void>]]> = [
   ],
 ];
 
+/**
+ * Opens a session (a group member with `group`) and sends client message 1 to instance A, which
+ * dies after the handler's first append; after A's lease runs out, the client's resend reaches
+ * B, which delivers seq 1 again. `check` gets the session's messages before and after the resend.
+ */
+async function redeliverAfterDeath(
+  makeStores: () => [Store, Store, () => Promise<void>],
+  group: boolean,
+  onMessage: NonNullable<BidiOptions['onMessage']>,
+  check: (before: Array<[number, unknown]>, after: Array<[number, unknown]>, handled: number) => void,
+): Promise<void> {
+  const [storeA, storeB, disposeStores] = makeStores();
+  let handled = 0;
+  const options = (store: Store): BidiOptions => ({
+    store,
+    sweepInterval: 0,
+    leaseMs: LEASE_MS,
+    onMessage: (session, data, info) => {
+      handled++;
+      return onMessage(session, data, info);
+    },
+  });
+  const dying = dyingAfterFirstAppend(storeA);
+  const serverA = new BidiServer(options(dying));
+  const serverB = new BidiServer(options(storeB));
+  try {
+    const opened = await serverB.handle(bidiRequest('POST', '/session', { body: '{"v":1}' }));
+    const sid = (JSON.parse(opened!.body) as { sid: string }).sid;
+    if (group) expect(await serverB.hub.join(sid, 'room')).toBe(true);
+    const send = bidiRequest('POST', '/session/send', { headers: { 'bidi-sid': sid }, body: '{"msgs":[[1,"hi"]]}' });
+    void serverA.handle(send);
+    await waitUntil(() => probeDead(dying));
+    const before = await readAll(serverB, sid);
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 100));
+    const res = await serverB.handle(send);
+    expect(res!.status).toBe(200);
+    expect(JSON.parse(res!.body)).toEqual({ ack: 1 });
+    check(before, await readAll(serverB, sid), handled);
+  } finally {
+    await serverB.dispose();
+    await disposeStores();
+  }
+}
+
+type Send = 'awaited' | 'wait' | 'pending';
+
+const CASES: Array<{ name: string; send: Send; group: boolean }> = [
+  { name: 'an awaited send', send: 'awaited', group: false },
+  { name: "a send with whenFull: 'wait'", send: 'wait', group: false },
+  { name: "a group member's pending send (stored by append before the record)", send: 'pending', group: true },
+  { name: "a group member's awaited send", send: 'awaited', group: true },
+];
+
 describe.each(STORES)('%s', (_name, makeStores) => {
   it.each(CASES)('a redelivered message stores $name once', async ({ send, group }) => {
-    const [storeA, storeB, disposeStores] = makeStores();
-    const a = mortal(storeA);
-    let handled = 0;
-    let afterAppend: (() => void) | undefined;
-    const options = (store: Store): BidiOptions => ({
-      store,
-      sweepInterval: 0,
-      leaseMs: LEASE_MS,
-      onMessage: async (session, data) => {
-        handled++;
+    await redeliverAfterDeath(
+      makeStores,
+      group,
+      async (session, data) => {
         const reply = { echo: data };
         if (send === 'pending') void session.send(reply);
         else await session.send(reply, send === 'wait' ? { whenFull: 'wait' } : undefined);
-        afterAppend?.();
       },
-    });
-    const serverA = new BidiServer(options(a.store));
-    const serverB = new BidiServer(options(storeB));
-    try {
-      const opened = await serverB.handle(request('POST', '/session', '{"v":1}'));
-      const sid = (JSON.parse(opened!.body) as { sid: string }).sid;
-      if (group) expect(await serverB.hub.join(sid, 'room')).toBe(true);
-
-      // Instance A: the handler's send is stored (awaited: before the handler returns; pending,
-      // for a group member: by the append after the 'pull' commit), then A dies before the record.
-      const body = '{"msgs":[[1,"hi"]]}';
-      if (send === 'pending') {
-        const append = storeA.append.bind(storeA);
-        storeA.append = async (...args) => {
-          const r = await append(...args);
-          a.die();
-          return r;
-        };
-      } else {
-        afterAppend = () => a.die();
-      }
-      void serverA.handle(request('POST', '/session/send', body, sid));
-      await waitUntil(() => handled === 1);
-      await waitUntil(() => probeDead(a.store));
-      afterAppend = undefined;
-      if (send === 'pending') delete (storeA as Partial<Store>).append;
-
-      // The first delivery's message is stored; its record is not.
-      const before = await readAll(serverB, sid);
-      expect(before).toEqual([[1, { echo: 'hi' }]]);
-
-      // A's lease runs out; the client's resend reaches B, which delivers seq 1 again.
-      await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 100));
-      const res = await serverB.handle(request('POST', '/session/send', body, sid));
-      expect(res!.status).toBe(200);
-      expect(JSON.parse(res!.body)).toEqual({ ack: 1 });
-      expect(handled).toBe(2);
-
-      // Once: the second delivery's append was recognised by its id.
-      expect(await readAll(serverB, sid)).toEqual([[1, { echo: 'hi' }]]);
-    } finally {
-      await serverB.dispose();
-      await disposeStores();
-    }
+      (before, after, handled) => {
+        // The first delivery's message is stored; its record is not.
+        expect(before).toEqual([[1, { echo: 'hi' }]]);
+        expect(handled).toBe(2);
+        // Once: the second delivery's append was recognised by its id.
+        expect(after).toEqual([[1, { echo: 'hi' }]]);
+      },
+    );
   });
-});
 
-describe.each(STORES)('%s, a redelivery that sends differently', (_name, makeStores) => {
-  it("keeps what the first delivery stored under an id and stores the rest: no message twice, none lost", async () => {
-    const [storeA, storeB, disposeStores] = makeStores();
-    const a = mortal(storeA);
-    let handled = 0;
-    const options = (store: Store): BidiOptions => ({
-      store,
-      sweepInterval: 0,
-      leaseMs: LEASE_MS,
-      onMessage: async (session) => {
-        handled++;
-        if (handled === 1) {
+  it('keeps what the first delivery stored under an id and stores the rest when the redelivery sends differently: no message twice, none lost', async () => {
+    let runs = 0;
+    await redeliverAfterDeath(
+      makeStores,
+      true,
+      async (session) => {
+        if (++runs === 1) {
           // First delivery: one awaited send (its own append), then the instance dies.
           await session.send('one');
-          a.die();
         } else {
           // The redelivery sends both at once: a group member's pending sends, one append of two.
           void session.send('one');
           void session.send('two');
         }
       },
-    });
-    const serverA = new BidiServer(options(a.store));
-    const serverB = new BidiServer(options(storeB));
-    try {
-      const opened = await serverB.handle(request('POST', '/session', '{"v":1}'));
-      const sid = (JSON.parse(opened!.body) as { sid: string }).sid;
-      expect(await serverB.hub.join(sid, 'room')).toBe(true);
-      const body = '{"msgs":[[1,"go"]]}';
-      void serverA.handle(request('POST', '/session/send', body, sid));
-      await waitUntil(() => probeDead(a.store));
-      expect(await readAll(serverB, sid)).toEqual([[1, 'one']]);
-      await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 100));
-      const res = await serverB.handle(request('POST', '/session/send', body, sid));
-      expect(JSON.parse(res!.body)).toEqual({ ack: 1 });
-      expect(handled).toBe(2);
-      // The append of both under the first id answered the first delivery's one message; 'two' went on under the next id.
-      expect(await readAll(serverB, sid)).toEqual([
-        [1, 'one'],
-        [2, 'two'],
-      ]);
-    } finally {
-      await serverB.dispose();
-      await disposeStores();
-    }
+      (before, after, handled) => {
+        expect(before).toEqual([[1, 'one']]);
+        expect(handled).toBe(2);
+        // The append of both under the first id answered the first delivery's one message; 'two' went on under the next id.
+        expect(after).toEqual([
+          [1, 'one'],
+          [2, 'two'],
+        ]);
+      },
+    );
   });
 });
 
@@ -214,7 +189,7 @@ async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs = 5_0
 
 /** The session's server messages from seq 1, as `[seq, data]` pairs (a watch that does not wait). */
 async function readAll(server: BidiServer, sid: string): Promise<Array<[number, unknown]>> {
-  const res = await server.handle(request('GET', '/session/watch', undefined, sid, 'ack=0&wait=0'));
+  const res = await server.handle(bidiRequest('GET', '/session/watch', { headers: { 'bidi-sid': sid }, query: { ack: 0, wait: 0 } }));
   expect(res!.status).toBe(200);
   return (JSON.parse(res!.body) as { msgs: Array<[number, unknown]> }).msgs;
 }
