@@ -124,6 +124,8 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   private leaseTimer?: ReturnType<typeof setInterval>;
   /** Deliveries running in this object, by session: their handlers' queued sends. */
   private readonly outboxes = new Map<string, Outbox>();
+  /** Store writes of `send`/`broadcast` and of `publish` in progress here (see `inOrder`). */
+  private readonly writing = { direct: new Set<Promise<unknown>>(), publish: new Set<Promise<unknown>>() };
   /** Debug logging and metrics (./observe): `obs.on` is false when nothing observes. */
   private readonly obs: Observer;
   /** Errors already reported with their own phase (a throwing onOpen): the 500 they become is not reported again. */
@@ -436,6 +438,25 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
     for (const outbox of [...this.outboxes.values()]) await outbox.flush();
   }
 
+  /**
+   * Runs a store write of a send or broadcast (`direct`) or of a publish, after every write of
+   * the other kind that this object started before it has settled; writes of one kind start at
+   * once. Needed for call order (README guarantee 2) between the two: a send to a group member
+   * first pulls the group's entries, and a store may do that in a second step (RedisStore: read
+   * the group's log, then append), which a publish called later could otherwise overtake, and a
+   * send's entries-then-message step could take in a publish that came after it. Costs nothing
+   * while the calls are all of one kind (a publish loop, a broadcast loop).
+   */
+  private inOrder<T>(kind: 'direct' | 'publish', write: () => Promise<T>): Promise<T> {
+    const other = this.writing[kind === 'direct' ? 'publish' : 'direct'];
+    const p = other.size === 0 ? write() : Promise.allSettled([...other]).then(write);
+    const mine = this.writing[kind];
+    mine.add(p);
+    const done = (): void => void mine.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
   /** Another path is about to append to `sid`: a delivery's queued sends go first, so this process's sends keep their order. */
   private async flushOutbox(sid: string): Promise<void> {
     const outbox = this.outboxes.get(sid);
@@ -550,7 +571,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
         }
       }
       try {
-        const r = await this.store.append(sid, [json], this.limits, appendId);
+        const r = await this.inOrder('direct', () => this.store.append(sid, [json], this.limits, appendId));
         if (r.status !== 'full' || whenFull === 'reject') return appendSeq(r);
         const left = deadline - Date.now();
         if (left <= 0) throw new BidiError('SEND_TIMEOUT', `the client did not make room within ${this.sendTimeout} ms`);
@@ -633,7 +654,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
       const json = this.outgoing(data);
       if (sids.length === 0) return { sent: 0, failed: [] };
       await this.flushOutboxes();
-      return toResult(sids, await this.store.appendMany([...sids], json, this.limits, newAppendId()));
+      return toResult(sids, await this.inOrder('direct', () => this.store.appendMany([...sids], json, this.limits, newAppendId())));
     };
     return {
       send: (sid, data, options) => this.sendJson(sid, serialize(data), options),
@@ -642,7 +663,8 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
         const json = this.outgoing(data);
         await this.flushOutboxes();
         // Written once to the group's log; members pull it into their own logs (docs/STORE.md, "Groups").
-        const r = await this.store.publish(group, json, { maxEntries: this.limits.groupLogEntries, maxAgeMs: this.limits.groupLogMs }, newAppendId());
+        const retention = { maxEntries: this.limits.groupLogEntries, maxAgeMs: this.limits.groupLogMs };
+        const r = await this.inOrder('publish', () => this.store.publish(group, json, retention, newAppendId()));
         return { sent: r.members, failed: [] };
       },
       close: (sid, reason = 'server') => this.closeSession(sid, reason),
