@@ -66,7 +66,7 @@ export const INCLUDE_FILES: Record<string, string> = { session, time };
  * commands side by side — two copies of bidiweb in one process — instead of
  * the later `defineCommand` replacing the earlier. docs/REDIS.md, "Scripts".
  */
-export const SCRIPT_VERSION = 3;
+export const SCRIPT_VERSION = 4;
 
 /** 'expire-check-2' -> 'expire-check'. */
 type Stem<F extends string> = F extends `${infer Head}-${infer Rest}` ? (Rest extends `${number}` ? Head : `${Head}-${Stem<Rest>}`) : never;
@@ -120,12 +120,19 @@ export interface Scripts {
   queue(pipeline: ChainableCommander, name: ScriptName, ...keysThenArgs: Arg[]): void;
 }
 
-/** Defines every script on the connection (idempotent: redefining replaces the same script). */
-export function defineScripts(redis: Redis | Cluster): Scripts {
+/**
+ * Defines every script on the connection (idempotent: redefining replaces the same script).
+ * `before` runs before each call is handed to the connection (RedisStore sends its gathered
+ * publishes there, so that they keep their place in the call order).
+ */
+export function defineScripts(redis: Redis | Cluster, before?: () => void): Scripts {
   for (const def of Object.values(SCRIPTS)) {
     redis.defineCommand(def.command, { numberOfKeys: def.numberOfKeys, lua: def.lua });
   }
-  const call = (target: object, name: ScriptName, args: Arg[]): unknown => (target as Record<string, ScriptCall>)[SCRIPTS[name].command]!(...args);
+  const call = (target: object, name: ScriptName, args: Arg[]): unknown => {
+    before?.();
+    return (target as Record<string, ScriptCall>)[SCRIPTS[name].command]!(...args);
+  };
   return {
     run: (name, ...args) => call(redis, name, args) as Promise<unknown>,
     queue: (pipeline, name, ...args) => void call(pipeline, name, args),

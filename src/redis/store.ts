@@ -48,6 +48,8 @@ import { Subscriptions, type GroupEntryNews } from './subscriptions';
 import type { ReplicaAcks } from './replica-acks';
 import { withReplicaAcks } from './replica-acks';
 import { followSlots } from './follow-slots';
+import type { PublishedRun, QueuedPublish } from './publish-batches';
+import { PublishBatches } from './publish-batches';
 
 export interface RedisStoreOptions {
   /**
@@ -165,6 +167,8 @@ export class RedisStore implements Store {
   private readonly groupHints = new GroupHints();
   private readonly knownCursors = new Map<string, Array<[string, string]>>();
   private readonly prefix: string;
+  /** `publish` calls of the current turn, sent together at its end or before any other script (./publish-batches). */
+  private readonly publishes = new PublishBatches((batch) => this.publishBatch(batch));
 
   private readonly onGroupEntry = (channel: string, news: GroupEntryNews): void => this.groupHints.heard(channel, news, this.subs.connectionEpoch);
 
@@ -172,7 +176,8 @@ export class RedisStore implements Store {
     if (!options || !options.redis) throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
     // Every command (scripts and pipelines alike) goes through the replica-ack wrapper when it is on.
     this.redis = withReplicaAcks(options.redis, options.replicaAcks);
-    this.scripts = defineScripts(this.redis);
+    // Every script call first sends the publishes gathered so far: call order is Redis order.
+    this.scripts = defineScripts(this.redis, () => this.publishes.flush());
     this.prefix = options.prefix ?? 'bidi:';
     this.keys = new RedisKeys(this.prefix);
     this.cluster = isCluster(options.redis);
@@ -348,11 +353,23 @@ export class RedisStore implements Store {
     return results;
   }
 
-  async publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult> {
+  publish(group: string, msg: string, retention: GroupRetention, id?: string): Promise<PublishResult> {
+    let idArg: string;
+    try {
+      idArg = appendIdArg(id);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.publishes.add(group, msg, retention, idArg);
+  }
+
+  /** One script call for consecutive publishes to one group (./publish-batches). */
+  private async publishBatch(batch: QueuedPublish[]): Promise<PublishedRun> {
+    const { group, retention, id } = batch[0]!;
     const g = this.keys.groupKeys(group);
-    const r = asReply('publish', await this.scripts.run('publish', g.members, g.log, g.meta, g.channel, this.sharded, retention.maxEntries, retention.maxAgeMs, appendIdArg(id), msg));
+    const r = asReply('publish', await this.scripts.run('publish', g.members, g.log, g.meta, g.channel, this.sharded, retention.maxEntries, retention.maxAgeMs, id, ...batch.map((p) => p.msg)));
     if (r.length !== 2 || typeof r[0] !== 'number' || typeof r[1] !== 'number') throw unexpected('publish', r);
-    return { status: 'ok', members: Number(r[0]), gseq: Number(r[1]) };
+    return { members: Number(r[0]), first: Number(r[1]) };
   }
 
   /** The entries of each group's log after a member's cursor (read-only; one pipeline, on a Cluster one per node). */

@@ -311,7 +311,7 @@ describe('scripts', () => {
       .digest('hex');
     // A failure here means a script's text changed: bump SCRIPT_VERSION in src/redis/scripts.ts
     // and put the new fingerprint here (docs/REDIS.md, "Versioned command names").
-    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 3, fingerprint: '19684ed04022c414512264e2aa3ae2eaa79fc15b' });
+    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 4, fingerprint: '03cec8083531b80547da004885e425c53993503a' });
   });
 
   it('keeps its commands when another version defines its own on the same connection', async () => {
@@ -443,6 +443,39 @@ describe('round trips', () => {
     expect(counter.writes).toBe(1);
     expect(await scriptCalls(redis, stats)).toBe(200);
     expect(results.filter((r) => r.status === 'ok')).toHaveLength(200);
+  });
+
+  it('publishes of one turn go together: consecutive ones to a group in one script call of up to 128, in call order', async () => {
+    const { store, redis } = makeStore();
+    const sid = await open(store);
+    await store.join(sid, 'loop');
+    await store.join(sid, 'other');
+    const retention = { maxEntries: 1000, maxAgeMs: LONG };
+    await store.publish('loop', '"warm-up"', retention, newAppendId());
+    const stats = await commandStats(redis);
+    // 300 to one group, then one to another, then 2 more to the first: 3 + 1 + 1 calls.
+    const calls = Array.from({ length: 300 }, (_, i) => store.publish('loop', String(i), retention, newAppendId()));
+    calls.push(store.publish('other', '"x"', retention, newAppendId()), store.publish('loop', '300', retention, newAppendId()), store.publish('loop', '301', retention, newAppendId()));
+    const results = await Promise.all(calls);
+    expect(await scriptCalls(redis, stats)).toBe(5);
+    expect(results.map((r) => r.gseq)).toEqual([...Array.from({ length: 300 }, (_, i) => i + 2), 1, 302, 303]);
+    expect(results.every((r) => r.status === 'ok' && r.members === 1)).toBe(true);
+    const read = await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 1000 });
+    expect(read.status).toBe('ok');
+    const msgs = read.status === 'ok' ? read.msgs.map((m) => m.json) : [];
+    expect(msgs.filter((m) => m !== '"x"')).toEqual(['"warm-up"', ...Array.from({ length: 302 }, (_, i) => String(i))]);
+  });
+
+  it('a batch of publishes run twice (a lost reply, resent) writes its entries once and answers as the first run', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sid = await open(store);
+    await store.join(sid, 'twice');
+    const g = new RedisKeys(prefix).groupKeys('twice');
+    const run = () => redis.eval(SCRIPTS.publish.lua, 3, g.members, g.log, g.meta, g.channel, '0', 100, LONG, 'batch-id', '"a"', '"b"', '"c"');
+    expect(await run()).toEqual([1, 1]);
+    expect(await run()).toEqual([1, 1]);
+    expect(await redis.llen(g.log)).toBe(3);
+    expect(await store.publish('twice', '"d"', { maxEntries: 100, maxAgeMs: LONG }, newAppendId())).toEqual({ status: 'ok', members: 1, gseq: 4 });
   });
 });
 

@@ -1,31 +1,38 @@
 --[[
-  publish: one message to a group, written once to the group's log whatever
-  the group's size (its own Cluster slot). Members pull it into their own
+  publish: messages to a group, written once to the group's log whatever
+  the group's size (its own Cluster slot). Members pull them into their own
   logs at their next read or send (group-tail-2, then applyPulls). One
-  wake-up on the group's channel, which watches of members subscribe to
-  (naming the entry, and carrying it when small: see the end).
+  wake-up per entry on the group's channel, which watches of members
+  subscribe to (naming the entry, and carrying it when small: see the end).
+
+  One call takes one or more messages, consecutive publishes to the group
+  that RedisStore gathered in one turn (its publish batches): they get
+  consecutive gseqs, in their order.
 
   KEYS[1] members  the group's sids (SET)
   KEYS[2] log      entries '<time µs>|<json>', oldest first (LIST)
   KEYS[3] meta     HASH: e (epoch: when this log began, so a log dropped and
                    begun again is told apart), last (gseq of the newest
                    entry), t0 (time, ms, of the oldest entry, or older),
-                   ids ('|id:gseq:members' of the last 32 publishes, newest
-                   first), idn (their count), n (the member count, so a
-                   publish needs no SCARD: set here from SCARD when absent,
-                   raised by group-join-2, dropped by group-leave-3)
+                   ids ('|id:gseq:members' of the last 32 calls, newest
+                   first; gseq of the call's first entry), idn (their count),
+                   n (the member count, so a publish needs no SCARD: set here
+                   from SCARD when absent, raised by group-join-2, dropped by
+                   group-leave-3)
 
   ARGV[1] channel   ARGV[2] sharded ('1': SPUBLISH)
   ARGV[3] maxEntries   ARGV[4] maxAgeMs
-  ARGV[5] publish id ('' = none; otherwise [A-Za-z0-9_-]+, checked by the caller)
-  ARGV[6] message (JSON)
+  ARGV[5] publish id of the call ('' = none; otherwise [A-Za-z0-9_-]+,
+          checked by the caller)
+  ARGV[6 ..] the messages (JSON), at least one
 
   Retention: at most maxEntries entries, none older than maxAgeMs (trimmed
   here, at each publish). Safe to run twice: a known id answers as its first
   run and writes nothing.
 
-  Returns {members, gseq}: the group's size and the entry's gseq; {0, 0}
-  when the group has no members (nothing is written).
+  Returns {members, gseq}: the group's size and the gseq of the first
+  message's entry (the others follow it); {0, 0} when the group has no
+  members (nothing is written).
 ]]
 -- @include time
 local PUBLISH_IDS = 32
@@ -52,9 +59,12 @@ if not epoch then
   epoch, last, t0, ids, idn = t[1] .. '.' .. t[2], 0, now, '', 0
   redis.call('DEL', logKey)
 end
-last = last + 1
+local first = last + 1
 local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
-local len = redis.call('RPUSH', logKey, stamp .. '|' .. ARGV[6])
+local entries = {}
+for i = 6, #ARGV do entries[#entries + 1] = stamp .. '|' .. ARGV[i] end
+last = last + #entries
+local len = redis.call('RPUSH', logKey, unpack(entries))
 local maxEntries, maxAge = tonumber(ARGV[3]), tonumber(ARGV[4])
 if len > maxEntries then
   redis.call('LTRIM', logKey, len - maxEntries, -1)
@@ -75,7 +85,7 @@ if t0 == nil or now - t0 > maxAge then
   if len <= 1 then t0 = now end
 end
 if id ~= '' then
-  ids = '|' .. id .. ':' .. last .. ':' .. members .. ids
+  ids = '|' .. id .. ':' .. first .. ':' .. members .. ids
   idn = idn + 1
   if idn > PUBLISH_IDS then
     ids = string.match(ids, '^(.*)|')
@@ -83,14 +93,13 @@ if id ~= '' then
   end
 end
 redis.call('HSET', metaKey, 'e', epoch, 'last', last, 't0', t0, 'ids', ids, 'idn', idn, 'n', members)
--- The wake-up names the entry, and carries it when it is small and holds no newline, so that a
+-- Each wake-up names its entry, and carries it when it is small and holds no newline, so that a
 -- member's watch can pull it without reading the group's log first (RedisStore, "group hints"):
 -- 'g<epoch> <gseq> <time µs>[\n<json>]'.
-local wake = 'g' .. epoch .. ' ' .. last .. ' ' .. stamp
-if #ARGV[6] <= RUN_PAYLOAD_BYTES and not string.find(ARGV[6], '\n', 1, true) then wake = wake .. '\n' .. ARGV[6] end
-if ARGV[2] == '1' then
-  redis.call('SPUBLISH', ARGV[1], wake)
-else
-  redis.call('PUBLISH', ARGV[1], wake)
+local publish = ARGV[2] == '1' and 'SPUBLISH' or 'PUBLISH'
+for i = 6, #ARGV do
+  local wake = 'g' .. epoch .. ' ' .. (first + i - 6) .. ' ' .. stamp
+  if #ARGV[i] <= RUN_PAYLOAD_BYTES and not string.find(ARGV[i], '\n', 1, true) then wake = wake .. '\n' .. ARGV[i] end
+  redis.call(publish, ARGV[1], wake)
 end
-return {members, last}
+return {members, first}
