@@ -374,15 +374,26 @@ async function pushRun(sys: System): Promise<void> {
 async function burstRun(sys: System): Promise<void> {
   await fresh(sys);
   await withConns(sys, CLIENTS, async (tag, ids) => {
+    const before = sys.countCommands ? await commandStats(sys.redis!) : undefined;
+    if (sys.countCommands) await Promise.all(sys.instances.map((p) => p.call('commands')));
     const cpu0 = await cpuNow(sys);
     const since = now();
     const p = await sys.pusher.call('burst', { sids: ids, count: BURST }, 120_000);
     const r = await client.call('collect', { tag, expected: BURST, timeoutMs: 60_000, since, stallMs: STALL_MS }, 90_000);
     r.cpu = await cpuPer(sys, cpu0, r.received);
     r.server = p;
+    let store = '';
+    if (sys.countCommands && before) {
+      // Includes the acks of the last messages only if they came in time: read right after the last arrival.
+      const d = diffStats(before, await commandStats(sys.redis!));
+      const sent = await Promise.all(sys.instances.map((q) => q.call('commands')));
+      const roundTrips = sent.reduce((a, c) => a + c.roundTrips, 0);
+      r.redis = { roundTrips, scriptCalls: count(d, SCRIPT_CALLS), publishes: count(d, PUBLISH), commands: d };
+      store = `; Redis: ${roundTrips} round trips, ${r.redis.scriptCalls} script calls, ${r.redis.publishes} PUBLISH`;
+    }
     record('burst', sys.key, r);
     log(
-      `  burst ${sys.key}: ${r.perSec.toFixed(0)} msg/s (${r.received} in ${r.spanMs.toFixed(0)} ms; server sent in ${p.ms.toFixed(0)} ms); lost ${r.lost} dup ${r.dup} ooo ${r.outOfOrder}; per message ${cpuText(r.cpu)}; stalled ${r.stalled}, slowest client ${r.clientMax.max.toFixed(0)} ms`,
+      `  burst ${sys.key}: ${r.perSec.toFixed(0)} msg/s (${r.received} in ${r.spanMs.toFixed(0)} ms; server sent in ${p.ms.toFixed(0)} ms); lost ${r.lost} dup ${r.dup} ooo ${r.outOfOrder}; per message ${cpuText(r.cpu)}; stalled ${r.stalled}, slowest client ${r.clientMax.max.toFixed(0)} ms${store}`,
     );
   });
 }
