@@ -26,7 +26,7 @@ interface Held {
 }
 
 /** Per group: the newest entries kept. */
-export const HINTS_PER_GROUP = 256;
+export const HINTS_PER_GROUP = 1024;
 /** In total, over every group: past either bound, the cache starts over empty. */
 export const HINTS_MAX_ENTRIES = 65_536;
 export const HINTS_MAX_CHARS = 8 * 1024 * 1024;

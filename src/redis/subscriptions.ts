@@ -106,6 +106,8 @@ interface ChannelState {
    * message is stored before any wake-up for a later seq is sent, and a watch reads on a gap).
    */
   runsUpTo?: number;
+  /** A group wake-up is waiting for the end of the turn (see onMessage). */
+  groupWake?: boolean;
 }
 
 /**
@@ -311,9 +313,17 @@ export class Subscriptions {
     const text = String(payload);
     if (text.charCodeAt(0) === 103 /* g */) {
       // A group's publish: remember what it wrote, then wake (the listeners are its members' watches).
+      // The wake-ups of a run of publishes arrive together (one socket read): members are woken
+      // once for all of them, at the end of the turn, when every entry is remembered.
       const news = decodeGroupWake(text);
       if (news) this.onGroupEntry?.(channel, news);
-      deliver(ch, MESSAGE);
+      if (!ch.groupWake) {
+        ch.groupWake = true;
+        queueMicrotask(() => {
+          ch.groupWake = false;
+          if (ch.listeners.size > 0) deliver(ch, MESSAGE);
+        });
+      }
       return;
     }
     const event = decodeEvent(text, ch.runsUpTo ?? 0);

@@ -537,6 +537,26 @@ describe('subscriptions', () => {
     expect(await redis.pubsub('NUMSUB', groupChannel)).toEqual([groupChannel, 0]);
   });
 
+  it('wakes a member once for a run of publishes whose wake-ups arrive together, with every entry in the hints', async () => {
+    const { store } = makeStore({ subscriptionLingerMs: 0 });
+    const sid = await open(store);
+    const group = `g${newToken()}`;
+    await store.join(sid, group);
+    const events: StoreEvent[] = [];
+    const stop = await store.subscribe(sid, (e) => events.push(e));
+    await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 10 }); // learns the group: subscribes to it
+    // One batch: 100 entries, 100 wake-ups in one reply from Redis.
+    await Promise.all(Array.from({ length: 100 }, (_, i) => store.publish(group, String(i), { maxEntries: 1000, maxAgeMs: LONG }, newAppendId())));
+    for (let i = 0; i < 100 && events.length === 0; i++) await sleep(5);
+    await sleep(50);
+    expect(events.length).toBeGreaterThanOrEqual(1);
+    expect(events.length).toBeLessThan(10);
+    // The re-read the wake-up causes pulls all 100 from the hints (one script call, below).
+    const read = await store.read(sid, { ack: 0, watchToken: 'w', claim: false, maxMessages: 1000, after: 0 });
+    expect(read.status === 'ok' && read.msgs.map((m) => m.json)).toEqual(Array.from({ length: 100 }, (_, i) => String(i)));
+    stop();
+  });
+
   it('hands messages it stored to its own listeners at once, and drops the published copy (whichever comes second)', async () => {
     const { store, redis, prefix } = makeStore();
     const sid = await open(store);
