@@ -607,6 +607,13 @@ async function costScenario(): Promise<void> {
           return { ops: publishes, members: joined, direct: true, note: `${(r.ms / publishes).toFixed(0)} ms per publish; ${r.failed} failed` };
         });
       }
+      // A user's loop of unawaited publishes (RedisStore sends a turn's publishes to a group together).
+      const size = Math.min(...GROUP_SIZES);
+      const loop = 1000;
+      await measure(`hub.publish to a group of ${size}, a loop of ${loop} unawaited`, 'publish', async () => {
+        const r = await a.proc.call('publish', { group: `g${size}`, count: loop, loop: true }, 300_000);
+        return { ops: loop, members: size, direct: true, note: `${((r.ms * 1000) / loop).toFixed(0)} µs per publish; ${r.failed} failed` };
+      });
     }
 
     // Protocol requests one by one, straight to one instance.

@@ -212,13 +212,17 @@ async function bidi(): Promise<void> {
       );
       return joined;
     },
-    /** `count` sequential `hub.publish(group, …)` calls. */
-    async publish({ group, count }: { group: string; count: number }) {
+    /** `count` sequential `hub.publish(group, …)` calls; `loop`: all of them at once, none awaited before the next. */
+    async publish({ group, count, loop = false }: { group: string; count: number; loop?: boolean }) {
       const start = now();
       let sent = 0;
       let failed = 0;
+      const results = [];
       for (let i = 0; i < count; i++) {
-        const r = await server.hub.publish(group, { g: group, i, t: now() });
+        const r = server.hub.publish(group, { g: group, i, t: now() });
+        results.push(loop ? r : await r);
+      }
+      for (const r of await Promise.all(results)) {
         sent += r.sent;
         failed += r.failed.length;
       }
