@@ -176,6 +176,17 @@ describe('a store command whose reply is lost (Redis crash after fsync, or a net
     for (const sid of sids) expect(await log(sid)).toEqual(['"warm-up"', '"news"', '"after"']);
   });
 
+  it('a batch of publishes (a loop, nothing awaited) whose reply is lost writes each entry once, in call order', async () => {
+    const sids = [await newSession(), await newSession()];
+    for (const sid of sids) await server.hub.join(sid, 'resend-batch');
+    await server.hub.publish('resend-batch', 'warm-up');
+    const texts = Array.from({ length: 40 }, (_, i) => `batch-${i}`);
+    const results = await cut(() => Promise.all(texts.map((t) => server.hub.publish('resend-batch', t))));
+    expect(results).toEqual(texts.map(() => ({ sent: 2, failed: [] })));
+    await server.hub.publish('resend-batch', 'after');
+    for (const sid of sids) expect(await log(sid)).toEqual(['"warm-up"', ...texts.map((t) => JSON.stringify(t)), '"after"']);
+  });
+
   it('a read whose pull reply is lost pulls each group entry once (the cursor compare-and-set refuses the repeat)', async () => {
     const sid = await newSession();
     await server.hub.join(sid, 'resend-pull');
