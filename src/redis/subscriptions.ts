@@ -10,7 +10,7 @@ import type { AppendedRun, StoreEvent, Unsubscribe } from '../core/store';
 
 export type Listener = (event: StoreEvent) => void;
 
-/** What a group's wake-up says about the entry its publish wrote (publish-3.lua): `json` when it carries it. */
+/** What a group's wake-up says about an entry its publish wrote (publish-3.lua): `json` when it carries it. */
 export interface GroupEntryNews {
   epoch: string;
   gseq: number;
@@ -19,17 +19,27 @@ export interface GroupEntryNews {
   json?: string;
 }
 
-/** 'g<epoch> <gseq> <time µs>[\n<json>]'; null when malformed (the wake-up still wakes). */
-function decodeGroupWake(payload: string): GroupEntryNews | null {
+/**
+ * 'g<epoch> <gseq> <time µs>[ <count>][\n<json>[\n<json>...]]': `count` consecutive entries (1 when
+ * absent) from `gseq`, with their texts or none; null when malformed (the wake-up still wakes).
+ */
+export function decodeGroupWake(payload: string): GroupEntryNews[] | null {
   const nl = payload.indexOf('\n');
   const head = (nl < 0 ? payload.slice(1) : payload.slice(1, nl)).split(' ');
-  if (head.length !== 3) return null;
+  if (head.length !== 3 && head.length !== 4) return null;
   const gseq = Number(head[1]);
   const t = Number(head[2]);
-  if (!head[0] || !Number.isSafeInteger(gseq) || gseq < 1 || !Number.isSafeInteger(t)) return null;
-  const news: GroupEntryNews = { epoch: head[0], gseq, t };
-  if (nl >= 0) news.json = payload.slice(nl + 1);
-  return news;
+  const count = head.length === 4 ? Number(head[3]) : 1;
+  if (!head[0] || !Number.isSafeInteger(gseq) || gseq < 1 || !Number.isSafeInteger(t) || !Number.isSafeInteger(count) || count < 1) return null;
+  const texts = nl >= 0 ? payload.slice(nl + 1).split('\n') : undefined;
+  if (texts && texts.length !== count) return null;
+  const out: GroupEntryNews[] = [];
+  for (let i = 0; i < count; i++) {
+    const news: GroupEntryNews = { epoch: head[0], gseq: gseq + i, t };
+    if (texts) news.json = texts[i];
+    out.push(news);
+  }
+  return out;
 }
 
 /** Longest add() waits for Redis to confirm the subscription. */
@@ -316,7 +326,7 @@ export class Subscriptions {
       // The wake-ups of a run of publishes arrive together (one socket read): members are woken
       // once for all of them, at the end of the turn, when every entry is remembered.
       const news = decodeGroupWake(text);
-      if (news) this.onGroupEntry?.(channel, news);
+      if (news) for (const entry of news) this.onGroupEntry?.(channel, entry);
       if (!ch.groupWake) {
         ch.groupWake = true;
         queueMicrotask(() => {

