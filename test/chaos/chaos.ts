@@ -30,6 +30,9 @@
  *   --groups N      GROUPS      groups mode: sessions join N groups, and the server → client
  *                               traffic is MESSAGES publishes per group (written once, pulled
  *                               by every member) instead of pushes per session; default 0 (off)
+ *   --publish-batch N  PUBLISH_BATCH  groups mode: each publish request carries 1 to N items, which
+ *                               the instance publishes in one turn, none awaited (one RedisStore
+ *                               batch); default 1
  *   --no-redis-restart          skip the Redis crash
  *   --redis-cluster-failover    cluster mode: the store on a Redis Cluster of 3 masters + 3 replicas
  *                               (cluster-node-timeout 1500 ms), operated during the traffic; no
@@ -101,6 +104,7 @@ async function main(): Promise<void> {
     stream: process.argv.includes('--stream') || process.env.STREAM === '1',
     ...(process.argv.includes('--websocket') || process.env.WEBSOCKET === '1' ? { websocket: { cutSocketEveryMs: num('cut-socket', 'CUT_SOCKET', 200) } } : {}),
     groups: Math.floor(num('groups', 'GROUPS', 0)) || undefined,
+    publishBatch: Math.max(1, Math.floor(num('publish-batch', 'PUBLISH_BATCH', 1))),
     durationMs: num('duration', 'DURATION', 900) * 1000,
     drainMs: num('drain', 'DRAIN', 120) * 1000,
     progressEveryMs: 5000,

@@ -79,6 +79,11 @@ export interface ChaosOptions {
    * once, in order, at contiguous seqs.
    */
   groups?: number;
+  /**
+   * Groups mode: each publish request carries 1 to `publishBatch` items, which the instance
+   * publishes in one turn, none awaited (RedisStore sends them as one batch). Default 1.
+   */
+  publishBatch?: number;
   /** Most client messages sent and not yet acked, per session. */
   outstanding?: number;
   progressEveryMs?: number;
@@ -543,10 +548,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const rand = rng(o.seed * 15485863 + g);
       const members = runs.filter((r) => r.k % o.groups! === g);
       const stillGoing = () => Date.now() < deadline && members.some((r) => !r.closeEvent);
-      for (let item = 1; item <= o.messages && stillGoing(); item++) {
+      for (let item = 1; item <= o.messages && stillGoing(); ) {
         // Stay well within the group log's retention of the slowest member.
         while (stillGoing() && members.some((r) => !r.closeEvent && published[g]! - r.received.length >= outstanding * 2)) await nextEvent(members.find((r) => !r.closeEvent)!);
         const pushId = `g${g}-${item}`;
+        const count = (o.publishBatch ?? 1) > 1 ? Math.min(o.messages - item + 1, 1 + Math.floor(rand() * o.publishBatch!)) : 1;
+        const items = Array.from({ length: count }, (_, i) => ({ g, s: item + i }));
         let delay = 10;
         let answered = false;
         for (let attempt = 0; stillGoing(); attempt++) {
@@ -560,7 +567,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
             const reply = await fetch(base + '/publish', {
               method: 'POST',
               headers: { 'content-type': 'application/json' },
-              body: JSON.stringify({ group: `g${g}`, pushId, item: { g, s: item } }),
+              body: JSON.stringify(count === 1 ? { group: `g${g}`, pushId, item: items[0] } : { group: `g${g}`, pushId, items }),
               signal: AbortSignal.timeout(15_000),
             });
             await reply.text();
@@ -573,8 +580,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           }
         }
         if (!answered) break;
-        published[g] = item;
-        if (item % 10 === 0) await sleep(Math.floor(rand() * 10));
+        item += count;
+        published[g] = item - 1;
+        if (Math.floor((item - 1) / 10) > Math.floor((item - 1 - count) / 10)) await sleep(Math.floor(rand() * 10));
       }
     };
 
