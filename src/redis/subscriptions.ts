@@ -19,6 +19,9 @@ export interface GroupEntryNews {
   json?: string;
 }
 
+/** More than a publish batch ever announces (128): such a wake-up is malformed. */
+const MAX_WAKE_ENTRIES = 4096;
+
 /**
  * 'g<epoch> <gseq> <time µs>[ <count>][\n<json>[\n<json>...]]': `count` consecutive entries (1 when
  * absent) from `gseq`, with their texts or none; null when malformed (the wake-up still wakes).
@@ -30,7 +33,7 @@ export function decodeGroupWake(payload: string): GroupEntryNews[] | null {
   const gseq = Number(head[1]);
   const t = Number(head[2]);
   const count = head.length === 4 ? Number(head[3]) : 1;
-  if (!head[0] || !Number.isSafeInteger(gseq) || gseq < 1 || !Number.isSafeInteger(t) || !Number.isSafeInteger(count) || count < 1) return null;
+  if (!head[0] || !Number.isSafeInteger(gseq) || gseq < 1 || !Number.isSafeInteger(t) || !Number.isSafeInteger(count) || count < 1 || count > MAX_WAKE_ENTRIES) return null;
   const texts = nl >= 0 ? payload.slice(nl + 1).split('\n') : undefined;
   if (texts && texts.length !== count) return null;
   const out: GroupEntryNews[] = [];

@@ -499,6 +499,7 @@ describe('round trips', () => {
     ]);
     expect(decoded.flat().filter((e) => e.json !== undefined).map((e) => e.json)).toEqual([msgs[0], msgs[1], msgs[3], mid, mid, msgs[7]]);
     expect(decodeGroupWake('g1.2 5 100 2\nonly-one')).toBeNull();
+    expect(decodeGroupWake('g1.2 5 100 999999999')).toBeNull();
     expect(decodeGroupWake('g1.2 5 100')).toEqual([{ epoch: '1.2', gseq: 5, t: 100 }]);
     await sub.quit();
   });
