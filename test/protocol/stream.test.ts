@@ -453,9 +453,10 @@ describe('streaming watch: heartbeats', () => {
     expect(ended.heartbeats.length).toBeGreaterThan(0);
     expect(superseded.frames.map((f) => f.body.superseded)).toEqual([true]);
     expect(dropped.heartbeats.length).toBeGreaterThan(0);
-    // The test's own fetch (undici) keeps timers for its idle keep-alive connections, which come and go:
-    // wait for them to settle. A stream's timer left behind would keep the count above `before`.
-    for (let until = Date.now() + 3_000; timers() > before && Date.now() < until; ) await sleep(50);
+    // The test's own clients keep timers for their idle keep-alive connections, which come and go (Node's
+    // http agent: 5 s, undici: 4 s): wait past those for them to settle. A stream's timer left behind
+    // (a 20 ms heartbeat) would keep the count above `before` however long this waits.
+    for (let until = Date.now() + 8_000; timers() > before && Date.now() < until; ) await sleep(50);
     expect(timers()).toBeLessThanOrEqual(before);
   });
 
