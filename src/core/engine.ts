@@ -124,7 +124,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   private leaseTimer?: ReturnType<typeof setInterval>;
   /** Deliveries running in this object, by session: their handlers' queued sends. */
   private readonly outboxes = new Map<string, Outbox>();
-  /** Store writes of `send`/`broadcast` and of `publish` in progress here (see `inOrder`). */
+  /** Store writes to sessions and of publishes in progress here (see `inOrder`). */
   private readonly writing = { direct: new Set<Promise<unknown>>(), publish: new Set<Promise<unknown>>() };
   /** Debug logging and metrics (./observe): `obs.on` is false when nothing observes. */
   private readonly obs: Observer;
@@ -320,7 +320,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   ): Promise<number> {
     // The session's own sends ride on each message's commit (see ./outbox).
     const outbox = new Outbox(
-      (msgs, id) => this.store.append(sid, msgs, this.limits, id),
+      (msgs, id) => this.inOrder('direct', () => this.store.append(sid, msgs, this.limits, id)),
       (err) => this.report(err, { phase: 'message', ...this.errorWho(sid, session) }),
     );
     const hub = this.hub;
@@ -378,7 +378,8 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
           if (sends.length > 0) input.sends = { msgs: sends.map((q) => q.json), limits: this.limits };
           let r: CommitResult;
           try {
-            r = await this.store.commit(sid, input);
+            // A commit that stores sends is a write to the session like an append (see inOrder).
+            r = await (input.sends ? this.inOrder('direct', () => this.store.commit(sid, input)) : this.store.commit(sid, input));
             if (r.status === 'pull') {
               // A group member: its sends go after the groups' entries, by append, before the record.
               await outbox.appendNow(sends);
@@ -439,13 +440,14 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
   }
 
   /**
-   * Runs a store write of a send or broadcast (`direct`) or of a publish, after every write of
-   * the other kind that this object started before it has settled; writes of one kind start at
-   * once. Needed for call order (README guarantee 2) between the two: a send to a group member
-   * first pulls the group's entries, and a store may do that in a second step (RedisStore: read
-   * the group's log, then append), which a publish called later could otherwise overtake, and a
-   * send's entries-then-message step could take in a publish that came after it. Costs nothing
-   * while the calls are all of one kind (a publish loop, a broadcast loop).
+   * Runs a store write to sessions (`direct`: an append, a commit that carries sends, a broadcast, a close)
+   * or of a publish, after every write of the other kind that this object started before it has
+   * settled; writes of one kind start at once. Needed for call order (README guarantee 2)
+   * between the two: a write to a group member first pulls the group's entries, and a store may
+   * do that in a second step (RedisStore: read the group's log, then append or close), which a
+   * publish called later could otherwise overtake, and whose pull could take in a publish that
+   * came after it. Costs nothing while the calls are all of one kind (a publish loop, a broadcast
+   * loop).
    */
   private inOrder<T>(kind: 'direct' | 'publish', write: () => Promise<T>): Promise<T> {
     const other = this.writing[kind === 'direct' ? 'publish' : 'direct'];
@@ -608,7 +610,7 @@ export class Engine<User = unknown, State extends object = Record<string, unknow
     // The close marker must follow every message sent before it.
     await this.flushOutbox(sid);
     const token = newToken();
-    const r = await this.store.close(sid, { reason: reason.slice(0, CLOSE_REASON_MAX), lease: { token, ms: this.leaseMs } });
+    const r = await this.inOrder('direct', () => this.store.close(sid, { reason: reason.slice(0, CLOSE_REASON_MAX), lease: { token, ms: this.leaseMs } }));
     if (r.status === 'unknown') {
       if (fromClient) throw unknownSession();
       throw new BidiError('UNKNOWN_SESSION', 'no such session');

@@ -29,9 +29,9 @@ export interface PublishedRun {
 }
 
 /** At most this many messages per script call, */
-export const MAX_BATCH_MESSAGES = 128;
+const MAX_BATCH_MESSAGES = 128;
 /** and at most about this many bytes (UTF-16 units; a single larger message goes alone). */
-export const MAX_BATCH_CHARS = 1 << 20;
+const MAX_BATCH_CHARS = 1 << 20;
 
 export class PublishBatches {
   private queue: QueuedPublish[] = [];
@@ -65,7 +65,7 @@ export class PublishBatches {
 }
 
 /** Consecutive calls to the same group, with the same retention and both with or without an id, within the size caps. */
-export function batches(queue: QueuedPublish[]): QueuedPublish[][] {
+function batches(queue: QueuedPublish[]): QueuedPublish[][] {
   const out: QueuedPublish[][] = [];
   let batch: QueuedPublish[] = [];
   let chars = 0;

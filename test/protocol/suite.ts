@@ -607,6 +607,23 @@ export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv):
         expect((await wire.watch(a, 5, 0)).body.msgs).toEqual([]);
       });
 
+      it('a close waits for a publish called before it through the same object that is still in progress', async () => {
+        const gate = gated(await newStore(), 'publish');
+        const { t, wire } = await serve({ store: gate.store });
+        const leaving = await wire.openSid();
+        await t.hub.join(leaving, 'room');
+        const publishing = t.hub.publish('room', 'news');
+        await gate.reached;
+        const closing = t.hub.close(leaving, 'bye');
+        await sleep(50); // without the ordering, the close marker would be stored by now
+        gate.release();
+        expect(await publishing).toEqual({ sent: 1, failed: [] });
+        await closing;
+        const left = await wire.collect(leaving, 1);
+        expect(left.msgs).toEqual([[1, 'news']]);
+        expect(left.close).toEqual({ seq: 2, reason: 'bye' });
+      });
+
       it('unawaited publishes in a loop keep their call order, also between sends and another group (each once)', async () => {
         const { t, wire } = await serve();
         const both = await wire.openSid();
