@@ -4,29 +4,8 @@
  * inside `publish`), whether they ride on the delivery's commit or go by an append.
  */
 import { BidiServer, MemoryStore } from '../../src/core';
-import type { Store } from '../../src/core';
+import { gated } from '../helpers/gated';
 import { bidiRequest } from '../model/harness';
-
-/** `publish` waits until `release()`; `reached` resolves once one is waiting. */
-function heldPublish(inner: Store): { store: Store; reached: Promise<void>; release(): void } {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let reach!: () => void;
-  const reached = new Promise<void>((resolve) => (reach = resolve));
-  const store = new Proxy(inner, {
-    get(target, key) {
-      const value = Reflect.get(target, key, target) as unknown;
-      if (typeof value !== 'function') return value;
-      if (key !== 'publish') return value.bind(target);
-      return async (...args: unknown[]) => {
-        reach();
-        await gate;
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
-  return { store, reached, release };
-}
 
 async function messagesOf(server: BidiServer, sid: string): Promise<unknown[]> {
   const res = await server.handle(bidiRequest('GET', '/session/watch', { headers: { 'bidi-sid': sid }, query: { ack: 0, wait: 0 } }));
@@ -38,7 +17,7 @@ describe.each([
   ['awaited (an append)', true],
 ])('a handler’s send, %s, after a publish of the same object still in progress', (_name, awaited) => {
   it('comes after the publish', async () => {
-    const held = heldPublish(new MemoryStore());
+    const held = gated(new MemoryStore(), 'publish');
     const server = new BidiServer({
       store: held.store,
       sweepInterval: 0,

@@ -7,6 +7,7 @@
 import { BidiError, reject, sessionLabel } from '../../src/core';
 import type { BidiOptions, ErrorContext, ServerSession, Store } from '../../src/core';
 import { startTarget, TARGET_KINDS, type Target, type TargetKind } from '../helpers/targets';
+import { gated } from '../helpers/gated';
 import { sleep, Wire } from '../helpers/wire';
 
 const quiet = { onError: () => {} };
@@ -36,29 +37,6 @@ function failing(inner: Store, op: keyof Store, shouldFail: () => boolean): Stor
       return value.bind(target);
     },
   });
-}
-
-/** Wraps a store so that one operation waits until `release()` is called; `reached` resolves when one is waiting. */
-function gated(inner: Store, op: keyof Store): { store: Store; reached: Promise<void>; release(): void } {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let reach!: () => void;
-  const reached = new Promise<void>((resolve) => (reach = resolve));
-  const store = new Proxy(inner, {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target);
-      if (typeof value !== 'function') return value;
-      if (prop === op) {
-        return async (...args: unknown[]) => {
-          reach();
-          await gate;
-          return value.apply(target, args);
-        };
-      }
-      return value.bind(target);
-    },
-  });
-  return { store, reached, release };
 }
 
 export function describeProtocolSuite(storeName: string, env: ProtocolSuiteEnv): void {
