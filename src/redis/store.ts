@@ -814,8 +814,20 @@ function pullBlock(tails: GroupTail[]): Arg[] {
     }
   });
   all.sort((a, b) => a.t - b.t); // stable
-  out.push(all.length);
-  for (const e of all) out.push(e.gi, e.gseq, e.json);
+  // Runs of consecutive entries of one group: (group index, first gseq, n, json × n). Three
+  // arguments per entry cost ioredis and Redis about twice what one does (docs/BENCHMARKS.md).
+  const runsAt = out.push(0) - 1;
+  let countAt = -1;
+  let prev: (typeof all)[number] | undefined;
+  for (const e of all) {
+    if (prev !== undefined && prev.gi === e.gi && prev.gseq + 1 === e.gseq) out[countAt] = (out[countAt] as number) + 1;
+    else {
+      countAt = out.push(e.gi, e.gseq, 1) - 1;
+      out[runsAt] = (out[runsAt] as number) + 1;
+    }
+    out.push(e.json);
+    prev = e;
+  }
   return out;
 }
 

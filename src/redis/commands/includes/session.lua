@@ -213,8 +213,10 @@ end
        block holds every entry after the cursor), 'p' (only the first ones: the
        caller reads at most the unacked bound) or 'o' (overrun: the group's
        log dropped entries after the cursor),
-    N, then N x (group index 1..P, gseq, json), ascending within each group,
-       groups interleaved in publish-time order
+    R, then R runs x (group index 1..P, first gseq, n, json x n): each run
+       consecutive entries of one group, ascending within each group, groups
+       interleaved in publish-time order (one group's block is one run: one
+       argument per entry, which is what the caller and Redis pay for)
 
   A group whose cursor is no longer the one the caller read (another pull got
   there first, or the session left) is skipped: nothing is pulled twice, so a
@@ -251,25 +253,29 @@ local function applyPulls(s, outKey, args, i, gn, len, lbytes, maxN, maxB, all, 
     i = i + 4
   end
   if all and current < num(gn) then return 'stale', 0, 0 end
-  local N = tonumber(args[i])
+  local R = tonumber(args[i])
   i = i + 1
   local take, n, bytes, stopped = {}, 0, 0, false
-  for k = 1, N do
+  for r = 1, R do
     local h = hdr[tonumber(args[i])]
+    local first, count = tonumber(args[i + 1]), tonumber(args[i + 2])
+    i = i + 3
     if h.ok and not stopped then
-      local json = args[i + 2]
-      if len + n + 1 > maxN or lbytes + bytes + #json > maxB then
-        if all then return 'full', 0, 0 end
-        -- Stop at the first entry that does not fit: what is taken stays a prefix of every group's entries.
-        stopped = true
-      else
+      for k = 0, count - 1 do
+        local json = args[i + k]
+        if len + n + 1 > maxN or lbytes + bytes + #json > maxB then
+          if all then return 'full', 0, 0 end
+          -- Stop at the first entry that does not fit: what is taken stays a prefix of every group's entries.
+          stopped = true
+          break
+        end
         take[#take + 1] = json
         n = n + 1
         bytes = bytes + #json
-        h.upto = args[i + 1]
+        h.upto = first + k
       end
     end
-    i = i + 3
+    i = i + count
   end
   if all and (len + n + extraN > maxN or lbytes + bytes + extraB > maxB) then return 'full', 0, 0, current end
   for k = 1, #take, 1000 do
@@ -277,7 +283,8 @@ local function applyPulls(s, outKey, args, i, gn, len, lbytes, maxN, maxB, all, 
   end
   for g = 1, P do
     local h = hdr[g]
-    if h.ok and h.upto then redis.call('HSET', s, 'g:' .. h.name, h.epoch .. ':' .. h.upto) end
+    -- %d: a number concatenated as is would turn to exponent notation past 1e14.
+    if h.ok and h.upto then redis.call('HSET', s, 'g:' .. h.name, h.epoch .. ':' .. string.format('%d', h.upto)) end
   end
   return 'ok', n, bytes, current
 end
