@@ -33,6 +33,12 @@ export const HINTS_MAX_CHARS = 8 * 1024 * 1024;
 
 export class GroupHints {
   private readonly groups = new Map<string, Held>();
+  /**
+   * Channels whose entries the total bounds made it forget (see heard): until one of theirs is
+   * heard again, "nothing heard" there does not mean "nothing published". At most one per
+   * channel listened to: drop() takes a channel out.
+   */
+  private readonly forgotten = new Set<string>();
   private entries = 0;
   private chars = 0;
 
@@ -46,9 +52,13 @@ export class GroupHints {
       h = { conn, epoch: news.epoch, entries: [], bytes: 0 };
       this.groups.set(channel, h);
     }
+    // From this entry on, the channel's hints are whole again (after() checks they reach back).
+    this.forgotten.delete(channel);
     const size = news.json?.length ?? 0;
     if (this.entries + 1 > HINTS_MAX_ENTRIES || this.chars + size > HINTS_MAX_CHARS) {
+      const others = [...this.groups.keys()].filter((other) => other !== channel);
       this.clear();
+      for (const other of others) this.forgotten.add(other);
       this.groups.set(channel, h);
       h.entries.length = 0;
       h.bytes = 0;
@@ -69,11 +79,12 @@ export class GroupHints {
   /**
    * The entries after a member's cursor (`epoch`, `gseq`), as far as the wake-ups heard on
    * connection `conn` tell them: [] when none was heard, null when they cannot tell (they do not
-   * reach back to the cursor, one came without its text, or the connection changed since).
+   * reach back to the cursor, one came without its text, the connection changed since, or the
+   * total bounds made it forget the channel's entries).
    */
   after(channel: string, epoch: string, gseq: number, conn: number): { epoch: string; entries: HintedEntry[] } | null {
     const h = this.groups.get(channel);
-    if (!h || h.entries.length === 0) return { epoch, entries: [] };
+    if (!h || h.entries.length === 0) return this.forgotten.has(channel) ? null : { epoch, entries: [] };
     if (h.conn !== conn) return null;
     // A cursor of another epoch: the log began again, its entries count from 1 (as group-tail does).
     const from = h.epoch === epoch ? gseq : 0;
@@ -84,7 +95,9 @@ export class GroupHints {
     return { epoch: h.epoch, entries: entries as HintedEntry[] };
   }
 
+  /** The channel is not listened to any more (or its entries start over): forget it. */
   drop(channel: string): void {
+    this.forgotten.delete(channel);
     const h = this.groups.get(channel);
     if (!h) return;
     this.groups.delete(channel);
@@ -92,8 +105,10 @@ export class GroupHints {
     this.chars -= h.bytes;
   }
 
+  /** Forgets everything (the store's dispose, and the total bounds: see heard). */
   clear(): void {
     this.groups.clear();
+    this.forgotten.clear();
     this.entries = 0;
     this.chars = 0;
   }

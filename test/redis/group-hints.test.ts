@@ -56,6 +56,9 @@ describe('group hints', () => {
     for (let i = 0; i < 400; i++) big.heard(`ch${i}`, news(1, text), 1);
     expect(big.size.chars).toBeLessThanOrEqual(HINTS_MAX_CHARS);
     expect(big.size.chars).toBeGreaterThan(0);
+    // What the bounds made it forget, it does not claim was never published.
+    expect(big.after('ch0', 'E', 1, 1)).toBeNull();
+    expect(many.after('ch0', 'E', 16, 1)).toBeNull();
     // Dropping a group gives its share back.
     const before = big.size;
     big.drop('ch399');
