@@ -166,6 +166,9 @@ export class RedisStore implements Store {
    */
   private readonly groupHints = new GroupHints();
   private readonly knownCursors = new Map<string, Array<[string, string]>>();
+  /** Group-tail reads on their way, by group, cursor and bound, each with the `tailsIssued` count when it was sent (see groupTails). */
+  private readonly tailsInFlight = new Map<string, { issued: number; tail: Promise<GroupTail> }>();
+  private tailsIssued = 0;
   private readonly prefix: string;
   /** `publish` calls of the current turn, sent together at its end or before any other script (./publish-batches). */
   private readonly publishes = new PublishBatches((batch) => this.publishBatch(batch));
@@ -313,6 +316,8 @@ export class RedisStore implements Store {
    * its groups again.
    */
   private async appendAll(sids: string[], msgs: string[], limits: AppendLimits, idArg: string): Promise<AppendResult[]> {
+    // A group tail sent after this point shows every publish that resolved before the call (see groupTails).
+    const since = this.tailsIssued;
     const keys = sids.map((sid) => this.keys.session(sid));
     const results: AppendResult[] = new Array(sids.length);
     const blocks = new Map<number, Arg[]>();
@@ -344,7 +349,7 @@ export class RedisStore implements Store {
       if (again.length > 0) {
         const wanted = new Map<string, [string, string]>();
         for (const [, cursors] of again) for (const c of cursors) wanted.set(c.join('\n'), c);
-        const tails = await this.groupTails([...wanted.values()], limits.maxUnackedMessages);
+        const tails = await this.groupTails([...wanted.values()], limits.maxUnackedMessages, since);
         const byCursor = new Map(tails.map((t) => [`${t.group}\n${t.cursor}`, t]));
         for (const [i, cursors] of again) blocks.set(i, pullBlock(cursors.map((c) => byCursor.get(c.join('\n'))!)));
       }
@@ -372,22 +377,44 @@ export class RedisStore implements Store {
     return { members: Number(r[0]), first: Number(r[1]) };
   }
 
-  /** The entries of each group's log after a member's cursor (read-only; one pipeline, on a Cluster one per node). */
-  private async groupTails(cursors: Array<[string, string]>, max: number): Promise<GroupTail[]> {
-    const replies = await this.batch(
-      cursors.map(([group, cursor]) => {
-        const g = this.keys.groupKeys(group);
-        return { key: g.log, add: (p: ChainableCommander) => this.scripts.queue(p, 'group-tail', g.log, g.meta, cursor, max) };
-      }),
-    );
-    return replies.map((reply, i) => {
-      const r = asReply('group-tail', reply);
-      if (r.length < 3 || r.length % 2 === 0 || (r[2] !== 'c' && r[2] !== 'p' && r[2] !== 'o')) throw unexpected('group-tail', r);
-      const from = Number(r[1]);
-      const entries: GroupTail['entries'] = [];
-      for (let j = 3; j + 1 < r.length; j += 2) entries.push({ gseq: from + 1 + (j - 3) / 2, t: Number(r[j]), json: String(r[j + 1]) });
-      return { group: cursors[i]![0], cursor: cursors[i]![1], epoch: String(r[0]), state: String(r[2]), entries };
+  /**
+   * The entries of each group's log after a member's cursor (read-only; one pipeline, on a Cluster
+   * one per node). A read of the same group, cursor and bound already on its way serves the caller
+   * too when it was sent after `since` (a `tailsIssued` value the caller took once the tail had to
+   * show everything before it: see read, appendAll, close): its answer is then as good as a read
+   * of its own. Entries never change, so the same answer is right for every member at that cursor;
+   * members of one room woken together read it once instead of each.
+   */
+  private groupTails(cursors: Array<[string, string]>, max: number, since: number): Promise<GroupTail[]> {
+    const out: Array<Promise<GroupTail>> = new Array(cursors.length);
+    const fresh: number[] = [];
+    cursors.forEach(([group, cursor], i) => {
+      const shared = this.tailsInFlight.get(`${group}\n${cursor}\n${max}`);
+      if (shared && shared.issued > since) out[i] = shared.tail;
+      else fresh.push(i);
     });
+    if (fresh.length > 0) {
+      const issued = ++this.tailsIssued;
+      const replies = this.batch(
+        fresh.map((i) => {
+          const g = this.keys.groupKeys(cursors[i]![0]);
+          return { key: g.log, add: (p: ChainableCommander) => this.scripts.queue(p, 'group-tail', g.log, g.meta, cursors[i]![1], max) };
+        }),
+      );
+      fresh.forEach((i, j) => {
+        const [group, cursor] = cursors[i]!;
+        const tail = replies.then((r) => groupTail(r[j], group, cursor));
+        const key = `${group}\n${cursor}\n${max}`;
+        const entry = { issued, tail };
+        this.tailsInFlight.set(key, entry);
+        const settled = (): void => {
+          if (this.tailsInFlight.get(key) === entry) this.tailsInFlight.delete(key);
+        };
+        tail.then(settled, settled);
+        out[i] = tail;
+      });
+    }
+    return Promise.all(out);
   }
 
   /**
@@ -429,13 +456,20 @@ export class RedisStore implements Store {
     if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) this.knownCursors.set(sid, cursors);
   }
 
-  /** Listens to the channels of the session's groups on behalf of its listeners here; resolves once they are active. */
-  private async watchGroups(sid: string, groups: string[]): Promise<void> {
+  /**
+   * Listens to the channels of the session's groups on behalf of its listeners here; resolves
+   * once they are active, with a `tailsIssued` count taken when they all were: a group tail sent
+   * after it misses no entry the session's listeners will not hear of (see groupTails). Taken as
+   * each subscription resolves, not once this returns: the members of a room woken together then
+   * all have theirs before the first of them sends its tail, which the others can share.
+   */
+  private async watchGroups(sid: string, groups: string[]): Promise<number> {
     const channel = this.keys.session(sid).channel;
-    if (this.subs.listenerCount(channel) === 0) return;
+    if (this.subs.listenerCount(channel) === 0) return this.tailsIssued;
     let subs = this.groupSubs.get(sid);
     if (!subs) this.groupSubs.set(sid, (subs = new Map()));
-    const waits: Array<Promise<Unsubscribe>> = [];
+    let since = 0;
+    const waits: Array<Promise<unknown>> = [];
     for (const group of groups) {
       let sub = subs.get(group);
       if (!sub) {
@@ -448,9 +482,10 @@ export class RedisStore implements Store {
           if (current.get(group) === failed) current.delete(group);
         });
       }
-      waits.push(sub);
+      waits.push(sub.then(() => (since = Math.max(since, this.tailsIssued))));
     }
     await Promise.all(waits);
+    return since;
   }
 
   /**
@@ -488,8 +523,8 @@ export class RedisStore implements Store {
     if (r[0] === 'ok' && Number(r[6]) > 0) {
       const cursors = namePairs(r, 7, Number(r[6]));
       this.noteCursors(sid, cursors);
-      await this.watchGroups(sid, cursors.map(([group]) => group));
-      const tails = (await this.groupTails(cursors, limits.maxUnackedMessages)).filter((t) => t.state === 'o' || t.entries.length > 0);
+      const since = await this.watchGroups(sid, cursors.map(([group]) => group));
+      const tails = (await this.groupTails(cursors, limits.maxUnackedMessages, since)).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
         args[claimAt] = '0'; // claimed (or not) by the first call
         r = readReply(await this.scripts.run('read', ...args, ...pullBlock(tails)));
@@ -513,11 +548,13 @@ export class RedisStore implements Store {
   async close(sid: string, input: CloseInput): Promise<CloseResult> {
     const k = this.keys.session(sid);
     const args: Arg[] = [k.s, k.out, k.channel, this.sharded, input.reason, input.lease?.token ?? '', input.lease?.ms ?? 0];
+    // A group tail sent after this point shows every publish that resolved before the call (see groupTails).
+    const since = this.tailsIssued;
     let r = closeReply(await this.scripts.run('close', ...args));
     for (let attempt = 0; r[0] === 'groups'; attempt++) {
       if (attempt === APPEND_ATTEMPTS) throw new Error('bidiweb/redis: close kept finding the session\'s groups changed under it');
       // Every pending entry, whatever the unacked bounds: the group logs' retention bounds them.
-      const tails = await this.groupTails(namePairs(r, 1), CLOSE_PULL_MAX);
+      const tails = await this.groupTails(namePairs(r, 1), CLOSE_PULL_MAX, since);
       r = closeReply(await this.scripts.run('close', ...args, ...pullBlock(tails)));
     }
     if (r[0] === 'unknown') return { status: 'unknown' };
@@ -788,6 +825,16 @@ function advanced(cursors: Array<[string, string]>, tails: GroupTail[]): Array<[
   const moved = new Map<string, string>();
   for (const t of tails) if (t.state !== 'o' && t.entries.length > 0) moved.set(t.group, `${t.epoch}:${t.entries[t.entries.length - 1]!.gseq}`);
   return cursors.map(([group, cursor]) => [group, moved.get(group) ?? cursor]);
+}
+
+/** A group-tail-2 reply, its shape checked. */
+function groupTail(reply: unknown, group: string, cursor: string): GroupTail {
+  const r = asReply('group-tail', reply);
+  if (r.length < 3 || r.length % 2 === 0 || (r[2] !== 'c' && r[2] !== 'p' && r[2] !== 'o')) throw unexpected('group-tail', r);
+  const from = Number(r[1]);
+  const entries: GroupTail['entries'] = [];
+  for (let j = 3; j + 1 < r.length; j += 2) entries.push({ gseq: from + 1 + (j - 3) / 2, t: Number(r[j]), json: String(r[j + 1]) });
+  return { group, cursor, epoch: String(r[0]), state: String(r[2]), entries };
 }
 
 function namePairs(r: Reply, from: number, count = (r.length - from) / 2): Array<[string, string]> {

@@ -11,6 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Socket } from 'node:net';
 import { BidiError } from '../../src/core/errors';
+import { DEFAULT_LIMITS } from '../../src/core/limits';
 import type { StoreEvent } from '../../src/core/store';
 import { newAppendId, newSessionId, newToken } from '../../src/core/util';
 import { RedisKeys, RedisStore } from '../../src/redis';
@@ -431,6 +432,84 @@ describe('round trips', () => {
     expect(m.r).toMatchObject({ msgs: [{ seq: 8, json: big }] });
     expect(m.scripts).toBeGreaterThan(1);
     stop();
+  });
+
+  /**
+   * Holds back the reply to the next pipeline that reads a group's tail on `redis` (the read itself
+   * goes to Redis at once, so its answer is of that moment) until `release()`.
+   */
+  function holdNextTailReply(redis: Redis): { sent: Promise<void>; release(): void } {
+    const sha = createHash('sha1').update(SCRIPTS['group-tail'].lua).digest('hex');
+    const original = redis.pipeline.bind(redis);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let sent!: () => void;
+    const sentP = new Promise<void>((resolve) => (sent = resolve));
+    redis.pipeline = ((...args: Parameters<Redis['pipeline']>) => {
+      const p = original(...args);
+      const exec = p.exec.bind(p);
+      p.exec = (async (...e: Parameters<typeof p.exec>) => {
+        const isTail = (p as unknown as { _queue: Array<{ args: unknown[] }> })._queue.some((c) => c.args[0] === sha);
+        if (!isTail) return exec(...e);
+        redis.pipeline = original;
+        const reply = exec(...e);
+        sent();
+        await released;
+        return reply;
+      }) as typeof p.exec;
+      return p;
+    }) as Redis['pipeline'];
+    return { sent: sentP, release };
+  }
+
+  it('members of a room woken together read its tail once, and each pulls every entry once', async () => {
+    const { store, redis } = makeStore();
+    const group = `g${newToken()}`;
+    const n = 20;
+    const sids = await Promise.all(Array.from({ length: n }, () => open(store)));
+    for (const sid of sids) await store.join(sid, group);
+    const stops = await Promise.all(sids.map((sid) => store.subscribe(sid, () => {})));
+    // Published while this store listens to nobody's groups: only the group's log has them.
+    const other = makeStore({ prefix: (store as unknown as { keys: RedisKeys }).keys.prefix }).store;
+    for (let i = 0; i < 30; i++) await other.publish(group, String(i), { maxEntries: 100, maxAgeMs: LONG });
+    const stats = await commandStats(redis);
+    const reads = await Promise.all(sids.map((sid) => store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 100 })));
+    for (const r of reads) expect(r.status === 'ok' && r.msgs.map((m) => m.json)).toEqual(Array.from({ length: 30 }, (_, i) => String(i)));
+    // Each: its read (answering the cursor) and the pull; the tail once for all (3 × 20 without sharing).
+    expect(await scriptCalls(redis, stats)).toBeLessThanOrEqual(2 * n + 3);
+    stops.forEach((stop) => stop());
+  });
+
+  it('a group tail already on its way serves no read or send that must see a publish made after it was sent', async () => {
+    const { store, redis } = makeStore();
+    const group = `g${newToken()}`;
+    const [a, b, c] = await Promise.all([open(store), open(store), open(store)]);
+    for (const sid of [a, b, c]) await store.join(sid, group);
+    const retention = { maxEntries: 100, maxAgeMs: LONG };
+    await store.publish(group, '"p1"', retention);
+    const stopA = await store.subscribe(a, () => {});
+    const stopB = await store.subscribe(b, () => {});
+    // a's first read sends the tail of the group (p1 only) and waits for its answer.
+    const held = holdNextTailReply(redis);
+    const readA = store.read(a, { ack: 0, watchToken: 'w', claim: true, maxMessages: 100 });
+    await held.sent;
+    // Published after that tail was read; this store listens to the group (a's read subscribed) and hears it.
+    await store.publish(group, '"p2"', retention);
+    await sleep(30);
+    // b is woken by nothing (it was not listening yet) and c sends after p2 resolved: each must have p2 first.
+    const readB = store.read(b, { ack: 0, watchToken: 'w', claim: true, maxMessages: 100 });
+    // (The read's bounds: the tail a send shares must be for the same cursor and bound.)
+    const sendC = store.append(c, ['"c"'], DEFAULT_LIMITS);
+    await sleep(30);
+    held.release();
+    const [ra, rb] = await Promise.all([readA, readB]);
+    await sendC;
+    const rc = await store.read(c, { ack: 0, watchToken: 'w', claim: true, maxMessages: 100 });
+    expect(ra.status === 'ok' && ra.msgs.map((m) => m.json)).toEqual(['"p1"']);
+    expect(rc.status === 'ok' && rc.msgs.map((m) => m.json)).toEqual(['"p1"', '"p2"', '"c"']);
+    expect(rb.status === 'ok' && rb.msgs.map((m) => m.json)).toEqual(['"p1"', '"p2"']);
+    stopA();
+    stopB();
   });
 
   it('appendMany is one pipeline: one round trip for 200 sessions', async () => {
