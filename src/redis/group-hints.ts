@@ -56,7 +56,8 @@ export class GroupHints {
     this.forgotten.delete(channel);
     const size = news.json?.length ?? 0;
     if (this.entries + 1 > HINTS_MAX_ENTRIES || this.chars + size > HINTS_MAX_CHARS) {
-      const others = [...this.groups.keys()].filter((other) => other !== channel);
+      // Those forgotten before and not heard since stay forgotten.
+      const others = [...this.groups.keys(), ...this.forgotten].filter((other) => other !== channel);
       this.clear();
       for (const other of others) this.forgotten.add(other);
       this.groups.set(channel, h);

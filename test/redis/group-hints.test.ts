@@ -63,5 +63,10 @@ describe('group hints', () => {
     const before = big.size;
     big.drop('ch399');
     expect(big.size.chars).toBe(before.chars - text.length);
+    // Forgotten (ch0, above) also after the bounds are reached again, until one of its entries is heard.
+    for (let i = 400; i < 800; i++) big.heard(`ch${i}`, news(1, text), 1);
+    expect(big.after('ch0', 'E', 1, 1)).toBeNull();
+    big.heard('ch0', news(2, text), 1);
+    expect(big.after('ch0', 'E', 1, 1)!.entries.map((e) => e.gseq)).toEqual([2]);
   });
 });
