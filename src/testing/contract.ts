@@ -1785,6 +1785,20 @@ export function runStoreContract<S extends Store>(
         expect(await read(sid, { ack: 8, limits: { maxUnackedMessages: 100, maxUnackedBytes: 9 } })).toMatchObject({ msgs: [{ seq: 9, json: '"p8"' }] });
       });
 
+      it('a member of two groups pulls runs of each in publish order, stopping inside a run at the bound and going on from there', async () => {
+        const ga = uniqueGroup();
+        const gb = uniqueGroup();
+        const sid = await open();
+        await store.join(sid, ga);
+        await store.join(sid, gb);
+        for (const [g, m] of [[ga, 'a1'], [ga, 'a2'], [gb, 'b1'], [gb, 'b2'], [gb, 'b3'], [ga, 'a3']] as const) await store.publish(g, `"${m}"`, KEEP);
+        const limits = { maxUnackedMessages: 4, maxUnackedBytes: 1 << 20 };
+        const first = await read(sid, { limits });
+        expect(first).toMatchObject({ msgs: [{ seq: 1, json: '"a1"' }, { seq: 2, json: '"a2"' }, { seq: 3, json: '"b1"' }, { seq: 4, json: '"b2"' }] });
+        expect(await read(sid, { ack: 4, limits })).toMatchObject({ msgs: [{ seq: 5, json: '"b3"' }, { seq: 6, json: '"a3"' }] });
+        expect(await read(sid, { ack: 6, limits })).toMatchObject({ msgs: [] });
+      });
+
       it('append answers full, changing nothing, when the pending group entries and its messages do not all fit', async () => {
         const g = uniqueGroup();
         const sid = await open();
