@@ -16,8 +16,8 @@ export interface HintedEntry {
 }
 
 interface Held {
-  /** The subscriber connection they were heard on: a reconnect may have lost wake-ups since. */
-  conn: number;
+  /** The channel's run of hearing they were heard in (Subscriptions.heardRun): in another, wake-ups may have gone unheard since. */
+  run: number;
   /** The group log's epoch. */
   epoch: string;
   /** Consecutive gseqs, oldest first; `json` absent when the wake-up did not carry it. */
@@ -42,14 +42,14 @@ export class GroupHints {
   private entries = 0;
   private chars = 0;
 
-  /** A group channel's wake-up, heard on subscriber connection `conn`. */
-  heard(channel: string, news: GroupEntryNews, conn: number): void {
+  /** A group channel's wake-up, heard in the channel's run of hearing `run` (Subscriptions.heardRun). */
+  heard(channel: string, news: GroupEntryNews, run: number): void {
     let h = this.groups.get(channel);
     const last = h?.entries[h.entries.length - 1];
-    if (!h || h.conn !== conn || h.epoch !== news.epoch || (last && news.gseq !== last.gseq + 1)) {
+    if (!h || h.run !== run || h.epoch !== news.epoch || (last && news.gseq !== last.gseq + 1)) {
       // Not the next entry of what is held: start over from this one.
       this.drop(channel);
-      h = { conn, epoch: news.epoch, entries: [], bytes: 0 };
+      h = { run, epoch: news.epoch, entries: [], bytes: 0 };
       this.groups.set(channel, h);
     }
     // From this entry on, the channel's hints are whole again (after() checks they reach back).
@@ -78,15 +78,20 @@ export class GroupHints {
   }
 
   /**
-   * The entries after a member's cursor (`epoch`, `gseq`), as far as the wake-ups heard on
-   * connection `conn` tell them: [] when none was heard, null when they cannot tell (they do not
-   * reach back to the cursor, one came without its text, the connection changed since, or the
-   * total bounds made it forget the channel's entries).
+   * The entries after a member's cursor (`epoch`, `gseq`), as far as the wake-ups heard in the
+   * channel's run of hearing `run` tell them: [] when none was heard, null when they cannot tell
+   * (they do not reach back to the cursor, one came without its text, the run changed since, or
+   * the total bounds made it forget the channel's entries).
+   *
+   * "None heard" is an answer only for a cursor this instance read while it listened to the group
+   * ever since (a watch's re-read: RedisStore's knownCursors). `strict`: for any other cursor
+   * (one just read from the session), where only entries heard from the cursor on tell anything,
+   * null unless the entries held reach back to it.
    */
-  after(channel: string, epoch: string, gseq: number, conn: number): { epoch: string; entries: HintedEntry[] } | null {
+  after(channel: string, epoch: string, gseq: number, run: number, strict = false): { epoch: string; entries: HintedEntry[] } | null {
     const h = this.groups.get(channel);
-    if (!h || h.entries.length === 0) return this.forgotten.has(channel) ? null : { epoch, entries: [] };
-    if (h.conn !== conn) return null;
+    if (!h || h.entries.length === 0) return strict || this.forgotten.has(channel) ? null : { epoch, entries: [] };
+    if (h.run !== run) return null;
     // A cursor of another epoch: the log began again, its entries count from 1 (as group-tail does).
     const from = h.epoch === epoch ? gseq : 0;
     const firstHeld = h.entries[0]!.gseq;
@@ -94,6 +99,12 @@ export class GroupHints {
     const entries = h.entries.slice(from + 1 - firstHeld);
     for (const e of entries) if (e.json === undefined) return null;
     return { epoch: h.epoch, entries: entries as HintedEntry[] };
+  }
+
+  /** A wake-up of the channel could not be read: what it named is unknown until one of its entries is heard again. */
+  forget(channel: string): void {
+    this.drop(channel);
+    this.forgotten.add(channel);
   }
 
   /** The channel is not listened to any more (or its entries start over): forget it. */

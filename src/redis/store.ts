@@ -165,7 +165,8 @@ export class RedisStore implements Store {
    * the guess missed, and the read goes on as without hints.
    */
   private readonly groupHints = new GroupHints();
-  private readonly knownCursors = new Map<string, Array<[string, string]>>();
+  /** Per session with listeners here: its groups and cursors as last read, and each group channel's run of hearing then (Subscriptions.heardRun). */
+  private readonly knownCursors = new Map<string, { cursors: Array<[string, string]>; runs: number[] }>();
   /** Group-tail reads on their way, by group, cursor and bound, each with the `tailsIssued` count when it was sent (see groupTails). */
   private readonly tailsInFlight = new Map<string, { issued: number; tail: Promise<GroupTail> }>();
   private tailsIssued = 0;
@@ -173,7 +174,8 @@ export class RedisStore implements Store {
   /** `publish` calls of the current turn, sent together at its end or before any other script (./publish-batches). */
   private readonly publishes = new PublishBatches((batch) => this.publishBatch(batch));
 
-  private readonly onGroupEntry = (channel: string, news: GroupEntryNews): void => this.groupHints.heard(channel, news, this.subs.connectionEpoch);
+  private readonly onGroupEntry = (channel: string, news: GroupEntryNews): void => this.groupHints.heard(channel, news, this.subs.heardRun(channel));
+  private readonly onGroupGap = (channel: string): void => this.groupHints.forget(channel);
 
   constructor(options: RedisStoreOptions) {
     if (!options || !options.redis) throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
@@ -197,6 +199,7 @@ export class RedisStore implements Store {
     this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? DEFAULT_SUBSCRIPTION_LINGER_MS), given, () =>
       isCluster(options.redis) ? followSlots(options.redis, options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {})) : options.redis.duplicate(),
       this.onGroupEntry,
+      this.onGroupGap,
     );
   }
 
@@ -433,27 +436,49 @@ export class RedisStore implements Store {
 
   /**
    * The pull block a re-read of `sid` would need, from its cursors as last read here and the
-   * entries its groups' wake-ups carried since: null when that cannot be told (no cursors known, or
-   * the hints do not reach back to a cursor, or miss an entry's text, or were heard on a
-   * connection that dropped since: read the cursors and the tails instead).
+   * entries its groups' wake-ups carried since: null when that cannot be told (no cursors known,
+   * the hints do not reach back to a cursor or miss an entry's text, or a group was not heard
+   * without a break since: read the cursors and the tails instead).
    */
-  private guessPulls(sid: string): { cursors: Array<[string, string]>; tails: GroupTail[] } | null {
-    const cursors = this.knownCursors.get(sid);
-    if (!cursors) return null;
+  private guessPulls(sid: string): { cursors: Array<[string, string]>; tails: GroupTail[]; runs: ReadonlyMap<string, number> } | null {
+    const known = this.knownCursors.get(sid);
+    if (!known) return null;
+    const { cursors, runs } = known;
     const tails: GroupTail[] = [];
-    for (const [group, cursor] of cursors) {
-      const colon = cursor.lastIndexOf(':');
-      // No entry heard since the cursor means none to pull: a publish wakes this instance before any read here could pull it.
-      const known = this.groupHints.after(this.keys.groupKeys(group).channel, cursor.slice(0, colon), Number(cursor.slice(colon + 1)), this.subs.connectionEpoch);
-      if (!known) return null;
-      tails.push({ group, cursor, epoch: known.epoch, state: 'c', entries: known.entries });
+    for (let i = 0; i < cursors.length; i++) {
+      const [group, cursor] = cursors[i]!;
+      // Heard without a break since the cursor was read, no entry heard since means none to pull: a
+      // publish wakes this instance before any read here could pull it. A break (a reconnect, a
+      // moment nobody here listened to the group) may have lost wake-ups: read the tails instead.
+      if (this.subs.heardRun(this.keys.groupKeys(group).channel) !== runs[i]) return null;
+      const tail = this.hintedTail(group, cursor, false);
+      if (!tail) return null;
+      tails.push(tail);
     }
-    return { cursors, tails };
+    return { cursors, tails, runs: new Map(cursors.map(([group], i) => [group, runs[i]!])) };
   }
 
-  /** Remembers the session's groups and cursors as just read, while it has listeners here. */
-  private noteCursors(sid: string, cursors: Array<[string, string]>): void {
-    if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) this.knownCursors.set(sid, cursors);
+  /**
+   * A group's tail after `cursor` as the group's wake-ups heard here tell it (GroupHints.after;
+   * `strict` for a cursor just read, see there), at most `max` entries; null when they cannot tell.
+   */
+  private hintedTail(group: string, cursor: string, strict: boolean, max = Infinity): GroupTail | null {
+    const colon = cursor.lastIndexOf(':');
+    const channel = this.keys.groupKeys(group).channel;
+    const known = this.groupHints.after(channel, cursor.slice(0, colon), Number(cursor.slice(colon + 1)), this.subs.heardRun(channel), strict);
+    if (!known) return null;
+    return { group, cursor, epoch: known.epoch, state: 'c', entries: known.entries.length > max ? known.entries.slice(0, max) : known.entries };
+  }
+
+  /**
+   * Remembers the session's groups and cursors as just read, while it has listeners here, with
+   * the groups' runs of hearing the read relied on (`runs`, taken before it: see guessPulls; a
+   * group not in it never matches, so its next read reads the tails).
+   */
+  private noteCursors(sid: string, cursors: Array<[string, string]>, runs: ReadonlyMap<string, number>): void {
+    if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) {
+      this.knownCursors.set(sid, { cursors, runs: cursors.map(([group]) => runs.get(group) ?? 0) });
+    }
   }
 
   /**
@@ -519,19 +544,28 @@ export class RedisStore implements Store {
     // the group hints make, which saves the cursors' call and the groups' tails when it was right.
     const guess = input.after !== undefined && !input.claim ? this.guessPulls(sid) : null;
     let r = readReply(await this.scripts.run('read', ...args, ...(guess ? pullBlock(guess.tails) : [])));
-    if (guess && r[0] === 'ok' && Number(r[6]) === 0) this.noteCursors(sid, advanced(guess.cursors, guess.tails));
+    if (guess && r[0] === 'ok' && Number(r[6]) === 0) this.noteCursors(sid, advanced(guess.cursors, guess.tails), guess.runs);
     if (r[0] === 'ok' && Number(r[6]) > 0) {
       const cursors = namePairs(r, 7, Number(r[6]));
-      this.noteCursors(sid, cursors);
       const since = await this.watchGroups(sid, cursors.map(([group]) => group));
-      const tails = (await this.groupTails(cursors, limits.maxUnackedMessages, since)).filter((t) => t.state === 'o' || t.entries.length > 0);
+      // The runs of hearing the tails below are good for: from here, the session's listeners hear its groups.
+      const runs = new Map(cursors.map(([group]) => [group, this.subs.heardRun(this.keys.groupKeys(group).channel)]));
+      // A group whose wake-ups this instance has heard without a break since before the cursor
+      // needs no tail read: what came after it was heard, and what comes later wakes the session's
+      // listeners, which now listen to the group (a session with none here reads the tails).
+      const max = limits.maxUnackedMessages;
+      const hinted = this.subs.listenerCount(k.channel) > 0 ? cursors.map(([group, cursor]) => this.hintedTail(group, cursor, true, max)) : [];
+      const unknown = cursors.filter((_, i) => !hinted[i]);
+      const read = unknown.length > 0 ? await this.groupTails(unknown, max, since) : [];
+      let next = 0;
+      const tails = cursors.map((_, i) => hinted[i] ?? read[next++]!).filter((t) => t.state === 'o' || t.entries.length > 0);
       if (tails.length > 0) {
         args[claimAt] = '0'; // claimed (or not) by the first call
         r = readReply(await this.scripts.run('read', ...args, ...pullBlock(tails)));
         // Closed for an overrun: let the sweep run onClose now rather than when the session's idle time is up.
         if (r[0] === 'ok' && Number(r[5]) > 0) await this.redis.zadd(this.keys.sessions, 'XX', Number(r[5]), sid);
-        if (r[0] === 'ok') this.noteCursors(sid, Number(r[6]) > 0 ? namePairs(r, 7, Number(r[6])) : advanced(cursors, tails));
-      }
+        if (r[0] === 'ok') this.noteCursors(sid, Number(r[6]) > 0 ? namePairs(r, 7, Number(r[6])) : advanced(cursors, tails), runs);
+      } else this.noteCursors(sid, cursors, runs);
     }
     if (r[0] === 'unknown') return { status: 'unknown' };
     if (r[0] === 'invalid-ack') return { status: 'invalid-ack', lastSeq: Number(r[1]) };

@@ -121,6 +121,12 @@ interface ChannelState {
   runsUpTo?: number;
   /** A group wake-up is waiting for the end of the turn (see onMessage). */
   groupWake?: boolean;
+  /**
+   * Which unbroken run of hearing the channel is in (see heardRun): a new number whenever
+   * wake-ups may have gone unheard since, which is when the subscriber reconnects and when the
+   * channel's last listener leaves (a wake-up that comes with nobody listening is not looked at).
+   */
+  heard: number;
 }
 
 /**
@@ -151,6 +157,8 @@ export class Subscriptions {
   private readonly owned: boolean;
   /** Bumped at every `ready` of the connection; confirmations of older epochs are stale. */
   private epoch = 0;
+  /** The last `heard` number given to a channel: they never repeat. */
+  private heardRuns = 0;
   private closed = false;
   private lingerTimer?: ReturnType<typeof setInterval>;
 
@@ -161,6 +169,8 @@ export class Subscriptions {
     private readonly make: () => Redis | Cluster,
     /** Told of each group entry a group channel's wake-up names, before its listeners are woken. */
     private readonly onGroupEntry?: (channel: string, news: GroupEntryNews) => void,
+    /** Told of a group channel's wake-up it could not read: the entries it names are unknown. */
+    private readonly onGroupGap?: (channel: string) => void,
   ) {
     this.conn = given;
     this.owned = !given;
@@ -173,7 +183,7 @@ export class Subscriptions {
   async add(channel: string, listener: Listener): Promise<Unsubscribe> {
     if (this.closed) throw unavailable('the store was disposed');
     let ch = this.channels.get(channel);
-    if (!ch) this.channels.set(channel, (ch = { listeners: new Set(), confirmed: 0, held: false, busy: false, lost: false, waiters: [] }));
+    if (!ch) this.channels.set(channel, (ch = { listeners: new Set(), confirmed: 0, held: false, busy: false, lost: false, waiters: [], heard: ++this.heardRuns }));
     // A listener is a registration: the same function added twice needs two unsubscribes.
     const entry: Listener = (event) => listener(event);
     ch.listeners.add(entry);
@@ -183,6 +193,7 @@ export class Subscriptions {
       done = true;
       const current = this.channels.get(channel);
       if (!current || !current.listeners.delete(entry)) return;
+      if (current.listeners.size === 0) current.heard = ++this.heardRuns;
       this.sync(channel);
     };
     this.sync(channel);
@@ -197,12 +208,16 @@ export class Subscriptions {
     return unsubscribe;
   }
 
-  /** Listeners on the channel now (a lingering subscription has none). */
-  /** Changes with every (re)connection of the subscriber: what was heard before may have gaps since. */
-  get connectionEpoch(): number {
-    return this.epoch;
+  /**
+   * The channel's unbroken run of hearing: while it stays the same number, every wake-up Redis
+   * sent on the channel since it began reached this instance's listeners (and `onGroupEntry`),
+   * in order. 0 for a channel not listened to.
+   */
+  heardRun(channel: string): number {
+    return this.channels.get(channel)?.heard ?? 0;
   }
 
+  /** Listeners on the channel now (a lingering subscription has none). */
   listenerCount(channel: string): number {
     return this.channels.get(channel)?.listeners.size ?? 0;
   }
@@ -330,6 +345,7 @@ export class Subscriptions {
       // once for all of them, at the end of the turn, when every entry is remembered.
       const news = decodeGroupWake(text);
       if (news) for (const entry of news) this.onGroupEntry?.(channel, entry);
+      else this.onGroupGap?.(channel);
       if (!ch.groupWake) {
         ch.groupWake = true;
         queueMicrotask(() => {
@@ -349,6 +365,8 @@ export class Subscriptions {
   private readonly onReady = (): void => {
     this.epoch++;
     for (const [name, ch] of this.channels) {
+      // Whatever was published while the connection was down went unheard.
+      ch.heard = ++this.heardRuns;
       if (ch.confirmed !== 0) ch.lost = true;
       if (ch.retry) {
         clearTimeout(ch.retry);

@@ -18,6 +18,18 @@ describe('group hints', () => {
     expect(h.after('ch', 'E', 1, 1)).toBeNull(); // gseq 2 was never heard
   });
 
+  it('strict (a cursor just read): tells only from entries that reach back to the cursor, in the same run of hearing', () => {
+    const h = new GroupHints();
+    expect(h.after('ch', 'E', 0, 1, true)).toBeNull(); // nothing heard: cannot tell
+    for (let g = 3; g <= 5; g++) h.heard('ch', news(g), 1);
+    expect(h.after('ch', 'E', 2, 1, true)!.entries.map((e) => e.gseq)).toEqual([3, 4, 5]);
+    expect(h.after('ch', 'E', 5, 1, true)).toEqual({ epoch: 'E', entries: [] });
+    expect(h.after('ch', 'E', 1, 1, true)).toBeNull();
+    expect(h.after('ch', 'E', 2, 2, true)).toBeNull(); // another run: wake-ups may have gone unheard
+    h.forget('ch');
+    expect(h.after('ch', 'E', 5, 1)).toBeNull();
+  });
+
   it('starts over at a gap, a new epoch or a new connection, and knows nothing across a reconnect', () => {
     const h = new GroupHints();
     h.heard('ch', news(1), 1);
