@@ -123,8 +123,9 @@ interface ChannelState {
   groupWake?: boolean;
   /**
    * Which unbroken run of hearing the channel is in (see heardRun): a new number whenever
-   * wake-ups may have gone unheard since, which is when the subscriber reconnects and when the
-   * channel's last listener leaves (a wake-up that comes with nobody listening is not looked at).
+   * wake-ups may have gone unheard since, which is when the subscriber reconnects, when the
+   * channel's last listener leaves (a wake-up that comes with nobody listening is not looked at)
+   * and when it is unsubscribed.
    */
   heard: number;
 }
@@ -414,6 +415,9 @@ export class Subscriptions {
     op.then(
       () => {
         ch.busy = false;
+        // Unsubscribed, the channel went unheard from some moment up to now (what was heard while the
+        // command was on its way included): a listener added meanwhile starts a new run.
+        if (!want) ch.heard = ++this.heardRuns;
         // Redis may hold a subscription whatever the epoch (ioredis resends and resubscribes after a
         // reconnect), so count it; but only a reply of this epoch confirms anything about the
         // connection now — otherwise sync() sends the command again.
