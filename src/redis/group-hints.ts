@@ -101,12 +101,6 @@ export class GroupHints {
     return { epoch: h.epoch, entries: entries as HintedEntry[] };
   }
 
-  /** A wake-up of the channel could not be read: what it named is unknown until one of its entries is heard again. */
-  forget(channel: string): void {
-    this.drop(channel);
-    this.forgotten.add(channel);
-  }
-
   /** The channel is not listened to any more (or its entries start over): forget it. */
   drop(channel: string): void {
     this.forgotten.delete(channel);

@@ -166,7 +166,7 @@ export class RedisStore implements Store {
    */
   private readonly groupHints = new GroupHints();
   /** Per session with listeners here: its groups and cursors as last read, and each group channel's run of hearing then (Subscriptions.heardRun). */
-  private readonly knownCursors = new Map<string, { cursors: Array<[string, string]>; runs: number[] }>();
+  private readonly knownCursors = new Map<string, { cursors: Array<[string, string]>; runs: ReadonlyMap<string, number> }>();
   /** Group-tail reads on their way, by group, cursor and bound, each with the `tailsIssued` count when it was sent (see groupTails). */
   private readonly tailsInFlight = new Map<string, { issued: number; tail: Promise<GroupTail> }>();
   private tailsIssued = 0;
@@ -175,7 +175,6 @@ export class RedisStore implements Store {
   private readonly publishes = new PublishBatches((batch) => this.publishBatch(batch));
 
   private readonly onGroupEntry = (channel: string, news: GroupEntryNews): void => this.groupHints.heard(channel, news, this.subs.heardRun(channel));
-  private readonly onGroupGap = (channel: string): void => this.groupHints.forget(channel);
 
   constructor(options: RedisStoreOptions) {
     if (!options || !options.redis) throw new BidiError('INVALID_OPTIONS', 'bidiweb/redis: new RedisStore({ redis }) needs an ioredis connection');
@@ -199,7 +198,6 @@ export class RedisStore implements Store {
     this.subs = new Subscriptions(sharded, Math.max(0, options.subscriptionLingerMs ?? DEFAULT_SUBSCRIPTION_LINGER_MS), given, () =>
       isCluster(options.redis) ? followSlots(options.redis, options.redis.duplicate([], sharded ? { shardedSubscribers: true } : {})) : options.redis.duplicate(),
       this.onGroupEntry,
-      this.onGroupGap,
     );
   }
 
@@ -391,8 +389,9 @@ export class RedisStore implements Store {
   private groupTails(cursors: Array<[string, string]>, max: number, since: number): Promise<GroupTail[]> {
     const out: Array<Promise<GroupTail>> = new Array(cursors.length);
     const fresh: number[] = [];
-    cursors.forEach(([group, cursor], i) => {
-      const shared = this.tailsInFlight.get(`${group}\n${cursor}\n${max}`);
+    const keys = cursors.map(([group, cursor]) => `${group}\n${cursor}\n${max}`);
+    keys.forEach((key, i) => {
+      const shared = this.tailsInFlight.get(key);
       if (shared && shared.issued > since) out[i] = shared.tail;
       else fresh.push(i);
     });
@@ -407,7 +406,7 @@ export class RedisStore implements Store {
       fresh.forEach((i, j) => {
         const [group, cursor] = cursors[i]!;
         const tail = replies.then((r) => groupTail(r[j], group, cursor));
-        const key = `${group}\n${cursor}\n${max}`;
+        const key = keys[i]!;
         const entry = { issued, tail };
         this.tailsInFlight.set(key, entry);
         const settled = (): void => {
@@ -445,17 +444,16 @@ export class RedisStore implements Store {
     if (!known) return null;
     const { cursors, runs } = known;
     const tails: GroupTail[] = [];
-    for (let i = 0; i < cursors.length; i++) {
-      const [group, cursor] = cursors[i]!;
+    for (const [group, cursor] of cursors) {
       // Heard without a break since the cursor was read, no entry heard since means none to pull: a
       // publish wakes this instance before any read here could pull it. A break (a reconnect, a
       // moment nobody here listened to the group) may have lost wake-ups: read the tails instead.
-      if (this.subs.heardRun(this.keys.groupKeys(group).channel) !== runs[i]) return null;
+      if (this.subs.heardRun(this.keys.groupKeys(group).channel) !== (runs.get(group) ?? 0)) return null;
       const tail = this.hintedTail(group, cursor, false);
       if (!tail) return null;
       tails.push(tail);
     }
-    return { cursors, tails, runs: new Map(cursors.map(([group], i) => [group, runs[i]!])) };
+    return { cursors, tails, runs };
   }
 
   /**
@@ -476,9 +474,7 @@ export class RedisStore implements Store {
    * group not in it never matches, so its next read reads the tails).
    */
   private noteCursors(sid: string, cursors: Array<[string, string]>, runs: ReadonlyMap<string, number>): void {
-    if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) {
-      this.knownCursors.set(sid, { cursors, runs: cursors.map(([group]) => runs.get(group) ?? 0) });
-    }
+    if (this.subs.listenerCount(this.keys.session(sid).channel) > 0) this.knownCursors.set(sid, { cursors, runs });
   }
 
   /**

@@ -124,8 +124,8 @@ interface ChannelState {
   /**
    * Which unbroken run of hearing the channel is in (see heardRun): a new number whenever
    * wake-ups may have gone unheard since, which is when the subscriber reconnects, when the
-   * channel's last listener leaves (a wake-up that comes with nobody listening is not looked at)
-   * and when it is unsubscribed.
+   * channel's last listener leaves (a wake-up that comes with nobody listening is not looked at),
+   * when it is unsubscribed, and when a group wake-up on it cannot be read.
    */
   heard: number;
 }
@@ -170,8 +170,6 @@ export class Subscriptions {
     private readonly make: () => Redis | Cluster,
     /** Told of each group entry a group channel's wake-up names, before its listeners are woken. */
     private readonly onGroupEntry?: (channel: string, news: GroupEntryNews) => void,
-    /** Told of a group channel's wake-up it could not read: the entries it names are unknown. */
-    private readonly onGroupGap?: (channel: string) => void,
   ) {
     this.conn = given;
     this.owned = !given;
@@ -346,7 +344,8 @@ export class Subscriptions {
       // once for all of them, at the end of the turn, when every entry is remembered.
       const news = decodeGroupWake(text);
       if (news) for (const entry of news) this.onGroupEntry?.(channel, entry);
-      else this.onGroupGap?.(channel);
+      // One it cannot read names entries nobody here learns of: as good as unheard.
+      else ch.heard = ++this.heardRuns;
       if (!ch.groupWake) {
         ch.groupWake = true;
         queueMicrotask(() => {

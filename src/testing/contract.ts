@@ -1663,6 +1663,16 @@ export function runStoreContract<S extends Store>(
         return { seqs: seqsOf(r.msgs), jsons: r.msgs.map((x) => x.json), ack };
       }
 
+      /** A new session that joined two new groups. */
+      async function memberOfTwo(): Promise<{ sid: string; g1: string; g2: string }> {
+        const g1 = uniqueGroup();
+        const g2 = uniqueGroup();
+        const sid = await open();
+        await store.join(sid, g1);
+        await store.join(sid, g2);
+        return { sid, g1, g2 };
+      }
+
       it('writes once and each member reads it at its next seq; publishing to an empty group writes nothing', async () => {
         const g = uniqueGroup();
         expect(await store.publish(g, '"nobody"', KEEP)).toEqual({ status: 'ok', members: 0, gseq: 0 });
@@ -1755,11 +1765,7 @@ export function runStoreContract<S extends Store>(
       });
 
       it('keeps each group\'s order for a member of several groups, with contiguous seqs', async () => {
-        const g1 = uniqueGroup();
-        const g2 = uniqueGroup();
-        const sid = await open();
-        await store.join(sid, g1);
-        await store.join(sid, g2);
+        const { sid, g1, g2 } = await memberOfTwo();
         for (let i = 1; i <= 4; i++) {
           await store.publish(g1, `"a${i}"`, KEEP);
           await store.publish(g2, `"b${i}"`, KEEP);
@@ -1786,11 +1792,7 @@ export function runStoreContract<S extends Store>(
       });
 
       it('a member of two groups pulls runs of each in publish order, stopping inside a run at the bound and going on from there', async () => {
-        const ga = uniqueGroup();
-        const gb = uniqueGroup();
-        const sid = await open();
-        await store.join(sid, ga);
-        await store.join(sid, gb);
+        const { sid, g1: ga, g2: gb } = await memberOfTwo();
         for (const [g, m] of [[ga, 'a1'], [ga, 'a2'], [gb, 'b1'], [gb, 'b2'], [gb, 'b3'], [ga, 'a3']] as const) await store.publish(g, `"${m}"`, KEEP);
         const limits = { maxUnackedMessages: 4, maxUnackedBytes: 1 << 20 };
         const first = await read(sid, { limits });

@@ -26,8 +26,9 @@ describe('group hints', () => {
     expect(h.after('ch', 'E', 5, 1, true)).toEqual({ epoch: 'E', entries: [] });
     expect(h.after('ch', 'E', 1, 1, true)).toBeNull();
     expect(h.after('ch', 'E', 2, 2, true)).toBeNull(); // another run: wake-ups may have gone unheard
-    h.forget('ch');
-    expect(h.after('ch', 'E', 5, 1)).toBeNull();
+    // After a wake-up it could not read, the channel's run changes (Subscriptions): the same answer as
+    // above; redis-units.test.ts, *a group wake-up the store cannot read ends its run of hearing*.
+    expect(h.after('ch', 'E', 5, 2)).toBeNull();
   });
 
   it('starts over at a gap, a new epoch or a new connection, and knows nothing across a reconnect', () => {

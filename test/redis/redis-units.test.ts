@@ -556,6 +556,33 @@ describe('round trips', () => {
     stop();
   });
 
+  it('a group wake-up the store cannot read ends its run of hearing: the next re-read reads the tails', async () => {
+    const { store, redis, prefix } = makeStore();
+    const group = `g${newToken()}`;
+    const groupChannel = new RedisKeys(prefix).groupKeys(group).channel;
+    const sid = await open(store);
+    await store.join(sid, group);
+    const events: StoreEvent[] = [];
+    const stop = await store.subscribe(sid, (e) => events.push(e));
+    await store.read(sid, { ack: 0, watchToken: 'w', claim: true, maxMessages: 100 }); // listens to the group
+    const reRead = async (after: number) => {
+      for (let i = 0; i < 200 && events.length === 0; i++) await sleep(5);
+      events.length = 0;
+      const stats = await commandStats(redis);
+      const r = await store.read(sid, { ack: 0, watchToken: 'w', claim: false, maxMessages: 100, after });
+      return { msgs: r.status === 'ok' ? r.msgs.map((m) => m.json) : [], scripts: await scriptCalls(redis, stats) };
+    };
+    await store.publish(group, '"p1"', { maxEntries: 100, maxAgeMs: LONG });
+    expect(await reRead(0)).toEqual({ msgs: ['"p1"'], scripts: 1 }); // from the hints
+    // A wake-up naming entries it cannot tell (here: not one bidiweb sends).
+    await redis.publish(groupChannel, 'g? not a wake-up');
+    await store.publish(group, '"p2"', { maxEntries: 100, maxAgeMs: LONG });
+    const r = await reRead(1);
+    expect(r.msgs).toEqual(['"p2"']);
+    expect(r.scripts).toBeGreaterThan(1);
+    stop();
+  });
+
   it('appendMany is one pipeline: one round trip for 200 sessions', async () => {
     const { store, redis } = makeStore();
     const sids = await Promise.all(Array.from({ length: 200 }, () => open(store)));
