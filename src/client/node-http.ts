@@ -13,6 +13,7 @@
  * out of dist/browser altogether). Where it is unavailable the client keeps
  * the global `fetch`.
  */
+import { onAbort } from './abort-link';
 import type { FetchBodyReader, FetchInitLike, FetchLike, FetchResponseLike } from './types';
 
 // The few shapes of node:http used here, written out: the client imports nothing, not even types.
@@ -25,18 +26,24 @@ interface NodeResponseStream {
 interface NodeRequest {
   on(event: string, listener: (...args: any[]) => void): unknown;
   end(body?: string): unknown;
+  destroy(error?: Error): unknown;
 }
 /** Loose on purpose, so that node:http's own (wider) options type fits. */
 interface NodeRequestOptions {
+  protocol?: string;
+  hostname?: string;
+  port?: number;
+  path?: string;
+  auth?: string;
   method?: string;
-  headers?: unknown;
-  agent?: unknown;
-  signal?: unknown;
+  headers?: Record<string, string | number>;
+  // node:http's own type (an Agent, or a boolean): `unknown` would not be assignable to it.
+  agent?: any;
 }
 
 /** What the transport takes from `node:http` and `node:https`. */
 export interface HttpModule {
-  request(url: string, options: NodeRequestOptions, callback: (res: NodeResponseStream) => void): NodeRequest;
+  request(options: NodeRequestOptions, callback: (res: NodeResponseStream) => void): NodeRequest;
   Agent: new (options: { keepAlive: boolean }) => object;
 }
 
@@ -71,11 +78,45 @@ export function nodeDefaultFetch(): FetchLike | undefined {
   return cached;
 }
 
+/**
+ * The parts of a URL node:http takes, as `url.urlToHttpOptions` makes them. Parsed once per URL:
+ * a session's sends all go to one URL (parsing it per request was 2–3 % of the client's CPU).
+ */
+type Target = Pick<NodeRequestOptions, 'protocol' | 'hostname' | 'port' | 'path' | 'auth'>;
+const MAX_TARGETS = 64;
+
+function toTarget(url: string): Target {
+  const u = new URL(url);
+  const target: Target = {
+    protocol: u.protocol,
+    // node:http wants an IPv6 address without its brackets.
+    hostname: u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname,
+    path: u.pathname + u.search,
+  };
+  if (u.port !== '') target.port = Number(u.port);
+  if (u.username || u.password) target.auth = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+  return target;
+}
+
+/** What node:http's `signal` option fails a request with: the transport tells an abort by its own signal. */
+function abortError(): Error {
+  return Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR' });
+}
+
+/** The fetches made by {@link createNodeFetch}. */
+const nodeFetches = new WeakSet<FetchLike>();
+
+/** Whether `fetch` keeps no listener on a request's signal once the request is over (so the signal can serve the next one). */
+export function leavesSignalsClean(fetch: FetchLike): boolean {
+  return nodeFetches.has(fetch);
+}
+
 /** A {@link FetchLike} over the given http and https modules, each with its own keep-alive agent. */
 export function createNodeFetch(http: HttpModule, https: HttpModule): FetchLike {
   // Idle sockets of a keep-alive agent are unref'd: they never keep the process alive.
   const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
-  return (url: string, init: FetchInitLike): Promise<FetchResponseLike> =>
+  const targets = new Map<string, Target>();
+  const fetch: FetchLike = (url: string, init: FetchInitLike): Promise<FetchResponseLike> =>
     new Promise<FetchResponseLike>((resolve, reject) => {
       const secure = url.startsWith('https:');
       if (!secure && !url.startsWith('http:')) {
@@ -83,23 +124,55 @@ export function createNodeFetch(http: HttpModule, https: HttpModule): FetchLike 
         reject(Object.assign(err, { code: 'ERR_INVALID_URL_SCHEME' })); // a programmer error: not retried
         return;
       }
+      const signal = init.signal as AbortSignal | undefined;
+      if (signal?.aborted) {
+        reject(abortError());
+        return;
+      }
+      let target = targets.get(url);
+      try {
+        if (target === undefined) {
+          target = toTarget(url);
+          // Watch URLs differ by their ack: start over rather than grow.
+          if (targets.size >= MAX_TARGETS) targets.clear();
+          targets.set(url, target);
+        }
+      } catch (err) {
+        reject(err);
+        return;
+      }
       const headers: Record<string, string | number> = { ...init.headers };
       // A string body: its byte length, so the request is not chunked. (keepalive and cache are browser notions.)
       if (init.body !== undefined) headers['Content-Length'] = Buffer.byteLength(init.body);
       const mod = secure ? https : http;
       let req: NodeRequest;
+      // The signal is linked here, not given to node:http (its `signal` option adds and removes
+      // listeners per request; see ./abort-link), and unlinked once the response is read or failed.
+      let unlink: (() => void) | undefined;
       try {
-        req = mod.request(url, { method: init.method, headers, agent: secure ? agents.https : agents.http, signal: init.signal }, (res) => {
+        req = mod.request({ ...target, method: init.method, headers, agent: secure ? agents.https : agents.http }, (res) => {
+          if (unlink) {
+            const done = unlink;
+            res.on('end', done);
+            res.on('close', done);
+          }
           resolve(new NodeResponse(res));
         });
       } catch (err) {
         reject(err);
         return;
       }
+      if (signal) {
+        const r = req;
+        unlink = onAbort(signal, () => r.destroy(abortError()));
+        req.on('close', unlink);
+      }
       // Before the response: the request failed (or was aborted). After: the body reader sees it on `res`.
       req.on('error', reject);
       req.end(init.body);
     });
+  nodeFetches.add(fetch);
+  return fetch;
 }
 
 /** A node:http response as the client reads it: whole (`text()`) or chunk by chunk (`body.getReader()`). */

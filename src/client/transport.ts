@@ -2,9 +2,10 @@
  * HTTP plumbing: URLs, headers, timeouts, cancellation, and the
  * classification of responses into success / retry / fatal.
  */
+import { onAbort } from './abort-link';
 import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError, describe, isErrorLike } from './errors';
-import { nodeDefaultFetch } from './node-http';
+import { leavesSignalsClean, nodeDefaultFetch } from './node-http';
 import type { FetchInitLike, FetchLike, FetchResponseLike, HeadersOption, Operation } from './types';
 import { DEFAULT_HEARTBEAT_MS, HEARTBEAT_HEADER, JSON_MEDIA_TYPE, MISSED_HEARTBEATS, SID_HEADER, SILENCE_MARGIN_MS, STREAM_MEDIA_TYPE } from '../wire';
 import type { WebSocketChannel } from './websocket';
@@ -217,15 +218,14 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
     return Promise.reject(new AbortedError());
   }
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new AbortedError());
-    signal.addEventListener('abort', onAbort, { once: true });
+    const unlink = onAbort(signal, () => reject(new AbortedError()));
     p.then(
       (v) => {
-        signal.removeEventListener('abort', onAbort);
+        unlink();
         resolve(v);
       },
       (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        unlink();
         reject(e);
       },
     );
@@ -237,6 +237,12 @@ export class Transport {
   /** The base URL as error messages show it: no query (it may carry a token), no fragment. */
   private readonly shown: string;
   private readonly fetchImpl: FetchLike;
+  /**
+   * Controllers of requests that ended without an abort, for the next requests: only with the
+   * node:http fetch, which keeps no listener on a signal once its request is over (another fetch
+   * might, and a reused signal would pile them up).
+   */
+  private readonly spareCtls?: AbortController[];
   /** `transport: 'websocket' | 'auto'`: the session's socket (./websocket). */
   channel?: WebSocketChannel;
 
@@ -252,12 +258,14 @@ export class Transport {
     const node = fetchImpl === undefined ? nodeDefaultFetch() : undefined;
     if (node) {
       this.fetchImpl = node;
+      this.spareCtls = [];
       return;
     }
     const impl = fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
     if (typeof impl !== 'function') {
       throw new TypeError('bidiweb: no fetch implementation (pass options.fetch)');
     }
+    if (leavesSignalsClean(impl)) this.spareCtls = [];
     // Call through a closure: browsers' fetch must not be called as a method of another object.
     this.fetchImpl = (url, init) => impl(url, init);
   }
@@ -294,9 +302,8 @@ export class Transport {
     }
     const { signal } = spec;
     if (signal?.aborted) throw new AbortedError();
-    const ctl = new AbortController();
-    const onAbort = (): void => ctl.abort();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const ctl = this.spareCtls?.pop() ?? new AbortController();
+    const unlink = signal ? onAbort(signal, () => ctl.abort()) : undefined;
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -396,13 +403,17 @@ export class Transport {
     } finally {
       clearTimeout(timer);
       clearTimeout(firstByte);
-      signal?.removeEventListener('abort', onAbort);
+      unlink?.();
+      if (this.spareCtls && !ctl.signal.aborted && this.spareCtls.length < SPARE_CONTROLLERS) this.spareCtls.push(ctl);
     }
   }
 
 }
 
 const SID_HEADER_LOWER = SID_HEADER.toLowerCase();
+
+/** Spare request controllers kept per transport (see `Transport.spareCtls`): about the requests one session has in flight. */
+const SPARE_CONTROLLERS = 8;
 
 /** A header the `headers` option gave cannot be sent (see {@link headerProblem}). */
 class InvalidHeaderError extends Error {}

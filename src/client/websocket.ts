@@ -9,6 +9,7 @@
  * Open and close stay plain HTTP requests (the close must outlive a page that
  * is going away).
  */
+import { onAbort } from './abort-link';
 import { parseRetryAfter } from './backoff';
 import { AbortedError, BidiClientError } from './errors';
 import type { Reply, RequestSpec } from './transport';
@@ -244,16 +245,15 @@ export class WebSocketChannel {
     return new Promise<Reply>((resolve, reject) => {
       const timeoutMs = Math.max(0, spec.timeoutMs);
       const deadline = Date.now() + timeoutMs;
-      const onAbort = (): void => finish(new AbortedError());
       const finish = (err: Error | null, reply?: Reply): void => {
-        signal?.removeEventListener('abort', onAbort);
+        unlink?.();
         if (err) {
           // A frame still held was never written: nothing for the server to cancel.
           if (socket.pending.delete(id) && !socket.held.delete(id)) this.cancel(socket, id);
           reject(err);
         } else resolve(reply!);
       };
-      signal?.addEventListener('abort', onAbort, { once: true });
+      const unlink = signal ? onAbort(signal, () => finish(new AbortedError())) : undefined;
       socket.pending.set(id, {
         resolve: (reply) => finish(null, reply),
         reject: (err) => finish(err),

@@ -7,6 +7,7 @@
  * repeating anything; without one, it keeps streaming.
  */
 import { execFileSync } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -200,6 +201,60 @@ describe('the node:http fetch, through the client transport', () => {
     ctl2.abort();
     await expect(p2).rejects.toBeInstanceOf(AbortedError);
     await waitFor('both connections closed', () => srv.seen.every((s) => s.closedEarly));
+  });
+
+  test('a signal that serves request after request holds one abort listener, and so do the controllers the transport reuses; an abort still ends the request in flight', async () => {
+    const srv = await raw((_req, res, s) => {
+      if (s.url.includes('hold')) return; // never answered
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ack":1}');
+    });
+    const t = new Transport(srv.base, undefined, nodeFetch);
+    // As the sender does: one controller for every send that ends without an abort.
+    const ctl = new AbortController();
+    for (let i = 0; i < 30; i++) {
+      const reply = await t.request({ method: 'POST', path: '/send', body: '{}', sid: 'abc', timeoutMs: 5_000, signal: ctl.signal });
+      expect(reply.status).toBe(200);
+    }
+    expect(getEventListeners(ctl.signal, 'abort').length).toBeLessThanOrEqual(1);
+    const spare = (t as unknown as { spareCtls: AbortController[] }).spareCtls;
+    expect(spare.length).toBeGreaterThan(0);
+    for (const c of spare) expect(getEventListeners(c.signal, 'abort').length).toBeLessThanOrEqual(1);
+    expect(srv.connections()).toBe(1);
+    const held = t.request({ method: 'POST', path: '/send', query: { hold: 1 }, body: '{}', sid: 'abc', timeoutMs: 10_000, signal: ctl.signal });
+    await waitFor('the held request', () => srv.seen.length === 31);
+    ctl.abort();
+    await expect(held).rejects.toBeInstanceOf(AbortedError);
+    await waitFor('its connection closed', () => srv.seen[30]!.closedEarly);
+    // The transport's controller of the aborted request is not used again; the next request goes out as usual.
+    const next = await t.request({ method: 'POST', path: '/send', body: '{}', sid: 'abc', timeoutMs: 5_000 });
+    expect(next.status).toBe(200);
+  });
+
+  test('URLs node:http is given in parts: credentials become Basic auth, an IPv6 host loses its brackets', async () => {
+    const srv = await raw((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+    const port = new URL(srv.base).port;
+    const t = new Transport(`http://ad%20a:p%40ss@127.0.0.1:${port}/session`, undefined, nodeFetch);
+    expect((await t.request({ method: 'POST', path: '/send', body: '{}', sid: 'abc', timeoutMs: 5_000 })).status).toBe(200);
+    expect(srv.seen[0]!.headers.authorization).toBe('Basic ' + Buffer.from('ad a:p@ss').toString('base64'));
+    expect(srv.seen[0]!.url).toBe('/session/send');
+
+    const v6 = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ url: req.url, host: req.headers.host }));
+    });
+    await new Promise<void>((r) => v6.listen(0, '::1', () => r()));
+    cleanups.push(async () => {
+      v6.closeAllConnections();
+      await new Promise<void>((r) => v6.close(() => r()));
+    });
+    const v6port = (v6.address() as AddressInfo).port;
+    const t6 = new Transport(`http://[::1]:${v6port}/session?t=1`, undefined, nodeFetch);
+    const reply = await t6.request({ method: 'GET', path: '/watch', query: { ack: 0 }, sid: 'abc', timeoutMs: 5_000 });
+    expect(reply.body).toEqual({ url: '/session/watch?t=1&ack=0', host: `[::1]:${v6port}` });
   });
 
   test('a stream is read frame by frame: the next frame is written only after the client handled the previous one', async () => {

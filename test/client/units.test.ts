@@ -1,3 +1,5 @@
+import { getEventListeners } from 'node:events';
+import { onAbort } from '../../src/client/abort-link';
 import { Backoff, parseRetryAfter, TimerSet } from '../../src/client/backoff';
 import { Emitter } from '../../src/client/emitter';
 import { BidiClientError } from '../../src/client/errors';
@@ -115,6 +117,49 @@ describe('Emitter', () => {
     e.emit('a', 1);
     e.emit('a', 1);
     expect(seen).toEqual(['f', 'g', 'f']);
+  });
+});
+
+describe('onAbort (one listener per signal, for every request it serves)', () => {
+  test('links many callbacks in turn with one listener; an abort calls those linked then, once', () => {
+    const ctl = new AbortController();
+    const calls: string[] = [];
+    for (let i = 0; i < 100; i++) onAbort(ctl.signal, () => calls.push('stale ' + i))();
+    expect(getEventListeners(ctl.signal, 'abort')).toHaveLength(1);
+    onAbort(ctl.signal, () => calls.push('a'));
+    const unlinkB = onAbort(ctl.signal, () => calls.push('b'));
+    onAbort(ctl.signal, () => calls.push('c'));
+    unlinkB();
+    expect(getEventListeners(ctl.signal, 'abort')).toHaveLength(1);
+    ctl.abort();
+    expect(calls).toEqual(['a', 'c']);
+    ctl.abort(); // a second abort is no event
+    expect(calls).toEqual(['a', 'c']);
+  });
+
+  test('an already aborted signal calls nothing (as addEventListener); a callback that throws does not stop the others', () => {
+    const gone = AbortSignal.abort();
+    let called = false;
+    onAbort(gone, () => (called = true));
+    expect(called).toBe(false);
+
+    const ctl = new AbortController();
+    const calls: string[] = [];
+    onAbort(ctl.signal, () => {
+      throw new Error('boom');
+    });
+    onAbort(ctl.signal, () => calls.push('after'));
+    // The throw is reported as an uncaught error would be: a microtask rethrows it (held here).
+    const reported: (() => void)[] = [];
+    const spy = jest.spyOn(globalThis, 'queueMicrotask').mockImplementation((fn) => void reported.push(fn));
+    try {
+      ctl.abort();
+    } finally {
+      spy.mockRestore();
+    }
+    expect(calls).toEqual(['after']);
+    expect(reported).toHaveLength(1);
+    expect(() => reported[0]!()).toThrow('boom');
   });
 });
 
