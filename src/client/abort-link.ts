@@ -9,7 +9,7 @@
  * which calls the callbacks linked to it when it aborts. A signal holds its
  * listener and the listener its set: nothing outlives the signal.
  */
-const links = new WeakMap<AbortSignal, Set<() => void>>();
+const links = new WeakMap<AbortSignal, Array<() => void>>();
 
 /**
  * Calls `fn` when `signal` aborts, until the returned function unlinks it.
@@ -17,16 +17,17 @@ const links = new WeakMap<AbortSignal, Set<() => void>>();
  * check `signal.aborted` first.
  */
 export function onAbort(signal: AbortSignal, fn: () => void): () => void {
-  let set = links.get(signal);
-  if (set === undefined) {
-    const callbacks = new Set<() => void>();
-    set = callbacks;
+  // An array, not a Set: a signal holds one or two links at a time, and a Set that is added to and
+  // deleted from per request rebuilds its table every few operations.
+  let linked = links.get(signal);
+  if (linked === undefined) {
+    const callbacks: Array<() => void> = [];
+    linked = callbacks;
     links.set(signal, callbacks);
     signal.addEventListener(
       'abort',
       () => {
-        const due = [...callbacks];
-        callbacks.clear();
+        const due = callbacks.splice(0);
         for (const f of due) {
           try {
             f();
@@ -41,9 +42,13 @@ export function onAbort(signal: AbortSignal, fn: () => void): () => void {
       { once: true },
     );
   }
-  set.add(fn);
-  const linked = set;
+  const list = linked;
+  list.push(fn);
   return () => {
-    linked.delete(fn);
+    const i = list.indexOf(fn);
+    if (i === -1) return;
+    // In place (the order is the order of linking, as with listeners): no array made per unlink.
+    for (let k = i + 1; k < list.length; k++) list[k - 1] = list[k]!;
+    list.pop();
   };
 }

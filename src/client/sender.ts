@@ -86,7 +86,8 @@ export class Sender {
   private sid = '';
   private inflight = 0;
   /** One per POST in flight, so `halt()` can cancel them: not one shared signal, which would gather a listener per POST. */
-  private readonly inflightCtls = new Set<AbortController>();
+  /** An array, not a Set: one or two at a time, added and removed per POST (a Set rebuilds its table every few). */
+  private readonly inflightCtls: AbortController[] = [];
   /** Controllers of POSTs that ended without an abort, for the next POSTs: making one costs more than the rest of a POST over a WebSocket. */
   private readonly spareCtls: AbortController[] = [];
   private halted = false;
@@ -203,8 +204,7 @@ export class Sender {
    */
   halt(keepInflight = false): void {
     if (!keepInflight) {
-      for (const ctl of this.inflightCtls) ctl.abort();
-      this.inflightCtls.clear();
+      for (const ctl of this.inflightCtls.splice(0)) ctl.abort();
     }
     if (this.halted) return;
     this.halted = true;
@@ -231,6 +231,7 @@ export class Sender {
   }
 
   private notifyDrained(): void {
+    if (this.drainWaiters.length === 0) return;
     const waiters = this.drainWaiters;
     this.drainWaiters = [];
     for (const w of waiters) w();
@@ -294,9 +295,11 @@ export class Sender {
 
   private async post(batch: Outgoing[], serverAck: number): Promise<void> {
     this.inflight++;
-    const body = `{"msgs":[${batch.map((m) => `[${m.seq},${m.json}]`).join(',')}],"ack":${serverAck}}`;
+    let body = '{"msgs":[';
+    for (let i = 0; i < batch.length; i++) body += (i === 0 ? '[' : ',[') + batch[i]!.seq + ',' + batch[i]!.json + ']';
+    body += '],"ack":' + serverAck + '}';
     const ctl = this.spareCtls.pop() ?? new AbortController();
-    this.inflightCtls.add(ctl);
+    this.inflightCtls.push(ctl);
     const signal = ctl.signal;
     let outcome: ReturnType<typeof classify>;
     try {
@@ -314,10 +317,11 @@ export class Sender {
       outcome = thrownOutcome(err);
     } finally {
       this.inflight--;
-      this.inflightCtls.delete(ctl);
+      const at = this.inflightCtls.indexOf(ctl);
+      if (at !== -1) this.inflightCtls.splice(at, 1);
       // The transport took its listener off when the request ended.
       if (!ctl.signal.aborted && this.spareCtls.length < SPARE_CONTROLLERS) this.spareCtls.push(ctl);
-      if (this.inflight === 0) for (const w of this.settleWaiters.splice(0)) w();
+      if (this.inflight === 0 && this.settleWaiters.length > 0) for (const w of this.settleWaiters.splice(0)) w();
     }
     if (this.halted) {
       // Halted with this POST kept in flight (the server is closing the session): its ack still counts.

@@ -243,6 +243,8 @@ export class Transport {
    * might, and a reused signal would pile them up).
    */
   private readonly spareCtls?: AbortController[];
+  private sendLabel?: string;
+  private watchLabel?: string;
   /** `transport: 'websocket' | 'auto'`: the session's socket (./websocket). */
   channel?: WebSocketChannel;
 
@@ -283,6 +285,9 @@ export class Transport {
 
   /** `POST http://host/session/send`: how error messages name a request (never with the sid, which is not in URLs). */
   describe(spec: Pick<RequestSpec, 'method' | 'path'>): string {
+    // Sends and watches, made once: every one of them is described, for its reply.
+    if (spec.path === '/send' && spec.method === 'POST') return (this.sendLabel ??= `POST ${this.shown}/send`);
+    if (spec.path === '/watch' && spec.method === 'GET') return (this.watchLabel ??= `GET ${this.shown}/watch`);
     return `${spec.method} ${this.shown}${spec.path}`;
   }
 
@@ -294,12 +299,18 @@ export class Transport {
    * fetch implementation refused the URL or a header); and a transient one
    * (`NETWORK_ERROR`, `TIMEOUT`, `HEADERS_ERROR`) otherwise.
    */
-  async request(spec: RequestSpec): Promise<Reply> {
-    if (this.channel) {
-      // Sends and watches go over the session's WebSocket when it has one (null: over HTTP).
-      const reply = await this.channel.request(spec, this.describe(spec));
-      if (reply) return reply;
+  request(spec: RequestSpec): Promise<Reply> {
+    const channel = this.channel;
+    if (channel) {
+      // Sends and watches go over the session's WebSocket when it has one: at once when its socket is
+      // up (no async step of its own per frame), else once it is, or over HTTP (null).
+      const describe = this.describe(spec);
+      return channel.exchangeNow(spec, describe) ?? channel.request(spec, describe).then((reply) => reply ?? this.overHttp(spec));
     }
+    return this.overHttp(spec);
+  }
+
+  private async overHttp(spec: RequestSpec): Promise<Reply> {
     const { signal } = spec;
     if (signal?.aborted) throw new AbortedError();
     const ctl = this.spareCtls?.pop() ?? new AbortController();

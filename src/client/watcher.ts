@@ -269,6 +269,13 @@ export class Watcher {
         if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) continue;
         if (seq <= this.delivered || this.held.has(seq)) continue; // duplicate
         if (this.marker && seq >= this.marker.seq) continue; // after the end: cannot exist
+        if (seq === this.delivered + 1 && this.held.size === 0) {
+          // The next one, with nothing held: straight to the app, in order (no Map entry made and dropped per message).
+          if (this.stopped) continue;
+          this.delivered = seq;
+          this.host.deliver(pair[1], seq);
+          continue;
+        }
         if (this.held.size >= MAX_HELD_MESSAGES && seq !== this.delivered + 1) continue;
         this.held.set(seq, pair[1]);
       }

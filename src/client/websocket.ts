@@ -34,9 +34,14 @@ export const WEBSOCKET_HIGH_WATER_MARK = 1024 * 1024;
 /** How often a socket above WEBSOCKET_HIGH_WATER_MARK is checked: browsers' WebSocket has no drain event. */
 export const DRAIN_POLL_MS = 10;
 
+/** A request waiting for its answer. Settled only through {@link settle}. */
 interface Pending {
+  id: number;
+  /** The promise's own functions (see settle). */
   resolve(reply: Reply): void;
   reject(err: Error): void;
+  /** Takes the request off its signal. */
+  unlink?: () => void;
   onFrame?: (frame: unknown) => void;
   request: string;
   /** A watch: the socket's silence watchdog applies while one is pending. */
@@ -75,6 +80,8 @@ export class WebSocketChannel {
   private fellBackAt = 0;
   private disposed = false;
   private readonly url: string;
+  /** See {@link label}: a few request kinds, so a few entries. */
+  private readonly labels = new Map<string, string>();
 
   constructor(
     baseUrl: { path: string; query: string },
@@ -126,7 +133,29 @@ export class WebSocketChannel {
     }
     if (socket !== this.socket || socket.ws.readyState !== OPEN) throw new BidiClientError('NETWORK_ERROR', `${describe} (WebSocket): the socket closed`);
     if (this.mode === 'auto') this.fellBackAt = 0;
-    return this.exchange(socket, spec, describe + ' (WebSocket)');
+    return this.exchange(socket, spec, this.label(describe));
+  }
+
+  /**
+   * Carries a send or a watch at once when the session's socket is up and nothing else stands in
+   * the way (the common case, without {@link request}'s async step); null otherwise: then
+   * {@link request} decides.
+   */
+  exchangeNow(spec: RequestSpec, describe: string): Promise<Reply> | null {
+    const socket = this.socket;
+    if (socket === undefined || !socket.isReady || socket.sid !== spec.sid || socket.ws.readyState !== OPEN) return null;
+    if (this.disposed || this.fellBackAt !== 0 || spec.keepalive || spec.signal?.aborted || (spec.path !== '/send' && spec.path !== '/watch')) return null;
+    return this.exchange(socket, spec, this.label(describe));
+  }
+
+  /** `describe` + ' (WebSocket)', made once per request kind (error messages name the transport). */
+  private label(describe: string): string {
+    let label = this.labels.get(describe);
+    if (label === undefined) {
+      label = describe + ' (WebSocket)';
+      this.labels.set(describe, label);
+    }
+    return label;
   }
 
   /** The session ended: close the socket. */
@@ -212,16 +241,14 @@ export class WebSocketChannel {
       try {
         p.onFrame?.(frame.frame);
       } catch (err) {
-        socket.pending.delete(id);
-        this.cancel(socket, id);
-        p.reject(err as Error);
+        this.settle(socket, p, err as Error);
       }
       return;
     }
     if (typeof frame.status !== 'number') return;
     socket.pending.delete(id);
     if (frame.end === true) {
-      p.resolve({ status: 200, body: undefined, streamed: true, request: p.request });
+      this.settle(socket, p, null, { status: 200, body: undefined, streamed: true, request: p.request });
       return;
     }
     const reply: Reply = { status: frame.status, body: frame.body ?? undefined, request: p.request };
@@ -229,7 +256,21 @@ export class WebSocketChannel {
       const retryAfterMs = parseRetryAfter(frame.retryAfter);
       if (retryAfterMs !== undefined) reply.retryAfterMs = retryAfterMs;
     }
-    p.resolve(reply);
+    this.settle(socket, p, null, reply);
+  }
+
+  /**
+   * Ends a request: with its reply, or with `err` (then, if the server may still be working on it,
+   * its frame is cancelled; a frame still held was never written: nothing to cancel).
+   */
+  private settle(socket: Socket, p: Pending, err: Error | null, reply?: Reply): void {
+    p.unlink?.();
+    if (err === null) {
+      p.resolve(reply!);
+      return;
+    }
+    if (socket.pending.delete(p.id) && !socket.held.delete(p.id)) this.cancel(socket, p.id);
+    p.reject(err);
   }
 
   private exchange(socket: Socket, spec: RequestSpec, request: string): Promise<Reply> {
@@ -245,24 +286,10 @@ export class WebSocketChannel {
     return new Promise<Reply>((resolve, reject) => {
       const timeoutMs = Math.max(0, spec.timeoutMs);
       const deadline = Date.now() + timeoutMs;
-      const finish = (err: Error | null, reply?: Reply): void => {
-        unlink?.();
-        if (err) {
-          // A frame still held was never written: nothing for the server to cancel.
-          if (socket.pending.delete(id) && !socket.held.delete(id)) this.cancel(socket, id);
-          reject(err);
-        } else resolve(reply!);
-      };
-      const unlink = signal ? onAbort(signal, () => finish(new AbortedError())) : undefined;
-      socket.pending.set(id, {
-        resolve: (reply) => finish(null, reply),
-        reject: (err) => finish(err),
-        request,
-        watch: spec.path === '/watch',
-        deadline,
-        timeoutMs,
-        ...(spec.onFrame ? { onFrame: spec.onFrame } : {}),
-      });
+      const p: Pending = { id, resolve, reject, request, watch: spec.path === '/watch', deadline, timeoutMs };
+      if (spec.onFrame) p.onFrame = spec.onFrame;
+      if (signal) p.unlink = onAbort(signal, () => this.settle(socket, p, new AbortedError()));
+      socket.pending.set(id, p);
       if (socket.deadlineTimer === undefined || deadline < socket.deadlineAt) this.armDeadlines(socket, deadline);
       // Only sends wait for the socket to drain: a watch or cancel frame is a few dozen bytes, and
       // holding a watch back would stall what comes down (acks, heartbeats) behind the uploads.
@@ -298,7 +325,7 @@ export class WebSocketChannel {
       const now = Date.now();
       let next = Infinity;
       for (const p of [...socket.pending.values()]) {
-        if (p.deadline <= now) p.reject(new BidiClientError('TIMEOUT', `${p.request} timed out after ${p.timeoutMs} ms`));
+        if (p.deadline <= now) this.settle(socket, p, new BidiClientError('TIMEOUT', `${p.request} timed out after ${p.timeoutMs} ms`));
         else if (p.deadline < next) next = p.deadline;
       }
       if (next !== Infinity && this.socket === socket) this.armDeadlines(socket, next);
@@ -350,6 +377,6 @@ export class WebSocketChannel {
     }
     const pending = [...socket.pending.values()];
     socket.pending.clear();
-    for (const p of pending) p.reject(error);
+    for (const p of pending) this.settle(socket, p, error);
   }
 }

@@ -652,6 +652,27 @@ describe('server → client', () => {
     s.close();
   });
 
+  test('in-order messages go straight to the app, and a gap inside a response is held until filled (in order, once)', async () => {
+    const script: unknown[] = [
+      { msgs: [[1, 'a'], [3, 'c'], [2, 'b'], [2, 'b']], ack: 0 },
+      { msgs: [[4, 'd'], [5, 'e'], [4, 'd']], ack: 0 },
+      { msgs: [[7, 'g'], [6, 'f'], [8, 'h']], ack: 0 },
+    ];
+    server.hook = (req) => {
+      if (req.kind !== 'watch') return undefined;
+      const body = script.shift();
+      return body ? { status: 200, body } : undefined;
+    };
+    const s = connect();
+    const got: [unknown, number][] = [];
+    s.on('message', (d, { seq }) => got.push([d, seq]));
+    await opened(s);
+    await waitFor(() => got.length === 8);
+    await sleep(30);
+    expect(got).toEqual([['a', 1], ['b', 2], ['c', 3], ['d', 4], ['e', 5], ['f', 6], ['g', 7], ['h', 8]]);
+    s.close();
+  });
+
   test('a superseded response is ignored', async () => {
     let n = 0;
     server.hook = (req) => {
