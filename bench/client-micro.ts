@@ -70,7 +70,7 @@ async function main() {
     res.push((d.user + d.system) / (SESS * ROUNDS));
   }
   res.sort((a, b) => a - b);
-  console.log('fake-ws client µs/rt median', res[Math.floor(res.length / 2)].toFixed(2), 'min', res[0].toFixed(2));
+  console.log('client CPU µs per echo round trip: median', res[Math.floor(res.length / 2)].toFixed(2), 'min', res[0].toFixed(2));
   process.exit(0);
 }
 void main();
