@@ -7,7 +7,7 @@
  * serve many requests in turn (the sender and the transport reuse controllers
  * that did not abort), so each signal gets one listener for its whole life,
  * which calls the callbacks linked to it when it aborts. A signal holds its
- * listener and the listener its set: nothing outlives the signal.
+ * listener and the listener its list of callbacks: nothing outlives the signal.
  */
 const links = new WeakMap<AbortSignal, Array<() => void>>();
 

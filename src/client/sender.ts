@@ -85,8 +85,11 @@ export class Sender {
   private limits?: ServerLimits;
   private sid = '';
   private inflight = 0;
-  /** One per POST in flight, so `halt()` can cancel them: not one shared signal, which would gather a listener per POST. */
-  /** An array, not a Set: one or two at a time, added and removed per POST (a Set rebuilds its table every few). */
+  /**
+   * One per POST in flight, so `halt()` can cancel them: not one shared signal, which would gather a
+   * listener per POST. An array, not a Set: a few at a time, added and removed per POST (a Set
+   * rebuilds its table every few such operations).
+   */
   private readonly inflightCtls: AbortController[] = [];
   /** Controllers of POSTs that ended without an abort, for the next POSTs: making one costs more than the rest of a POST over a WebSocket. */
   private readonly spareCtls: AbortController[] = [];
