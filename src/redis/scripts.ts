@@ -66,7 +66,7 @@ export const INCLUDE_FILES: Record<string, string> = { session, time };
  * commands side by side — two copies of bidiweb in one process — instead of
  * the later `defineCommand` replacing the earlier. docs/REDIS.md, "Scripts".
  */
-export const SCRIPT_VERSION = 5;
+export const SCRIPT_VERSION = 6;
 
 /** 'expire-check-2' -> 'expire-check'. */
 type Stem<F extends string> = F extends `${infer Head}-${infer Rest}` ? (Rest extends `${number}` ? Head : `${Head}-${Stem<Rest>}`) : never;

@@ -265,6 +265,9 @@ export class RedisStore implements Store {
     const args: Arg[] = [k.s, k.out, input.token, input.seq, hasState ? '1' : '0', hasState ? input.stateJson! : ''];
     args.push(input.leaseMs, input.next ? '1' : '0', input.maxDeliver, k.channel, this.sharded);
     args.push(sends?.limits.maxUnackedMessages ?? 0, sends?.limits.maxUnackedBytes ?? 0);
+    // A watch of the session listening here: when it is the session's current one, the script leaves
+    // the publish out and wakeHere below wakes it (no message through Redis back to this instance).
+    args.push(sends ? (this.subs.claimHere(k.channel) ?? '') : '');
     if (sends) for (const m of sends.msgs) args.push(m);
     const r = asReply('commit', await this.scripts.run('commit', ...args));
     switch (r[0]) {
@@ -565,6 +568,8 @@ export class RedisStore implements Store {
     }
     if (r[0] === 'unknown') return { status: 'unknown' };
     if (r[0] === 'invalid-ack') return { status: 'invalid-ack', lastSeq: Number(r[1]) };
+    // This instance's watch is now the session's current one (while it listens here: see commit).
+    if (input.claim && r[2] !== 1) this.subs.noteClaim(k.channel, input.watchToken);
     const at = 7 + 2 * Number(r[6]);
     const first = Number(r[at]);
     const msgs: StoredMessage[] = [];

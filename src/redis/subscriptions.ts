@@ -107,6 +107,12 @@ interface ChannelState {
   lost: boolean;
   /** add() calls waiting for the subscription to be in effect. */
   waiters: Waiter[];
+  /**
+   * The token of the last watch of the channel's session that claimed it while listening here
+   * (noteClaim); dropped when the channel's last listener leaves. Whether it is still the
+   * session's current watch, only the record says (commit-2 compares).
+   */
+  claim?: string;
   retry?: ReturnType<typeof setTimeout>;
   /** No listener since then, still subscribed (see `subscriptionLingerMs`). */
   idleSince?: number;
@@ -192,7 +198,10 @@ export class Subscriptions {
       done = true;
       const current = this.channels.get(channel);
       if (!current || !current.listeners.delete(entry)) return;
-      if (current.listeners.size === 0) current.heard = ++this.heardRuns;
+      if (current.listeners.size === 0) {
+        current.heard = ++this.heardRuns;
+        current.claim = undefined;
+      }
       this.sync(channel);
     };
     this.sync(channel);
@@ -214,6 +223,18 @@ export class Subscriptions {
    */
   heardRun(channel: string): number {
     return this.channels.get(channel)?.heard ?? 0;
+  }
+
+  /** A watch listening here claimed the channel's session (`token`): see ChannelState.claim. */
+  noteClaim(channel: string, token: string): void {
+    const ch = this.channels.get(channel);
+    if (ch && ch.listeners.size > 0) ch.claim = token;
+  }
+
+  /** The token of a watch that claimed the channel's session while listening here, if someone here still listens. */
+  claimHere(channel: string): string | undefined {
+    const ch = this.channels.get(channel);
+    return ch && ch.listeners.size > 0 ? ch.claim : undefined;
   }
 
   /** Listeners on the channel now (a lingering subscription has none). */

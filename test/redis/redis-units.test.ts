@@ -313,7 +313,7 @@ describe('scripts', () => {
       .digest('hex');
     // A failure here means a script's text changed: bump SCRIPT_VERSION in src/redis/scripts.ts
     // and put the new fingerprint here (docs/REDIS.md, "Versioned command names").
-    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 5, fingerprint: '6ba09ca2e47ee6a3c0f48c67dd89c55a77d8c83d' });
+    expect({ version: SCRIPT_VERSION, fingerprint }).toEqual({ version: 6, fingerprint: '27e38fb3ec7cac9ec0bb34043b9e6c688c7c1140' });
   });
 
   it('keeps its commands when another version defines its own on the same connection', async () => {
@@ -772,6 +772,57 @@ describe('subscriptions', () => {
     // Redis did publish each of them (other instances need the copy).
     expect(Number((await redis.pubsub('NUMSUB', channel))[1])).toBe(1);
     stop();
+  });
+
+  it("a commit's messages are not published while the session's current watch listens on the committing instance (it wakes that watch itself); they are once a watch claimed elsewhere, or nobody here listens", async () => {
+    const { store: a, prefix } = makeStore();
+    const b = makeStore({ prefix }).store;
+    const sid = await open(a);
+    const channel = new RedisKeys(prefix).session(sid).channel;
+    // What Redis publishes on the session's channel, as any other instance would hear it.
+    const spy = connect();
+    const published: string[] = [];
+    spy.on('message', (_ch: string, payload: string) => published.push(payload));
+    await spy.subscribe(channel);
+    let seq = 0;
+    const echo = async (json: string): Promise<void> => {
+      const token = newToken();
+      seq++;
+      await a.receive(sid, { msgs: [{ seq, json: String(seq) }], window: 10, bufferBytes: 1000, lease: { token, ms: LONG }, maxDeliver: 10 });
+      const r = await a.commit(sid, { token, seq, leaseMs: LONG, next: true, maxDeliver: 10, sends: { msgs: [json], limits: ROOMY } });
+      expect(r).toMatchObject({ status: 'ok', sent: { stored: 1 } });
+    };
+    const runs = (events: StoreEvent[]): unknown[] => events.flatMap((e) => (e.type === 'message' && e.run ? e.run.msgs.map((m) => m.json) : []));
+
+    // A watch here (subscribed, then claimed as core does).
+    const atA: StoreEvent[] = [];
+    const stopA = await a.subscribe(sid, (e) => atA.push(e));
+    await a.read(sid, { ack: 0, watchToken: 'watch-a', claim: true, maxMessages: 10 });
+    await echo('"one"');
+    await sleep(100);
+    expect(runs(atA)).toEqual(['"one"']);
+    expect(published.filter((p) => p.startsWith('m'))).toEqual([]);
+
+    // A newer watch on another instance: the record names it, so the same commit publishes.
+    const atB: StoreEvent[] = [];
+    const stopB = await b.subscribe(sid, (e) => atB.push(e));
+    await b.read(sid, { ack: 0, watchToken: 'watch-b', claim: true, maxMessages: 10 });
+    await echo('"two"');
+    for (let i = 0; i < 100 && runs(atB).length === 0; i++) await sleep(5);
+    expect(runs(atB)).toEqual(['"two"']);
+    expect(published.filter((p) => p.startsWith('m'))).toHaveLength(1);
+
+    // This instance's watch claims again, then leaves: with nobody listening here, it publishes.
+    await a.read(sid, { ack: 0, watchToken: 'watch-a2', claim: true, maxMessages: 10 });
+    await echo('"three"');
+    await sleep(100);
+    expect(published.filter((p) => p.startsWith('m'))).toHaveLength(1);
+    stopA();
+    await echo('"four"');
+    for (let i = 0; i < 100 && published.filter((p) => p.startsWith('m')).length < 2; i++) await sleep(5);
+    expect(published.filter((p) => p.startsWith('m'))).toHaveLength(2);
+    expect(runs(atA)).toEqual(['"one"', '"two"', '"three"']);
+    stopB();
   });
 
   it('re-subscribes a listener added while the last one’s UNSUBSCRIBE is in flight', async () => {

@@ -20,7 +20,10 @@
   ARGV[5] lease ms   ARGV[6] next ('1' / '0')   ARGV[7] maxDeliver
   ARGV[8] channel   ARGV[9] sharded ('1': SPUBLISH)
   ARGV[10] maxUnackedMessages   ARGV[11] maxUnackedBytes
-  ARGV[12..] messages the handler sent (JSON; none: no append)
+  ARGV[12] the token of a watch of this session that listens on the calling
+           instance ('' = none): when it is the session's current watch, the
+           caller wakes it itself, and the messages are not published
+  ARGV[13..] messages the handler sent (JSON; none: no append)
 
   Returns
     {'lost'}   the token does not hold the lease (or the session is gone or closed); nothing stored
@@ -30,19 +33,20 @@
     {'ok', clientAck, stored, first, refused, seq, json, ...}   pairs: keep delivering; none with next: lease released
   stored: -1 when the call carried no messages, else how many were appended
   (seqs first .. first + stored - 1); refused: '' | 'full' | 'closed', why the rest were not.
-  Events: 'm' when messages were appended (with them, see notifyMessages).
+  Events: 'm' when messages were appended (with them, see notifyMessages), unless the
+  session is open and ARGV[12] is its current watch (the caller wakes that one).
 ]]
 -- @include session
 local s, outKey = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn', 'leaseUntil', 'seen', inField(ARGV[2]))
+local f = redis.call('HMGET', s, 'status', 'lease', 'cack', 'user', 'state', 'closeReason', 'ttl', 'last', 'lbytes', 'cs', 'ibytes', 'exp', 'gn', 'leaseUntil', 'seen', inField(ARGV[2]), 'watcher')
 if not f[1] or f[2] ~= ARGV[1] or f[1] == 'closed' then return {'lost'} end
 -- A member of groups must pull their entries before its own sends (a cross-slot step this script
 -- cannot take): change nothing; the caller appends the sends, then commits without them.
-if #ARGV > 11 and f[1] == 'open' and num(f[13]) > 0 and tonumber(ARGV[2]) == num(f[3]) + 1 then return {'pull'} end
+if #ARGV > 12 and f[1] == 'open' and num(f[13]) > 0 and tonumber(ARGV[2]) == num(f[3]) + 1 then return {'pull'} end
 
 local cack = num(f[3])
 local seq = tonumber(ARGV[2])
-local n = #ARGV - 11
+local n = #ARGV - 12
 local ibytes = num(f[11])
 -- What became of the handler's messages: `stored` of them from seq `first`; the rest `refused`.
 local stored, first, refused = -1, 0, ''
@@ -72,22 +76,26 @@ if seq == cack + 1 then
       local room = tonumber(ARGV[10]) - (lbytes > 0 and redis.call('LLEN', outKey) or 0)
       local budget = tonumber(ARGV[11]) - lbytes
       local bytes = 0
-      while stored < n and stored < room and bytes + #ARGV[12 + stored] <= budget do
-        bytes = bytes + #ARGV[12 + stored]
+      while stored < n and stored < room and bytes + #ARGV[13 + stored] <= budget do
+        bytes = bytes + #ARGV[13 + stored]
         stored = stored + 1
       end
       if stored < n then refused = 'full' end
       if stored > 0 then
         -- This call creates the log when it held none.
         if lbytes == 0 then created = {outKey} end
-        for i = 12, 11 + stored, 1000 do
-          redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, 11 + stored)))
+        for i = 13, 12 + stored, 1000 do
+          redis.call('RPUSH', outKey, unpack(ARGV, i, math.min(i + 999, 12 + stored)))
         end
         fields[#fields + 1] = 'last'
         fields[#fields + 1] = last + stored
         fields[#fields + 1] = 'lbytes'
         fields[#fields + 1] = lbytes + bytes
-        notifyMessages(ARGV[8], ARGV[9], first, cack, ARGV, 12, 11 + stored, bytes)
+        -- Other instances' watches of the session are older ones (superseded: the claim told them)
+        -- or not yet claimed (their claiming read comes after this script, and sees the messages).
+        if not (f[1] == 'open' and ARGV[12] ~= '' and ARGV[12] == f[17]) then
+          notifyMessages(ARGV[8], ARGV[9], first, cack, ARGV, 13, 12 + stored, bytes)
+        end
       end
     end
     fields[#fields + 1] = 'cs'
