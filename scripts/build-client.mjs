@@ -34,7 +34,7 @@ const withoutNodeTransport = {
       path.resolve(args.resolveDir, args.path + '.ts') === nodeHttp ? { path: nodeHttp, namespace: 'browser-stub' } : undefined,
     );
     b.onLoad({ filter: /.*/, namespace: 'browser-stub' }, () => ({
-      contents: 'export const nodeDefaultFetch = () => undefined;',
+      contents: 'export const nodeDefaultFetch = () => undefined;\nexport const leavesSignalsClean = () => false;',
       loader: 'js',
     }));
   },
