@@ -626,15 +626,8 @@ describe('client → server', () => {
 });
 
 describe('server → client', () => {
-  test('out-of-order and duplicated watch responses are delivered in order, once', async () => {
-    const script: unknown[] = [
-      { msgs: [[2, 'b'], [3, 'c']], ack: 0 },
-      { msgs: [[3, 'c'], [2, 'b']], ack: 0 },
-      { msgs: [[1, 'a'], [2, 'b']], ack: 0 },
-      { msgs: [[1, 'a'], [3, 'c'], [5, 'e']], ack: 0 },
-      { msgs: [[4, 'd'], [5, 'e'], [6, 'f']], ack: 0 },
-    ];
-    const acks: string[] = [];
+  /** Watches answered by `script`'s bodies in turn (then as the fake server would), their acks in `acks`; a session receiving into `got`. */
+  async function scripted(script: unknown[], acks: string[] = []): Promise<{ s: BidiClientSession<any, any>; got: [unknown, number][] }> {
     server.hook = (req) => {
       if (req.kind !== 'watch') return undefined;
       acks.push(req.query.get('ack')!);
@@ -645,6 +638,21 @@ describe('server → client', () => {
     const got: [unknown, number][] = [];
     s.on('message', (d, { seq }) => got.push([d, seq]));
     await opened(s);
+    return { s, got };
+  }
+
+  test('out-of-order and duplicated watch responses are delivered in order, once', async () => {
+    const acks: string[] = [];
+    const { s, got } = await scripted(
+      [
+        { msgs: [[2, 'b'], [3, 'c']], ack: 0 },
+        { msgs: [[3, 'c'], [2, 'b']], ack: 0 },
+        { msgs: [[1, 'a'], [2, 'b']], ack: 0 },
+        { msgs: [[1, 'a'], [3, 'c'], [5, 'e']], ack: 0 },
+        { msgs: [[4, 'd'], [5, 'e'], [6, 'f']], ack: 0 },
+      ],
+      acks,
+    );
     await waitFor(() => got.length === 6);
     expect(got).toEqual([['a', 1], ['b', 2], ['c', 3], ['d', 4], ['e', 5], ['f', 6]]);
     await waitFor(() => acks.length >= 6);
@@ -653,20 +661,11 @@ describe('server → client', () => {
   });
 
   test('in-order messages go straight to the app, and a gap inside a response is held until filled (in order, once)', async () => {
-    const script: unknown[] = [
+    const { s, got } = await scripted([
       { msgs: [[1, 'a'], [3, 'c'], [2, 'b'], [2, 'b']], ack: 0 },
       { msgs: [[4, 'd'], [5, 'e'], [4, 'd']], ack: 0 },
       { msgs: [[7, 'g'], [6, 'f'], [8, 'h']], ack: 0 },
-    ];
-    server.hook = (req) => {
-      if (req.kind !== 'watch') return undefined;
-      const body = script.shift();
-      return body ? { status: 200, body } : undefined;
-    };
-    const s = connect();
-    const got: [unknown, number][] = [];
-    s.on('message', (d, { seq }) => got.push([d, seq]));
-    await opened(s);
+    ]);
     await waitFor(() => got.length === 8);
     await sleep(30);
     expect(got).toEqual([['a', 1], ['b', 2], ['c', 3], ['d', 4], ['e', 5], ['f', 6], ['g', 7], ['h', 8]]);
