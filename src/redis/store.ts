@@ -267,9 +267,19 @@ export class RedisStore implements Store {
     args.push(sends?.limits.maxUnackedMessages ?? 0, sends?.limits.maxUnackedBytes ?? 0);
     // A watch of the session listening here: when it is the session's current one, the script leaves
     // the publish out and wakeHere below wakes it (no message through Redis back to this instance).
-    args.push(sends ? (this.subs.claimHere(k.channel) ?? '') : '');
+    const claim = sends ? this.subs.claimHere(k.channel) : undefined;
+    args.push(claim ?? '');
     if (sends) for (const m of sends.msgs) args.push(m);
-    const r = asReply('commit', await this.scripts.run('commit', ...args));
+    let reply: unknown;
+    try {
+      reply = await this.scripts.run('commit', ...args);
+    } catch (err) {
+      // The script may have run, without a publish, and its reply been lost: that watch must not
+      // sleep through what it stored. A bare wake-up makes it read the log.
+      if (claim !== undefined) this.subs.wake(k.channel, { type: 'message' });
+      throw err;
+    }
+    const r = asReply('commit', reply);
     switch (r[0]) {
       case 'lost':
       case 'pull':

@@ -825,6 +825,30 @@ describe('subscriptions', () => {
     stopB();
   });
 
+  it('a commit that ran without a publish but whose reply was lost still wakes the watch here (it reads the log)', async () => {
+    const { store } = makeStore();
+    const sid = await open(store);
+    const events: StoreEvent[] = [];
+    const stop = await store.subscribe(sid, (e) => events.push(e));
+    await store.read(sid, { ack: 0, watchToken: 'watch-here', claim: true, maxMessages: 10 });
+    // The script runs (stores the reply, publishes nothing: the watch is here), then its reply is lost.
+    const scripts = (store as unknown as { scripts: { run: (...a: unknown[]) => Promise<unknown> } }).scripts;
+    const run = scripts.run.bind(scripts);
+    scripts.run = async (...a: unknown[]) => {
+      const reply = await run(...a);
+      if (a[0] === 'commit') throw new Error('connection lost before the reply');
+      return reply;
+    };
+    const token = newToken();
+    await store.receive(sid, { msgs: [{ seq: 1, json: '1' }], window: 10, bufferBytes: 1000, lease: { token, ms: LONG }, maxDeliver: 10 });
+    await expect(store.commit(sid, { token, seq: 1, leaseMs: LONG, next: true, maxDeliver: 10, sends: { msgs: ['"reply"'], limits: ROOMY } })).rejects.toThrow('connection lost');
+    scripts.run = run;
+    expect(events.filter((e) => e.type === 'message')).toHaveLength(1);
+    const r = await store.read(sid, { ack: 0, watchToken: 'watch-here', claim: false, maxMessages: 10, after: 0 });
+    expect(r).toMatchObject({ status: 'ok', msgs: [{ seq: 1, json: '"reply"' }] });
+    stop();
+  });
+
   it('re-subscribes a listener added while the last one’s UNSUBSCRIBE is in flight', async () => {
     const { store, redis } = makeStore({ subscriptionLingerMs: 0 });
     const sid = await open(store);
