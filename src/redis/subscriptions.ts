@@ -231,10 +231,9 @@ export class Subscriptions {
     if (ch && ch.listeners.size > 0) ch.claim = token;
   }
 
-  /** The token of a watch that claimed the channel's session while listening here, if someone here still listens. */
+  /** The token of a watch that claimed the channel's session while listening here, if someone here still listens (the claim goes with the last listener). */
   claimHere(channel: string): string | undefined {
-    const ch = this.channels.get(channel);
-    return ch && ch.listeners.size > 0 ? ch.claim : undefined;
+    return this.channels.get(channel)?.claim;
   }
 
   /** Listeners on the channel now (a lingering subscription has none). */
